@@ -1,0 +1,60 @@
+"""enqueue() and enqueue_sync(): validate, then insert inside the caller's transaction.
+
+Never commits: the row becomes visible to the daemon exactly when the caller's transaction does,
+and a rollback leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from outbox import store
+from outbox.connections import AsyncConnectionLike, SyncConnectionLike
+from outbox.validation import validate
+
+MediaUrls = Mapping[str, Sequence[str]] | Sequence[Mapping[str, str]]
+
+
+async def enqueue(
+    conn: AsyncConnectionLike,
+    recipient: str,
+    message: str | None = None,
+    *,
+    media_urls: MediaUrls | None = None,
+    idempotency_key: str | None = None,
+    send_at: datetime | None = None,
+) -> int:
+    """Add a message to the outbox in the caller's transaction and return its id.
+
+    `conn` is a SQLAlchemy AsyncSession or AsyncConnection, or an asyncpg Connection. Raises
+    InvalidMessage, before any SQL runs, when an argument breaks a rule.
+    """
+    new = validate(
+        recipient,
+        message,
+        media_urls=media_urls,
+        idempotency_key=idempotency_key,
+        send_at=send_at,
+    )
+    return await store.insert_message(conn, new)
+
+
+def enqueue_sync(
+    conn: SyncConnectionLike,
+    recipient: str,
+    message: str | None = None,
+    *,
+    media_urls: MediaUrls | None = None,
+    idempotency_key: str | None = None,
+    send_at: datetime | None = None,
+) -> int:
+    """enqueue() for a synchronous SQLAlchemy Session or Connection, on any driver."""
+    new = validate(
+        recipient,
+        message,
+        media_urls=media_urls,
+        idempotency_key=idempotency_key,
+        send_at=send_at,
+    )
+    return store.insert_message_sync(conn, new)

@@ -1,0 +1,117 @@
+"""The table `outbox_messages`: its public columns, the daemon's bookkeeping, CHECKs and indexes.
+
+This metadata is the single source of truth for the alembic revisions (`alembic check` compares
+them). Apps INSERT and SELECT the table with plain SQL, so every public name here is a contract.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+PENDING = "pending"
+SENDING = "sending"
+SENT = "sent"
+DELIVERED = "delivered"
+READ = "read"
+FAILED = "failed"
+CANCELLED = "cancelled"
+
+STATUSES = (PENDING, SENDING, SENT, DELIVERED, READ, FAILED, CANCELLED)
+ACTIVE_STATUSES = (PENDING, SENDING)
+FINISHED_STATUSES = (SENT, DELIVERED, READ, FAILED, CANCELLED)
+
+MEDIA_KINDS = ("image", "video", "document", "audio")
+MAX_TEXT_LENGTH = 4096
+MAX_CAPTION_LENGTH = 1024
+
+NOTIFY_CHANNEL = "outbox"
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def _quoted(values: tuple[str, ...]) -> str:
+    return ", ".join(f"'{value}'" for value in values)
+
+
+messages = sa.Table(
+    "outbox_messages",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+    sa.Column("recipient", sa.Text, nullable=False),
+    sa.Column("message", sa.Text, nullable=True),
+    sa.Column("media", JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
+    sa.Column("status", sa.Text, nullable=False, server_default=sa.text(f"'{PENDING}'")),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("message_id", sa.Text, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("error_code", sa.Integer, nullable=True),
+    # One entry per accepted part, in send order: {"wamid", "status", "sent_at"}. Parts are sent
+    # one after another, so the accepted parts are always a prefix and a retry resumes after it.
+    sa.Column("parts", JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
+    sa.Column("idempotency_key", sa.Text, nullable=True),
+    # When the row may next be claimed: now() on insert, send_at when scheduled, the retry time
+    # after a transient failure.
+    sa.Column(
+        "available_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True),
+    # A fresh token per claim; every later write of the row names it, so a worker whose lease
+    # expired and was re-claimed can never overwrite the newer result.
+    sa.Column("lease_token", UUID(as_uuid=True), nullable=True),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column(
+        "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("read_at", sa.DateTime(timezone=True), nullable=True),
+    sa.CheckConstraint(r"recipient ~ '^[0-9]{7,15}$'", name="recipient_digits"),
+    sa.CheckConstraint(f"char_length(message) <= {MAX_TEXT_LENGTH}", name="message_length"),
+    sa.CheckConstraint("jsonb_typeof(media) = 'array'", name="media_is_array"),
+    sa.CheckConstraint(
+        "coalesce(message, '') <> '' OR media <> '[]'::jsonb", name="message_or_media"
+    ),
+    sa.CheckConstraint(
+        'NOT jsonb_path_exists(media, \'$[*] ? (@.type() != "object"'
+        ' || !(@.type == "image" || @.type == "video" || @.type == "document"'
+        ' || @.type == "audio")'
+        ' || !(@.url like_regex "^https?://[^/?#\\\\s]+"))\')',
+        name="media_parts",
+    ),
+    sa.CheckConstraint(f"status IN ({_quoted(STATUSES)})", name="status_known"),
+    sa.CheckConstraint("attempts >= 0", name="attempts_not_negative"),
+    sa.CheckConstraint("jsonb_typeof(parts) = 'array'", name="parts_is_array"),
+    sa.UniqueConstraint("idempotency_key"),
+    # The claim: due pending rows in id order, an index scan however many finished rows there are.
+    sa.Index(
+        "ix_outbox_messages_due",
+        "available_at",
+        "id",
+        postgresql_where=sa.text(f"status = '{PENDING}'"),
+    ),
+    # Expired leases of crashed workers.
+    sa.Index(
+        "ix_outbox_messages_leased",
+        "locked_until",
+        postgresql_where=sa.text(f"status = '{SENDING}'"),
+    ),
+    # Per-recipient FIFO: is an older row to this recipient still unfinished?
+    sa.Index(
+        "ix_outbox_messages_active_recipient",
+        "recipient",
+        "id",
+        postgresql_where=sa.text(f"status IN ({_quoted(ACTIVE_STATUSES)})"),
+    ),
+    sa.Index("ix_outbox_messages_recipient", "recipient", "id"),
+    sa.Index("ix_outbox_messages_status", "status", "id"),
+)

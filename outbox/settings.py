@@ -1,0 +1,79 @@
+"""Configuration from the environment, validated once; secrets never appear in its repr."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from outbox.errors import ConfigurationError
+
+DEFAULT_GRAPH_API_URL = "https://graph.facebook.com"
+DEFAULT_GRAPH_API_VERSION = "v23.0"
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced, for logs and error messages."""
+    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
+def default_home() -> Path:
+    """Where the embedded PostgreSQL keeps its data when OUTBOX_HOME is unset."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/outbox")
+    return Path.home() / ".local" / "share" / "outbox"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the CLI, the daemon and the webhook receiver read from the environment."""
+
+    database_url: str | None = field(default=None, repr=False)
+    home: Path = field(default_factory=default_home)
+    access_token: str | None = field(default=None, repr=False)
+    phone_number_id: str | None = None
+    graph_api_url: str = DEFAULT_GRAPH_API_URL
+    graph_api_version: str = DEFAULT_GRAPH_API_VERSION
+    app_secret: str | None = field(default=None, repr=False)
+    webhook_verify_token: str | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        url = redact_url(self.database_url) if self.database_url else None
+        return (
+            f"Settings(database_url={url!r}, home={str(self.home)!r}, "
+            f"phone_number_id={self.phone_number_id!r}, graph_api_url={self.graph_api_url!r}, "
+            f"graph_api_version={self.graph_api_version!r})"
+        )
+
+    def __post_init__(self) -> None:
+        if self.database_url is not None and not self.database_url.startswith(
+            ("postgresql://", "postgresql+asyncpg://", "postgres://")
+        ):
+            raise ConfigurationError(
+                "OUTBOX_DATABASE_URL: must start with postgresql:// or postgresql+asyncpg://"
+            )
+        if not self.graph_api_url.startswith(("http://", "https://")):
+            raise ConfigurationError("META_GRAPH_API_URL: must be an http(s) URL")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from OUTBOX_* and META_* variables; empty values count as unset."""
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        home = get("OUTBOX_HOME")
+        return cls(
+            database_url=get("OUTBOX_DATABASE_URL"),
+            home=Path(home).expanduser() if home else default_home(),
+            access_token=get("META_ACCESS_TOKEN"),
+            phone_number_id=get("META_PHONE_NUMBER_ID"),
+            graph_api_url=(get("META_GRAPH_API_URL") or DEFAULT_GRAPH_API_URL).rstrip("/"),
+            graph_api_version=get("META_GRAPH_API_VERSION") or DEFAULT_GRAPH_API_VERSION,
+            app_secret=get("META_APP_SECRET"),
+            webhook_verify_token=get("META_WEBHOOK_VERIFY_TOKEN"),
+        )

@@ -1,0 +1,149 @@
+"""Delivery: what happened to a message, read from its row; get_status() and list_messages()."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from outbox import store
+from outbox.connections import AsyncConnectionLike, Row
+from outbox.errors import InvalidMessage, MessageNotFound
+from outbox.schema import PENDING, STATUSES
+from outbox.validation import normalize_recipient
+
+MAX_LIST_LIMIT = 10_000
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a message as sent: a media item or the text (always last)."""
+
+    type: str
+    wamid: str | None
+    status: str | None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A message's delivery state. `part_ids` has one wamid or None per part, text last."""
+
+    id: int
+    recipient: str
+    status: str
+    attempts: int
+    message: str | None
+    media: tuple[dict[str, str], ...]
+    message_id: str | None
+    part_ids: tuple[str | None, ...]
+    parts: tuple[Part, ...]
+    last_error: str | None
+    error_code: int | None
+    idempotency_key: str | None
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+    delivered_at: datetime | None
+    read_at: datetime | None
+    next_attempt_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Row) -> Delivery:
+        media = json.loads(row["media"])
+        media = media if isinstance(media, list) else []
+        accepted = json.loads(row["parts"])
+        accepted = accepted if isinstance(accepted, list) else []
+        planned: list[tuple[str, str | None]] = [
+            (str(item.get("type")), item.get("url")) if isinstance(item, dict) else ("?", None)
+            for item in media
+        ]
+        if row["message"]:
+            planned.append(("text", None))
+        parts = []
+        for index, (kind, url) in enumerate(planned):
+            sent = accepted[index] if index < len(accepted) else {}
+            sent = sent if isinstance(sent, dict) else {}
+            parts.append(Part(kind, sent.get("wamid"), sent.get("status"), url))
+        return cls(
+            id=row["id"],
+            recipient=row["recipient"],
+            status=row["status"],
+            attempts=row["attempts"],
+            message=row["message"],
+            media=tuple(media),
+            message_id=row["message_id"],
+            part_ids=tuple(part.wamid for part in parts),
+            parts=tuple(parts),
+            last_error=row["last_error"],
+            error_code=row["error_code"],
+            idempotency_key=row["idempotency_key"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            sent_at=row["sent_at"],
+            delivered_at=row["delivered_at"],
+            read_at=row["read_at"],
+            next_attempt_at=row["available_at"] if row["status"] == PENDING else None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Public column names as keys, timestamps ISO 8601 with offset."""
+
+        def iso(value: datetime | None) -> str | None:
+            return None if value is None else value.isoformat()
+
+        return {
+            "id": self.id,
+            "recipient": self.recipient,
+            "status": self.status,
+            "attempts": self.attempts,
+            "message": self.message,
+            "media": list(self.media),
+            "message_id": self.message_id,
+            "part_ids": list(self.part_ids),
+            "parts": [
+                {"type": p.type, "url": p.url, "wamid": p.wamid, "status": p.status}
+                for p in self.parts
+            ],
+            "last_error": self.last_error,
+            "error_code": self.error_code,
+            "idempotency_key": self.idempotency_key,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+            "sent_at": iso(self.sent_at),
+            "delivered_at": iso(self.delivered_at),
+            "read_at": iso(self.read_at),
+            "next_attempt_at": iso(self.next_attempt_at),
+        }
+
+
+async def get_status(conn: AsyncConnectionLike, message_id: int) -> Delivery:
+    """The delivery state of one message; MessageNotFound for an unknown id."""
+    row = await store.select_message(conn, message_id)
+    if row is None:
+        raise MessageNotFound(message_id)
+    return Delivery.from_row(row)
+
+
+async def list_messages(
+    conn: AsyncConnectionLike,
+    *,
+    status: str | None = None,
+    recipient: str | None = None,
+    since: datetime | None = None,
+    limit: int = 100,
+) -> list[Delivery]:
+    """Messages newest first, optionally by status, recipient and creation time."""
+    if status is not None and status not in STATUSES:
+        raise InvalidMessage("status", f"must be one of {', '.join(STATUSES)}")
+    if recipient is not None:
+        recipient = normalize_recipient(recipient)
+    if since is not None and since.tzinfo is None:
+        raise InvalidMessage("since", "must be timezone-aware (a naive time is ambiguous)")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
+        raise InvalidMessage("limit", f"must be an integer from 1 to {MAX_LIST_LIMIT}")
+    rows = await store.select_messages(
+        conn, status=status, recipient=recipient, since=since, limit=limit
+    )
+    return [Delivery.from_row(row) for row in rows]

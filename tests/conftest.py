@@ -1,0 +1,108 @@
+"""Shared fixtures: a real PostgreSQL for the session, a migrated template, a fresh copy per test.
+
+The server is the one named by OUTBOX_TEST_DATABASE_URL, else an embedded PostgreSQL started in a
+temporary directory for this session. Tests never skip for lack of a database.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from outbox import embedded, migrate
+from outbox.database import asyncpg_dsn, create_engine
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def with_database(dsn: str, name: str) -> str:
+    """The same server and credentials, another database."""
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def admin(dsn: str, *statements: str) -> None:
+    """Run statements outside a transaction (CREATE/DROP DATABASE need that)."""
+    connection = psycopg2.connect(dsn)
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            for statement in statements:
+                cursor.execute(statement)
+    finally:
+        connection.close()
+
+
+def sync_engine(dsn: str) -> sa.Engine:
+    return sa.create_engine("postgresql+psycopg2://", creator=lambda: psycopg2.connect(dsn))
+
+
+def migrate_with(dsn: str, revision: str = "head", *, down: bool = False) -> None:
+    """Run the alembic revisions on a sync connection (no event loop needed)."""
+    engine = sync_engine(dsn)
+    try:
+        with engine.begin() as connection:
+            config = migrate.alembic_config()
+            config.attributes["connection"] = connection
+            (command.downgrade if down else command.upgrade)(config, revision)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A maintenance-database URL on the session's PostgreSQL server."""
+    url = os.environ.get("OUTBOX_TEST_DATABASE_URL", "").strip()
+    if url:
+        return asyncpg_dsn(url)
+    return embedded.start(tmp_path_factory.mktemp("embedded-postgres"))
+
+
+@pytest.fixture(scope="session")
+def template_database(server_dsn: str) -> Iterator[str]:
+    name = f"outbox_template_{uuid.uuid4().hex[:8]}"
+    admin(server_dsn, f'CREATE DATABASE "{name}"')
+    migrate_with(with_database(server_dsn, name))
+    yield name
+    admin(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def empty_database_url(server_dsn: str) -> Iterator[str]:
+    """A fresh database with no schema at all."""
+    name = f"outbox_empty_{uuid.uuid4().hex[:10]}"
+    admin(server_dsn, f'CREATE DATABASE "{name}"')
+    yield with_database(server_dsn, name)
+    admin(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database_url(server_dsn: str, template_database: str) -> Iterator[str]:
+    """A fresh, migrated database for one test."""
+    name = f"outbox_test_{uuid.uuid4().hex[:10]}"
+    admin(server_dsn, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    yield with_database(server_dsn, name)
+    admin(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> str:
+    """Point the CLI at the test's database."""
+    monkeypatch.setenv("OUTBOX_DATABASE_URL", database_url)
+    return database_url

@@ -1,0 +1,250 @@
+"""The `outbox` CLI: what it prints, how it refuses, and that errors are one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from outbox.cli import main
+
+BIN = Path(sys.executable).parent
+
+
+def sql(database_url: str, statement: str) -> list[tuple[object, ...]]:
+    connection = psycopg2.connect(database_url)
+    try:
+        with connection, connection.cursor() as cursor:
+            cursor.execute(statement)
+            return cursor.fetchall() if cursor.description else []
+    finally:
+        connection.close()
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def enqueue(capsys: pytest.CaptureFixture[str], *argv: str) -> int:
+    code, out, err = run(capsys, "enqueue", *argv)
+    assert code == 0, err
+    return int(out)
+
+
+def test_enqueue_prints_the_new_id_alone(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(
+        capsys, "enqueue", "+1 (650) 555-1234", "Hello", "--image", "https://a.example/x.jpg"
+    )
+    assert (code, err) == (0, "")
+    assert out.strip().isdigit()
+    rows = sql(
+        cli_env, f"SELECT recipient, media->0->>'type' FROM outbox_messages WHERE id = {out}"
+    )
+    assert rows == [("16505551234", "image")]
+
+
+def test_enqueue_send_at_without_offset_is_utc(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    message_id = enqueue(capsys, "923001234567", "later", "--send-at", "2031-01-02T03:04:05")
+    code, out, _ = run(capsys, "status", str(message_id), "--json")
+    assert code == 0
+    assert json.loads(out)["next_attempt_at"] == "2031-01-02T03:04:05+00:00"
+
+
+def test_enqueue_with_repeated_key_prints_the_first_id(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = enqueue(capsys, "923001234567", "a", "--idempotency-key", "k")
+    assert enqueue(capsys, "923001234567", "b", "--idempotency-key", "k") == first
+
+
+def test_invalid_input_is_one_line_naming_the_field(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "enqueue", "92-300-abc", "hi")
+    assert (code, out) == (1, "")
+    assert err.count("\n") == 1
+    assert err.startswith("outbox: invalid recipient:")
+    assert sql(cli_env, "SELECT count(*) FROM outbox_messages") == [(0,)]
+
+
+def test_status_json_uses_public_column_names(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    message_id = enqueue(capsys, "923001234567", "hi")
+    code, out, _ = run(capsys, "status", str(message_id), "--json")
+    body = json.loads(out)
+    assert code == 0
+    assert {
+        "id",
+        "recipient",
+        "status",
+        "attempts",
+        "message_id",
+        "last_error",
+        "created_at",
+    } <= set(body)
+    assert body["created_at"].endswith("+00:00")
+
+
+def test_status_of_unknown_id_says_so(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "status", "999") == (1, "", "outbox: message 999 not found\n")
+
+
+def test_list_json_is_newest_first(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
+    ids = [enqueue(capsys, "923001234567", text) for text in ("a", "b")]
+    code, out, _ = run(capsys, "list", "--json")
+    assert code == 0
+    assert [row["id"] for row in json.loads(out)] == ids[::-1]
+
+
+def test_retry_requeues_a_failed_row_keeping_its_accepted_parts(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    message_id = enqueue(capsys, "923001234567", "hi", "--image", "https://a.example/x.jpg")
+    sql(
+        cli_env,
+        "UPDATE outbox_messages SET status = 'failed', attempts = 10, "
+        """parts = '[{"wamid": "wamid.1", "status": "sent"}]' """
+        f"WHERE id = {message_id}",
+    )
+    assert run(capsys, "retry", str(message_id)) == (0, f"retried {message_id}\n", "")
+    rows = sql(
+        cli_env,
+        f"SELECT status, attempts, parts->0->>'wamid' FROM outbox_messages WHERE id = {message_id}",
+    )
+    assert rows == [("pending", 0, "wamid.1")]
+
+
+def test_retry_of_a_pending_row_is_refused(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    message_id = enqueue(capsys, "923001234567", "hi")
+    code, out, err = run(capsys, "retry", str(message_id))
+    assert (code, out) == (1, "")
+    assert err == f"outbox: message {message_id} is pending; only failed messages can be retried\n"
+
+
+def test_cancel_cancels_pending_and_refuses_the_rest(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pending = enqueue(capsys, "923001234567", "a")
+    sent = enqueue(capsys, "923001234567", "b")
+    sql(cli_env, f"UPDATE outbox_messages SET status = 'sent' WHERE id = {sent}")
+    code, out, err = run(capsys, "cancel", str(pending), str(sent), "777")
+    assert code == 1
+    assert out == f"cancelled {pending}\n"
+    assert err.splitlines() == [
+        f"outbox: message {sent} is sent; only pending messages can be cancelled",
+        "outbox: message 777 not found",
+    ]
+    assert sql(cli_env, f"SELECT status FROM outbox_messages WHERE id = {pending}") == [
+        ("cancelled",)
+    ]
+
+
+def test_prune_deletes_only_old_finished_rows(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old_sent, old_pending, new_sent = (enqueue(capsys, "923001234567", t) for t in "abc")
+    sql(cli_env, f"UPDATE outbox_messages SET status = 'sent' WHERE id IN ({old_sent}, {new_sent})")
+    sql(
+        cli_env,
+        "UPDATE outbox_messages SET updated_at = now() - interval '31 days' "
+        f"WHERE id IN ({old_sent}, {old_pending})",
+    )
+    assert run(capsys, "prune", "--older-than", "30d") == (0, "pruned 1 finished messages\n", "")
+    remaining = sql(cli_env, "SELECT id FROM outbox_messages ORDER BY id")
+    assert remaining == [(old_pending,), (new_sent,)]
+
+
+def test_stats_counts_every_status(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
+    enqueue(capsys, "923001234567", "a")
+    failed = enqueue(capsys, "923001234567", "b")
+    sql(cli_env, f"UPDATE outbox_messages SET status = 'failed' WHERE id = {failed}")
+    code, out, _ = run(capsys, "stats", "--json")
+    assert code == 0
+    stats = json.loads(out)
+    assert stats["counts"] == {
+        "pending": 1,
+        "sending": 0,
+        "sent": 0,
+        "delivered": 0,
+        "read": 0,
+        "failed": 1,
+        "cancelled": 0,
+    }
+    assert stats["oldest_pending_seconds"] >= 0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["prune", "--older-than", "30x"],
+        ["status", "abc"],
+        ["frobnicate"],
+        ["list", "--status", "x"],
+    ],
+)
+def test_bad_usage_is_one_line_and_exit_2(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1
+
+
+def test_missing_schema_says_to_migrate(
+    empty_database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OUTBOX_DATABASE_URL", empty_database_url)
+    assert run(capsys, "status", "1") == (
+        1,
+        "",
+        "outbox: the outbox schema is missing: run `outbox migrate` first\n",
+    )
+
+
+def test_unreachable_database_is_one_line_without_the_password(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OUTBOX_DATABASE_URL", "postgresql://app:hunter2@127.0.0.1:1/db")
+    code, out, err = run(capsys, "list")
+    assert (code, out) == (1, "")
+    assert err.startswith(
+        "outbox: cannot connect to PostgreSQL (postgresql://app:***@127.0.0.1:1/db)"
+    )
+    assert err.count("\n") == 1
+    assert "hunter2" not in err
+
+
+def test_console_script_and_module_run_with_the_asyncpg_suffix(cli_env: str) -> None:
+    env = {
+        **os.environ,
+        "OUTBOX_DATABASE_URL": cli_env.replace("postgresql://", "postgresql+asyncpg://"),
+    }
+    made = subprocess.run(
+        [str(BIN / "outbox"), "enqueue", "923001234567", "hi"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    shown = subprocess.run(
+        [sys.executable, "-m", "outbox", "status", made.stdout.strip()],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "pending" in shown.stdout

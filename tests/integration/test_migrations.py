@@ -1,0 +1,125 @@
+"""The schema comes from alembic: from the project root, through `outbox migrate` anywhere, and
+from an installed (non-editable) wheel, with no drift between the metadata and the revisions."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from tests.conftest import ROOT
+
+BIN = Path(sys.executable).parent
+
+
+def run(
+    args: list[str], cwd: Path, database_url: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    environ = {**os.environ, "OUTBOX_DATABASE_URL": database_url, **env}
+    return subprocess.run(args, cwd=cwd, env=environ, capture_output=True, text=True, timeout=120)
+
+
+def tables(database_url: str) -> set[str]:
+    connection = psycopg2.connect(database_url)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            return {row[0] for row in cursor.fetchall()}
+    finally:
+        connection.close()
+
+
+def test_alembic_upgrade_check_and_downgrade_work_from_the_project_root(
+    empty_database_url: str,
+) -> None:
+    alembic = str(BIN / "alembic")
+    upgraded = run([alembic, "upgrade", "head"], ROOT, empty_database_url)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "outbox_messages" in tables(empty_database_url)
+
+    checked = run([alembic, "check"], ROOT, empty_database_url)
+    assert checked.returncode == 0, checked.stderr
+    assert "No new upgrade operations detected" in checked.stdout + checked.stderr
+
+    downgraded = run([alembic, "downgrade", "base"], ROOT, empty_database_url)
+    assert downgraded.returncode == 0, downgraded.stderr
+    assert "outbox_messages" not in tables(empty_database_url)
+
+
+def test_alembic_accepts_the_asyncpg_driver_suffix(empty_database_url: str) -> None:
+    url = empty_database_url.replace("postgresql://", "postgresql+asyncpg://", 1)
+    upgraded = run([str(BIN / "alembic"), "upgrade", "head"], ROOT, url)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "outbox_messages" in tables(empty_database_url)
+
+
+def test_outbox_migrate_works_from_another_directory_and_is_idempotent(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    for _ in range(2):
+        migrated = run([str(BIN / "outbox"), "migrate"], tmp_path, empty_database_url)
+        assert migrated.returncode == 0, migrated.stderr
+        assert migrated.stdout.strip() == "schema at revision 0001"
+    assert "outbox_messages" in tables(empty_database_url)
+
+
+def test_concurrent_migrations_apply_the_schema_once(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    environ = {**os.environ, "OUTBOX_DATABASE_URL": empty_database_url}
+    processes = [
+        subprocess.Popen(
+            [str(BIN / "outbox"), "migrate"],
+            cwd=tmp_path,
+            env=environ,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr
+
+
+@pytest.mark.timeout(300)
+def test_migrations_ship_inside_a_non_editable_install(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    target = tmp_path / "site"
+    installed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert installed.returncode == 0, installed.stderr
+    assert (target / "outbox" / "migrations" / "versions").is_dir()
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # Only the installed copy of outbox is importable: the checkout is not on the path.
+    migrated = run(
+        [sys.executable, "-m", "outbox", "migrate"],
+        elsewhere,
+        empty_database_url,
+        PYTHONPATH=str(target),
+        PYTHONSAFEPATH="1",
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    assert "outbox_messages" in tables(empty_database_url)
