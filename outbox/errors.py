@@ -42,3 +42,42 @@ class StateConflict(OutboxError):
         super().__init__(f"message {message_id} is {status}: {rule}")
         self.message_id = message_id
         self.status = status
+
+
+class SendError(OutboxError):
+    """The Cloud API did not accept a part. `retry_after` is Meta's Retry-After, if any."""
+
+    def __init__(
+        self, message: str, *, http_status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.retry_after = retry_after
+
+
+class GraphError(SendError):
+    """An error answered in Graph's envelope: `{"error": {"code": …, "message": …}}`."""
+
+    def __init__(
+        self,
+        *,
+        http_status: int,
+        code: int | None,
+        message: str,
+        subcode: int | None = None,
+        details: str | None = None,
+        fbtrace_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        text = f"({code}) {message}" if code is not None else message
+        if details and details not in message:
+            text = f"{text}: {details}"
+        super().__init__(text, http_status=http_status, retry_after=retry_after)
+        self.code = code
+        self.subcode = subcode
+        self.details = details
+        self.fbtrace_id = fbtrace_id
+
+
+class TransportError(SendError):
+    """No usable answer: connection failure, timeout, or a body that is not a Graph answer."""

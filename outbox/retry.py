@@ -1,0 +1,140 @@
+"""What to do after a part was refused: classify the error, then decide the row's outcome.
+
+Pure functions over the error table of whatsapp-api.md section 4. Throttling and pauses never
+count towards max attempts; only transient failures and permanent errors use them up.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from enum import StrEnum
+from itertools import islice
+
+import backoff
+
+from outbox.errors import GraphError, SendError, TransportError
+
+MAX_RETRY_DELAY = 3600.0
+
+
+class ErrorClass(StrEnum):
+    TRANSIENT = "transient"  # retry soon, bounded by max attempts
+    THROTTLE = "throttle"  # wait and retry; never fails the row
+    PERMANENT = "permanent"  # this message can never be sent: fail the row
+    ACCOUNT = "account"  # nothing can be sent: pause all sending
+
+
+TRANSIENT_CODES = frozenset({1, 2, 131000, 131016, 133004})
+THROTTLE_CODES = frozenset({4, 613, 80007, 130429, 131056, 131057, 132069, 133016})
+ACCOUNT_CODES = frozenset(
+    {0, 3, 10, 33, 190, 368, 131005, 131031, 131037, 131042, 131045, 131048}
+    | {133000, 133005, 133006, 133008, 133009, 133010, 133015}
+    | set(range(200, 300))
+)
+PERMANENT_CODES = frozenset(
+    {100, 130472, 130497, 131008, 131009, 131021, 131026, 131030, 131047, 131049, 131050}
+    | {131051, 131052, 131053, 135000}
+    | (set(range(132000, 133000)) - THROTTLE_CODES)
+)
+OBJECT_DOES_NOT_EXIST = 33  # error_subcode of code 100: the phone number id is wrong
+PAIR_RATE_LIMIT = 131056
+
+# Waits when Meta sends no Retry-After: seconds for throughput, minutes for app-level limits.
+THROTTLE_DELAYS = {4: 60.0, 613: 60.0, 80007: 300.0, 130429: 2.0, 131057: 60.0, 132069: 3600.0}
+DEFAULT_THROTTLE_DELAY = 5.0
+
+
+def classify(error: SendError) -> ErrorClass:
+    """The class of a refused part; unknown codes: 5xx transient, 429 throttle, other permanent."""
+    if isinstance(error, TransportError):
+        if error.http_status == 429:
+            return ErrorClass.THROTTLE
+        return ErrorClass.TRANSIENT
+    assert isinstance(error, GraphError)
+    code = error.code
+    if code == 100 and error.subcode == OBJECT_DOES_NOT_EXIST:
+        return ErrorClass.ACCOUNT
+    for codes, error_class in (
+        (TRANSIENT_CODES, ErrorClass.TRANSIENT),
+        (THROTTLE_CODES, ErrorClass.THROTTLE),
+        (ACCOUNT_CODES, ErrorClass.ACCOUNT),
+        (PERMANENT_CODES, ErrorClass.PERMANENT),
+    ):
+        if code in codes:
+            return error_class
+    status = error.http_status or 0
+    if status == 429:
+        return ErrorClass.THROTTLE
+    if status >= 500:
+        return ErrorClass.TRANSIENT
+    return ErrorClass.PERMANENT
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Reschedule after `delay` seconds; the attempt counts."""
+
+    delay: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class Throttle:
+    """Reschedule after `delay` seconds and give the attempt back."""
+
+    delay: float
+    reason: str
+    recipient_only: bool
+
+
+@dataclass(frozen=True)
+class Fail:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Stop all sending; the row goes back to pending with its attempt given back."""
+
+    reason: str
+
+
+Outcome = Retry | Throttle | Fail | Pause
+
+
+def retry_delay(attempts: int, base: float, *, cap: float = MAX_RETRY_DELAY) -> float:
+    """base·2^(attempts-1), capped, with equal jitter (half fixed, half random)."""
+    delays = backoff.expo(base=2, factor=base, max_value=cap)
+    value = float(next(islice(delays, max(1, attempts), None)) or base)
+    return value / 2 + random.uniform(0, value / 2)  # noqa: S311 (jitter, not cryptography)
+
+
+def decide(
+    error: SendError,
+    *,
+    attempts: int,
+    max_attempts: int,
+    base_delay: float,
+    pair_strikes: int = 0,
+) -> Outcome:
+    """The row's outcome after `error` on its `attempts`-th counted attempt.
+
+    `pair_strikes` counts the recent 131056 answers for this recipient: Meta asks for 4^X s.
+    """
+    reason = str(error)
+    error_class = classify(error)
+    if error_class is ErrorClass.PERMANENT:
+        return Fail(reason)
+    if error_class is ErrorClass.ACCOUNT:
+        return Pause(reason)
+    if error_class is ErrorClass.THROTTLE:
+        code = error.code if isinstance(error, GraphError) else None
+        if code == PAIR_RATE_LIMIT:
+            delay = error.retry_after or float(4 ** min(pair_strikes, 5))
+            return Throttle(delay, reason, recipient_only=True)
+        delay = error.retry_after or THROTTLE_DELAYS.get(code or 0, DEFAULT_THROTTLE_DELAY)
+        return Throttle(delay, reason, recipient_only=False)
+    if attempts >= max_attempts:
+        return Fail(f"{reason} (gave up after {attempts} attempts)")
+    return Retry(error.retry_after or retry_delay(attempts, base_delay), reason)

@@ -1,0 +1,186 @@
+"""The WhatsApp Cloud API: message payloads and send(); where HTTP and Graph errors become ours.
+
+A part is accepted only when the answer is a 200 whose JSON holds a wamid. Everything else
+raises a SendError; the access token is only ever in the Authorization header, never in text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+
+from outbox.errors import GraphError, TransportError
+
+_URL_IN_TEXT = re.compile(r"https?://\S", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One message to send: a media item by link, or the text."""
+
+    type: str  # text, image, video, document, audio
+    body: str | None = None
+    url: str | None = None
+    caption: str | None = None
+    filename: str | None = None
+
+
+def parts_of(message: str | None, media: list[dict[str, str]]) -> list[Part]:
+    """Media in the given order, then the text."""
+    parts = [
+        Part(
+            type=item["type"],
+            url=item["url"],
+            caption=item.get("caption"),
+            filename=item.get("filename"),
+        )
+        for item in media
+    ]
+    if message:
+        parts.append(Part(type="text", body=message))
+    return parts
+
+
+def payload(recipient: str, part: Part, callback_data: str | None = None) -> dict[str, Any]:
+    """The JSON body of POST /{phone_number_id}/messages for one part."""
+    body: dict[str, Any] = {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": recipient,
+        "type": part.type,
+    }
+    if part.type == "text":
+        assert part.body is not None
+        text: dict[str, Any] = {"body": part.body}
+        if _URL_IN_TEXT.search(part.body):
+            text["preview_url"] = True
+        body["text"] = text
+    else:
+        media: dict[str, Any] = {"link": part.url}
+        if part.caption and part.type != "audio":
+            media["caption"] = part.caption
+        if part.filename and part.type == "document":
+            media["filename"] = part.filename
+        body[part.type] = media
+    if callback_data:
+        body["biz_opaque_callback_data"] = callback_data
+    return body
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _as_int(value: object) -> int | None:
+    try:
+        return int(value)  # type: ignore[call-overload, no-any-return]
+    except (TypeError, ValueError):
+        return None
+
+
+def error_from_response(
+    status: int, text: str, retry_after: float | None
+) -> GraphError | TransportError:
+    """The typed error for a non-200 answer; a body that is not Graph's envelope is transport."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict):
+        snippet = " ".join(text.split())[:120]
+        return TransportError(
+            f"HTTP {status} without a Graph error body: {snippet or '(empty)'}",
+            http_status=status,
+            retry_after=retry_after,
+        )
+    error_data = error.get("error_data")
+    details = error_data.get("details") if isinstance(error_data, dict) else None
+    return GraphError(
+        http_status=status,
+        code=_as_int(error.get("code")),
+        subcode=_as_int(error.get("error_subcode")),
+        message=str(error.get("message") or "unknown Graph error"),
+        details=str(details) if details else None,
+        fbtrace_id=str(error["fbtrace_id"]) if error.get("fbtrace_id") else None,
+        retry_after=retry_after,
+    )
+
+
+def wamid_from_response(text: str) -> str:
+    """The wamid of a 200 answer; anything else is not a success."""
+    try:
+        data = json.loads(text)
+        wamid = data["messages"][0]["id"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        snippet = " ".join(text.split())[:120]
+        raise TransportError(
+            f"HTTP 200 without a message id: {snippet or '(empty)'}", http_status=200
+        ) from None
+    if not isinstance(wamid, str) or not wamid:
+        raise TransportError("HTTP 200 with an empty message id", http_status=200)
+    return wamid
+
+
+class CloudAPI:
+    """Sends parts from one phone number over a caller-owned aiohttp ClientSession."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        base_url: str,
+        version: str,
+        phone_number_id: str,
+        access_token: str,
+        timeout: float = 15.0,
+    ) -> None:
+        self._session = session
+        self.url = f"{base_url.rstrip('/')}/{version}/{phone_number_id}/messages"
+        self._headers = {"Authorization": f"Bearer {access_token}"}
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    def __repr__(self) -> str:
+        return f"CloudAPI(url={self.url!r})"
+
+    async def send(self, recipient: str, part: Part, callback_data: str | None = None) -> str:
+        """POST one part; its wamid, or a SendError."""
+        try:
+            async with self._session.post(
+                self.url,
+                json=payload(recipient, part, callback_data),
+                headers=self._headers,
+                timeout=self._timeout,
+            ) as response:
+                text = await response.text(errors="replace")
+                if response.status == 200:
+                    return wamid_from_response(text)
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                raise error_from_response(response.status, text, retry_after)
+        except TimeoutError:
+            raise TransportError("request timed out (the part may have been accepted)") from None
+        except aiohttp.ClientError as exc:
+            # str() of aiohttp errors names host and port, never our headers.
+            raise TransportError(f"{type(exc).__name__}: {exc}") from None
+        except asyncio.CancelledError:
+            raise

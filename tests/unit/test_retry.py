@@ -1,0 +1,81 @@
+"""Error classes from whatsapp-api.md section 4, and the outcome each leads to."""
+
+from __future__ import annotations
+
+import pytest
+
+from outbox.errors import GraphError, TransportError
+from outbox.retry import Fail, Pause, Retry, Throttle, classify, decide, retry_delay
+
+
+def graph(code: int | None, status: int = 400, subcode: int | None = None) -> GraphError:
+    return GraphError(http_status=status, code=code, subcode=subcode, message="m")
+
+
+@pytest.mark.parametrize("code", [1, 2, 131000, 131016, 133004])
+def test_transient_codes_are_retried(code: int) -> None:
+    outcome = decide(graph(code, 500), attempts=1, max_attempts=10, base_delay=1)
+    assert isinstance(outcome, Retry)
+
+
+@pytest.mark.parametrize("status", [400, 429])
+@pytest.mark.parametrize("code", [130429, 131056, 4, 80007, 131057])
+def test_throttling_codes_wait_whatever_the_http_status(code: int, status: int) -> None:
+    outcome = decide(graph(code, status), attempts=10, max_attempts=10, base_delay=1)
+    assert isinstance(outcome, Throttle)
+
+
+def test_pair_rate_limit_slows_only_that_recipient_by_four_to_the_x() -> None:
+    outcome = decide(graph(131056), attempts=1, max_attempts=10, base_delay=1, pair_strikes=2)
+    assert outcome == Throttle(16.0, outcome.reason, recipient_only=True)  # type: ignore[union-attr]
+
+
+def test_throttle_honours_retry_after() -> None:
+    error = GraphError(http_status=429, code=130429, message="m", retry_after=9.0)
+    outcome = decide(error, attempts=1, max_attempts=10, base_delay=1)
+    assert outcome == Throttle(9.0, str(error), recipient_only=False)
+
+
+@pytest.mark.parametrize(
+    "code", [100, 131008, 131009, 131026, 131047, 131051, 131053, 132000, 132001, 132015]
+)
+def test_permanent_codes_fail_at_once(code: int) -> None:
+    outcome = decide(graph(code), attempts=1, max_attempts=10, base_delay=1)
+    assert isinstance(outcome, Fail)
+    assert f"({code})" in outcome.reason
+
+
+@pytest.mark.parametrize("code", [0, 3, 10, 190, 200, 299, 368, 131031, 131042])
+def test_account_level_codes_pause(code: int) -> None:
+    assert isinstance(decide(graph(code), attempts=1, max_attempts=10, base_delay=1), Pause)
+
+
+def test_unknown_phone_number_id_pauses_instead_of_failing() -> None:
+    assert isinstance(
+        decide(graph(100, subcode=33), attempts=1, max_attempts=10, base_delay=1), Pause
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [(500, "transient"), (503, "transient"), (429, "throttle"), (400, "permanent")],
+)
+def test_unknown_codes_fall_back_on_the_http_status(status: int, expected: str) -> None:
+    assert classify(graph(987654, status)) == expected
+
+
+def test_network_errors_are_transient() -> None:
+    assert classify(TransportError("reset")) == "transient"
+
+
+def test_transient_error_fails_the_row_after_max_attempts() -> None:
+    outcome = decide(TransportError("reset"), attempts=10, max_attempts=10, base_delay=1)
+    assert isinstance(outcome, Fail)
+    assert "gave up after 10 attempts" in outcome.reason
+
+
+def test_retry_delay_doubles_with_jitter_and_is_capped() -> None:
+    for attempts, full in ((1, 1.0), (2, 2.0), (5, 16.0)):
+        delay = retry_delay(attempts, 1.0)
+        assert full / 2 <= delay <= full
+    assert retry_delay(40, 1.0) <= 3600

@@ -1,0 +1,189 @@
+"""The Cloud API client: payloads per part type, the wamid of a 200, typed errors otherwise."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aioresponses import aioresponses
+
+from outbox.errors import GraphError, TransportError
+from outbox.whatsapp import CloudAPI, Part, parse_retry_after, parts_of, payload
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "whatsapp-examples"
+URL = "http://127.0.0.1:9/v23.0/1122334455/messages"
+TOKEN = "EAAG-secret-token"
+
+
+def example(name: str) -> str:
+    path = EXAMPLES / name
+    if path.exists():
+        return path.read_text()
+    return json.dumps(FALLBACK_EXAMPLES[name])
+
+
+# The same payloads as ../shared/whatsapp-examples, for checkouts without shared/ beside them.
+FALLBACK_EXAMPLES = {
+    "send_success_response.json": {
+        "messaging_product": "whatsapp",
+        "contacts": [{"input": "+16505551234", "wa_id": "16505551234"}],
+        "messages": [{"id": "wamid.HBgLMTY0NjcwNDM1OTUVAgARGBI1RjQyNUE3NEYxMzAzMzQ5MkEA"}],
+    },
+    "error_190_token_expired_real.json": {
+        "error": {
+            "message": "Error validating access token: Session has expired on Saturday, "
+            "29-Jun-24 09:00:00 PDT. The current time is Monday, 01-Jul-24 11:06:30 PDT.",
+            "type": "OAuthException",
+            "code": 190,
+            "error_subcode": 463,
+            "fbtrace_id": "AZ-HzGEkqc5Vf3E0gy-eAcV",
+        }
+    },
+    "error_130429_rate_limit_meta_sample.json": {
+        "error": {
+            "message": "(#130429) Rate limit hit",
+            "type": "OAuthException",
+            "code": 130429,
+            "error_data": {
+                "messaging_product": "whatsapp",
+                "details": "Message failed to send because there were too many messages sent "
+                "from this phone number in a short period of time",
+            },
+            "error_subcode": 2494055,
+            "fbtrace_id": "Az8or2yhqkZfEZ-_4Qn_Bam",
+        }
+    },
+}
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[CloudAPI]:
+    async with aiohttp.ClientSession() as session:
+        yield CloudAPI(
+            session,
+            base_url="http://127.0.0.1:9",
+            version="v23.0",
+            phone_number_id="1122334455",
+            access_token=TOKEN,
+            timeout=0.5,
+        )
+
+
+def test_text_with_a_link_asks_for_a_preview() -> None:
+    body = payload("923001234567", Part("text", body="See https://example.com/b/1"), "outbox:7:0")
+    assert body == {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": "923001234567",
+        "type": "text",
+        "text": {"body": "See https://example.com/b/1", "preview_url": True},
+        "biz_opaque_callback_data": "outbox:7:0",
+    }
+
+
+def test_plain_text_has_no_preview_flag() -> None:
+    assert payload("923001234567", Part("text", body="hi"))["text"] == {"body": "hi"}
+
+
+def test_document_carries_link_caption_and_filename() -> None:
+    part = Part("document", url="https://a.example/i.pdf", caption="Invoice", filename="i.pdf")
+    assert payload("923001234567", part)["document"] == {
+        "link": "https://a.example/i.pdf",
+        "caption": "Invoice",
+        "filename": "i.pdf",
+    }
+
+
+def test_audio_never_carries_a_caption() -> None:
+    part = Part("audio", url="https://a.example/v.ogg", caption="ignored")
+    assert payload("923001234567", part)["audio"] == {"link": "https://a.example/v.ogg"}
+
+
+def test_parts_are_media_in_order_then_text() -> None:
+    media = [
+        {"type": "video", "url": "https://a.example/v.mp4"},
+        {"type": "image", "url": "https://a.example/i.jpg"},
+    ]
+    assert [p.type for p in parts_of("hello", media)] == ["video", "image", "text"]
+
+
+async def test_success_returns_the_wamid_and_sends_the_bearer_token(api: CloudAPI) -> None:
+    with aioresponses() as mocked:
+        mocked.post(URL, status=200, body=example("send_success_response.json"))
+        wamid = await api.send("16505551234", Part("text", body="hi"))
+        request = next(iter(mocked.requests.values()))[0]
+    assert wamid == "wamid.HBgLMTY0NjcwNDM1OTUVAgARGBI1RjQyNUE3NEYxMzAzMzQ5MkEA"
+    assert request.kwargs["headers"]["Authorization"] == f"Bearer {TOKEN}"
+    assert request.kwargs["json"]["to"] == "16505551234"
+
+
+@pytest.mark.parametrize(
+    "body", ["not json", "{}", '{"messages": []}', '{"messages": [{"id": ""}]}']
+)
+async def test_a_200_without_a_wamid_is_an_error(api: CloudAPI, body: str) -> None:
+    with aioresponses() as mocked:
+        mocked.post(URL, status=200, body=body)
+        with pytest.raises(TransportError, match="HTTP 200"):
+            await api.send("923001234567", Part("text", body="hi"))
+
+
+async def test_graph_error_carries_status_code_subcode_and_trace(api: CloudAPI) -> None:
+    with aioresponses() as mocked:
+        mocked.post(URL, status=401, body=example("error_190_token_expired_real.json"))
+        with pytest.raises(GraphError) as caught:
+            await api.send("923001234567", Part("text", body="hi"))
+    error = caught.value
+    assert (error.http_status, error.code, error.subcode) == (401, 190, 463)
+    assert error.fbtrace_id == "AZ-HzGEkqc5Vf3E0gy-eAcV"
+    assert TOKEN not in str(error)
+
+
+async def test_graph_error_keeps_details_and_retry_after(api: CloudAPI) -> None:
+    with aioresponses() as mocked:
+        mocked.post(
+            URL,
+            status=429,
+            body=example("error_130429_rate_limit_meta_sample.json"),
+            headers={"Retry-After": "7"},
+        )
+        with pytest.raises(GraphError) as caught:
+            await api.send("923001234567", Part("text", body="hi"))
+    assert caught.value.code == 130429
+    assert caught.value.retry_after == 7.0
+    assert "too many messages" in (caught.value.details or "")
+
+
+async def test_a_5xx_html_page_is_a_transport_error(api: CloudAPI) -> None:
+    with aioresponses() as mocked:
+        mocked.post(URL, status=502, body="<html>Bad Gateway</html>")
+        with pytest.raises(TransportError) as caught:
+            await api.send("923001234567", Part("text", body="hi"))
+    assert caught.value.http_status == 502
+
+
+async def test_connection_failure_is_a_transport_error(api: CloudAPI) -> None:
+    with aioresponses() as mocked:
+        mocked.post(URL, exception=aiohttp.ClientConnectionError("connection reset"))
+        with pytest.raises(TransportError, match="connection reset"):
+            await api.send("923001234567", Part("text", body="hi"))
+
+
+async def test_timeout_is_a_transport_error_that_warns_of_acceptance(api: CloudAPI) -> None:
+    with aioresponses() as mocked:
+        mocked.post(URL, exception=TimeoutError())
+        with pytest.raises(TransportError, match="may have been accepted"):
+            await api.send("923001234567", Part("text", body="hi"))
+
+
+def test_repr_never_shows_the_token(api: CloudAPI) -> None:
+    assert TOKEN not in repr(api)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"), [("3", 3.0), ("0", 0.0), (None, None), ("soon", None)]
+)
+def test_retry_after_in_seconds(header: str | None, seconds: float | None) -> None:
+    assert parse_retry_after(header) == seconds
