@@ -11,14 +11,16 @@ import json
 import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import asyncpg
 import sqlalchemy.exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from outbox import migrate, store
+from outbox import migrate, serve, store
 from outbox.database import create_engine, resolve_dsn
 from outbox.enqueue import enqueue
 from outbox.errors import InvalidMessage, OutboxError
@@ -71,6 +73,20 @@ def positive_int(text: str) -> int:
     return value
 
 
+DAEMON_FLAGS: dict[str, Callable[[str], Any]] = {
+    "concurrency": int,
+    "batch-size": int,
+    "lease-seconds": float,
+    "max-attempts": int,
+    "retry-delay": float,
+    "poll-interval": float,
+    "rate": float,
+    "pair-burst": int,
+    "pair-interval": float,
+    "pause-probe": float,
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="outbox", description="A transactional outbox for WhatsApp messages.")
     parser.add_argument(
@@ -109,6 +125,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("prune", help="delete finished messages past retention")
     p.add_argument("--older-than", type=parse_duration, required=True, metavar="AGE")
+
+    p = commands.add_parser("run", help="the delivery daemon")
+    for flag, convert in DAEMON_FLAGS.items():
+        p.add_argument(f"--{flag}", type=convert, metavar="S" if convert is float else "N")
+    p.add_argument("--drain", action="store_true", help="exit once nothing is left to send")
+    p.add_argument("--http-port", type=positive_int, help="serve /healthz on this port")
+
+    p = commands.add_parser("simulator", help="a local stand-in for the Graph API")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=positive_int, default=8099)
+    p.add_argument("--latency-ms", type=float, default=0.0)
+    p.add_argument("--fail-rate", type=float, default=0.0)
+    p.add_argument("--scenario", type=Path, metavar="FILE")
+    p.add_argument("--mps", type=float)
     return parser
 
 
@@ -293,10 +323,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = Settings(**{**settings.__dict__, "database_url": args.database_url.strip()})
         if args.command == "migrate":
             return _migrate(settings)
+        if args.command == "run":
+            overrides = {
+                flag.replace("-", "_"): getattr(args, flag.replace("-", "_"))
+                for flag in DAEMON_FLAGS
+                if getattr(args, flag.replace("-", "_")) is not None
+            }
+            return serve.run_daemon(
+                replace(settings, **overrides), drain=args.drain, http_port=args.http_port
+            )
+        if args.command == "simulator":
+            if not 0 <= args.fail_rate <= 1:
+                raise UsageError("outbox simulator: --fail-rate must be between 0 and 1")
+            return serve.run_simulator(
+                settings,
+                host=args.host,
+                port=args.port,
+                latency_ms=args.latency_ms,
+                fail_rate=args.fail_rate,
+                scenario=args.scenario,
+                mps=args.mps,
+            )
         handler = HANDLERS[args.command]
         return asyncio.run(_on_connection(settings, lambda conn: handler(conn, args)))
     except KeyboardInterrupt:
         return 130
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     except InvalidMessage as exc:
         print(f"outbox: invalid {exc}", file=sys.stderr)
         return 1

@@ -38,6 +38,21 @@ class Settings:
     graph_api_version: str = DEFAULT_GRAPH_API_VERSION
     app_secret: str | None = field(default=None, repr=False)
     webhook_verify_token: str | None = field(default=None, repr=False)
+    # The daemon's tuning (CLI flags of `outbox run`).
+    concurrency: int = 64
+    batch_size: int = 100
+    lease_seconds: float = 30.0
+    max_attempts: int = 10
+    retry_delay: float = 1.0
+    poll_interval: float = 5.0
+    rate: float = 80.0
+    pair_burst: int = 45
+    pair_interval: float = 6.0
+    pause_probe: float = 60.0
+    request_timeout: float = 15.0
+    shutdown_timeout: float = 30.0
+    quick_retries: int = 3
+    quick_retry_delay: float = 0.25
 
     def __repr__(self) -> str:
         url = redact_url(self.database_url) if self.database_url else None
@@ -56,6 +71,23 @@ class Settings:
             )
         if not self.graph_api_url.startswith(("http://", "https://")):
             raise ConfigurationError("META_GRAPH_API_URL: must be an http(s) URL")
+        for name in ("concurrency", "batch_size", "max_attempts", "pair_burst", "quick_retries"):
+            if getattr(self, name) < 1:
+                raise ConfigurationError(f"{name.replace('_', '-')}: must be at least 1")
+        for name in (
+            "lease_seconds",
+            "retry_delay",
+            "poll_interval",
+            "rate",
+            "pair_interval",
+            "pause_probe",
+            "request_timeout",
+            "shutdown_timeout",
+        ):
+            if not getattr(self, name) > 0:
+                raise ConfigurationError(f"{name.replace('_', '-')}: must be positive")
+        if self.quick_retry_delay < 0:
+            raise ConfigurationError("quick-retry-delay: must not be negative")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -1,0 +1,103 @@
+"""Long-running commands: `outbox run` (the daemon, with /healthz) and `outbox simulator`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from outbox.daemon import EXIT_PAUSED, Daemon
+from outbox.settings import Settings
+from outbox.simulator import Simulator, load_scenario, serve
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _on_signals(stop: object) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop)  # type: ignore[arg-type]
+
+
+async def _health_server(daemon: Daemon, port: int) -> web.AppRunner:
+    async def healthz(request: web.Request) -> web.Response:
+        health = daemon.health()
+        return web.json_response(health, status=200 if health["status"] == "ok" else 503)
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
+
+
+def run_daemon(settings: Settings, *, drain: bool, http_port: int | None) -> int:
+    """`outbox run`: deliver until SIGTERM/SIGINT, or until drained with --drain."""
+    configure_logging()
+
+    async def main() -> int:
+        daemon = Daemon(settings, drain=drain)
+        _on_signals(daemon.stop)
+        runner = await _health_server(daemon, http_port) if http_port else None
+        try:
+            code = await daemon.run()
+        finally:
+            if runner is not None:
+                await runner.cleanup()
+        if code == EXIT_PAUSED:
+            print(
+                f"outbox: drain stopped, sending is paused: {daemon.paused_reason}", file=sys.stderr
+            )
+        return code
+
+    return asyncio.run(main())
+
+
+def run_simulator(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    latency_ms: float,
+    fail_rate: float,
+    scenario: Path | None,
+    mps: float | None,
+) -> int:
+    """`outbox simulator`: serve the local Graph API until SIGTERM/SIGINT."""
+    configure_logging()
+    simulator = Simulator(
+        access_token=settings.access_token,
+        phone_number_id=settings.phone_number_id,
+        latency_ms=latency_ms,
+        fail_rate=fail_rate,
+        mps=mps,
+        pair_burst=settings.pair_burst,
+        pair_interval=settings.pair_interval,
+        scenario=load_scenario(scenario) if scenario else {},
+    )
+
+    async def main() -> int:
+        stopped = asyncio.Event()
+        _on_signals(stopped.set)
+        runner = await serve(simulator, host, port)
+        print(f"simulator listening on http://{host}:{port}", flush=True)
+        try:
+            await stopped.wait()
+        finally:
+            await runner.cleanup()
+        return 0
+
+    return asyncio.run(main())

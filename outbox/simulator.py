@@ -1,0 +1,303 @@
+"""A local stand-in for the Graph API's /messages endpoint, for demos, tests and benchmarks.
+
+Validates requests as Meta does (token, phone number id, payload limits), answers in Meta's
+formats, and plays scripted faults per recipient. Accepted messages are kept in memory and served
+at GET /_simulator/messages so tests can check order and count duplicates.
+
+Scenario file (JSON): {"recipients": {"923001234567": [STEP, ...]}}; steps are used in order,
+then every request succeeds. A STEP is "ok", {"error": CODE, "http": STATUS, "retry_after": S,
+"times": N}, {"drop": true} (close without answering), {"accept_and_drop": true} (accept, then
+close without answering), or {"delay_ms": MS} (answer slowly). "times" repeats a step (0: forever).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import random
+import secrets
+import time
+from collections import defaultdict, deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from outbox.schema import MAX_CAPTION_LENGTH, MAX_TEXT_LENGTH, MEDIA_KINDS
+
+ERROR_TITLES = {
+    0: "AuthException",
+    2: "Service temporarily unavailable",
+    3: "Capability or permissions issue",
+    4: "Too many calls",
+    10: "Permission denied",
+    100: "Invalid parameter",
+    130429: "Rate limit hit",
+    131000: "Something went wrong",
+    131008: "Required parameter is missing",
+    131009: "Parameter value is not valid",
+    131016: "Service unavailable",
+    131026: "Message undeliverable",
+    131030: "Recipient phone number not in allowed list",
+    131047: "Re-engagement message",
+    131053: "Media upload error",
+    131056: "(Business Account, Consumer Account) pair rate limit hit",
+    190: "Invalid OAuth access token",
+    368: "Temporarily blocked for policies violations",
+}
+
+
+def http_status_for(code: int) -> int:
+    """Meta's HTTP status per error code (whatsapp-api.md section 10)."""
+    if code in (0, 190):
+        return 401
+    if code in (10, 368, 131005, 131031, 130497) or 200 <= code <= 299:
+        return 403
+    if code in (3, 131000):
+        return 500
+    if code in (2, 131016, 133004):
+        return 503
+    return 400
+
+
+def error_body(code: int, message: str | None = None, subcode: int | None = None) -> dict[str, Any]:
+    title = message or ERROR_TITLES.get(code, "Error")
+    error: dict[str, Any] = {
+        "message": f"(#{code}) {title}",
+        "type": "OAuthException",
+        "code": code,
+        "fbtrace_id": base64.urlsafe_b64encode(secrets.token_bytes(12)).decode(),
+    }
+    if code not in (0, 190):
+        error["error_data"] = {"messaging_product": "whatsapp", "details": title}
+    if subcode is not None:
+        error["error_subcode"] = subcode
+    return {"error": error}
+
+
+class Refusal(Exception):
+    """Answer with a Graph error."""
+
+    def __init__(
+        self,
+        code: int,
+        message: str | None = None,
+        *,
+        subcode: int | None = None,
+        http: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code, self.message, self.subcode = code, message, subcode
+        self.http = http or http_status_for(code)
+        self.retry_after = retry_after
+
+    def response(self) -> web.Response:
+        headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
+        return web.json_response(
+            error_body(self.code, self.message, self.subcode), status=self.http, headers=headers
+        )
+
+
+@dataclass
+class Step:
+    action: str  # ok, error, drop, accept_and_drop, delay
+    times: int = 1
+    code: int = 131000
+    http: int | None = None
+    retry_after: float | None = None
+    delay_ms: int = 0
+
+    @classmethod
+    def parse(cls, raw: object) -> Step:
+        if raw == "ok":
+            return cls("ok")
+        if not isinstance(raw, Mapping):
+            raise ValueError(f'scenario step must be "ok" or an object, not {raw!r}')
+        times = int(raw.get("times", 1))
+        if "error" in raw:
+            return cls(
+                "error",
+                times,
+                code=int(raw["error"]),
+                http=raw.get("http"),
+                retry_after=raw.get("retry_after"),
+            )
+        if raw.get("drop"):
+            return cls("drop", times)
+        if raw.get("accept_and_drop"):
+            return cls("accept_and_drop", times)
+        if "delay_ms" in raw:
+            return cls("delay", times, delay_ms=int(raw["delay_ms"]))
+        raise ValueError(f"unknown scenario step {raw!r}")
+
+
+def load_scenario(path: Path) -> dict[str, deque[Step]]:
+    data = json.loads(path.read_text())
+    recipients = data.get("recipients", {}) if isinstance(data, dict) else None
+    if not isinstance(recipients, dict):
+        raise ValueError('scenario must be {"recipients": {"<digits>": [steps]}}')
+    return {str(to): deque(Step.parse(step) for step in steps) for to, steps in recipients.items()}
+
+
+@dataclass
+class Simulator:
+    """The simulator's behaviour and what it has accepted."""
+
+    access_token: str | None = None
+    phone_number_id: str | None = None
+    latency_ms: float = 0.0
+    fail_rate: float = 0.0
+    mps: float | None = None
+    pair_burst: int = 45
+    pair_interval: float = 6.0
+    scenario: dict[str, deque[Step]] = field(default_factory=dict)
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+    requests: int = 0
+    _sender_tokens: float = 0.0
+    _sender_at: float = field(default_factory=time.monotonic)
+    _pairs: dict[str, tuple[float, float]] = field(default_factory=dict)
+    _strikes: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=1024 * 1024)
+        app.router.add_post("/{version}/{phone_number_id}/messages", self.handle_message)
+        app.router.add_get("/_simulator/messages", self.handle_accepted)
+        return app
+
+    async def handle_accepted(self, request: web.Request) -> web.Response:
+        return web.json_response({"requests": self.requests, "accepted": self.accepted})
+
+    def _next_step(self, recipient: str) -> Step:
+        steps = self.scenario.get(recipient)
+        if not steps:
+            return Step("ok")
+        step = steps[0]
+        if step.times > 1:
+            step.times -= 1
+        elif step.times == 1:
+            steps.popleft()
+        return step
+
+    def _check_rates(self, recipient: str) -> None:
+        if self.mps is None:
+            return
+        now = time.monotonic()
+        self._sender_tokens = min(
+            self.mps, self._sender_tokens + (now - self._sender_at) * self.mps
+        )
+        self._sender_at = now
+        if self._sender_tokens < 1:
+            raise Refusal(130429)
+        tokens, at = self._pairs.get(recipient, (float(self.pair_burst), now))
+        tokens = min(float(self.pair_burst), tokens + (now - at) / self.pair_interval)
+        if tokens < 1:
+            self._pairs[recipient] = (tokens, now)
+            raise Refusal(131056)
+        self._sender_tokens -= 1
+        self._pairs[recipient] = (tokens - 1, now)
+
+    def _check_request(self, request: web.Request, body: object) -> dict[str, Any]:
+        authorization = request.headers.get("Authorization")
+        if self.access_token is not None and authorization != f"Bearer {self.access_token}":
+            raise Refusal(190, "Invalid OAuth access token - Cannot parse access token")
+        if self.phone_number_id is not None:
+            phone = request.match_info["phone_number_id"]
+            if phone != self.phone_number_id:
+                raise Refusal(
+                    100,
+                    f"Unsupported post request. Object with ID '{phone}' does "
+                    "not exist, cannot be loaded due to missing permissions, or does "
+                    "not support this operation",
+                    subcode=33,
+                )
+        if not isinstance(body, dict) or body.get("messaging_product") != "whatsapp":
+            raise Refusal(100, "The parameter messaging_product is required.")
+        to = body.get("to")
+        if not isinstance(to, str) or not to.lstrip("+").isdigit():
+            raise Refusal(100, "The parameter to is required.")
+        kind = body.get("type")
+        if kind == "text":
+            text = body.get("text")
+            if (
+                not isinstance(text, dict)
+                or not isinstance(text.get("body"), str)
+                or not text["body"]
+            ):
+                raise Refusal(100, "The parameter text['body'] is required.")
+            if len(text["body"]) > MAX_TEXT_LENGTH:
+                raise Refusal(100, "Param text['body'] must be at most 4096 characters long.")
+        elif kind in MEDIA_KINDS:
+            media = body.get(kind)
+            if not isinstance(media, dict) or not str(media.get("link", "")).startswith(
+                ("http://", "https://")
+            ):
+                raise Refusal(131009, f"Parameter {kind}['link'] is not a valid URL")
+            if len(str(media.get("caption", ""))) > MAX_CAPTION_LENGTH:
+                raise Refusal(100, f"Param {kind}['caption'] must be at most 1024 characters long.")
+        else:
+            raise Refusal(100, f"Unsupported message type {kind!r}")
+        return body
+
+    async def handle_message(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        if self.latency_ms:
+            await asyncio.sleep(self.latency_ms / 1000)
+        try:
+            body = self._check_request(request, await request.json())
+        except Refusal as refusal:
+            return refusal.response()
+        except ValueError:
+            return Refusal(100, "Request body is not valid JSON").response()
+        recipient = str(body["to"]).lstrip("+")
+        step = self._next_step(recipient)
+        if step.action == "error":
+            return Refusal(step.code, http=step.http, retry_after=step.retry_after).response()
+        if step.action == "drop":
+            return self._drop(request)
+        if step.action == "delay":
+            await asyncio.sleep(step.delay_ms / 1000)
+        if self.fail_rate and random.random() < self.fail_rate:  # noqa: S311
+            return Refusal(131000, http=500).response()
+        try:
+            self._check_rates(recipient)
+        except Refusal as refusal:
+            return refusal.response()
+        wamid = "wamid." + base64.b64encode(secrets.token_bytes(24)).decode().rstrip("=")
+        self.accepted.append(
+            {
+                "wamid": wamid,
+                "to": recipient,
+                "type": body["type"],
+                "callback": body.get("biz_opaque_callback_data"),
+                "body": body.get("text", {}).get("body") if body["type"] == "text" else None,
+                "link": body.get(body["type"], {}).get("link"),
+                "at": time.time(),
+            }
+        )
+        if step.action == "accept_and_drop":
+            return self._drop(request)
+        return web.json_response(
+            {
+                "messaging_product": "whatsapp",
+                "contacts": [{"input": body["to"], "wa_id": recipient}],
+                "messages": [{"id": wamid}],
+            }
+        )
+
+    @staticmethod
+    def _drop(request: web.Request) -> web.StreamResponse:
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=499)
+
+
+async def serve(simulator: Simulator, host: str, port: int) -> web.AppRunner:
+    """Start the simulator on host:port; the caller cleans the runner up."""
+    runner = web.AppRunner(simulator.app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
