@@ -161,6 +161,13 @@ class Simulator:
     _sender_at: float = field(default_factory=time.monotonic)
     _pairs: dict[str, tuple[float, float]] = field(default_factory=dict)
     _strikes: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    _accepting: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def wait_for_accepted(self, count: int) -> None:
+        """Return once at least `count` messages have been accepted."""
+        while len(self.accepted) < count:
+            self._accepting.clear()
+            await self._accepting.wait()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1024 * 1024)
@@ -278,6 +285,7 @@ class Simulator:
                 "at": time.time(),
             }
         )
+        self._accepting.set()
         if step.action == "accept_and_drop":
             return self._drop(request)
         return web.json_response(
