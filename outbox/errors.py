@@ -69,7 +69,10 @@ class GraphError(SendError):
         fbtrace_id: str | None = None,
         retry_after: float | None = None,
     ) -> None:
-        text = f"({code}) {message}" if code is not None else message
+        # Meta writes "(#130429) Rate limit hit"; say the code once, in that form.
+        text = message
+        if code is not None and not message.startswith(f"(#{code})"):
+            text = f"(#{code}) {message}"
         if details and details not in message:
             text = f"{text}: {details}"
         super().__init__(text, http_status=http_status, retry_after=retry_after)

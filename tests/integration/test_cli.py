@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -248,3 +249,42 @@ def test_console_script_and_module_run_with_the_asyncpg_suffix(cli_env: str) -> 
     )
     assert shown.returncode == 0, shown.stderr
     assert "pending" in shown.stdout
+
+
+def test_run_without_a_token_fails_fast_in_one_line(
+    cli_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("META_ACCESS_TOKEN", raising=False)
+    monkeypatch.setenv("META_PHONE_NUMBER_ID", "1234567890")
+    assert run(capsys, "run", "--drain") == (
+        1,
+        "",
+        "outbox: META_ACCESS_TOKEN is required to send\n",
+    )
+
+
+def test_run_on_an_unmigrated_database_says_to_migrate(
+    empty_database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OUTBOX_DATABASE_URL", empty_database_url)
+    monkeypatch.setenv("META_ACCESS_TOKEN", "t")
+    monkeypatch.setenv("META_PHONE_NUMBER_ID", "1234567890")
+    code, out, err = run(capsys, "run", "--drain")
+    assert (code, out) == (1, "")
+    assert err == (
+        "outbox: the outbox schema is at revision none, not 0001: run `outbox migrate` first\n"
+    )
+
+
+@pytest.mark.timeout(120)
+def test_demo_delivers_sample_messages_and_shows_their_statuses(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OUTBOX_", "META_"))}
+    shown = subprocess.run(
+        [str(BIN / "outbox"), "demo"], env=env, capture_output=True, text=True, timeout=110
+    )
+    assert shown.returncode == 0, shown.stderr
+    rows = [
+        re.match(r"^\s*\d+\s+\d{7,15}\s+\S+\s+(\w+)", line) for line in shown.stdout.splitlines()
+    ]
+    statuses = [row.group(1) for row in rows if row]
+    assert statuses == ["sent", "sent", "sent", "failed", "sent", "pending"]

@@ -180,3 +180,30 @@ async def test_postgres_restart_under_a_running_daemon_is_ridden_out(
     counts = Counter(a["callback"] for a in sim.accepted)
     assert len(counts) == 1200
     assert max(counts.values()) == 1, "a restart must not make the daemon repeat a part"
+
+
+async def test_sigterm_finishes_in_flight_sends_and_exits_zero(
+    private_postgres: str, simulator: tuple[Simulator, str]
+) -> None:
+    sim, url = simulator
+    sim.latency_ms = 200
+    await fill(private_postgres, 200, 200)
+    daemon = await asyncio.create_subprocess_exec(
+        str(BIN / "outbox"),
+        "run",
+        "--concurrency",
+        "16",
+        "--rate",
+        "5000",
+        env=daemon_env(private_postgres, url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    await asyncio.wait_for(sim.wait_for_accepted(10), 60)
+    daemon.send_signal(signal.SIGTERM)
+    _, stderr = await asyncio.wait_for(daemon.communicate(), 60)
+    assert daemon.returncode == 0, stderr.decode()[-2000:]
+    left = await statuses(private_postgres)
+    assert left["sending"] == 0
+    assert left["sent"] + left["pending"] == 200
+    assert 0 < left["sent"] < 200

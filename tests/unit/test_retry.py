@@ -42,7 +42,7 @@ def test_throttle_honours_retry_after() -> None:
 def test_permanent_codes_fail_at_once(code: int) -> None:
     outcome = decide(graph(code), attempts=1, max_attempts=10, base_delay=1)
     assert isinstance(outcome, Fail)
-    assert f"({code})" in outcome.reason
+    assert f"(#{code})" in outcome.reason
 
 
 @pytest.mark.parametrize("code", [0, 3, 10, 190, 200, 299, 368, 131031, 131042])
