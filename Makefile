@@ -29,8 +29,8 @@ demo: $(STAMP)
 	$(BIN)/outbox demo
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/enqueue.py
-	$(BIN)/python benchmarks/daemon.py
+	$(BIN)/python -m benchmarks.enqueue
+	$(BIN)/python -m benchmarks.daemon
 
 clean:
 	rm -rf $(VENV) build *.egg-info

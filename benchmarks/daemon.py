@@ -5,7 +5,7 @@ in-process simulator, in a scratch database created on the server named by OUTBO
 (else the embedded one) and dropped afterwards. `--rate` is raised far above Meta's 80 mps so the
 figures show the daemon's own capacity.
 
-    python benchmarks/daemon.py [--rows 10000] [--latencies 0 100] [--samples 200]
+    python -m benchmarks.daemon [--rows 10000] [--latencies 0 100] [--samples 200]
 """
 
 from __future__ import annotations
@@ -18,16 +18,13 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 import outbox
-from outbox import migrate
-from outbox.database import resolve_dsn
+from benchmarks.scratch import scratch_database
 from outbox.simulator import Simulator, serve
 
 OUTBOX = str(Path(sys.executable).parent / "outbox")
@@ -144,25 +141,18 @@ async def main() -> None:
     parser.add_argument("--crash-rows", type=int, default=3000)
     args = parser.parse_args()
 
-    server = await resolve_dsn(outbox.Settings.from_env())
-    name = f"outbox_bench_{uuid.uuid4().hex[:8]}"
-    dsn = urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
-    admin = await asyncpg.connect(server)
-    await admin.execute(f'CREATE DATABASE "{name}"')
     sim = Simulator(access_token=TOKEN, phone_number_id=PHONE)
     runner = await serve(sim, "127.0.0.1", 0)
     url = f"http://127.0.0.1:{runner.addresses[0][1]}"
     try:
-        await asyncio.to_thread(migrate.upgrade, dsn)
-        print(f"PostgreSQL {await admin.fetchval('SHOW server_version')}, {os.cpu_count()} cores")
-        for latency in args.latencies:
-            print(await drain_rate(dsn, sim, url, args.rows, latency))
-        print(await enqueue_latency(dsn, sim, url, args.samples))
-        print(await crash_duplicates(dsn, sim, url, args.crash_rows))
+        async with scratch_database() as (dsn, version):
+            print(f"PostgreSQL {version}, {os.cpu_count()} cores")
+            for latency in args.latencies:
+                print(await drain_rate(dsn, sim, url, args.rows, latency))
+            print(await enqueue_latency(dsn, sim, url, args.samples))
+            print(await crash_duplicates(dsn, sim, url, args.crash_rows))
     finally:
         await runner.cleanup()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Prints figures, never pass/fail. Runs in a scratch database created on the server named by
 OUTBOX_DATABASE_URL (else the embedded one) and dropped afterwards.
 
-    python benchmarks/enqueue.py [--rows 3000] [--concurrency 1 8]
+    python -m benchmarks.enqueue [--rows 3000] [--concurrency 1 8]
 """
 
 from __future__ import annotations
@@ -12,16 +12,14 @@ import argparse
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import outbox
-from outbox import migrate
-from outbox.database import create_engine, resolve_dsn
+from benchmarks.scratch import scratch_database
+from outbox.database import create_engine
 
 RAW_INSERT = "INSERT INTO outbox_messages (recipient, message, media) VALUES ($1, $2, $3::jsonb)"
 MEDIA = {"images": ["https://cdn.example.com/listing/42/front.jpg"]}
@@ -77,21 +75,11 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     args = parser.parse_args()
 
-    server = await resolve_dsn(outbox.Settings.from_env())
-    name = f"outbox_bench_{uuid.uuid4().hex[:8]}"
-    scratch = urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
-    admin = await asyncpg.connect(server)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        await asyncio.to_thread(migrate.upgrade, scratch)
-        version = await admin.fetchval("SHOW server_version")
+    async with scratch_database() as (scratch, version):
         print(f"PostgreSQL {version}, {args.rows} single-row transactions per figure")
         for workers in args.concurrency:
             for label, rate in (await bench(scratch, args.rows, workers)).items():
                 print(f"  concurrency {workers:>2}  {label:<36} {rate:>8.0f} rows/s")
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 if __name__ == "__main__":

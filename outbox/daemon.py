@@ -53,6 +53,11 @@ class Claim:
     probe: bool = False  # claimed while paused, to find out whether sending works again
 
 
+def _leases(claims: list[Claim]) -> dict[str, list[Any]]:
+    """The (row id, lease token) pairs of claims, as the array parameters store.py expects."""
+    return {"ids": [c.id for c in claims], "tokens": [c.token for c in claims]}
+
+
 class Daemon:
     """Delivers committed rows until stop() (or, with drain, until nothing is left to do)."""
 
@@ -250,11 +255,7 @@ class Daemon:
                     await fetch_all(
                         conn,
                         store.EXTEND_LEASES,
-                        {
-                            "ids": [c.id for c in claims],
-                            "tokens": [c.token for c in claims],
-                            "lease": self.settings.lease_seconds,
-                        },
+                        {**_leases(claims), "lease": self.settings.lease_seconds},
                     )
             except Exception as exc:
                 logger.warning("cannot extend leases (%s)", store.short_error(exc))
@@ -393,10 +394,7 @@ class Daemon:
             await fetch_all(
                 conn,
                 store.RELEASE,
-                {
-                    "ids": [c.id for c in claims],
-                    "tokens": [c.token for c in claims],
-                },
+                _leases(claims),
             )
         for claim in claims:
             self._in_flight.pop(claim.id, None)
