@@ -51,19 +51,19 @@ def environ(dsn: str, url: str) -> dict[str, str]:
     }
 
 
-async def reset(dsn: str) -> None:
+async def prepare(dsn: str, sim: Simulator, latency_ms: float, rows: int, media: bool) -> None:
+    """An empty simulator at `latency_ms`, and a backlog of `rows` (image + text with media)."""
+    sim.accepted.clear()
+    sim.latency_ms = latency_ms
     conn = await asyncpg.connect(dsn)
     await conn.execute("TRUNCATE outbox_messages")
+    if rows:
+        await conn.execute(INSERT_BACKLOG, rows, media)
     await conn.close()
 
 
 async def drain_rate(dsn: str, sim: Simulator, url: str, rows: int, latency_ms: float) -> str:
-    await reset(dsn)
-    sim.accepted.clear()
-    sim.latency_ms = latency_ms
-    conn = await asyncpg.connect(dsn)
-    await conn.execute(INSERT_BACKLOG, rows, False)
-    await conn.close()
+    await prepare(dsn, sim, latency_ms, rows, media=False)
     started = time.perf_counter()
     process = await asyncio.create_subprocess_exec(
         *daemon(dsn, url, "--drain"), env=environ(dsn, url), stderr=subprocess.DEVNULL
@@ -79,9 +79,7 @@ async def drain_rate(dsn: str, sim: Simulator, url: str, rows: int, latency_ms: 
 
 
 async def enqueue_latency(dsn: str, sim: Simulator, url: str, samples: int) -> str:
-    await reset(dsn)
-    sim.accepted.clear()
-    sim.latency_ms = 0
+    await prepare(dsn, sim, 0, 0, media=False)
     process = await asyncio.create_subprocess_exec(
         *daemon(dsn, url), env=environ(dsn, url), stderr=subprocess.DEVNULL
     )
@@ -108,12 +106,7 @@ async def enqueue_latency(dsn: str, sim: Simulator, url: str, samples: int) -> s
 
 
 async def crash_duplicates(dsn: str, sim: Simulator, url: str, rows: int) -> str:
-    await reset(dsn)
-    sim.accepted.clear()
-    sim.latency_ms = 5
-    conn = await asyncpg.connect(dsn)
-    await conn.execute(INSERT_BACKLOG, rows, True)
-    await conn.close()
+    await prepare(dsn, sim, 5, rows, media=True)
     victim = await asyncio.create_subprocess_exec(
         *daemon(dsn, url, "--lease-seconds", "2"), env=environ(dsn, url), stderr=subprocess.DEVNULL
     )

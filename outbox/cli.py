@@ -21,7 +21,7 @@ import sqlalchemy.exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outbox import demo, migrate, serve, store
-from outbox.database import create_engine, resolve_dsn
+from outbox.database import create_engine, resolve_dsn, short_error
 from outbox.enqueue import enqueue
 from outbox.errors import InvalidMessage, OutboxError
 from outbox.schema import STATUSES
@@ -308,8 +308,7 @@ def _describe(exc: BaseException, settings: Settings) -> str:
     if isinstance(cause, OSError | asyncpg.PostgresConnectionError | asyncpg.InterfaceError):
         where = redact_url(settings.database_url) if settings.database_url else "embedded"
         return f"cannot connect to PostgreSQL ({where}): {cause}"
-    text = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
-    return f"{type(cause).__name__}: {text}"
+    return short_error(exc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

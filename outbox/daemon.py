@@ -12,9 +12,8 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import backoff
@@ -23,18 +22,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from outbox import migrate, store
 from outbox.connections import fetch_all, fetch_one
-from outbox.database import create_engine, resolve_dsn
+from outbox.database import create_engine, persistently, resolve_dsn, short_error
 from outbox.errors import ConfigurationError, GraphError, InvalidMessage, SendError
 from outbox.limiter import RateLimiter
 from outbox.listener import NotificationListener
 from outbox.recorder import AcceptedPart, PartRecorder
-from outbox.retry import ErrorClass, Fail, Pause, Retry, Throttle, classify, decide
+from outbox.retry import ErrorClass, Fail, Pause, Retry, Throttle, classify, decide, expo_delays
 from outbox.settings import Settings
 from outbox.validation import normalize_media, normalize_recipient, normalize_text
-from outbox.whatsapp import CloudAPI, Part, parts_of
+from outbox.whatsapp import CloudAPI, parts_of
 
 logger = logging.getLogger("outbox.daemon")
-T = TypeVar("T")
 EXIT_PAUSED = 3
 MAX_INLINE_PACING = 2.0  # wait this long in-process for a rate slot; longer: reschedule
 
@@ -132,7 +130,17 @@ class Daemon:
         return self._exit_code
 
     async def _run_with(self, engine: AsyncEngine, dsn: str, api: CloudAPI) -> None:
-        self._engine, self._api = engine, api
+        self._engine = engine
+        # Quick in-process retries of transient failures: they belong to one attempt.
+        self._send = backoff.on_exception(
+            backoff.expo,
+            SendError,
+            max_tries=self.settings.quick_retries,
+            giveup=lambda e: classify(e) is not ErrorClass.TRANSIENT,  # type: ignore[arg-type]
+            factor=self.settings.quick_retry_delay,
+            max_value=5,
+            logger=None,
+        )(api.send)
         self._recorder = PartRecorder(engine, self.settings.lease_seconds)
         self._recorder.start()
         listener = NotificationListener(dsn, self.wake)
@@ -159,12 +167,12 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if claims:
-            await self._retrying(lambda: self._release(claims), attempts=5)
+            await persistently(self._release, claims, what="releasing rows", max_tries=5)
             logger.info("released %d unfinished messages back to pending", len(claims))
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
-        failures = 0
+        failure_delays = expo_delays(0.5, 10.0)
         while not self._stopping.is_set():
             self._wake.clear()
             try:
@@ -173,12 +181,11 @@ class Daemon:
                     logger.info("drained: nothing left to send")
                     return
                 timeout = await self._idle_timeout(claimed, loop.time())
-                failures = 0
+                failure_delays = expo_delays(0.5, 10.0)
             except Exception as exc:
-                failures += 1
-                timeout = min(0.25 * 2**failures, 10.0)
+                timeout = next(failure_delays)
                 logger.warning(
-                    "database unavailable (%s); retrying in %.1fs", store.short_error(exc), timeout
+                    "database unavailable (%s); retrying in %.1fs", short_error(exc), timeout
                 )
             if timeout > 0:
                 with contextlib.suppress(TimeoutError):
@@ -210,7 +217,7 @@ class Daemon:
                 recipient=row["recipient"],
                 message=row["message"],
                 media=json.loads(row["media"]),
-                accepted=len(json.loads(row["parts"])),
+                accepted=row["accepted"],
                 attempts=row["attempts"],
                 token=token,
                 probe=self.paused_reason is not None,
@@ -231,7 +238,9 @@ class Daemon:
         """How long to sleep when no notification comes."""
         if self.paused_reason is not None:
             return max(0.0, self._probe_at - now) if not self._tasks else 1.0
-        if claimed and len(self._tasks) < self.settings.concurrency:
+        if len(self._tasks) >= self.settings.concurrency:
+            return self.settings.poll_interval  # nothing to claim; a finished row wakes us
+        if claimed:
             return 0.0  # there may be more due rows right now
         async with self._engine.connect() as conn:
             row = await fetch_one(conn, store.SECONDS_TO_NEXT_DUE)
@@ -258,7 +267,7 @@ class Daemon:
                         {**_leases(claims), "lease": self.settings.lease_seconds},
                     )
             except Exception as exc:
-                logger.warning("cannot extend leases (%s)", store.short_error(exc))
+                logger.warning("cannot extend leases (%s)", short_error(exc))
 
     # --- one row ---------------------------------------------------------------------------
 
@@ -282,7 +291,7 @@ class Daemon:
             return
         for index in range(claim.accepted, len(parts)):
             if self.paused_reason is not None and not claim.probe:
-                await self._retrying(lambda: self._release([claim]))
+                await persistently(self._release, [claim], what="releasing a row")
                 return
             wait = self.limiter.reserve(recipient, MAX_INLINE_PACING)
             if wait is None:
@@ -307,21 +316,6 @@ class Daemon:
             if not await self._recorder.record(part):
                 logger.warning("message %d: lease lost to another worker; stopping", claim.id)
                 return
-
-    async def _send(self, recipient: str, part: Part, callback: str) -> str:
-        @backoff.on_exception(
-            backoff.expo,
-            SendError,
-            max_tries=self.settings.quick_retries,
-            giveup=lambda e: classify(e) is not ErrorClass.TRANSIENT,  # type: ignore[arg-type]
-            factor=self.settings.quick_retry_delay,
-            max_value=5,
-            logger=None,
-        )
-        async def attempt() -> str:
-            return await self._api.send(recipient, part, callback)
-
-        return await attempt()
 
     def _sent_ok(self, recipient: str) -> None:
         self.limiter.succeeded(recipient)
@@ -367,7 +361,7 @@ class Daemon:
             await self._write(store.MARK_FAILED, claim, error=outcome.reason, code=code)
         else:
             self._pause(outcome)
-            await self._retrying(lambda: self._release([claim]))
+            await persistently(self._release, [claim], what="releasing a row")
 
     def _pause(self, outcome: Pause) -> None:
         if self.paused_reason is None:
@@ -387,30 +381,10 @@ class Daemon:
             async with self._engine.begin() as conn:
                 await fetch_all(conn, statement, {"id": claim.id, "token": claim.token, **params})
 
-        await self._retrying(write)
+        await persistently(write, what=f"updating message {claim.id}")
 
     async def _release(self, claims: list[Claim]) -> None:
         async with self._engine.begin() as conn:
-            await fetch_all(
-                conn,
-                store.RELEASE,
-                _leases(claims),
-            )
+            await fetch_all(conn, store.RELEASE, _leases(claims))
         for claim in claims:
             self._in_flight.pop(claim.id, None)
-
-    async def _retrying(self, write: Callable[[], Awaitable[T]], attempts: int = 0) -> T:
-        """Run a database write until it succeeds (or `attempts` tries, when given)."""
-        delay, tries = 0.1, 0
-        while True:
-            try:
-                return await write()
-            except Exception as exc:
-                tries += 1
-                if attempts and tries >= attempts:
-                    raise
-                logger.warning(
-                    "database write failed (%s); retrying in %.1fs", store.short_error(exc), delay
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)

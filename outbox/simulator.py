@@ -18,7 +18,7 @@ import json
 import random
 import secrets
 import time
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,7 +160,6 @@ class Simulator:
     _sender_tokens: float = 0.0
     _sender_at: float = field(default_factory=time.monotonic)
     _pairs: dict[str, tuple[float, float]] = field(default_factory=dict)
-    _strikes: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     _accepting: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def wait_for_accepted(self, count: int) -> None:

@@ -280,8 +280,8 @@ CLAIM_BATCH = sa.text(
     SET status = 'sending', attempts = m.attempts + 1, lease_token = :token,
         locked_until = now() + make_interval(secs => :lease), updated_at = now()
     FROM candidates WHERE m.id = candidates.id
-    RETURNING m.id, m.recipient, m.message, m.media::text AS media, m.parts::text AS parts,
-              m.attempts
+    RETURNING m.id, m.recipient, m.message, m.media::text AS media,
+              jsonb_array_length(m.parts) AS accepted, m.attempts
     """
 )
 
@@ -381,10 +381,3 @@ SECONDS_TO_NEXT_DUE = sa.text(
     WHERE status = 'pending'
     """
 )
-
-
-def short_error(exc: BaseException) -> str:
-    """A one-line description of a database error, for logs."""
-    cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
-    text = str(cause).splitlines()[0] if str(cause) else ""
-    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__

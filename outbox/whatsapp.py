@@ -6,7 +6,6 @@ raises a SendError; the access token is only ever in the Authorization header, n
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from dataclasses import dataclass
@@ -182,5 +181,3 @@ class CloudAPI:
         except aiohttp.ClientError as exc:
             # str() of aiohttp errors names host and port, never our headers.
             raise TransportError(f"{type(exc).__name__}: {exc}") from None
-        except asyncio.CancelledError:
-            raise
