@@ -25,7 +25,7 @@ from outbox.database import create_engine, resolve_dsn, short_error
 from outbox.enqueue import enqueue
 from outbox.errors import InvalidMessage, OutboxError
 from outbox.schema import STATUSES
-from outbox.settings import Settings, redact_url
+from outbox.settings import Settings, redact_secrets, redact_url
 from outbox.status import Delivery, get_status, list_messages
 
 T = TypeVar("T")
@@ -103,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{kind}", action="append", default=[], metavar="URL")
     p.add_argument("--idempotency-key")
     p.add_argument("--send-at", type=parse_time, metavar="ISO")
+    p.add_argument(
+        "--expires-in",
+        type=parse_duration,
+        metavar="AGE",
+        help="fail the message instead of sending it later than this (90m, 12h, 30d)",
+    )
 
     p = commands.add_parser("status", help="one message's delivery status")
     p.add_argument("id", type=positive_int)
@@ -175,6 +181,7 @@ def print_delivery(delivery: Delivery) -> None:
         ("error_code", delivery.error_code if delivery.error_code is not None else "-"),
         ("created_at", _iso(delivery.created_at)),
         ("next_attempt_at", _iso(delivery.next_attempt_at)),
+        ("expires_at", _iso(delivery.expires_at)),
         ("sent_at", _iso(delivery.sent_at)),
         ("delivered_at", _iso(delivery.delivered_at)),
         ("read_at", _iso(delivery.read_at)),
@@ -198,6 +205,13 @@ def print_table(deliveries: Sequence[Delivery]) -> None:
         )
 
 
+async def _database_now(conn: AsyncConnection) -> datetime:
+    """The database's clock (its transaction time), which the daemon compares expires_at with."""
+    now = (await conn.execute(sqlalchemy.select(sqlalchemy.func.now()))).scalar_one()
+    assert isinstance(now, datetime)
+    return now
+
+
 async def _enqueue(conn: AsyncConnection, args: argparse.Namespace) -> int:
     media = {
         "images": args.image,
@@ -212,6 +226,7 @@ async def _enqueue(conn: AsyncConnection, args: argparse.Namespace) -> int:
         media_urls={key: urls for key, urls in media.items() if urls},
         idempotency_key=args.idempotency_key,
         send_at=args.send_at,
+        expires_at=await _database_now(conn) + args.expires_in if args.expires_in else None,
     )
     await conn.commit()
     print(message_id)
@@ -298,7 +313,13 @@ def _migrate(settings: Settings) -> int:
 
 
 def _describe(exc: BaseException, settings: Settings) -> str:
-    """One line for an error, naming what to do when we know it; never a secret."""
+    """One line for an error, naming what to do when we know it; never a secret, whatever the
+    driver put in its message."""
+    return redact_secrets(_explain(exc, settings), settings)
+
+
+def _explain(exc: BaseException, settings: Settings) -> str:
+    """One line for an error, naming what to do when we know it."""
     cause = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) else exc
     sqlstate = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
     if sqlstate == "42P01":
@@ -355,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     except InvalidMessage as exc:
-        print(f"outbox: invalid {exc}", file=sys.stderr)
+        print(f"outbox: {redact_secrets(f'invalid {exc}', settings)}", file=sys.stderr)
         return 1
     except Exception as exc:
         print(f"outbox: {_describe(exc, settings)}", file=sys.stderr)

@@ -24,11 +24,13 @@ async def enqueue(
     media_urls: MediaUrls | None = None,
     idempotency_key: str | None = None,
     send_at: datetime | None = None,
+    expires_at: datetime | None = None,
 ) -> int:
     """Add a message to the outbox in the caller's transaction and return its id.
 
     `conn` is a SQLAlchemy AsyncSession or AsyncConnection, or an asyncpg Connection. Raises
-    InvalidMessage, before any SQL runs, when an argument breaks a rule.
+    InvalidMessage, before any SQL runs, when an argument breaks a rule. A message still unsent
+    at `expires_at` fails as expired instead of going out late.
     """
     new = validate(
         recipient,
@@ -36,6 +38,7 @@ async def enqueue(
         media_urls=media_urls,
         idempotency_key=idempotency_key,
         send_at=send_at,
+        expires_at=expires_at,
     )
     return await store.insert_message(conn, new)
 
@@ -48,6 +51,7 @@ def enqueue_sync(
     media_urls: MediaUrls | None = None,
     idempotency_key: str | None = None,
     send_at: datetime | None = None,
+    expires_at: datetime | None = None,
 ) -> int:
     """enqueue() for a synchronous SQLAlchemy Session or Connection, on any driver."""
     new = validate(
@@ -56,5 +60,6 @@ def enqueue_sync(
         media_urls=media_urls,
         idempotency_key=idempotency_key,
         send_at=send_at,
+        expires_at=expires_at,
     )
     return store.insert_message_sync(conn, new)

@@ -24,6 +24,7 @@ FINISHED_STATUSES = (SENT, DELIVERED, READ, FAILED, CANCELLED)
 MEDIA_KINDS = ("image", "video", "document", "audio")
 MAX_TEXT_LENGTH = 4096
 MAX_CAPTION_LENGTH = 1024
+MAX_MEDIA_PARTS = 10
 
 NOTIFY_CHANNEL = "outbox"
 
@@ -75,9 +76,19 @@ messages = sa.Table(
     sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("read_at", sa.DateTime(timezone=True), nullable=True),
-    sa.CheckConstraint(r"recipient ~ '^[0-9]{7,15}$'", name="recipient_digits"),
+    # Not sent by then: the row fails with `expired` instead of going out late.
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+    # Sends whose outcome is unknown (a timeout, a 200 without a usable id): Meta may have
+    # accepted them, so they are resent only a few times, counted apart from `attempts`.
+    sa.Column("in_doubt", sa.Integer, nullable=False, server_default=sa.text("0")),
+    # No country code starts with 0 (phonenumbers judges the rest in enqueue and the daemon).
+    sa.CheckConstraint(r"recipient ~ '^[1-9][0-9]{6,14}$'", name="recipient_digits"),
     sa.CheckConstraint(f"char_length(message) <= {MAX_TEXT_LENGTH}", name="message_length"),
     sa.CheckConstraint("jsonb_typeof(media) = 'array'", name="media_is_array"),
+    sa.CheckConstraint(
+        f"jsonb_typeof(media) <> 'array' OR jsonb_array_length(media) <= {MAX_MEDIA_PARTS}",
+        name="media_count",
+    ),
     sa.CheckConstraint(
         "coalesce(message, '') <> '' OR media <> '[]'::jsonb", name="message_or_media"
     ),
@@ -90,6 +101,7 @@ messages = sa.Table(
     ),
     sa.CheckConstraint(f"status IN ({_quoted(STATUSES)})", name="status_known"),
     sa.CheckConstraint("attempts >= 0", name="attempts_not_negative"),
+    sa.CheckConstraint("in_doubt >= 0", name="in_doubt_not_negative"),
     sa.CheckConstraint("jsonb_typeof(parts) = 'array'", name="parts_is_array"),
     sa.UniqueConstraint("idempotency_key"),
     # The claim: due pending rows in id order, an index scan however many finished rows there are.
@@ -112,6 +124,31 @@ messages = sa.Table(
         "id",
         postgresql_where=sa.text(f"status IN ({_quoted(ACTIVE_STATUSES)})"),
     ),
+    # The expiry sweep: pending rows with a deadline.
+    sa.Index(
+        "ix_outbox_messages_expiring",
+        "expires_at",
+        postgresql_where=sa.text(f"status = '{PENDING}' AND expires_at IS NOT NULL"),
+    ),
     sa.Index("ix_outbox_messages_recipient", "recipient", "id"),
     sa.Index("ix_outbox_messages_status", "status", "id"),
+)
+
+# One row per running daemon: its state (ok, paused, outage, held) and a heartbeat, so that
+# `outbox stats` can say why nothing is being sent. A clean shutdown deletes its row.
+daemons = sa.Table(
+    "outbox_daemons",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("state", sa.Text, nullable=False, server_default=sa.text("'ok'")),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("state_since", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("held_until", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("in_flight", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column(
+        "started_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column(
+        "heartbeat_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
 )

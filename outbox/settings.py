@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, unquote_plus
 
 from outbox.errors import ConfigurationError
 
@@ -14,9 +14,71 @@ DEFAULT_GRAPH_API_URL = "https://graph.facebook.com"
 DEFAULT_GRAPH_API_VERSION = "v23.0"
 
 
+# Query parameters asyncpg reads a password from; matched in any case and percent-decoded.
+SECRET_QUERY_KEYS = ("password", "sslpassword")
+REDACTED = "***"
+
+
+def _userinfo_password(url: str) -> tuple[int, int] | None:
+    """Where the password of `scheme://user:password@host` lies. The authority is taken to end
+    at the first '/' and the userinfo at its last '@', so that a '?', '#' or '@' pasted into a
+    password without percent-encoding is hidden too (at worst, with some of the host)."""
+    start = url.find("://")
+    if start < 0:
+        return None
+    start += 3
+    slash = url.find("/", start)
+    at = url.rfind("@", start, len(url) if slash < 0 else slash)
+    colon = url.find(":", start, at) if at >= 0 else -1
+    return (colon + 1, at) if colon >= 0 else None
+
+
+def _query_secrets(url: str, after: int) -> Iterator[tuple[int, int]]:
+    """Where the values of `password=` and `sslpassword=` query parameters lie, each running to
+    the next '&' (a '#' in a password is hidden too)."""
+    start = url.find("?", after)
+    if start < 0:
+        return
+    position = start + 1
+    for pair in url[start + 1 :].split("&"):
+        key, equals, _ = pair.partition("=")
+        if equals and unquote_plus(key).lower() in SECRET_QUERY_KEYS:
+            yield position + len(key) + 1, position + len(pair)
+        position += len(pair) + 1
+
+
+def _password_spans(url: str) -> list[tuple[int, int]]:
+    """Every password in a database URL, as (start, end) offsets, last first; they never
+    overlap, as the query is looked for after the userinfo."""
+    userinfo = _userinfo_password(url)
+    spans = [] if userinfo is None else [userinfo]
+    spans += _query_secrets(url, after=0 if userinfo is None else userinfo[1])
+    return sorted(spans, reverse=True)
+
+
 def redact_url(url: str) -> str:
-    """The URL with its password replaced, for logs and error messages."""
-    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
+    """The URL with every password (`user:password@`, `?password=`, `?sslpassword=`) replaced by
+    ***, for logs and error messages."""
+    for start, end in _password_spans(url):
+        url = url[:start] + REDACTED + url[end:]
+    return url
+
+
+def url_secrets(url: str) -> list[str]:
+    """The passwords in a database URL, as written and percent-decoded."""
+    found = []
+    for start, end in _password_spans(url):
+        written = url[start:end]
+        found += [written, unquote(written), unquote_plus(written)]
+    return [secret for secret in found if secret]
+
+
+def redact_secrets(text: str, settings: Settings) -> str:
+    """`text` with every secret of `settings` replaced by ***, longest first, so that an error
+    line never shows one whatever the driver or library put in it."""
+    for secret in sorted(settings.secrets(), key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
 
 
 def default_home() -> Path:
@@ -53,6 +115,14 @@ class Settings:
     shutdown_timeout: float = 30.0
     quick_retries: int = 3
     quick_retry_delay: float = 0.25
+    max_age: float = 0.0  # seconds; a row without expires_at fails once this old (0: never)
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value these settings hold: database passwords (in either URL form),
+        the access token, the app secret and the webhook verify token."""
+        found = url_secrets(self.database_url) if self.database_url else []
+        found += [self.access_token or "", self.app_secret or "", self.webhook_verify_token or ""]
+        return tuple(dict.fromkeys(secret for secret in found if secret))
 
     def __repr__(self) -> str:
         url = redact_url(self.database_url) if self.database_url else None
@@ -86,6 +156,8 @@ class Settings:
         ):
             if not getattr(self, name) > 0:
                 raise ConfigurationError(f"{name.replace('_', '-')}: must be positive")
+        if self.max_age < 0:
+            raise ConfigurationError("max-age: must not be negative")
         if self.quick_retry_delay < 0:
             raise ConfigurationError("quick-retry-delay: must not be negative")
 

@@ -11,7 +11,7 @@ from outbox import store
 from outbox.connections import AsyncConnectionLike, Row
 from outbox.errors import InvalidMessage, MessageNotFound
 from outbox.schema import PENDING, STATUSES
-from outbox.validation import normalize_recipient
+from outbox.validation import recipient_digits
 
 MAX_LIST_LIMIT = 10_000
 
@@ -48,6 +48,8 @@ class Delivery:
     delivered_at: datetime | None
     read_at: datetime | None
     next_attempt_at: datetime | None
+    expires_at: datetime | None = None
+    in_doubt: int = 0  # sends whose outcome was unknown (a timeout, a 200 without an id)
 
     @classmethod
     def from_row(cls, row: Row) -> Delivery:
@@ -85,6 +87,8 @@ class Delivery:
             delivered_at=row["delivered_at"],
             read_at=row["read_at"],
             next_attempt_at=row["available_at"] if row["status"] == PENDING else None,
+            expires_at=row["expires_at"],
+            in_doubt=row["in_doubt"],
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -115,6 +119,8 @@ class Delivery:
             "delivered_at": iso(self.delivered_at),
             "read_at": iso(self.read_at),
             "next_attempt_at": iso(self.next_attempt_at),
+            "expires_at": iso(self.expires_at),
+            "in_doubt": self.in_doubt,
         }
 
 
@@ -138,7 +144,8 @@ async def list_messages(
     if status is not None and status not in STATUSES:
         raise InvalidMessage("status", f"must be one of {', '.join(STATUSES)}")
     if recipient is not None:
-        recipient = normalize_recipient(recipient)
+        # Only the written form: rows stored before the phone number rules must stay findable.
+        recipient = recipient_digits(recipient)
     if since is not None and since.tzinfo is None:
         raise InvalidMessage("since", "must be timezone-aware (a naive time is ambiguous)")
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:

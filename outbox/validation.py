@@ -9,18 +9,32 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
+import phonenumbers
+from phonenumbers import ValidationResult
+
 from outbox.errors import InvalidMessage
-from outbox.schema import MAX_CAPTION_LENGTH, MAX_TEXT_LENGTH, MEDIA_KINDS
+from outbox.schema import MAX_CAPTION_LENGTH, MAX_MEDIA_PARTS, MAX_TEXT_LENGTH, MEDIA_KINDS
 
 # The familiar dict form of media_urls, in the order its parts are sent.
 MEDIA_URL_KEYS = {"images": "image", "videos": "video", "documents": "document", "audio": "audio"}
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 MAX_URL_LENGTH = 2048
+MAX_FILENAME_LENGTH = 255
 _RECIPIENT_PUNCTUATION = re.compile(r"[\s\-.()]")
 _PART_KEYS = {"type", "url", "caption", "filename"}
+# PostgreSQL text cannot hold NUL; UTF-8 cannot encode a surrogate code point (lone or paired).
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+# C0, DEL and C1 controls: never part of a URL, and urlsplit silently skips leading ones.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# asyncpg stores the first and last datetime as -infinity and +infinity: keep clear of both.
+EARLIEST_TIME = datetime(1, 1, 2, tzinfo=UTC)
+LATEST_TIME = datetime(9999, 12, 30, tzinfo=UTC)
+# WhatsApp's wa_id for a Mexican mobile keeps the "1" after 52 that libphonenumber dropped.
+_MEXICAN_WA_ID = re.compile(r"^521[0-9]{10}$")
+_TOO_FEW = (ValidationResult.TOO_SHORT, ValidationResult.IS_POSSIBLE_LOCAL_ONLY)
 
 
 @dataclass(frozen=True)
@@ -32,10 +46,22 @@ class NewMessage:
     media: list[dict[str, str]]
     idempotency_key: str | None
     send_at: datetime | None
+    expires_at: datetime | None = None
 
 
-def normalize_recipient(recipient: object, field: str = "recipient") -> str:
-    """Digits only, country code first: `+92 300-123 4567` becomes `923001234567`."""
+def check_storable(value: str, field: str) -> str:
+    """Refuse what PostgreSQL or UTF-8 cannot store, so it never fails the caller's transaction."""
+    if "\x00" in value:
+        raise InvalidMessage(field, "must not contain NUL characters (\\x00)")
+    if _SURROGATE.search(value):
+        raise InvalidMessage(
+            field, "must not contain surrogate code points (U+D800 to U+DFFF); it is not UTF-8"
+        )
+    return value
+
+
+def recipient_digits(recipient: object, field: str = "recipient") -> str:
+    """The digits of a recipient written with spaces, dashes, dots, parentheses, one leading '+'."""
     if not isinstance(recipient, str):
         raise InvalidMessage(field, "must be a string of digits")
     value = recipient.strip()
@@ -51,6 +77,50 @@ def normalize_recipient(recipient: object, field: str = "recipient") -> str:
     return digits
 
 
+def _is_possible(digits: str) -> bool:
+    """Whether libphonenumber calls +digits a possible number."""
+    try:
+        return bool(phonenumbers.is_possible_number(phonenumbers.parse(f"+{digits}")))
+    except phonenumbers.NumberParseException:
+        return False
+
+
+def check_possible_number(digits: str, field: str = "recipient") -> str:
+    """Refuse digits that libphonenumber says no phone number can have, country code first."""
+    if _MEXICAN_WA_ID.match(digits) and _is_possible(f"52{digits[3:]}"):
+        return digits
+    try:
+        number = phonenumbers.parse(f"+{digits}")
+    except phonenumbers.NumberParseException:
+        # Digits alone fail to parse only when no country code matches (a leading 0, +999...).
+        raise InvalidMessage(field, f"+{digits} has no valid country code") from None
+    code = number.country_code
+    reason = phonenumbers.is_possible_number_with_reason(number)
+    if reason == ValidationResult.INVALID_COUNTRY_CODE:
+        raise InvalidMessage(field, f"+{digits} has no valid country code")
+    if reason in _TOO_FEW:
+        raise InvalidMessage(field, f"+{digits} has too few digits for country code {code}")
+    if reason == ValidationResult.TOO_LONG:
+        raise InvalidMessage(field, f"+{digits} has too many digits for country code {code}")
+    if reason != ValidationResult.IS_POSSIBLE:
+        raise InvalidMessage(
+            field, f"+{digits} has an impossible number of digits for country code {code}"
+        )
+    national = phonenumbers.national_significant_number(number)
+    if f"{code}{national}" != digits:
+        # libphonenumber dropped a trunk prefix ("+44 0 7700..."); dialled from abroad it is wrong.
+        raise InvalidMessage(
+            field,
+            f"+{digits} has a national prefix after country code {code}; use +{code}{national}",
+        )
+    return digits
+
+
+def normalize_recipient(recipient: object, field: str = "recipient") -> str:
+    """Digits only, country code first: `+92 300-123 4567` becomes `923001234567`."""
+    return check_possible_number(recipient_digits(recipient, field), field)
+
+
 def normalize_text(message: object) -> str | None:
     """The text to send last; None and "" both mean no text."""
     if message is None:
@@ -61,24 +131,53 @@ def normalize_text(message: object) -> str | None:
         raise InvalidMessage(
             "message", f"must be at most {MAX_TEXT_LENGTH} characters, got {len(message)}"
         )
-    return message or None
+    return check_storable(message, "message") or None
 
 
 def check_url(url: object, field: str) -> str:
-    """An absolute http(s) URL with a host, as the Cloud API fetches media by `link`."""
+    """An absolute http(s) URL with a host, as the Cloud API fetches media by `link`; the scheme
+    is stored lowercased (it is case-insensitive), so the table's `^https?://` CHECK holds."""
     if not isinstance(url, str):
         raise InvalidMessage(field, "must be a URL string")
     if len(url) > MAX_URL_LENGTH:
         raise InvalidMessage(field, f"must be at most {MAX_URL_LENGTH} characters")
+    check_storable(url, field)
+    if _CONTROL.search(url):
+        raise InvalidMessage(field, "must not contain control characters")
     if any(c.isspace() for c in url):
         raise InvalidMessage(field, "must not contain spaces (percent-encode them as %20)")
     try:
         parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port out of range or not a number)
     except ValueError as exc:
         raise InvalidMessage(field, f"is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidMessage(field, "must be an absolute http:// or https:// URL")
-    return url
+    return parts.scheme + url[len(parts.scheme) :]
+
+
+def check_caption(caption: object, kind: str, field: str) -> str | None:
+    """An optional caption: a string of at most 1024 characters, never on audio."""
+    if caption is None or caption == "":
+        return None
+    if kind == "audio":
+        raise InvalidMessage(field, "audio takes no caption")
+    if not isinstance(caption, str) or len(caption) > MAX_CAPTION_LENGTH:
+        raise InvalidMessage(field, f"must be a string of at most {MAX_CAPTION_LENGTH} characters")
+    return check_storable(caption, field)
+
+
+def check_filename(filename: object, kind: str, field: str) -> str | None:
+    """An optional file name for a document: at most 255 characters, no '/'."""
+    if filename is None or filename == "":
+        return None
+    if kind != "document":
+        raise InvalidMessage(field, "only documents take a filename")
+    if not isinstance(filename, str) or len(filename) > MAX_FILENAME_LENGTH or "/" in filename:
+        raise InvalidMessage(
+            field, f"must be a file name of at most {MAX_FILENAME_LENGTH} characters, no '/'"
+        )
+    return check_storable(filename, field)
 
 
 def check_part(part: object, field: str) -> dict[str, str]:
@@ -87,30 +186,37 @@ def check_part(part: object, field: str) -> dict[str, str]:
         raise InvalidMessage(field, "must be an object with type and url")
     unknown = set(part) - _PART_KEYS
     if unknown:
-        raise InvalidMessage(field, f"unknown key {sorted(map(str, unknown))[0]!r}")
-    kind = part.get("type")
-    if kind not in MEDIA_KINDS:
+        raise InvalidMessage(field, f"unknown key {sorted(map(repr, unknown))[0]}")
+    kind = next((k for k in MEDIA_KINDS if part.get("type") == k), None)
+    if kind is None:
         raise InvalidMessage(f"{field}.type", f"must be one of {', '.join(MEDIA_KINDS)}")
-    checked = {"type": str(kind), "url": check_url(part.get("url"), f"{field}.url")}
-    caption = part.get("caption")
-    if caption is not None and caption != "":
-        if kind == "audio":
-            raise InvalidMessage(f"{field}.caption", "audio takes no caption")
-        if not isinstance(caption, str) or len(caption) > MAX_CAPTION_LENGTH:
-            raise InvalidMessage(
-                f"{field}.caption", f"must be a string of at most {MAX_CAPTION_LENGTH} characters"
-            )
+    checked = {"type": kind, "url": check_url(part.get("url"), f"{field}.url")}
+    caption = check_caption(part.get("caption"), kind, f"{field}.caption")
+    if caption is not None:
         checked["caption"] = caption
-    filename = part.get("filename")
-    if filename is not None and filename != "":
-        if kind != "document":
-            raise InvalidMessage(f"{field}.filename", "only documents take a filename")
-        if not isinstance(filename, str) or len(filename) > 255 or "/" in filename:
-            raise InvalidMessage(
-                f"{field}.filename", "must be a file name of at most 255 characters, no '/'"
-            )
+    filename = check_filename(part.get("filename"), kind, f"{field}.filename")
+    if filename is not None:
         checked["filename"] = filename
     return checked
+
+
+def media_from_dict(media_urls: Mapping[object, object]) -> list[dict[str, str]]:
+    """Parts from `{"images": [...], "videos": [...], ...}`, in kind order then list order."""
+    for key in media_urls:
+        if key not in MEDIA_URL_KEYS:
+            raise InvalidMessage(
+                f"media_urls.{key}", f"unknown media kind; use {', '.join(MEDIA_URL_KEYS)}"
+            )
+    parts = []
+    for key, kind in MEDIA_URL_KEYS.items():
+        urls = media_urls.get(key)
+        if urls is None:
+            continue
+        if isinstance(urls, str | bytes) or not isinstance(urls, Sequence):
+            raise InvalidMessage(f"media_urls.{key}", "must be a list of URLs")
+        for index, url in enumerate(urls):
+            parts.append({"type": kind, "url": check_url(url, f"media_urls.{key}[{index}]")})
+    return parts
 
 
 def normalize_media(media_urls: object) -> list[dict[str, str]]:
@@ -118,25 +224,20 @@ def normalize_media(media_urls: object) -> list[dict[str, str]]:
     if media_urls is None:
         return []
     if isinstance(media_urls, Mapping):
-        parts = []
-        for key in media_urls:
-            if key not in MEDIA_URL_KEYS:
-                raise InvalidMessage(
-                    f"media_urls.{key}", f"unknown media kind; use {', '.join(MEDIA_URL_KEYS)}"
-                )
-        for key, kind in MEDIA_URL_KEYS.items():
-            urls = media_urls.get(key) or []
-            if isinstance(urls, str) or not isinstance(urls, Sequence):
-                raise InvalidMessage(f"media_urls.{key}", "must be a list of URLs")
-            for index, url in enumerate(urls):
-                parts.append({"type": kind, "url": check_url(url, f"media_urls.{key}[{index}]")})
-        return parts
-    if isinstance(media_urls, Sequence) and not isinstance(media_urls, str | bytes):
-        return [check_part(part, f"media_urls[{index}]") for index, part in enumerate(media_urls)]
-    raise InvalidMessage("media_urls", "must be a dict of URL lists or a list of parts")
+        parts = media_from_dict(media_urls)
+    elif isinstance(media_urls, Sequence) and not isinstance(media_urls, str | bytes):
+        parts = [check_part(part, f"media_urls[{index}]") for index, part in enumerate(media_urls)]
+    else:
+        raise InvalidMessage("media_urls", "must be a dict of URL lists or a list of parts")
+    if len(parts) > MAX_MEDIA_PARTS:
+        raise InvalidMessage(
+            "media_urls", f"must have at most {MAX_MEDIA_PARTS} parts, got {len(parts)}"
+        )
+    return parts
 
 
 def check_idempotency_key(key: object) -> str | None:
+    """None, or a non-empty string of at most 255 characters that PostgreSQL can store."""
     if key is None:
         return None
     if not isinstance(key, str) or not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
@@ -144,17 +245,38 @@ def check_idempotency_key(key: object) -> str | None:
             "idempotency_key",
             f"must be a non-empty string of at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters",
         )
-    return key
+    return check_storable(key, "idempotency_key")
+
+
+def check_time(value: object, field: str) -> datetime | None:
+    """None, or a timezone-aware datetime, returned in UTC: every driver then stores that very
+    instant (PostgreSQL refuses offsets of 16 h or more, or with fractions of a second)."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise InvalidMessage(field, "must be a datetime")
+    try:
+        offset = value.utcoffset()
+    except Exception:  # a tzinfo of the caller's that fails or answers out of range
+        raise InvalidMessage(field, "has a time zone whose UTC offset cannot be read") from None
+    if offset is None:
+        raise InvalidMessage(field, "must be timezone-aware (a naive time is ambiguous)")
+    if not EARLIEST_TIME <= value <= LATEST_TIME:
+        raise InvalidMessage(field, "must be between 0001-01-02 and 9999-12-30 UTC")
+    return value.astimezone(UTC)
 
 
 def check_send_at(send_at: object) -> datetime | None:
-    if send_at is None:
-        return None
-    if not isinstance(send_at, datetime):
-        raise InvalidMessage("send_at", "must be a datetime")
-    if send_at.tzinfo is None or send_at.utcoffset() is None:
-        raise InvalidMessage("send_at", "must be timezone-aware (a naive time is ambiguous)")
-    return send_at
+    """When the message may first be sent; None for now."""
+    return check_time(send_at, "send_at")
+
+
+def check_expires_at(expires_at: object, send_at: datetime | None) -> datetime | None:
+    """When an unsent message stops being worth sending; it must come after send_at."""
+    checked = check_time(expires_at, "expires_at")
+    if checked is not None and send_at is not None and checked <= send_at:
+        raise InvalidMessage("expires_at", "must be later than send_at")
+    return checked
 
 
 def validate(
@@ -164,6 +286,7 @@ def validate(
     media_urls: object = None,
     idempotency_key: object = None,
     send_at: object = None,
+    expires_at: object = None,
 ) -> NewMessage:
     """Check every argument of enqueue; the first broken rule raises InvalidMessage."""
     digits = normalize_recipient(recipient)
@@ -171,10 +294,12 @@ def validate(
     media = normalize_media(media_urls)
     if text is None and not media:
         raise InvalidMessage("message", "a message needs text or at least one media part")
+    checked_send_at = check_send_at(send_at)
     return NewMessage(
         recipient=digits,
         message=text,
         media=media,
         idempotency_key=check_idempotency_key(idempotency_key),
-        send_at=check_send_at(send_at),
+        send_at=checked_send_at,
+        expires_at=check_expires_at(expires_at, checked_send_at),
     )

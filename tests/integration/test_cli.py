@@ -7,12 +7,15 @@ import os
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg2
 import pytest
 
+from outbox import migrate
 from outbox.cli import main
+from tests.conftest import with_database
 
 BIN = Path(sys.executable).parent
 
@@ -267,12 +270,13 @@ def test_run_on_an_unmigrated_database_says_to_migrate(
     empty_database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("OUTBOX_DATABASE_URL", empty_database_url)
-    monkeypatch.setenv("META_ACCESS_TOKEN", "t")
+    monkeypatch.setenv("META_ACCESS_TOKEN", "test-access-token")
     monkeypatch.setenv("META_PHONE_NUMBER_ID", "1234567890")
     code, out, err = run(capsys, "run", "--drain")
     assert (code, out) == (1, "")
     assert err == (
-        "outbox: the outbox schema is at revision none, not 0001: run `outbox migrate` first\n"
+        f"outbox: the outbox schema is at revision none, not {migrate.head_revision()}: "
+        "run `outbox migrate` first\n"
     )
 
 
@@ -288,3 +292,136 @@ def test_demo_delivers_sample_messages_and_shows_their_statuses(tmp_path: Path) 
     ]
     statuses = [row.group(1) for row in rows if row]
     assert statuses == ["sent", "sent", "sent", "failed", "sent", "pending"]
+
+
+def test_enqueue_expires_in_counts_from_the_database_clock(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    message_id = enqueue(capsys, "923001234567", "hi", "--expires-in", "2h")
+    rows = sql(
+        cli_env,
+        f"SELECT expires_at - created_at FROM outbox_messages WHERE id = {message_id}",
+    )
+    assert rows == [(timedelta(hours=2),)]
+
+
+def test_enqueue_expiring_before_its_send_at_is_refused(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    later = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    code, out, err = run(
+        capsys, "enqueue", "923001234567", "hi", "--send-at", later, "--expires-in", "1d"
+    )
+    assert (code, out) == (1, "")
+    assert err == "outbox: invalid expires_at: must be later than send_at\n"
+    assert sql(cli_env, "SELECT count(*) FROM outbox_messages") == [(0,)]
+
+
+def test_status_text_shows_expires_at(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
+    message_id = enqueue(capsys, "923001234567", "hi", "--expires-in", "90m")
+    (expires_at,) = sql(cli_env, f"SELECT expires_at FROM outbox_messages WHERE id = {message_id}")[
+        0
+    ]
+    assert isinstance(expires_at, datetime)
+    code, out, _ = run(capsys, "status", str(message_id))
+    assert code == 0
+    assert f"expires_at      {expires_at.isoformat(timespec='seconds')}" in out.splitlines()
+
+
+def test_status_text_shows_no_expiry_as_a_dash(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    message_id = enqueue(capsys, "923001234567", "hi")
+    _, out, _ = run(capsys, "status", str(message_id))
+    assert "expires_at      -" in out.splitlines()
+
+
+def test_status_json_has_expires_at(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
+    message_id = enqueue(capsys, "923001234567", "hi", "--expires-in", "30d")
+    _, out, _ = run(capsys, "status", str(message_id), "--json")
+    expires_at = datetime.fromisoformat(json.loads(out)["expires_at"])
+    assert timedelta(days=29) < expires_at - datetime.now(UTC) <= timedelta(days=30)
+
+
+@pytest.mark.parametrize(
+    ("recipient", "rule"),
+    [
+        ("00923001234567", "+00923001234567 has no valid country code"),
+        ("+0 123 4567890", "+01234567890 has no valid country code"),
+        ("+1 234 567", "+1234567 has too few digits for country code 1"),
+    ],
+)
+def test_enqueue_refuses_a_recipient_that_cannot_exist(
+    cli_env: str, capsys: pytest.CaptureFixture[str], recipient: str, rule: str
+) -> None:
+    assert run(capsys, "enqueue", recipient, "hi") == (
+        1,
+        "",
+        f"outbox: invalid recipient: {rule}\n",
+    )
+    assert sql(cli_env, "SELECT count(*) FROM outbox_messages") == [(0,)]
+
+
+def test_enqueue_refuses_more_than_ten_media_parts(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = [arg for i in range(11) for arg in ("--image", f"https://a.example/{i}.jpg")]
+    code, out, err = run(capsys, "enqueue", "923001234567", *images)
+    assert (code, out) == (1, "")
+    assert err == "outbox: invalid media_urls: must have at most 10 parts, got 11\n"
+
+
+def test_enqueue_stores_an_uppercase_url_scheme_lowercased(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    message_id = enqueue(capsys, "923001234567", "--image", "HTTPS://cdn.example.com/a.jpg")
+    rows = sql(cli_env, f"SELECT media->0->>'url' FROM outbox_messages WHERE id = {message_id}")
+    assert rows == [("https://cdn.example.com/a.jpg",)]
+
+
+def _cli_without_config(*argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The real `python -m outbox` with only the given OUTBOX_/META_ variables."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OUTBOX_", "META_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "outbox", *argv],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("command", ["stats", "list", "status"])
+def test_query_string_password_of_an_unreachable_database_is_never_printed(command: str) -> None:
+    argv = [command, "1"] if command == "status" else [command]
+    shown = _cli_without_config(
+        "--database-url", "postgresql://u@127.0.0.1:1/x?password=topsecret", *argv
+    )
+    assert shown.returncode == 1
+    assert "topsecret" not in shown.stdout + shown.stderr
+    assert shown.stderr.startswith(
+        "outbox: cannot connect to PostgreSQL (postgresql://u@127.0.0.1:1/x?password=***)"
+    )
+    assert shown.stderr.count("\n") == 1
+
+
+def test_query_string_password_of_a_wrong_database_is_never_printed(server_dsn: str) -> None:
+    url = with_database(server_dsn, "outbox_no_such_database") + "?password=topsecret"
+    shown = _cli_without_config("--database-url", url, "stats")
+    assert shown.returncode == 1
+    assert "topsecret" not in shown.stdout + shown.stderr
+    assert "outbox_no_such_database" in shown.stderr
+    assert shown.stderr.count("\n") == 1
+
+
+def test_no_configured_secret_is_ever_printed_in_an_error() -> None:
+    shown = _cli_without_config(
+        "stats",
+        OUTBOX_DATABASE_URL="postgresql://app:pw-userinfo@127.0.0.1:1/x?sslpassword=pw-ssl",
+        META_ACCESS_TOKEN="EAAG-token-value",
+        META_APP_SECRET="app-secret-value",
+    )
+    assert shown.returncode == 1
+    output = shown.stdout + shown.stderr
+    for secret in ("pw-userinfo", "pw-ssl", "EAAG-token-value", "app-secret-value"):
+        assert secret not in output

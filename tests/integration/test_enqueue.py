@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import asyncpg
 import pytest
@@ -12,7 +13,75 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 import outbox
+from outbox.schema import MAX_MEDIA_PARTS
 from tests.conftest import sync_engine
+
+IMAGE = "https://a.example/1.jpg"
+DOCUMENT = {"type": "document", "url": "https://a.example/i.pdf"}
+
+# Input that once got past enqueue and failed in the database or the driver, aborting the
+# caller's transaction: (id, enqueue keyword arguments, the field InvalidMessage must name).
+UNSTORABLE: list[tuple[str, dict[str, Any], str]] = [
+    ("nul-in-message", {"message": "a\x00b"}, "message"),
+    ("surrogate-in-message", {"message": "a\ud800b"}, "message"),
+    (
+        "nul-in-caption",
+        {"media_urls": [{"type": "image", "url": IMAGE, "caption": "a\x00b"}]},
+        "media_urls[0].caption",
+    ),
+    (
+        "surrogate-in-caption",
+        {"media_urls": [{"type": "image", "url": IMAGE, "caption": "a\udc00b"}]},
+        "media_urls[0].caption",
+    ),
+    (
+        "nul-in-url",
+        {"media_urls": {"images": ["https://a.example/\x00.jpg"]}},
+        "media_urls.images[0]",
+    ),
+    (
+        "surrogate-in-url",
+        {"media_urls": {"images": ["https://a.example/\ud800.jpg"]}},
+        "media_urls.images[0]",
+    ),
+    (
+        "leading-control-in-url",
+        {"media_urls": {"images": ["\x01https://a.example/x.jpg"]}},
+        "media_urls.images[0]",
+    ),
+    (
+        "nul-in-filename",
+        {"media_urls": [{**DOCUMENT, "filename": "a\x00.pdf"}]},
+        "media_urls[0].filename",
+    ),
+    (
+        "surrogate-in-filename",
+        {"media_urls": [{**DOCUMENT, "filename": "a\ud800.pdf"}]},
+        "media_urls[0].filename",
+    ),
+    ("nul-in-idempotency-key", {"message": "hi", "idempotency_key": "k\x00"}, "idempotency_key"),
+    (
+        "surrogate-in-idempotency-key",
+        {"message": "hi", "idempotency_key": "k\ud800"},
+        "idempotency_key",
+    ),
+    ("impossible-recipient", {"recipient": "00923001234567", "message": "hi"}, "recipient"),
+    (
+        "too-many-media-parts",
+        {"media_urls": {"images": [IMAGE] * (MAX_MEDIA_PARTS + 1)}},
+        "media_urls",
+    ),
+    (
+        "send-at-out-of-range",
+        {"message": "hi", "send_at": datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))},
+        "send_at",
+    ),
+    (
+        "expires-at-infinity",
+        {"message": "hi", "expires_at": datetime.max.replace(tzinfo=UTC)},
+        "expires_at",
+    ),
+]
 
 
 async def count_rows(database_url: str) -> int:
@@ -202,3 +271,194 @@ async def test_send_at_sets_the_next_attempt(engine: AsyncEngine) -> None:
         message_id = await outbox.enqueue(conn, "923001234567", "later", send_at=later)
         delivery = await outbox.get_status(conn, message_id)
     assert delivery.next_attempt_at == later
+
+
+@pytest.fixture
+async def bookings(engine: AsyncEngine) -> None:
+    """An app table, to show the caller's own writes survive a refused enqueue."""
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("CREATE TABLE bookings (id int PRIMARY KEY)"))
+
+
+async def count_bookings(database_url: str) -> int:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM bookings"))
+    finally:
+        await conn.close()
+
+
+def _enqueue_args(kwargs: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]]:
+    kwargs = dict(kwargs)
+    return kwargs.pop("recipient", "923001234567"), kwargs.pop("message", None), kwargs
+
+
+@pytest.mark.usefixtures("bookings")
+@pytest.mark.parametrize(
+    ("kwargs", "field"), [c[1:] for c in UNSTORABLE], ids=[c[0] for c in UNSTORABLE]
+)
+async def test_unstorable_input_is_refused_and_the_async_connection_stays_usable(
+    engine: AsyncEngine, database_url: str, kwargs: dict[str, Any], field: str
+) -> None:
+    recipient, message, options = _enqueue_args(kwargs)
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("INSERT INTO bookings VALUES (1)"))
+        with pytest.raises(outbox.InvalidMessage) as caught:
+            await outbox.enqueue(conn, recipient, message, **options)
+        await conn.execute(sa.text("INSERT INTO bookings VALUES (2)"))
+    assert caught.value.field == field
+    assert (await count_bookings(database_url), await count_rows(database_url)) == (2, 0)
+
+
+@pytest.mark.usefixtures("bookings")
+@pytest.mark.parametrize(
+    ("kwargs", "field"), [c[1:] for c in UNSTORABLE], ids=[c[0] for c in UNSTORABLE]
+)
+async def test_unstorable_input_is_refused_and_the_asyncpg_transaction_stays_usable(
+    database_url: str, kwargs: dict[str, Any], field: str
+) -> None:
+    recipient, message, options = _enqueue_args(kwargs)
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with conn.transaction():
+            await conn.execute("INSERT INTO bookings VALUES (1)")
+            with pytest.raises(outbox.InvalidMessage) as caught:
+                await outbox.enqueue(conn, recipient, message, **options)
+            await conn.execute("INSERT INTO bookings VALUES (2)")
+    finally:
+        await conn.close()
+    assert caught.value.field == field
+    assert (await count_bookings(database_url), await count_rows(database_url)) == (2, 0)
+
+
+@pytest.mark.usefixtures("bookings")
+@pytest.mark.parametrize(
+    ("kwargs", "field"), [c[1:] for c in UNSTORABLE], ids=[c[0] for c in UNSTORABLE]
+)
+def test_unstorable_input_is_refused_and_the_sync_session_stays_usable(
+    database_url: str, kwargs: dict[str, Any], field: str
+) -> None:
+    recipient, message, options = _enqueue_args(kwargs)
+    engine = sync_engine(database_url)
+    try:
+        with Session(engine) as session, session.begin():
+            session.execute(sa.text("INSERT INTO bookings VALUES (1)"))
+            with pytest.raises(outbox.InvalidMessage) as caught:
+                outbox.enqueue_sync(session, recipient, message, **options)
+            session.execute(sa.text("INSERT INTO bookings VALUES (2)"))
+        with engine.connect() as conn:
+            counts = conn.execute(
+                sa.text(
+                    "SELECT (SELECT count(*) FROM bookings), (SELECT count(*) FROM outbox_messages)"
+                )
+            ).one()
+    finally:
+        engine.dispose()
+    assert caught.value.field == field
+    assert tuple(counts) == (2, 0)
+
+
+async def test_nul_in_message_is_refused_and_transaction_stays_usable(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    async with engine.begin() as conn:
+        with pytest.raises(outbox.InvalidMessage, match="NUL"):
+            await outbox.enqueue(conn, "923001234567", "Booking\x00 confirmed")
+        await outbox.enqueue(conn, "923001234567", "Booking confirmed")
+    assert await count_rows(database_url) == 1
+
+
+async def test_uppercase_url_scheme_is_accepted_and_stored_lowercase(engine: AsyncEngine) -> None:
+    media = [
+        {"type": "image", "url": "HTTPS://cdn.example.com/a.jpg"},
+        {"type": "document", "url": "Http://cdn.example.com/B.pdf", "filename": "B.pdf"},
+    ]
+    async with engine.begin() as conn:
+        message_id = await outbox.enqueue(conn, "923001234567", media_urls=media)
+        delivery = await outbox.get_status(conn, message_id)
+    assert [part["url"] for part in delivery.media] == [
+        "https://cdn.example.com/a.jpg",
+        "http://cdn.example.com/B.pdf",
+    ]
+
+
+async def test_ten_media_parts_are_stored(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        message_id = await outbox.enqueue(
+            conn, "923001234567", media_urls={"images": [IMAGE] * MAX_MEDIA_PARTS}
+        )
+        delivery = await outbox.get_status(conn, message_id)
+    assert len(delivery.media) == MAX_MEDIA_PARTS
+
+
+async def test_expires_at_is_stored(engine: AsyncEngine) -> None:
+    expires_at = datetime.now(UTC) + timedelta(hours=2)
+    async with engine.begin() as conn:
+        message_id = await outbox.enqueue(conn, "923001234567", "hi", expires_at=expires_at)
+        delivery = await outbox.get_status(conn, message_id)
+    assert delivery.expires_at == expires_at
+
+
+async def test_expires_at_is_stored_on_asyncpg(database_url: str) -> None:
+    expires_at = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=timezone(timedelta(hours=5)))
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with conn.transaction():
+            message_id = await outbox.enqueue(conn, "923001234567", "hi", expires_at=expires_at)
+        delivery = await outbox.get_status(conn, message_id)
+    finally:
+        await conn.close()
+    assert delivery.expires_at == expires_at
+
+
+def test_enqueue_sync_stores_expires_at(database_url: str) -> None:
+    expires_at = datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC)
+    engine = sync_engine(database_url)
+    try:
+        with Session(engine) as session, session.begin():
+            outbox.enqueue_sync(session, "923001234567", "hi", expires_at=expires_at)
+        with engine.connect() as conn:
+            stored = conn.execute(sa.text("SELECT expires_at FROM outbox_messages")).scalar_one()
+    finally:
+        engine.dispose()
+    assert stored == expires_at
+
+
+async def test_without_expires_at_the_message_never_expires(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        delivery = await outbox.get_status(conn, await outbox.enqueue(conn, "923001234567", "hi"))
+    assert delivery.expires_at is None
+
+
+async def test_expires_at_before_send_at_is_refused(engine: AsyncEngine) -> None:
+    send_at = datetime.now(UTC) + timedelta(days=1)
+    async with engine.connect() as conn:
+        with pytest.raises(outbox.InvalidMessage, match="later than send_at") as caught:
+            await outbox.enqueue(
+                conn, "923001234567", "hi", send_at=send_at, expires_at=send_at - timedelta(hours=1)
+            )
+    assert caught.value.field == "expires_at"
+
+
+@pytest.mark.parametrize(
+    "offset",
+    [timedelta(hours=5, seconds=15), timedelta(hours=5, microseconds=1), -timedelta(hours=22)],
+    ids=["seconds", "microseconds", "beyond-postgres-range"],
+)
+def test_enqueue_sync_stores_times_with_any_python_offset(
+    database_url: str, offset: timedelta
+) -> None:
+    when = datetime(2031, 5, 6, 7, 8, 9, tzinfo=timezone(offset))
+    engine = sync_engine(database_url)
+    try:
+        with Session(engine) as session, session.begin():
+            outbox.enqueue_sync(
+                session, "923001234567", "hi", send_at=when, expires_at=when + timedelta(hours=1)
+            )
+        with engine.connect() as conn:
+            stored = conn.execute(
+                sa.text("SELECT available_at, expires_at FROM outbox_messages")
+            ).one()
+    finally:
+        engine.dispose()
+    assert tuple(stored) == (when, when + timedelta(hours=1))

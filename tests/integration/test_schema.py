@@ -34,6 +34,15 @@ async def test_raw_insert_of_a_valid_row_is_pending_with_defaults(database_url: 
         ("123456", "hi", [], "recipient_digits"),
         ("1234567890123456", "hi", [], "recipient_digits"),
         ("92300abc4567", "hi", [], "recipient_digits"),
+        ("0923001234567", "hi", [], "recipient_digits"),  # no country code starts with 0
+        ("00923001234567", "hi", [], "recipient_digits"),
+        (
+            "923001234567",
+            None,
+            [{"type": "image", "url": "https://a.example/x"}] * 11,
+            "media_count",
+        ),
+        ("923001234567", None, [{"type": "image", "url": "HTTPS://a.example/x"}], "media_parts"),
         ("923001234567", None, [], "message_or_media"),
         ("923001234567", "", [], "message_or_media"),
         ("923001234567", "x" * 4097, [], "message_length"),
@@ -114,3 +123,26 @@ async def test_due_pending_rows_are_found_by_index_among_many_finished(database_
         await conn.close()
     assert "ix_outbox_messages_due" in plan, plan
     assert "Seq Scan" not in plan, plan
+
+
+async def test_raw_insert_of_ten_media_parts_is_accepted(database_url: str) -> None:
+    await raw_insert(
+        database_url, "923001234567", None, [{"type": "image", "url": "https://a.example/x"}] * 10
+    )
+
+
+async def test_expires_at_column_is_nullable_timestamptz(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO outbox_messages (recipient, message, expires_at) VALUES "
+            "('923001234567', 'hi', '2031-01-02T03:04:05+05:00'), ('923001234567', 'x', NULL)"
+        )
+        stored = [
+            row[0] for row in await conn.fetch("SELECT expires_at FROM outbox_messages ORDER BY id")
+        ]
+    finally:
+        await conn.close()
+    assert stored[0] is not None
+    assert stored[0].isoformat() == "2031-01-01T22:04:05+00:00"
+    assert stored[1] is None

@@ -74,3 +74,26 @@ async def test_list_rejects_bad_filters(
         with pytest.raises(outbox.InvalidMessage) as caught:
             await outbox.list_messages(conn, **kwargs)  # type: ignore[arg-type]
     assert caught.value.field == field
+
+
+async def test_list_finds_a_recipient_stored_before_the_phone_number_rules(
+    engine: AsyncEngine,
+) -> None:
+    # Rows written before revision 0002 (or with raw SQL) may hold numbers libphonenumber calls
+    # impossible; a filter only normalises punctuation so they can still be found.
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text("INSERT INTO outbox_messages (recipient, message) VALUES ('1234567', 'old')")
+        )
+    async with engine.connect() as conn:
+        found = await outbox.list_messages(conn, recipient="+1 234 567")
+    assert [d.message for d in found] == ["old"]
+
+
+async def test_expires_at_reads_back_in_status_and_json(engine: AsyncEngine) -> None:
+    expires_at = datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC)
+    async with engine.begin() as conn:
+        message_id = await outbox.enqueue(conn, "923001234567", "hi", expires_at=expires_at)
+        delivery = await outbox.get_status(conn, message_id)
+    assert delivery.expires_at == expires_at
+    assert delivery.to_json()["expires_at"] == "2031-01-02T03:04:05+00:00"

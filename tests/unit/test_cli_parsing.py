@@ -7,7 +7,14 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from outbox.cli import parse_duration, parse_time
+from outbox import Settings
+from outbox.cli import UsageError, _describe, build_parser, parse_duration, parse_time
+
+SECRETS = {
+    "OUTBOX_DATABASE_URL": "postgresql://app:hunter2@db/app?sslpassword=keypass",
+    "META_ACCESS_TOKEN": "EAAG-token-value",
+    "META_APP_SECRET": "app-secret-value",
+}
 
 
 @pytest.mark.parametrize(
@@ -36,3 +43,38 @@ def test_time_keeps_its_offset() -> None:
 def test_bad_time_is_refused() -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="ISO 8601"):
         parse_time("tomorrow")
+
+
+def test_enqueue_takes_an_expiry_duration() -> None:
+    args = build_parser().parse_args(["enqueue", "923001234567", "hi", "--expires-in", "2h"])
+    assert args.expires_in == timedelta(hours=2)
+
+
+def test_enqueue_without_expires_in_never_expires() -> None:
+    assert build_parser().parse_args(["enqueue", "923001234567", "hi"]).expires_in is None
+
+
+@pytest.mark.parametrize("text", ["2", "0h", "2w", "soon"])
+def test_bad_expiry_duration_is_bad_usage(text: str) -> None:
+    with pytest.raises(UsageError, match="invalid duration"):
+        build_parser().parse_args(["enqueue", "923001234567", "hi", "--expires-in", text])
+
+
+def test_error_line_never_shows_a_secret() -> None:
+    settings = Settings.from_env(SECRETS)
+    error = RuntimeError(
+        "failed with hunter2, sslpassword keypass, token EAAG-token-value, app-secret-value"
+    )
+    line = _describe(error, settings)
+    for secret in ("hunter2", "keypass", "EAAG-token-value", "app-secret-value"):
+        assert secret not in line
+    assert line == "RuntimeError: failed with ***, sslpassword ***, token ***, ***"
+
+
+def test_connection_error_line_shows_the_url_without_its_passwords() -> None:
+    settings = Settings.from_env(SECRETS)
+    line = _describe(OSError("Connect call failed"), settings)
+    assert line == (
+        "cannot connect to PostgreSQL (postgresql://app:***@db/app?sslpassword=***): "
+        "Connect call failed"
+    )

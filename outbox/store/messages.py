@@ -1,9 +1,4 @@
-"""Every SQL statement `outbox` runs, each with a one-line description.
-
-Statements are SQLAlchemy Core built once at import; bind parameters carry plain values (JSON is
-cast in SQL) so they run unchanged on SQLAlchemy and raw asyncpg connections. All timestamps come
-from the database's now(), never the client's clock.
-"""
+"""The statements apps and the CLI run: insert, read, list, retry, cancel, prune, stats."""
 
 from __future__ import annotations
 
@@ -55,6 +50,7 @@ INSERT_MESSAGE = (
         available_at=sa.func.coalesce(
             sa.bindparam("send_at", type_=sa.DateTime(timezone=True)), sa.func.now()
         ),
+        expires_at=sa.bindparam("expires_at", type_=sa.DateTime(timezone=True)),
     )
     .on_conflict_do_nothing(index_elements=[_m.c.idempotency_key])
     .returning(_m.c.id)
@@ -84,6 +80,8 @@ DELIVERY_COLUMNS = (
     _m.c.sent_at,
     _m.c.delivered_at,
     _m.c.read_at,
+    _m.c.expires_at,
+    _m.c.in_doubt,
 )
 
 # One message by id.
@@ -142,6 +140,16 @@ BACKLOG_FIGURES = sa.select(
 )
 
 
+# The daemons that reported within the last two minutes, and what they are doing.
+LIVE_DAEMONS = sa.text(
+    """
+    SELECT id, state, reason, state_since, held_until, in_flight,
+           extract(epoch FROM now() - heartbeat_at) AS heartbeat_age
+    FROM outbox_daemons WHERE heartbeat_at > now() - interval '2 minutes' ORDER BY id
+    """
+)
+
+
 def _insert_params(new: NewMessage) -> dict[str, Any]:
     return {
         "recipient": new.recipient,
@@ -149,6 +157,7 @@ def _insert_params(new: NewMessage) -> dict[str, Any]:
         "media": json.dumps(new.media),
         "idempotency_key": new.idempotency_key,
         "send_at": new.send_at,
+        "expires_at": new.expires_at,
     }
 
 
@@ -249,135 +258,21 @@ async def backlog_stats(conn: AsyncConnection) -> dict[str, Any]:
     figures = await fetch_one(conn, BACKLOG_FIGURES)
     assert figures is not None
     oldest = figures["oldest_pending_seconds"]
+    daemons = [
+        {
+            "id": row["id"],
+            "state": row["state"],
+            "reason": row["reason"],
+            "since": row["state_since"].isoformat() if row["state_since"] else None,
+            "held_until": row["held_until"].isoformat() if row["held_until"] else None,
+            "in_flight": row["in_flight"],
+            "heartbeat_age_seconds": round(float(row["heartbeat_age"]), 1),
+        }
+        for row in await fetch_all(conn, LIVE_DAEMONS)
+    ]
     return {
         "counts": counts,
         "oldest_pending_seconds": None if oldest is None else round(float(oldest), 3),
         "sends_per_minute": round(int(figures["sent_last_5_minutes"]) / 5, 1),
+        "daemons": daemons,
     }
-
-
-# --- The daemon's statements. Every write after the claim names the claim's lease token, so a
-# --- worker whose lease expired (and whose row was claimed again) changes nothing.
-
-# Claim up to :limit due rows, oldest first, skipping rows locked by other daemons and rows whose
-# recipient has an older unfinished row (per-recipient FIFO). A row scheduled for later does not
-# block; a row waiting for a retry (it has an error) does. Expired leases are claimable again.
-CLAIM_BATCH = sa.text(
-    """
-    WITH candidates AS (
-        SELECT c.id FROM outbox_messages c
-        WHERE ((c.status = 'pending' AND c.available_at <= now())
-               OR (c.status = 'sending' AND c.locked_until < now()))
-          AND NOT EXISTS (
-              SELECT 1 FROM outbox_messages o
-              WHERE o.recipient = c.recipient AND o.id < c.id
-                AND o.status IN ('pending', 'sending')
-                AND (o.status = 'sending' OR o.available_at <= now() OR o.last_error IS NOT NULL))
-        ORDER BY c.id
-        LIMIT :limit
-        FOR UPDATE SKIP LOCKED)
-    UPDATE outbox_messages m
-    SET status = 'sending', attempts = m.attempts + 1, lease_token = :token,
-        locked_until = now() + make_interval(secs => :lease), updated_at = now()
-    FROM candidates WHERE m.id = candidates.id
-    RETURNING m.id, m.recipient, m.message, m.media::text AS media,
-              jsonb_array_length(m.parts) AS accepted, m.attempts
-    """
-)
-
-# Append each accepted part's wamid (batched across rows); the last part also finishes the row.
-RECORD_PARTS = sa.text(
-    """
-    UPDATE outbox_messages m
-    SET parts = m.parts || jsonb_build_array(jsonb_build_object(
-            'wamid', v.wamid, 'status', 'sent', 'sent_at', now())),
-        status = CASE WHEN v.final THEN 'sent' ELSE m.status END,
-        message_id = CASE WHEN v.final THEN v.wamid ELSE m.message_id END,
-        sent_at = CASE WHEN v.final THEN now() ELSE m.sent_at END,
-        locked_until = CASE WHEN v.final THEN NULL
-                            ELSE now() + make_interval(secs => :lease) END,
-        lease_token = CASE WHEN v.final THEN NULL ELSE m.lease_token END,
-        updated_at = now()
-    FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS uuid[]), CAST(:indexes AS int[]),
-                CAST(:wamids AS text[]), CAST(:finals AS boolean[]))
-         AS v(id, token, index, wamid, final)
-    WHERE m.id = v.id AND m.lease_token = v.token AND m.status = 'sending'
-      AND jsonb_array_length(m.parts) = v.index
-    RETURNING m.id
-    """
-)
-
-# A claimed row whose parts were all accepted earlier (a retried row): finish it as sent.
-FINISH_ACCEPTED = sa.text(
-    """
-    UPDATE outbox_messages
-    SET status = 'sent', message_id = parts -> -1 ->> 'wamid', sent_at = coalesce(sent_at, now()),
-        locked_until = NULL, lease_token = NULL, updated_at = now()
-    WHERE id = :id AND lease_token = :token
-    RETURNING id
-    """
-)
-
-# Back to pending after :delay seconds; :give_back returns the attempt (throttled, paused).
-RESCHEDULE = sa.text(
-    """
-    UPDATE outbox_messages
-    SET status = 'pending', available_at = now() + make_interval(secs => :delay),
-        attempts = greatest(attempts - :give_back, 0), last_error = :error, error_code = :code,
-        locked_until = NULL, lease_token = NULL, updated_at = now()
-    WHERE id = :id AND lease_token = :token
-    RETURNING id
-    """
-)
-
-# The row can never be sent.
-MARK_FAILED = sa.text(
-    """
-    UPDATE outbox_messages
-    SET status = 'failed', last_error = :error, error_code = :code,
-        locked_until = NULL, lease_token = NULL, updated_at = now()
-    WHERE id = :id AND lease_token = :token
-    RETURNING id
-    """
-)
-
-# Give claimed rows back untouched (shutdown, pause), returning their attempt.
-RELEASE = sa.text(
-    """
-    UPDATE outbox_messages m
-    SET status = 'pending', attempts = greatest(m.attempts - 1, 0),
-        locked_until = NULL, lease_token = NULL, updated_at = now()
-    FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS uuid[])) AS v(id, token)
-    WHERE m.id = v.id AND m.lease_token = v.token AND m.status = 'sending'
-    RETURNING m.id
-    """
-)
-
-# Keep the leases of rows still being sent.
-EXTEND_LEASES = sa.text(
-    """
-    UPDATE outbox_messages m
-    SET locked_until = now() + make_interval(secs => :lease)
-    FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS uuid[])) AS v(id, token)
-    WHERE m.id = v.id AND m.lease_token = v.token AND m.status = 'sending'
-    RETURNING m.id
-    """
-)
-
-# Anything left for a drain to wait for: rows in flight, due, or waiting for a retry.
-HAS_UNFINISHED_WORK = sa.text(
-    """
-    SELECT EXISTS (
-        SELECT 1 FROM outbox_messages
-        WHERE status = 'sending'
-           OR (status = 'pending' AND (available_at <= now() OR last_error IS NOT NULL)))
-    """
-)
-
-# Seconds until the next pending row falls due (None when nothing is pending).
-SECONDS_TO_NEXT_DUE = sa.text(
-    """
-    SELECT extract(epoch FROM min(available_at) - now()) FROM outbox_messages
-    WHERE status = 'pending'
-    """
-)

@@ -1,0 +1,197 @@
+"""The daemon's statements: claim, record parts, reschedule, fail, release, leases, expiry.
+
+Every write after the claim names the claim's lease token, so a worker whose lease expired (and
+whose row was claimed again) changes nothing.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+# Claim up to :limit due rows, oldest first, skipping rows locked by other daemons, rows this
+# daemon is still sending (:mine; their lease may have lapsed while the database was away), and
+# rows whose recipient has an older unfinished row (per-recipient FIFO). A row scheduled for later
+# does not block; a row waiting for a retry (it has an error) does. Expired leases are claimable.
+# `expires_in` is the seconds left before the row's deadline (expires_at, else created_at plus
+# :max_age when that is positive), null without one.
+CLAIM_BATCH = sa.text(
+    """
+    WITH candidates AS (
+        SELECT c.id FROM outbox_messages c
+        WHERE ((c.status = 'pending' AND c.available_at <= now())
+               OR (c.status = 'sending' AND c.locked_until < now()))
+          AND c.id <> ALL(CAST(:mine AS bigint[]))
+          AND NOT EXISTS (
+              SELECT 1 FROM outbox_messages o
+              WHERE o.recipient = c.recipient AND o.id < c.id
+                AND o.status IN ('pending', 'sending')
+                AND (o.status = 'sending' OR o.available_at <= now() OR o.last_error IS NOT NULL))
+        ORDER BY c.id
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED)
+    UPDATE outbox_messages m
+    SET status = 'sending', attempts = m.attempts + 1, lease_token = :token,
+        locked_until = now() + make_interval(secs => :lease), updated_at = now()
+    FROM candidates WHERE m.id = candidates.id
+    RETURNING m.id, m.recipient, m.message, m.media::text AS media,
+              jsonb_array_length(m.parts) AS accepted, m.attempts, m.in_doubt,
+              extract(epoch FROM coalesce(
+                  m.expires_at,
+                  CASE WHEN CAST(:max_age AS float8) > 0
+                       THEN m.created_at + make_interval(secs => CAST(:max_age AS float8))
+                  END) - now())
+                  AS expires_in
+    """
+)
+
+# Append each accepted part's wamid (batched across rows); the last part also finishes the row,
+# clearing the errors it went through.
+RECORD_PARTS = sa.text(
+    """
+    UPDATE outbox_messages m
+    SET parts = m.parts || jsonb_build_array(jsonb_build_object(
+            'wamid', v.wamid, 'status', 'sent', 'sent_at', now())),
+        status = CASE WHEN v.final THEN 'sent' ELSE m.status END,
+        message_id = CASE WHEN v.final THEN v.wamid ELSE m.message_id END,
+        sent_at = CASE WHEN v.final THEN now() ELSE m.sent_at END,
+        last_error = CASE WHEN v.final THEN NULL ELSE m.last_error END,
+        error_code = CASE WHEN v.final THEN NULL ELSE m.error_code END,
+        locked_until = CASE WHEN v.final THEN NULL
+                            ELSE now() + make_interval(secs => :lease) END,
+        lease_token = CASE WHEN v.final THEN NULL ELSE m.lease_token END,
+        updated_at = now()
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS uuid[]), CAST(:indexes AS int[]),
+                CAST(:wamids AS text[]), CAST(:finals AS boolean[]))
+         AS v(id, token, index, wamid, final)
+    WHERE m.id = v.id AND m.lease_token = v.token AND m.status = 'sending'
+      AND jsonb_array_length(m.parts) = v.index
+    RETURNING m.id
+    """
+)
+
+# A claimed row whose parts were all accepted earlier (a retried row): finish it as sent.
+FINISH_ACCEPTED = sa.text(
+    """
+    UPDATE outbox_messages
+    SET status = 'sent', message_id = parts -> -1 ->> 'wamid', sent_at = coalesce(sent_at, now()),
+        last_error = NULL, error_code = NULL,
+        locked_until = NULL, lease_token = NULL, updated_at = now()
+    WHERE id = :id AND lease_token = :token
+    RETURNING id
+    """
+)
+
+# Back to pending after :delay seconds; :give_back returns the attempt (throttled, paused, in
+# doubt); :doubt counts a send whose outcome is unknown.
+RESCHEDULE = sa.text(
+    """
+    UPDATE outbox_messages
+    SET status = 'pending', available_at = now() + make_interval(secs => :delay),
+        attempts = greatest(attempts - :give_back, 0), in_doubt = in_doubt + :doubt,
+        last_error = :error, error_code = :code,
+        locked_until = NULL, lease_token = NULL, updated_at = now()
+    WHERE id = :id AND lease_token = :token
+    RETURNING id
+    """
+)
+
+# The row can never be sent. A send in doubt is counted in in_doubt, not as an attempt.
+MARK_FAILED = sa.text(
+    """
+    UPDATE outbox_messages
+    SET status = 'failed', last_error = :error, error_code = :code,
+        in_doubt = in_doubt + :doubt, attempts = greatest(attempts - :doubt, 0),
+        locked_until = NULL, lease_token = NULL, updated_at = now()
+    WHERE id = :id AND lease_token = :token
+    RETURNING id
+    """
+)
+
+# Give claimed rows back untouched (shutdown, pause, outage), returning their attempt.
+RELEASE = sa.text(
+    """
+    UPDATE outbox_messages m
+    SET status = 'pending', attempts = greatest(m.attempts - 1, 0),
+        locked_until = NULL, lease_token = NULL, updated_at = now()
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS uuid[])) AS v(id, token)
+    WHERE m.id = v.id AND m.lease_token = v.token AND m.status = 'sending'
+    RETURNING m.id
+    """
+)
+
+# Keep the leases of rows still being sent; the rows returned are still ours.
+EXTEND_LEASES = sa.text(
+    """
+    UPDATE outbox_messages m
+    SET locked_until = now() + make_interval(secs => :lease)
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS uuid[])) AS v(id, token)
+    WHERE m.id = v.id AND m.lease_token = v.token AND m.status = 'sending'
+    RETURNING m.id
+    """
+)
+
+# Fail up to :batch pending rows whose expires_at has passed (rows past --max-age fail when
+# claimed: that needs no scan).
+EXPIRE_PENDING = sa.text(
+    """
+    UPDATE outbox_messages
+    SET status = 'failed', last_error = 'expired: not sent by ' || to_char(
+            expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+        locked_until = NULL, lease_token = NULL, updated_at = now()
+    WHERE id IN (SELECT id FROM outbox_messages
+                 WHERE status = 'pending' AND expires_at IS NOT NULL AND expires_at <= now()
+                 ORDER BY expires_at LIMIT :batch
+                 FOR UPDATE SKIP LOCKED)
+    RETURNING id
+    """
+)
+
+# Anything left for a drain to wait for: rows in flight, due, or waiting for a retry.
+HAS_UNFINISHED_WORK = sa.text(
+    """
+    SELECT EXISTS (
+        SELECT 1 FROM outbox_messages
+        WHERE status = 'sending'
+           OR (status = 'pending' AND (available_at <= now() OR last_error IS NOT NULL)))
+    """
+)
+
+# Seconds until something new can be claimed: a pending row falling due, or a lease running out
+# (None when neither will happen). Rows already due but held behind an older row of their
+# recipient do not count: they become claimable only when that row finishes or falls due.
+SECONDS_TO_NEXT_DUE = sa.text(
+    """
+    SELECT extract(epoch FROM least(
+        (SELECT min(available_at) FROM outbox_messages
+         WHERE status = 'pending' AND available_at > now()),
+        (SELECT min(locked_until) FROM outbox_messages WHERE status = 'sending')) - now())
+        AS seconds
+    """
+)
+
+# Register or refresh this daemon's row: its state and a heartbeat.
+SAVE_DAEMON_STATE = sa.text(
+    """
+    INSERT INTO outbox_daemons AS d (id, state, reason, state_since, held_until, in_flight,
+                                     heartbeat_at)
+    VALUES (:daemon, :state, :reason, now(),
+            CASE WHEN CAST(:held AS float8) > 0
+                 THEN now() + make_interval(secs => CAST(:held AS float8)) END,
+            :in_flight, now())
+    ON CONFLICT (id) DO UPDATE
+    SET state = excluded.state, reason = excluded.reason,
+        state_since = CASE WHEN d.state = excluded.state AND d.reason IS NOT DISTINCT FROM
+                                excluded.reason THEN d.state_since ELSE now() END,
+        held_until = excluded.held_until, in_flight = excluded.in_flight, heartbeat_at = now()
+    RETURNING id
+    """
+)
+
+# A daemon that stops cleanly leaves no row; stale rows of crashed daemons go after a day.
+FORGET_DAEMON = sa.text(
+    """
+    DELETE FROM outbox_daemons
+    WHERE id = :daemon OR heartbeat_at < now() - interval '1 day'
+    RETURNING id
+    """
+)
