@@ -1,8 +1,11 @@
-"""The delivery loop: claim due rows, send their parts in order, record each result.
+"""The delivery loop: claim due rows, hand each to a RowSender, keep leases, report state.
 
-Invariants: a row's accepted parts are written before its next part is sent; every write after
-the claim names the claim's lease token; a stopped daemon leaves no row `sending` with a live
-lease (it finishes, or gives rows back); throttles and pauses never use up attempts.
+Invariants: a row's accepted parts are written before its next part is sent, and before anything
+new is claimed; a daemon never claims a row it is still sending; every write after the claim names
+the claim's lease token; a stopped daemon leaves no row `sending` with a live lease (it finishes,
+or gives rows back) and stops within a bound whatever the database does; throttles, pauses and
+outages never use up attempts; while sending is held, paused or down, nothing is claimed but a
+probe.
 """
 
 from __future__ import annotations
@@ -11,49 +14,34 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import socket
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import backoff
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from outbox import migrate, store
+from outbox.claims import Claim, leases
 from outbox.connections import fetch_all, fetch_one
 from outbox.database import create_engine, persistently, resolve_dsn, short_error
-from outbox.errors import ConfigurationError, GraphError, InvalidMessage, SendError
+from outbox.errors import ConfigurationError
+from outbox.gate import Gate, State
 from outbox.limiter import RateLimiter
 from outbox.listener import NotificationListener
-from outbox.recorder import AcceptedPart, PartRecorder
-from outbox.retry import ErrorClass, Fail, Pause, Retry, Throttle, classify, decide, expo_delays
+from outbox.recorder import PartRecorder
+from outbox.retry import expo_delays
+from outbox.rows import RowSender
 from outbox.settings import Settings
-from outbox.validation import normalize_media, normalize_recipient, normalize_text
-from outbox.whatsapp import CloudAPI, parts_of
+from outbox.whatsapp import CloudAPI
 
 logger = logging.getLogger("outbox.daemon")
 EXIT_PAUSED = 3
-MAX_INLINE_PACING = 2.0  # wait this long in-process for a rate slot; longer: reschedule
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A row this daemon holds the lease of."""
-
-    id: int
-    recipient: str
-    message: str | None
-    media: Any
-    accepted: int
-    attempts: int
-    token: uuid.UUID
-    probe: bool = False  # claimed while paused, to find out whether sending works again
-
-
-def _leases(claims: list[Claim]) -> dict[str, list[Any]]:
-    """The (row id, lease token) pairs of claims, as the array parameters store.py expects."""
-    return {"ids": [c.id for c in claims], "tokens": [c.token for c in claims]}
+HEARTBEAT_SECONDS = 10.0
+EXPIRY_SWEEP_SECONDS = 10.0
+EXPIRY_BATCH = 1000
+STATEMENT_TIMEOUT = 60.0  # a statement that takes longer is on a dead connection
 
 
 class Daemon:
@@ -62,14 +50,17 @@ class Daemon:
     def __init__(self, settings: Settings, *, drain: bool = False) -> None:
         self.settings = settings
         self.drain = drain
-        self.paused_reason: str | None = None
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.gate = Gate(settings.pause_probe)
+        self.limiter = RateLimiter(settings.rate, settings.pair_burst, settings.pair_interval)
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._in_flight: dict[int, Claim] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._probe_at = 0.0
         self._exit_code = 0
-        self.limiter = RateLimiter(settings.rate, settings.pair_burst, settings.pair_interval)
+        self._next_sweep = 0.0
+        self._database_ok = True
+        self._last_turn = 0.0
 
     def stop(self) -> None:
         """Stop claiming; in-flight sends finish (bounded), the rest go back to pending."""
@@ -79,11 +70,27 @@ class Daemon:
     def wake(self) -> None:
         self._wake.set()
 
+    @property
+    def paused_reason(self) -> str | None:
+        return self.gate.reason if self.gate.state is State.PAUSED else None
+
     def health(self) -> dict[str, Any]:
+        """The sending state: ok, paused (account error), outage (API down), held (throttled)."""
+        held = self.limiter.hold_remaining()
+        status = self.gate.state.value
+        reason = self.gate.reason
+        if self.gate.open and held > 0:
+            status, reason = "held", "throttled by Meta; sending resumes when the hold ends"
+        stuck_after = 3 * max(self.settings.poll_interval, self.settings.pause_probe, 60.0)
+        since_turn = asyncio.get_running_loop().time() - self._last_turn
         return {
-            "status": "paused" if self.paused_reason else "ok",
+            "status": status,
+            "reason": reason,
             "paused_reason": self.paused_reason,
+            "held_for_seconds": round(held, 1),
             "in_flight": len(self._in_flight),
+            "database": "ok" if self._database_ok else "unreachable",
+            "live": self._last_turn == 0.0 or since_turn < stuck_after,
         }
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -111,7 +118,7 @@ class Daemon:
         token, phone = self._check_configuration()
         settings = self.settings
         dsn = await resolve_dsn(settings)
-        engine = create_engine(dsn, pool_size=4)
+        engine = create_engine(dsn, pool_size=4, command_timeout=STATEMENT_TIMEOUT)
         try:
             await self._check_schema(engine)
             connector = aiohttp.TCPConnector(limit=settings.concurrency)
@@ -131,30 +138,28 @@ class Daemon:
 
     async def _run_with(self, engine: AsyncEngine, dsn: str, api: CloudAPI) -> None:
         self._engine = engine
-        # Quick in-process retries of transient failures: they belong to one attempt.
-        self._send = backoff.on_exception(
-            backoff.expo,
-            SendError,
-            max_tries=self.settings.quick_retries,
-            giveup=lambda e: classify(e) is not ErrorClass.TRANSIENT,  # type: ignore[arg-type]
-            factor=self.settings.quick_retry_delay,
-            max_value=5,
-            logger=None,
-        )(api.send)
-        self._recorder = PartRecorder(engine, self.settings.lease_seconds)
+        self._recorder = PartRecorder(engine, self.settings.lease_seconds, on_idle=self.wake)
         self._recorder.start()
+        self._rows = RowSender(
+            self.settings, engine, api, self._recorder, self.gate, self.limiter, self._on_pause
+        )
         listener = NotificationListener(dsn, self.wake)
         listener.start()
-        leases = asyncio.create_task(self._keep_leases(), name="outbox-leases")
+        helpers = [
+            asyncio.create_task(self._keep_leases(), name="outbox-leases"),
+            asyncio.create_task(self._report_state(), name="outbox-heartbeat"),
+        ]
         logger.info("delivering to %s (concurrency %d)", api.url, self.settings.concurrency)
         try:
             await self._loop()
         finally:
             await self._shut_down()
-            leases.cancel()
-            await asyncio.gather(leases, return_exceptions=True)
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
             await listener.stop()
-            await self._recorder.close()
+            await self._recorder.close(self.settings.shutdown_timeout)
+            await self._forget()
 
     async def _shut_down(self) -> None:
         if self._tasks:
@@ -163,26 +168,45 @@ class Daemon:
         # Snapshot first: a cancelled task forgets its claim. A row that finished meanwhile no
         # longer carries our token, so releasing it changes nothing.
         claims = list(self._in_flight.values())
+        self._rows.abandon = True  # writes still retrying give up: the shutdown is bounded
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if claims:
-            await persistently(self._release, claims, what="releasing rows", max_tries=5)
-            logger.info("released %d unfinished messages back to pending", len(claims))
+            try:
+                async with asyncio.timeout(self.settings.shutdown_timeout):
+                    await persistently(self._release, claims, what="releasing rows", max_tries=5)
+                logger.info("released %d unfinished messages back to pending", len(claims))
+            except Exception as exc:
+                logger.error(
+                    "could not release %d messages (%s); their leases expire in %.0fs",
+                    len(claims),
+                    short_error(exc),
+                    self.settings.lease_seconds,
+                )
+
+    def _on_pause(self) -> None:
+        if self.drain:
+            self._exit_code = EXIT_PAUSED
+            self.stop()
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         failure_delays = expo_delays(0.5, 10.0)
         while not self._stopping.is_set():
             self._wake.clear()
+            self._last_turn = loop.time()
             try:
-                claimed = await self._claim_some(loop.time())
+                await self._expire_due(loop.time())
+                claimed = await self._claim_some()
                 if self.drain and not self._tasks and not claimed and await self._finished():
                     logger.info("drained: nothing left to send")
                     return
-                timeout = await self._idle_timeout(claimed, loop.time())
+                timeout = await self._idle_timeout(claimed)
                 failure_delays = expo_delays(0.5, 10.0)
+                self._database_ok = True
             except Exception as exc:
+                self._database_ok = False
                 timeout = next(failure_delays)
                 logger.warning(
                     "database unavailable (%s); retrying in %.1fs", short_error(exc), timeout
@@ -191,14 +215,19 @@ class Daemon:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
 
-    async def _claim_some(self, now: float) -> int:
-        free = self.settings.concurrency - len(self._tasks)
-        if self.paused_reason is not None:
-            if now < self._probe_at or self._tasks:
-                return 0
-            self._probe_at = now + self.settings.pause_probe
-            free = 1  # the probe: one real send
-        if free <= 0:
+    def _claimable(self) -> tuple[int, bool]:
+        """How many rows to claim now, and whether they are a probe."""
+        if self._recorder.busy or self.limiter.hold_remaining() > 0:
+            return 0, False
+        if not self.gate.open:
+            if self._tasks or not self.gate.probe_due():
+                return 0, False
+            return 1, True  # the probe: one real send finds out whether sending works again
+        return min(self.settings.concurrency - len(self._tasks), self.settings.batch_size), False
+
+    async def _claim_some(self) -> int:
+        limit, probe = self._claimable()
+        if limit <= 0:
             return 0
         token = uuid.uuid4()
         async with self._engine.begin() as conn:
@@ -206,12 +235,16 @@ class Daemon:
                 conn,
                 store.CLAIM_BATCH,
                 {
-                    "limit": min(free, self.settings.batch_size),
+                    "limit": limit,
                     "token": token,
                     "lease": self.settings.lease_seconds,
+                    "mine": list(self._in_flight),
+                    "max_age": self.settings.max_age,
                 },
             )
+        now = asyncio.get_running_loop().time()
         for row in rows:
+            expires_in = row["expires_in"]
             claim = Claim(
                 id=row["id"],
                 recipient=row["recipient"],
@@ -219,8 +252,11 @@ class Daemon:
                 media=json.loads(row["media"]),
                 accepted=row["accepted"],
                 attempts=row["attempts"],
+                in_doubt=row["in_doubt"],
                 token=token,
-                probe=self.paused_reason is not None,
+                probe=probe,
+                lease_until=now + self.settings.lease_seconds,
+                deadline=None if expires_in is None else now + float(expires_in),
             )
             self._in_flight[claim.id] = claim
             task = asyncio.create_task(self._deliver(claim), name=f"outbox-row-{claim.id}")
@@ -228,24 +264,38 @@ class Daemon:
             task.add_done_callback(self._done)
         return len(rows)
 
+    async def _deliver(self, claim: Claim) -> None:
+        try:
+            await self._rows.deliver(claim)
+        except Exception as exc:
+            logger.exception("message %d: delivery failed unexpectedly", claim.id)
+            await self._rows.crashed(claim, exc)
+        finally:
+            # Only our own claim: a newer claim of the same row must keep its lease.
+            if self._in_flight.get(claim.id) is claim:
+                del self._in_flight[claim.id]
+
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._wake.set()
         if not task.cancelled() and task.exception() is not None:
             logger.error("delivery task failed", exc_info=task.exception())
 
-    async def _idle_timeout(self, claimed: int, now: float) -> float:
+    async def _idle_timeout(self, claimed: int) -> float:
         """How long to sleep when no notification comes."""
-        if self.paused_reason is not None:
-            return max(0.0, self._probe_at - now) if not self._tasks else 1.0
-        if len(self._tasks) >= self.settings.concurrency:
-            return self.settings.poll_interval  # nothing to claim; a finished row wakes us
+        poll = self.settings.poll_interval
+        held = self.limiter.hold_remaining()
+        if held > 0:
+            return held
+        if not self.gate.open:
+            return self.gate.seconds_to_probe() if not self._tasks else 1.0
+        if self._recorder.busy or len(self._tasks) >= self.settings.concurrency:
+            return poll  # nothing to claim now; the recorder or a finished row wakes us
         if claimed:
             return 0.0  # there may be more due rows right now
         async with self._engine.connect() as conn:
             row = await fetch_one(conn, store.SECONDS_TO_NEXT_DUE)
-        seconds = next(iter(row.values())) if row else None
-        poll = self.settings.poll_interval
+        seconds = row["seconds"] if row else None
         return poll if seconds is None else min(poll, max(float(seconds), 0.05))
 
     async def _finished(self) -> bool:
@@ -253,138 +303,64 @@ class Daemon:
             row = await fetch_one(conn, store.HAS_UNFINISHED_WORK)
         return row is not None and not next(iter(row.values()))
 
+    async def _expire_due(self, now: float) -> None:
+        """Fail pending rows past their expires_at, every few seconds."""
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + EXPIRY_SWEEP_SECONDS
+        async with self._engine.begin() as conn:
+            expired = await fetch_all(conn, store.EXPIRE_PENDING, {"batch": EXPIRY_BATCH})
+        if expired:
+            logger.info("%d messages expired before they could be sent", len(expired))
+            if len(expired) == EXPIRY_BATCH:
+                self._next_sweep = now
+
+    # --- leases and state ------------------------------------------------------------------
+
     async def _keep_leases(self) -> None:
         while True:
             await asyncio.sleep(self.settings.lease_seconds / 3)
             claims = list(self._in_flight.values())
-            if not claims:
-                continue
-            try:
-                async with self._engine.begin() as conn:
-                    await fetch_all(
-                        conn,
-                        store.EXTEND_LEASES,
-                        {**_leases(claims), "lease": self.settings.lease_seconds},
-                    )
-            except Exception as exc:
-                logger.warning("cannot extend leases (%s)", short_error(exc))
+            if claims:
+                try:
+                    await self._rows.extend_leases(claims)
+                except Exception as exc:
+                    logger.warning("cannot extend leases (%s)", short_error(exc))
 
-    # --- one row ---------------------------------------------------------------------------
+    async def _report_state(self) -> None:
+        """Keep this daemon's row in outbox_daemons current: on every change, and a heartbeat."""
+        reported: tuple[Any, ...] | None = None
+        beat = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            health = self.health()
+            state = (health["status"], health["reason"])
+            if state != reported or loop.time() >= beat:
+                try:
+                    async with self._engine.begin() as conn:
+                        await fetch_all(
+                            conn,
+                            store.SAVE_DAEMON_STATE,
+                            {
+                                "daemon": self.id,
+                                "state": health["status"],
+                                "reason": health["reason"],
+                                "held": health["held_for_seconds"],
+                                "in_flight": health["in_flight"],
+                            },
+                        )
+                    reported, beat = state, loop.time() + HEARTBEAT_SECONDS
+                except Exception as exc:
+                    logger.debug("cannot report state (%s)", short_error(exc))
+            await asyncio.sleep(0.5)
 
-    async def _deliver(self, claim: Claim) -> None:
+    async def _forget(self) -> None:
         try:
-            await self._send_parts(claim)
-        finally:
-            self._in_flight.pop(claim.id, None)
-
-    async def _send_parts(self, claim: Claim) -> None:
-        try:
-            recipient = normalize_recipient(claim.recipient)
-            parts = parts_of(normalize_text(claim.message), normalize_media(claim.media))
-            if not parts:
-                raise InvalidMessage("message", "a message needs text or at least one media part")
-        except InvalidMessage as exc:
-            await self._write(store.MARK_FAILED, claim, error=f"invalid row: {exc}", code=None)
-            return
-        if claim.accepted >= len(parts):
-            await self._write(store.FINISH_ACCEPTED, claim)
-            return
-        for index in range(claim.accepted, len(parts)):
-            if self.paused_reason is not None and not claim.probe:
-                await persistently(self._release, [claim], what="releasing a row")
-                return
-            wait = self.limiter.reserve(recipient, MAX_INLINE_PACING)
-            if wait is None:
-                await self._write(
-                    store.RESCHEDULE,
-                    claim,
-                    delay=self.settings.pair_interval,
-                    give_back=1,
-                    error="paced: waiting for a rate slot",
-                    code=None,
-                )
-                return
-            await asyncio.sleep(wait)
-            try:
-                wamid = await self._send(recipient, parts[index], f"outbox:{claim.id}:{index}")
-            except SendError as error:
-                await self._refused(claim, recipient, error)
-                return
-            self._sent_ok(recipient)
-            final = index == len(parts) - 1
-            part = AcceptedPart(claim.id, claim.token, index, wamid, final)
-            if not await self._recorder.record(part):
-                logger.warning("message %d: lease lost to another worker; stopping", claim.id)
-                return
-
-    def _sent_ok(self, recipient: str) -> None:
-        self.limiter.succeeded(recipient)
-        if self.paused_reason is not None:
-            logger.warning("sending resumed after a successful probe")
-            self.paused_reason = None
-            self.wake()
-
-    async def _refused(self, claim: Claim, recipient: str, error: SendError) -> None:
-        outcome = decide(
-            error,
-            attempts=claim.attempts,
-            max_attempts=self.settings.max_attempts,
-            base_delay=self.settings.retry_delay,
-            pair_strikes=self.limiter.strikes(recipient),
-        )
-        code = error.code if isinstance(error, GraphError) else None
-        if isinstance(outcome, Retry):
-            logger.info("message %d: %s; retry in %.1fs", claim.id, outcome.reason, outcome.delay)
-            await self._write(
-                store.RESCHEDULE,
-                claim,
-                delay=outcome.delay,
-                give_back=0,
-                error=outcome.reason,
-                code=code,
-            )
-        elif isinstance(outcome, Throttle):
-            if outcome.recipient_only:
-                self.limiter.penalize(recipient, outcome.delay)
-            else:
-                self.limiter.hold_all(outcome.delay)
-            await self._write(
-                store.RESCHEDULE,
-                claim,
-                delay=outcome.delay,
-                give_back=1,
-                error=f"throttled: {outcome.reason}",
-                code=code,
-            )
-        elif isinstance(outcome, Fail):
-            logger.info("message %d failed: %s", claim.id, outcome.reason)
-            await self._write(store.MARK_FAILED, claim, error=outcome.reason, code=code)
-        else:
-            self._pause(outcome)
-            await persistently(self._release, [claim], what="releasing a row")
-
-    def _pause(self, outcome: Pause) -> None:
-        if self.paused_reason is None:
-            logger.error(
-                "sending paused: %s; probing every %.0fs", outcome.reason, self.settings.pause_probe
-            )
-        self.paused_reason = outcome.reason
-        self._probe_at = asyncio.get_running_loop().time() + self.settings.pause_probe
-        if self.drain:
-            self._exit_code = EXIT_PAUSED
-            self.stop()
-
-    # --- writes ----------------------------------------------------------------------------
-
-    async def _write(self, statement: sa.TextClause, claim: Claim, **params: Any) -> None:
-        async def write() -> None:
-            async with self._engine.begin() as conn:
-                await fetch_all(conn, statement, {"id": claim.id, "token": claim.token, **params})
-
-        await persistently(write, what=f"updating message {claim.id}")
+            async with asyncio.timeout(5), self._engine.begin() as conn:
+                await fetch_all(conn, store.FORGET_DAEMON, {"daemon": self.id})
+        except Exception as exc:
+            logger.debug("cannot remove this daemon's state (%s)", short_error(exc))
 
     async def _release(self, claims: list[Claim]) -> None:
         async with self._engine.begin() as conn:
-            await fetch_all(conn, store.RELEASE, _leases(claims))
-        for claim in claims:
-            self._in_flight.pop(claim.id, None)
+            await fetch_all(conn, store.RELEASE, leases(claims))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import asyncpg
@@ -21,6 +21,7 @@ from outbox import embedded
 from outbox.settings import Settings
 
 T = TypeVar("T")
+CONNECT_TIMEOUT = 10.0
 logger = logging.getLogger("outbox.database")
 
 
@@ -36,11 +37,15 @@ async def resolve_dsn(settings: Settings) -> str:
     return await asyncio.to_thread(embedded.start, settings.home)
 
 
-def create_engine(dsn: str, *, pool_size: int = 5) -> AsyncEngine:
-    """An async SQLAlchemy engine whose connections asyncpg opens from `dsn` as given."""
+def create_engine(
+    dsn: str, *, pool_size: int = 5, command_timeout: float | None = None
+) -> AsyncEngine:
+    """An async SQLAlchemy engine whose connections asyncpg opens from `dsn` as given;
+    `command_timeout` bounds every statement (the daemon's are all short)."""
 
     async def connect() -> asyncpg.Connection:
-        return await asyncpg.connect(dsn)
+        # A bounded connect: a silent network must not hang a write (or a shutdown) for long.
+        return await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT, command_timeout=command_timeout)
 
     return create_async_engine(
         "postgresql+asyncpg://",
@@ -57,11 +62,59 @@ def short_error(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
 
 
+# SQLSTATE classes and codes that say "the database is unreachable or busy", not "this data is
+# wrong": connection exceptions, shutdowns, lack of resources, serialisation failures, deadlocks.
+_RETRYABLE_SQLSTATES = ("08", "53", "57P01", "57P02", "57P03", "40001", "40P01")
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """exc, the driver error SQLAlchemy wraps, and their causes."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        orig = getattr(current, "orig", None)
+        pending.extend([orig if isinstance(orig, BaseException) else None, current.__cause__])
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True when retrying later can succeed (the connection or the server failed); False for
+    errors about the statement or its data, which would fail the same way forever."""
+    for cause in _causes(exc):
+        if isinstance(cause, ValueError):  # asyncpg's client-side DataError is one
+            return False
+        sqlstate = getattr(cause, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate:
+            return sqlstate.startswith(_RETRYABLE_SQLSTATES)
+    for cause in _causes(exc):
+        if isinstance(cause, sqlalchemy.exc.DBAPIError) and cause.connection_invalidated:
+            return True
+        if isinstance(
+            cause,
+            OSError
+            | asyncpg.InterfaceError
+            | asyncpg.PostgresConnectionError
+            | sqlalchemy.exc.InterfaceError
+            | sqlalchemy.exc.TimeoutError,
+        ):
+            return True
+    return False
+
+
 async def persistently(
-    operation: Callable[..., Awaitable[T]], *args: Any, what: str, max_tries: int | None = None
+    operation: Callable[..., Awaitable[T]],
+    *args: Any,
+    what: str,
+    max_tries: int | None = None,
+    give_up: Callable[[], bool] = lambda: False,
 ) -> T:
-    """Run a database operation until it succeeds (or `max_tries`), waiting 0.1 s doubling to 5 s
-    between tries: an outage must not lose an accepted wamid or leave a row leased."""
+    """Run a database operation until it succeeds, waiting 0.1 s doubling to 5 s between tries:
+    an outage must not lose an accepted wamid or leave a row leased. Only connection-level
+    errors are retried; any other error, `max_tries`, or `give_up()` turning true ends it."""
 
     def log(details: Any) -> None:
         logger.warning(
@@ -77,6 +130,7 @@ async def persistently(
         factor=0.1,
         max_value=5,
         max_tries=max_tries,
+        giveup=lambda exc: give_up() or not is_connection_error(exc),
         jitter=None,
         on_backoff=log,
         logger=None,

@@ -5,9 +5,26 @@ OutboxError
 ├── MessageNotFound (LookupError)    no row with that id
 ├── ConfigurationError               missing or malformed settings, unsafe OUTBOX_HOME
 └── StateConflict                    retry/cancel asked of a row in the wrong state
+SendError                            a part the Cloud API did not accept (see whatsapp.py)
+├── GraphError                       Graph's error envelope, with its code
+└── TransportError                   no usable answer: connection refused, 5xx HTML, ...
+    └── InDoubt                      a timeout or a 200 without a usable id: maybe accepted
+
+Every text that comes from outside (Meta's answers, driver errors) is cleaned by `clean()` before
+it becomes part of an error: it may be stored, logged and printed.
 """
 
 from __future__ import annotations
+
+MAX_ERROR_LENGTH = 500
+
+
+def clean(text: str, limit: int = MAX_ERROR_LENGTH) -> str:
+    """`text` safe to store, log and print: no NUL or other control characters, no lone
+    surrogates, one line, at most `limit` characters."""
+    text = " ".join(text[: limit * 4].encode("utf-8", "replace").decode("utf-8").split())
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class OutboxError(Exception):
@@ -50,7 +67,7 @@ class SendError(OutboxError):
     def __init__(
         self, message: str, *, http_status: int | None = None, retry_after: float | None = None
     ) -> None:
-        super().__init__(message)
+        super().__init__(clean(message))
         self.http_status = http_status
         self.retry_after = retry_after
 
@@ -84,3 +101,8 @@ class GraphError(SendError):
 
 class TransportError(SendError):
     """No usable answer: connection failure, timeout, or a body that is not a Graph answer."""
+
+
+class InDoubt(TransportError):
+    """The request reached Meta but its outcome is unknown (a timeout, a 200 without a usable
+    id): the part may have been accepted, so it is never retried quickly."""

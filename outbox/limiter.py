@@ -59,6 +59,10 @@ class RateLimiter:
         """The sender hit its throughput limit: nobody sends for `seconds`."""
         self._hold_until = max(self._hold_until, self._clock() + seconds)
 
+    def hold_remaining(self) -> float:
+        """Seconds left of a sender-wide hold (0 when none)."""
+        return max(0.0, self._hold_until - self._clock())
+
     def penalize(self, recipient: str, seconds: float) -> None:
         """The pair rate limit was hit: this recipient waits `seconds` more, others go on."""
         pair = self._pairs.setdefault(recipient, _Cell(self._pair_interval, self._pair_burst))

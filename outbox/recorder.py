@@ -3,6 +3,8 @@
 Writes from all rows in flight are batched into one UPDATE per round trip, so a wamid waits at
 most one database round trip however many rows are sending. A lost database is retried with
 backoff: the wamid stays in memory until written (the duplicate window is only a crash then).
+Any other error is one part's problem: the batch is retried part by part, and the part that still
+fails is reported to its row alone, so one bad item never blocks the others.
 """
 
 from __future__ import annotations
@@ -10,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from outbox import store
 from outbox.connections import fetch_all
-from outbox.database import persistently
+from outbox.database import is_connection_error, persistently, short_error
+from outbox.errors import clean
 
 logger = logging.getLogger(__name__)
 MAX_BATCH = 1000
@@ -31,42 +35,93 @@ class AcceptedPart:
     final: bool
 
 
+class RecordFailed(Exception):
+    """The part was accepted but its wamid could not be written (not for a lost connection)."""
+
+
 class PartRecorder:
-    def __init__(self, engine: AsyncEngine, lease_seconds: float) -> None:
+    def __init__(
+        self, engine: AsyncEngine, lease_seconds: float, on_idle: Callable[[], None]
+    ) -> None:
         self._engine = engine
         self._lease = lease_seconds
+        self._on_idle = on_idle
         self._queue: asyncio.Queue[tuple[AcceptedPart, asyncio.Future[bool]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._unwritten = 0
+        self._abandon = False
+
+    @property
+    def busy(self) -> bool:
+        """Accepted parts not yet written: nothing new may be claimed until they are."""
+        return self._unwritten > 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-recorder")
 
     async def record(self, part: AcceptedPart) -> bool:
-        """Durably record `part`; False when the row's lease was lost to another worker."""
+        """Durably record `part`; False when the row's lease was lost to another worker.
+        Raises RecordFailed when the database refuses the write itself."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._unwritten += 1
         self._queue.put_nowait((part, future))
         return await asyncio.shield(future)
 
-    async def close(self) -> None:
-        """Write what is queued, then stop."""
-        await self._queue.join()
+    async def close(self, within: float) -> None:
+        """Write what is queued, waiting at most `within` seconds, then stop. Parts still
+        unwritten are logged: their rows will be sent again from their last recorded part."""
+        try:
+            await asyncio.wait_for(self._queue.join(), within)
+        except TimeoutError:
+            self._abandon = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        while not self._queue.empty():
+            part, _ = self._queue.get_nowait()
+            logger.error(
+                "message %d: part %d was accepted as %s but could not be recorded before "
+                "shutdown; it may be sent again",
+                part.row_id,
+                part.index,
+                part.wamid,
+            )
 
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
             while not self._queue.empty() and len(batch) < MAX_BATCH:
                 batch.append(self._queue.get_nowait())
-            parts = [part for part, _ in batch]
-            recorded = await persistently(
-                self._write, parts, what=f"recording {len(parts)} accepted parts"
-            )
-            for part, future in batch:
-                if not future.done():
-                    future.set_result(part.row_id in recorded)
-                self._queue.task_done()
+            try:
+                await self._write_batch(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+                self._unwritten -= len(batch)
+                if not self._unwritten:
+                    self._on_idle()
+
+    async def _write_batch(self, batch: list[tuple[AcceptedPart, asyncio.Future[bool]]]) -> None:
+        try:
+            recorded = await self._persistently([part for part, _ in batch])
+        except Exception as exc:
+            if is_connection_error(exc) or len(batch) == 1:
+                for part, future in batch:
+                    _settle(future, error=exc, part=part)
+                return
+            for item in batch:  # find the part the database refuses; write the others
+                await self._write_batch([item])
+            return
+        for part, future in batch:
+            _settle(future, result=part.row_id in recorded)
+
+    async def _persistently(self, parts: list[AcceptedPart]) -> set[int]:
+        return await persistently(
+            self._write,
+            parts,
+            what=f"recording {len(parts)} accepted parts",
+            give_up=lambda: self._abandon,
+        )
 
     async def _write(self, parts: list[AcceptedPart]) -> set[int]:
         """One UPDATE for the batch; the ids of the rows whose lease still matched."""
@@ -84,3 +139,24 @@ class PartRecorder:
                 },
             )
         return {int(row["id"]) for row in rows}
+
+
+def _settle(
+    future: asyncio.Future[bool],
+    *,
+    part: AcceptedPart | None = None,
+    result: bool = False,
+    error: BaseException | None = None,
+) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(result)
+        return
+    assert part is not None
+    future.set_exception(
+        RecordFailed(
+            f"part {part.index} was accepted but could not be recorded: "
+            f"{clean(short_error(error), 200)}"
+        )
+    )

@@ -1,7 +1,9 @@
 """What to do after a part was refused: classify the error, then decide the row's outcome.
 
 Pure functions over the error table of whatsapp-api.md section 4. Throttling and pauses never
-count towards max attempts; only transient failures and permanent errors use them up.
+count towards max attempts; only transient failures and permanent errors use them up. A send in
+doubt (Meta may have accepted it) is counted apart, in `in_doubt`, and resent only a few times.
+Every wait has a ceiling, whatever Retry-After says.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from itertools import islice
 
 import backoff
 
-from outbox.errors import GraphError, SendError, TransportError
+from outbox.errors import GraphError, InDoubt, SendError, TransportError
 
-MAX_RETRY_DELAY = 3600.0
+MAX_RETRY_DELAY = 3600.0  # a row's own retry never waits longer
+MAX_SENDER_HOLD = 60.0  # a sender-wide throughput hold never lasts longer
+MAX_IN_DOUBT = 3  # sends of one row with an unknown outcome before it fails as "in doubt"
 
 
 class ErrorClass(StrEnum):
@@ -24,6 +28,7 @@ class ErrorClass(StrEnum):
     THROTTLE = "throttle"  # wait and retry; never fails the row
     PERMANENT = "permanent"  # this message can never be sent: fail the row
     ACCOUNT = "account"  # nothing can be sent: pause all sending
+    IN_DOUBT = "in_doubt"  # may have been accepted: resend only later, a bounded number of times
 
 
 TRANSIENT_CODES = frozenset({1, 2, 131000, 131016, 133004})
@@ -48,6 +53,8 @@ DEFAULT_THROTTLE_DELAY = 5.0
 
 def classify(error: SendError) -> ErrorClass:
     """The class of a refused part; unknown codes: 5xx transient, 429 throttle, other permanent."""
+    if isinstance(error, InDoubt):
+        return ErrorClass.IN_DOUBT
     if isinstance(error, TransportError):
         if error.http_status == 429:
             return ErrorClass.THROTTLE
@@ -95,13 +102,22 @@ class Fail:
 
 
 @dataclass(frozen=True)
+class Doubt:
+    """Meta may have accepted the part: resend after `delay` seconds, counting one more send in
+    doubt but not an attempt."""
+
+    delay: float
+    reason: str
+
+
+@dataclass(frozen=True)
 class Pause:
     """Stop all sending; the row goes back to pending with its attempt given back."""
 
     reason: str
 
 
-Outcome = Retry | Throttle | Fail | Pause
+Outcome = Retry | Throttle | Fail | Pause | Doubt
 
 
 def expo_delays(factor: float, cap: float) -> Iterator[float]:
@@ -124,10 +140,12 @@ def decide(
     max_attempts: int,
     base_delay: float,
     pair_strikes: int = 0,
+    in_doubt: int = 0,
 ) -> Outcome:
     """The row's outcome after `error` on its `attempts`-th counted attempt.
 
     `pair_strikes` counts the recent 131056 answers for this recipient: Meta asks for 4^X s.
+    `in_doubt` counts the row's earlier sends whose outcome was unknown.
     """
     reason = str(error)
     error_class = classify(error)
@@ -135,13 +153,18 @@ def decide(
         return Fail(reason)
     if error_class is ErrorClass.ACCOUNT:
         return Pause(reason)
+    if error_class is ErrorClass.IN_DOUBT:
+        if in_doubt + 1 >= MAX_IN_DOUBT:
+            return Fail(f"in doubt after {in_doubt + 1} sends, it may have been sent: {reason}")
+        return Doubt(retry_delay(in_doubt + 1, max(base_delay, 1.0)), reason)
     if error_class is ErrorClass.THROTTLE:
         code = error.code if isinstance(error, GraphError) else None
         if code == PAIR_RATE_LIMIT:
             delay = error.retry_after or float(4 ** min(pair_strikes, 5))
-            return Throttle(delay, reason, recipient_only=True)
+            return Throttle(min(delay, MAX_RETRY_DELAY), reason, recipient_only=True)
         delay = error.retry_after or THROTTLE_DELAYS.get(code or 0, DEFAULT_THROTTLE_DELAY)
-        return Throttle(delay, reason, recipient_only=False)
+        return Throttle(min(delay, MAX_SENDER_HOLD), reason, recipient_only=False)
     if attempts >= max_attempts:
         return Fail(f"{reason} (gave up after {attempts} attempts)")
-    return Retry(error.retry_after or retry_delay(attempts, base_delay), reason)
+    delay = error.retry_after or retry_delay(attempts, base_delay)
+    return Retry(min(delay, MAX_RETRY_DELAY), reason)

@@ -34,11 +34,19 @@ def _on_signals(stop: Callable[[], None]) -> None:
 
 async def _health_server(daemon: Daemon, port: int) -> web.AppRunner:
     async def healthz(request: web.Request) -> web.Response:
+        """Liveness: the loop is turning (also while paused, held or in an outage)."""
         health = daemon.health()
-        return web.json_response(health, status=200 if health["status"] == "ok" else 503)
+        return web.json_response(health, status=200 if health["live"] else 503)
+
+    async def readyz(request: web.Request) -> web.Response:
+        """Readiness: the database answers and sending is neither paused, held nor down."""
+        health = daemon.health()
+        ready = health["status"] == "ok" and health["database"] == "ok"
+        return web.json_response(health, status=200 if ready else 503)
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()

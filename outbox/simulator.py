@@ -2,12 +2,17 @@
 
 Validates requests as Meta does (token, phone number id, payload limits), answers in Meta's
 formats, and plays scripted faults per recipient. Accepted messages are kept in memory and served
-at GET /_simulator/messages so tests can check order and count duplicates.
+at GET /_simulator/messages so tests can check order and count duplicates; each notes when its
+request arrived ("received"), the Host it was addressed to ("host": give each client its own port
+to tell them apart) and the step that answered it ("step": "ok", "delay" or "accept_and_drop").
 
 Scenario file (JSON): {"recipients": {"923001234567": [STEP, ...]}}; steps are used in order,
 then every request succeeds. A STEP is "ok", {"error": CODE, "http": STATUS, "retry_after": S,
 "times": N}, {"drop": true} (close without answering), {"accept_and_drop": true} (accept, then
-close without answering), or {"delay_ms": MS} (answer slowly). "times" repeats a step (0: forever).
+close without answering), {"delay_ms": MS} (accept after a while, even if the client gave up),
+{"hang_ms": MS} (say nothing for a while, then close without accepting), or
+{"raw": BODY, "http": STATUS, "headers": {...}} (answer exactly that: poison answers for tests).
+"retry_after" may be any string ("inf", an HTTP date). "times" repeats a step (0: forever).
 """
 
 from __future__ import annotations
@@ -88,7 +93,7 @@ class Refusal(Exception):
         *,
         subcode: int | None = None,
         http: int | None = None,
-        retry_after: float | None = None,
+        retry_after: float | str | None = None,
     ) -> None:
         super().__init__(message)
         self.code, self.message, self.subcode = code, message, subcode
@@ -104,12 +109,14 @@ class Refusal(Exception):
 
 @dataclass
 class Step:
-    action: str  # ok, error, drop, accept_and_drop, delay
+    action: str  # ok, error, drop, accept_and_drop, delay, hang, raw
     times: int = 1
     code: int = 131000
     http: int | None = None
-    retry_after: float | None = None
+    retry_after: float | str | None = None
     delay_ms: int = 0
+    body: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, raw: object) -> Step:
@@ -126,12 +133,23 @@ class Step:
                 http=raw.get("http"),
                 retry_after=raw.get("retry_after"),
             )
+        if "raw" in raw:
+            headers = raw.get("headers") or {}
+            return cls(
+                "raw",
+                times,
+                http=int(raw.get("http", 200)),
+                body=str(raw["raw"]),
+                headers={str(k): str(v) for k, v in headers.items()},
+            )
         if raw.get("drop"):
             return cls("drop", times)
         if raw.get("accept_and_drop"):
             return cls("accept_and_drop", times)
         if "delay_ms" in raw:
             return cls("delay", times, delay_ms=int(raw["delay_ms"]))
+        if "hang_ms" in raw:
+            return cls("hang", times, delay_ms=int(raw["hang_ms"]))
         raise ValueError(f"unknown scenario step {raw!r}")
 
 
@@ -250,6 +268,7 @@ class Simulator:
 
     async def handle_message(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
+        received = time.time()
         if self.latency_ms:
             await asyncio.sleep(self.latency_ms / 1000)
         try:
@@ -264,6 +283,15 @@ class Simulator:
             return Refusal(step.code, http=step.http, retry_after=step.retry_after).response()
         if step.action == "drop":
             return self._drop(request)
+        if step.action == "hang":
+            await asyncio.sleep(step.delay_ms / 1000)
+            return self._drop(request)
+        if step.action == "raw":
+            return web.Response(
+                body=step.body.encode("utf-8", "surrogatepass"),
+                status=step.http or 200,
+                headers={"Content-Type": "application/json", **step.headers},
+            )
         if step.action == "delay":
             await asyncio.sleep(step.delay_ms / 1000)
         if self.fail_rate and random.random() < self.fail_rate:  # noqa: S311
@@ -282,6 +310,9 @@ class Simulator:
                 "body": body.get("text", {}).get("body") if body["type"] == "text" else None,
                 "link": body.get(body["type"], {}).get("link"),
                 "at": time.time(),
+                "received": received,
+                "host": request.host,
+                "step": step.action,
             }
         )
         self._accepting.set()

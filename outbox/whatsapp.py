@@ -1,12 +1,14 @@
 """The WhatsApp Cloud API: message payloads and send(); where HTTP and Graph errors become ours.
 
-A part is accepted only when the answer is a 200 whose JSON holds a wamid. Everything else
-raises a SendError; the access token is only ever in the Authorization header, never in text.
+A part is accepted only when the answer is a 200 whose JSON holds a usable wamid. Everything else
+raises a SendError: InDoubt when Meta may have accepted it (a timeout, a 200 without a usable id).
+The access token is only ever in the Authorization header, never in text.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,9 +17,13 @@ from typing import Any
 
 import aiohttp
 
-from outbox.errors import GraphError, TransportError
+from outbox.errors import GraphError, InDoubt, TransportError
 
 _URL_IN_TEXT = re.compile(r"https?://\S", re.IGNORECASE)
+# Meta's ids are printable ASCII ("wamid.HBgL..."); anything else cannot be stored or trusted.
+_WAMID = re.compile(r"^[!-~]{1,512}$")
+MAX_BODY_BYTES = 64 * 1024  # more of an answer than this is never needed to judge it
+MAX_RETRY_AFTER = 86400.0  # a sane bound before retry.py applies its own ceilings
 
 
 @dataclass(frozen=True)
@@ -78,16 +84,18 @@ def parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    if not math.isfinite(seconds):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
 
 
 def _as_int(value: object) -> int | None:
@@ -127,18 +135,31 @@ def error_from_response(
 
 
 def wamid_from_response(text: str) -> str:
-    """The wamid of a 200 answer; anything else is not a success."""
+    """The wamid of a 200 answer. A 200 without a usable id may still mean Meta accepted the
+    part, so it is InDoubt, never a plain failure to retry at once."""
     try:
         data = json.loads(text)
         wamid = data["messages"][0]["id"]
     except (ValueError, KeyError, IndexError, TypeError):
         snippet = " ".join(text.split())[:120]
-        raise TransportError(
+        raise InDoubt(
             f"HTTP 200 without a message id: {snippet or '(empty)'}", http_status=200
         ) from None
-    if not isinstance(wamid, str) or not wamid:
-        raise TransportError("HTTP 200 with an empty message id", http_status=200)
+    if not isinstance(wamid, str) or not _WAMID.match(wamid):
+        raise InDoubt("HTTP 200 without a usable message id", http_status=200)
     return wamid
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
+    """At most MAX_BODY_BYTES of the body: a poisoned answer can be any size."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(16384):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= MAX_BODY_BYTES:
+            break
+    return b"".join(chunks)[:MAX_BODY_BYTES]
 
 
 class CloudAPI:
@@ -171,13 +192,15 @@ class CloudAPI:
                 headers=self._headers,
                 timeout=self._timeout,
             ) as response:
-                text = await response.text(errors="replace")
+                text = (await _read_capped(response)).decode("utf-8", "replace")
                 if response.status == 200:
                     return wamid_from_response(text)
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 raise error_from_response(response.status, text, retry_after)
+        except aiohttp.ConnectionTimeoutError:
+            raise TransportError("timed out connecting to the Graph API") from None
         except TimeoutError:
-            raise TransportError("request timed out (the part may have been accepted)") from None
+            raise InDoubt("request timed out (the part may have been accepted)") from None
         except aiohttp.ClientError as exc:
             # str() of aiohttp errors names host and port, never our headers.
             raise TransportError(f"{type(exc).__name__}: {exc}") from None

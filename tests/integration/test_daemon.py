@@ -4,72 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import deque
-from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from typing import Any
 
 import asyncpg
-import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
 from outbox.daemon import EXIT_PAUSED, Daemon
-from outbox.simulator import Simulator, Step, serve
-
-TOKEN = "test-token"
-PHONE = "1234567890"
-IMAGE = "https://cdn.example.com/room.jpg"
-VIDEO = "https://cdn.example.com/tour.mp4"
-
-
-@pytest.fixture
-async def simulator() -> AsyncIterator[Simulator]:
-    simulator = Simulator(access_token=TOKEN, phone_number_id=PHONE)
-    runner = await serve(simulator, "127.0.0.1", 0)
-    simulator.url = f"http://127.0.0.1:{runner.addresses[0][1]}"  # type: ignore[attr-defined]
-    yield simulator
-    await runner.cleanup()
-
-
-@pytest.fixture
-def settings(database_url: str, simulator: Simulator) -> outbox.Settings:
-    return outbox.Settings(
-        database_url=database_url,
-        access_token=TOKEN,
-        phone_number_id=PHONE,
-        graph_api_url=simulator.url,  # type: ignore[attr-defined]
-        poll_interval=0.2,
-        retry_delay=0.05,
-        quick_retry_delay=0.0,
-        pause_probe=0.2,
-        shutdown_timeout=5,
-    )
-
-
-async def drain(settings: outbox.Settings) -> int:
-    return await asyncio.wait_for(Daemon(settings, drain=True).run(), 30)
-
-
-def script(simulator: Simulator, recipient: str, *steps: object) -> None:
-    simulator.scenario[recipient] = deque(Step.parse(step) for step in steps)
-
-
-async def enqueue(engine: AsyncEngine, recipient: str, text: str | None, **kwargs: Any) -> int:
-    async with engine.begin() as conn:
-        return await outbox.enqueue(conn, recipient, text, **kwargs)
-
-
-async def status(engine: AsyncEngine, message_id: int) -> outbox.Delivery:
-    async with engine.connect() as conn:
-        return await outbox.get_status(conn, message_id)
-
-
-def sent(
-    simulator: Simulator, keep: Callable[[dict[str, Any]], bool] = lambda a: True
-) -> list[str]:
-    """Callback ids (outbox:<row>:<part>) of accepted messages, in acceptance order."""
-    return [a["callback"] for a in simulator.accepted if keep(a)]
+from outbox.simulator import Simulator
+from tests.daemon_helpers import IMAGE, VIDEO, drain, enqueue, script, sent, status
 
 
 async def test_committed_rows_are_sent_and_rolled_back_rows_never(

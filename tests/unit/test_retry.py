@@ -4,8 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from outbox.errors import GraphError, TransportError
-from outbox.retry import Fail, Pause, Retry, Throttle, classify, decide, retry_delay
+from outbox.errors import GraphError, InDoubt, TransportError
+from outbox.retry import (
+    MAX_IN_DOUBT,
+    MAX_RETRY_DELAY,
+    MAX_SENDER_HOLD,
+    Doubt,
+    Fail,
+    Pause,
+    Retry,
+    Throttle,
+    classify,
+    decide,
+    retry_delay,
+)
 
 
 def graph(code: int | None, status: int = 400, subcode: int | None = None) -> GraphError:
@@ -79,3 +91,35 @@ def test_retry_delay_doubles_with_jitter_and_is_capped() -> None:
         delay = retry_delay(attempts, 1.0)
         assert full / 2 <= delay <= full
     assert retry_delay(40, 1.0) <= 3600
+
+
+def test_a_send_in_doubt_is_resent_later_without_using_an_attempt() -> None:
+    error = InDoubt("request timed out (the part may have been accepted)")
+    outcome = decide(error, attempts=10, max_attempts=10, base_delay=1, in_doubt=0)
+    assert isinstance(outcome, Doubt)
+    assert outcome.delay >= 0.5
+
+
+def test_a_row_fails_after_three_sends_in_doubt() -> None:
+    error = InDoubt("HTTP 200 without a message id")
+    outcome = decide(error, attempts=1, max_attempts=10, base_delay=1, in_doubt=MAX_IN_DOUBT - 1)
+    assert isinstance(outcome, Fail)
+    assert outcome.reason.startswith(f"in doubt after {MAX_IN_DOUBT} sends")
+
+
+def test_a_sender_wide_hold_is_capped_at_a_minute() -> None:
+    error = GraphError(http_status=429, code=130429, message="m", retry_after=86400.0)
+    outcome = decide(error, attempts=1, max_attempts=10, base_delay=1)
+    assert outcome == Throttle(MAX_SENDER_HOLD, str(error), recipient_only=False)
+
+
+def test_a_row_retry_is_capped_at_an_hour_whatever_retry_after_says() -> None:
+    error = GraphError(http_status=500, code=131000, message="m", retry_after=1e9)
+    outcome = decide(error, attempts=1, max_attempts=10, base_delay=1)
+    assert outcome == Retry(MAX_RETRY_DELAY, str(error))
+
+
+def test_a_pair_rate_hold_is_capped_at_an_hour() -> None:
+    error = GraphError(http_status=400, code=131056, message="m", retry_after=1e9)
+    outcome = decide(error, attempts=1, max_attempts=10, base_delay=1)
+    assert outcome == Throttle(MAX_RETRY_DELAY, str(error), recipient_only=True)

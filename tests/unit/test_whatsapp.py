@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from aioresponses import aioresponses
 
-from outbox.errors import GraphError, TransportError
+from outbox.errors import GraphError, InDoubt, TransportError
 from outbox.whatsapp import CloudAPI, Part, parse_retry_after, parts_of, payload
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "whatsapp-examples"
@@ -123,11 +123,38 @@ async def test_success_returns_the_wamid_and_sends_the_bearer_token(api: CloudAP
 @pytest.mark.parametrize(
     "body", ["not json", "{}", '{"messages": []}', '{"messages": [{"id": ""}]}']
 )
-async def test_a_200_without_a_wamid_is_an_error(api: CloudAPI, body: str) -> None:
+async def test_a_200_without_a_wamid_is_in_doubt(api: CloudAPI, body: str) -> None:
     with aioresponses() as mocked:
         mocked.post(URL, status=200, body=body)
-        with pytest.raises(TransportError, match="HTTP 200"):
+        with pytest.raises(InDoubt, match="HTTP 200"):
             await api.send("923001234567", Part("text", body="hi"))
+
+
+@pytest.mark.parametrize(
+    "wamid", ["wamid.\u0000x", "wamid with spaces", "wamid.\u00e9", "x" * 600, "\ud800"]
+)
+async def test_a_200_with_an_unusable_wamid_is_in_doubt(api: CloudAPI, wamid: str) -> None:
+    with aioresponses() as mocked:
+        mocked.post(URL, status=200, body=json.dumps({"messages": [{"id": wamid}]}))
+        with pytest.raises(InDoubt, match="usable message id"):
+            await api.send("923001234567", Part("text", body="hi"))
+
+
+async def test_an_error_body_is_cleaned_of_nul_bytes(api: CloudAPI) -> None:
+    with aioresponses() as mocked:
+        mocked.post(URL, status=502, body="<html>\x00Bad\x00 Gateway</html>")
+        with pytest.raises(TransportError) as caught:
+            await api.send("923001234567", Part("text", body="hi"))
+    assert "\x00" not in str(caught.value)
+    assert "Bad? Gateway" in str(caught.value)
+
+
+async def test_a_huge_answer_is_read_only_in_part(api: CloudAPI) -> None:
+    with aioresponses() as mocked:
+        mocked.post(URL, status=500, body="x" * 10_000_000)
+        with pytest.raises(TransportError) as caught:
+            await api.send("923001234567", Part("text", body="hi"))
+    assert len(str(caught.value)) < 1000
 
 
 async def test_graph_error_carries_status_code_subcode_and_trace(api: CloudAPI) -> None:
@@ -171,11 +198,19 @@ async def test_connection_failure_is_a_transport_error(api: CloudAPI) -> None:
             await api.send("923001234567", Part("text", body="hi"))
 
 
-async def test_timeout_is_a_transport_error_that_warns_of_acceptance(api: CloudAPI) -> None:
+async def test_a_timeout_is_in_doubt(api: CloudAPI) -> None:
     with aioresponses() as mocked:
         mocked.post(URL, exception=TimeoutError())
-        with pytest.raises(TransportError, match="may have been accepted"):
+        with pytest.raises(InDoubt, match="may have been accepted"):
             await api.send("923001234567", Part("text", body="hi"))
+
+
+async def test_a_connect_timeout_is_not_in_doubt(api: CloudAPI) -> None:
+    with aioresponses() as mocked:
+        mocked.post(URL, exception=aiohttp.ConnectionTimeoutError())
+        with pytest.raises(TransportError) as caught:
+            await api.send("923001234567", Part("text", body="hi"))
+    assert not isinstance(caught.value, InDoubt)
 
 
 def test_repr_never_shows_the_token(api: CloudAPI) -> None:
@@ -183,7 +218,20 @@ def test_repr_never_shows_the_token(api: CloudAPI) -> None:
 
 
 @pytest.mark.parametrize(
-    ("header", "seconds"), [("3", 3.0), ("0", 0.0), (None, None), ("soon", None)]
+    ("header", "seconds"),
+    [
+        ("3", 3.0),
+        ("0", 0.0),
+        (None, None),
+        ("soon", None),
+        ("inf", None),
+        ("-inf", None),
+        ("nan", None),
+        ("-5", 0.0),
+        ("1000000000", 86400.0),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", 86400.0),
+        ("Mon, 99 Foo 2024 99:99:99 GMT", None),
+    ],
 )
 def test_retry_after_in_seconds(header: str | None, seconds: float | None) -> None:
     assert parse_retry_after(header) == seconds

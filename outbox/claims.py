@@ -1,0 +1,31 @@
+"""A claimed row: what the daemon holds the lease of while it sends the row's parts."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(eq=False)
+class Claim:
+    """A row this daemon holds the lease of. `lease_until` and `deadline` are event-loop times:
+    when the lease runs out unless extended, and when the row expires (None: never)."""
+
+    id: int
+    recipient: str
+    message: str | None
+    media: Any
+    accepted: int
+    attempts: int
+    in_doubt: int
+    token: uuid.UUID
+    lease_until: float
+    deadline: float | None = None
+    probe: bool = False  # claimed while sending is stopped, to find out whether it works again
+    lost: bool = False  # another worker holds the row now: send nothing more
+
+
+def leases(claims: list[Claim]) -> dict[str, list[Any]]:
+    """The (row id, lease token) pairs of claims, as the array parameters store.py expects."""
+    return {"ids": [c.id for c in claims], "tokens": [c.token for c in claims]}

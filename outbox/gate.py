@@ -1,0 +1,115 @@
+"""Whether the daemon may send now: open, paused (an account-level error), or in an outage.
+
+An outage is the Graph API failing for everyone: transient failures (network, 5xx, transient
+Graph codes, timeouts) from several rows and recipients with no answer in between. Like a pause it
+stops claiming without using attempts, and one probe at a time finds out when sending works
+again: every `pause_probe` seconds while paused, on a backoff capped at 30 s in an outage.
+Any real answer from the API (an id, a permanent or throttling error) ends an outage.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from enum import StrEnum
+
+from outbox.retry import expo_delays
+
+logger = logging.getLogger("outbox.daemon")
+
+OUTAGE_ROWS = 5  # distinct rows failing in a row, with no answer in between ...
+OUTAGE_RECIPIENTS = 3  # ... to this many distinct recipients: the API is down, not the rows
+OUTAGE_PROBE_CAP = 30.0
+
+
+class State(StrEnum):
+    OPEN = "ok"
+    PAUSED = "paused"
+    OUTAGE = "outage"
+
+
+class Gate:
+    """The daemon's sending state and its probe schedule (in memory: a restart starts open)."""
+
+    def __init__(self, pause_probe: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._pause_probe = pause_probe
+        self.state = State.OPEN
+        self.reason: str | None = None
+        self.since: float | None = None
+        self._probe_at = 0.0
+        self._outage_delays: Iterator[float] = expo_delays(1.0, OUTAGE_PROBE_CAP)
+        self._failed_rows: set[int] = set()
+        self._failed_recipients: set[str] = set()
+        self.changes = 0  # bumped on every change of state, for whoever reports it
+
+    @property
+    def open(self) -> bool:
+        return self.state is State.OPEN
+
+    def probe_due(self) -> bool:
+        """True when a single probe send may go out now (and schedules the next one)."""
+        if self.open or self._clock() < self._probe_at:
+            return False
+        self._schedule_probe()
+        return True
+
+    def seconds_to_probe(self) -> float:
+        return max(0.0, self._probe_at - self._clock())
+
+    def pause(self, reason: str) -> None:
+        """An account-level error: stop until a probe succeeds."""
+        if self.state is not State.PAUSED:
+            logger.error("sending paused: %s; probing every %.0fs", reason, self._pause_probe)
+            self._enter(State.PAUSED, reason)
+        self.reason = reason
+        self._schedule_probe()
+
+    def failed(self, row_id: int, recipient: str, reason: str) -> bool:
+        """A transient failure (or a send in doubt); True when sending is in an outage."""
+        if self.state is State.PAUSED:
+            return False
+        self._failed_rows.add(row_id)
+        self._failed_recipients.add(recipient)
+        if self.state is State.OUTAGE:
+            self.reason = reason  # the next probe is already scheduled (probe_due)
+            return True
+        if (
+            len(self._failed_rows) >= OUTAGE_ROWS
+            and len(self._failed_recipients) >= OUTAGE_RECIPIENTS
+        ):
+            logger.error(
+                "Graph API outage: %d messages to %d recipients failed with no answer in "
+                "between (%s); holding all sending, probing with one message",
+                len(self._failed_rows),
+                len(self._failed_recipients),
+                reason,
+            )
+            self._outage_delays = expo_delays(1.0, OUTAGE_PROBE_CAP)
+            self._enter(State.OUTAGE, reason)
+            self._schedule_probe()
+            return True
+        return False
+
+    def answered(self) -> bool:
+        """The API answered (an id, or an error about the message): True if that reopened
+        sending after a pause or an outage."""
+        self._failed_rows.clear()
+        self._failed_recipients.clear()
+        if self.open:
+            return False
+        logger.warning("sending resumed after a successful probe (was %s)", self.state.value)
+        self._enter(State.OPEN, None)
+        return True
+
+    def _enter(self, state: State, reason: str | None) -> None:
+        self.state, self.reason = state, reason
+        self.since = None if state is State.OPEN else self._clock()
+        self._failed_rows.clear()
+        self._failed_recipients.clear()
+        self.changes += 1
+
+    def _schedule_probe(self) -> None:
+        wait = self._pause_probe if self.state is State.PAUSED else next(self._outage_delays)
+        self._probe_at = self._clock() + wait

@@ -1,0 +1,268 @@
+"""One claimed row: send its parts in order, record each accepted part, write the outcome.
+
+A part is sent only while the row's lease holds; a refused part is classified once (retry.py) and
+the row alone bears the consequence, except for outages and account errors, which stop the
+sender (gate.py). A write the database refuses for its data fails that row with a sanitised
+reason instead of being retried forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import backoff
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from outbox import store
+from outbox.claims import Claim, leases
+from outbox.connections import fetch_all
+from outbox.database import is_connection_error, persistently, short_error
+from outbox.errors import GraphError, InvalidMessage, SendError, clean
+from outbox.gate import Gate
+from outbox.limiter import RateLimiter
+from outbox.recorder import AcceptedPart, PartRecorder, RecordFailed
+from outbox.retry import (
+    Doubt,
+    ErrorClass,
+    Fail,
+    Pause,
+    Retry,
+    Throttle,
+    classify,
+    decide,
+    retry_delay,
+)
+from outbox.settings import Settings
+from outbox.validation import normalize_media, normalize_recipient, normalize_text
+from outbox.whatsapp import CloudAPI, parts_of
+
+logger = logging.getLogger("outbox.daemon")
+MAX_INLINE_PACING = 2.0  # wait this long in-process for a rate slot; longer: reschedule
+LEASE_MARGIN = 2.0  # a part goes out only with this much lease left after its request timeout
+
+
+class RowSender:
+    """Delivers claimed rows; `abandon` makes retried writes give up (a bounded shutdown)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: AsyncEngine,
+        api: CloudAPI,
+        recorder: PartRecorder,
+        gate: Gate,
+        limiter: RateLimiter,
+        on_pause: Callable[[], None],
+    ) -> None:
+        self.settings = settings
+        self.abandon = False
+        self._engine = engine
+        self._recorder = recorder
+        self._gate = gate
+        self._limiter = limiter
+        self._on_pause = on_pause
+        # Quick in-process retries of transient failures: they belong to one attempt. A send in
+        # doubt is never among them.
+        self._send = backoff.on_exception(
+            backoff.expo,
+            SendError,
+            max_tries=settings.quick_retries,
+            giveup=lambda e: classify(e) is not ErrorClass.TRANSIENT,  # type: ignore[arg-type]
+            factor=settings.quick_retry_delay,
+            max_value=5,
+            logger=None,
+        )(api.send)
+
+    async def deliver(self, claim: Claim) -> None:
+        try:
+            recipient = normalize_recipient(claim.recipient)
+            parts = parts_of(normalize_text(claim.message), normalize_media(claim.media))
+            if not parts:
+                raise InvalidMessage("message", "a message needs text or at least one media part")
+        except InvalidMessage as exc:
+            await self._fail(claim, f"invalid row: {exc}")
+            return
+        if claim.accepted >= len(parts):
+            await self._write(store.FINISH_ACCEPTED, claim)
+            return
+        loop = asyncio.get_running_loop()
+        for index in range(claim.accepted, len(parts)):
+            if claim.deadline is not None and loop.time() >= claim.deadline:
+                await self._fail(claim, "expired: not sent before its deadline")
+                return
+            if not self._gate.open and not claim.probe:
+                await self._release(claim)
+                return
+            if not await self._lease_holds(claim):
+                logger.warning("message %d: lease lost to another worker; stopping", claim.id)
+                return
+            wait = self._limiter.reserve(recipient, MAX_INLINE_PACING)
+            if wait is None:
+                delay = max(self._limiter.hold_remaining(), self.settings.pair_interval)
+                await self._reschedule(claim, delay, "paced: waiting for a rate slot", give_back=1)
+                return
+            await asyncio.sleep(wait)
+            try:
+                wamid = await self._send(recipient, parts[index], f"outbox:{claim.id}:{index}")
+            except SendError as error:
+                await self._refused(claim, recipient, error)
+                return
+            self._answered(recipient)
+            part = AcceptedPart(claim.id, claim.token, index, wamid, index == len(parts) - 1)
+            try:
+                if not await self._recorder.record(part):
+                    logger.warning("message %d: lease lost to another worker; stopping", claim.id)
+                    return
+            except RecordFailed as exc:
+                await self._fail(claim, str(exc))
+                return
+
+    async def crashed(self, claim: Claim, exc: Exception) -> None:
+        """A bug while delivering: the row retries as after a transient error (the attempt
+        counts), so even a row that always crashes ends failed instead of looping forever."""
+        if is_connection_error(exc) or self.abandon:
+            return  # the lease runs out and the row is claimed again
+        reason = f"internal error: {short_error(exc)}"
+        if claim.attempts >= self.settings.max_attempts:
+            await self._fail(claim, f"{reason} (gave up after {claim.attempts} attempts)")
+        else:
+            delay = retry_delay(claim.attempts, self.settings.retry_delay)
+            await self._reschedule(claim, delay, reason)
+
+    async def extend_leases(self, claims: list[Claim]) -> None:
+        """Extend the leases of `claims`; a claim whose row is no longer ours is marked lost."""
+        now = asyncio.get_running_loop().time()
+        async with self._engine.begin() as conn:
+            rows = await fetch_all(
+                conn, store.EXTEND_LEASES, {**leases(claims), "lease": self.settings.lease_seconds}
+            )
+        ours = {int(row["id"]) for row in rows}
+        for claim in claims:
+            if claim.id in ours:
+                claim.lease_until = now + self.settings.lease_seconds
+            else:
+                claim.lost = True
+
+    async def _lease_holds(self, claim: Claim) -> bool:
+        """True when the lease outlasts the next request: extended first when it might not."""
+        left = claim.lease_until - asyncio.get_running_loop().time()
+        if not claim.lost and left <= self.settings.request_timeout + LEASE_MARGIN:
+            await persistently(
+                self.extend_leases,
+                [claim],
+                what=f"extending the lease of message {claim.id}",
+                give_up=lambda: self.abandon,
+            )
+        return not claim.lost
+
+    def _answered(self, recipient: str) -> None:
+        """The API answered: the sender works, whatever it said about this message."""
+        self._limiter.succeeded(recipient)
+        self._gate.answered()
+
+    async def _refused(self, claim: Claim, recipient: str, error: SendError) -> None:
+        error_class = classify(error)
+        outage = False
+        if error_class in (ErrorClass.TRANSIENT, ErrorClass.IN_DOUBT):
+            outage = self._gate.failed(claim.id, recipient, str(error))
+        elif error_class is not ErrorClass.ACCOUNT:
+            self._gate.answered()
+        code = error.code if isinstance(error, GraphError) else None
+        if outage and error_class is ErrorClass.TRANSIENT:
+            # Not the row's fault: it waits for the API like every other row, attempt kept.
+            await self._reschedule(claim, 0.0, f"waiting out an API outage: {error}", give_back=1)
+            return
+        outcome = decide(
+            error,
+            attempts=claim.attempts,
+            max_attempts=self.settings.max_attempts,
+            base_delay=self.settings.retry_delay,
+            pair_strikes=self._limiter.strikes(recipient),
+            in_doubt=claim.in_doubt,
+        )
+        doubt = 1 if error_class is ErrorClass.IN_DOUBT else 0
+        if isinstance(outcome, Retry):
+            logger.info("message %d: %s; retry in %.1fs", claim.id, outcome.reason, outcome.delay)
+            await self._reschedule(claim, outcome.delay, outcome.reason, code=code)
+        elif isinstance(outcome, Doubt):
+            logger.warning(
+                "message %d: %s; sending again in %.1fs", claim.id, outcome.reason, outcome.delay
+            )
+            reason = f"in doubt: {outcome.reason}"
+            await self._reschedule(claim, outcome.delay, reason, give_back=1, doubt=1)
+        elif isinstance(outcome, Throttle):
+            if outcome.recipient_only:
+                self._limiter.penalize(recipient, outcome.delay)
+            else:
+                self._limiter.hold_all(outcome.delay)
+            reason = f"throttled: {outcome.reason}"
+            await self._reschedule(claim, outcome.delay, reason, give_back=1, code=code)
+        elif isinstance(outcome, Fail):
+            logger.info("message %d failed: %s", claim.id, outcome.reason)
+            await self._fail(claim, outcome.reason, code=code, doubt=doubt)
+        else:
+            assert isinstance(outcome, Pause)
+            self._gate.pause(outcome.reason)
+            self._on_pause()
+            await self._release(claim)
+
+    # --- writes: each names the claim's lease token -----------------------------------------
+
+    async def _reschedule(
+        self,
+        claim: Claim,
+        delay: float,
+        error: str,
+        *,
+        give_back: int = 0,
+        doubt: int = 0,
+        code: int | None = None,
+    ) -> None:
+        await self._write(
+            store.RESCHEDULE,
+            claim,
+            delay=delay,
+            give_back=give_back,
+            doubt=doubt,
+            error=error,
+            code=code,
+        )
+
+    async def _fail(
+        self, claim: Claim, error: str, *, code: int | None = None, doubt: int = 0
+    ) -> None:
+        await self._write(store.MARK_FAILED, claim, error=error, code=code, doubt=doubt)
+
+    async def _release(self, claim: Claim) -> None:
+        async def release() -> None:
+            async with self._engine.begin() as conn:
+                await fetch_all(conn, store.RELEASE, leases([claim]))
+
+        await persistently(release, what="releasing a row", give_up=lambda: self.abandon)
+
+    async def _write(self, statement: sa.TextClause, claim: Claim, **params: Any) -> None:
+        """Write the row's outcome, patiently while the database is away. A write refused for
+        its data fails the row with the database's reason instead."""
+        if "error" in params:
+            params["error"] = clean(params["error"])
+
+        async def write(statement: sa.TextClause, params: dict[str, Any]) -> None:
+            async with self._engine.begin() as conn:
+                await fetch_all(conn, statement, {"id": claim.id, "token": claim.token, **params})
+
+        what = f"updating message {claim.id}"
+        try:
+            await persistently(write, statement, params, what=what, give_up=lambda: self.abandon)
+        except Exception as exc:
+            if is_connection_error(exc):
+                raise
+            reason = clean(f"could not record the outcome: {short_error(exc)}")
+            logger.error("message %d: %s", claim.id, reason)
+            fallback = {"error": reason, "code": None, "doubt": params.get("doubt", 0)}
+            await persistently(
+                write, store.MARK_FAILED, fallback, what=what, give_up=lambda: self.abandon
+            )

@@ -1,0 +1,44 @@
+"""Helpers for tests that run the daemon against the simulator and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+import outbox
+from outbox.daemon import Daemon
+from outbox.simulator import Simulator, Step
+
+TOKEN = "test-token"
+PHONE = "1234567890"
+IMAGE = "https://cdn.example.com/room.jpg"
+VIDEO = "https://cdn.example.com/tour.mp4"
+
+
+async def drain(settings: outbox.Settings) -> int:
+    return await asyncio.wait_for(Daemon(settings, drain=True).run(), 30)
+
+
+def script(simulator: Simulator, recipient: str, *steps: object) -> None:
+    simulator.scenario[recipient] = deque(Step.parse(step) for step in steps)
+
+
+async def enqueue(engine: AsyncEngine, recipient: str, text: str | None, **kwargs: Any) -> int:
+    async with engine.begin() as conn:
+        return await outbox.enqueue(conn, recipient, text, **kwargs)
+
+
+async def status(engine: AsyncEngine, message_id: int) -> outbox.Delivery:
+    async with engine.connect() as conn:
+        return await outbox.get_status(conn, message_id)
+
+
+def sent(
+    simulator: Simulator, keep: Callable[[dict[str, Any]], bool] = lambda a: True
+) -> list[str]:
+    """Callback ids (outbox:<row>:<part>) of accepted messages, in acceptance order."""
+    return [a["callback"] for a in simulator.accepted if keep(a)]

@@ -1,0 +1,459 @@
+"""Production faults the guarantees must survive: an API outage, poison answers, unbounded
+Retry-After, answers in doubt, a database gone for longer than the lease, idle loops, expiry.
+
+Each test reproduces one defect found by attacking the daemon as production would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+import outbox
+from outbox import daemon as daemon_module
+from outbox.daemon import Daemon
+from outbox.simulator import Simulator
+from tests.daemon_helpers import IMAGE, drain, enqueue, script, sent, status
+from tests.proxy import PostgresProxy
+
+pytestmark = pytest.mark.timeout(90)
+RECIPIENTS = [f"9230012345{i:02d}" for i in range(40)]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def statuses(database_url: str) -> Counter[str]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch("SELECT status, count(*) FROM outbox_messages GROUP BY status")
+    finally:
+        await conn.close()
+    return Counter({row[0]: row[1] for row in rows})
+
+
+async def fetch_row(database_url: str, row: int) -> asyncpg.Record:
+    conn = await asyncpg.connect(database_url)
+    try:
+        record = await conn.fetchrow(
+            "SELECT *, extract(epoch FROM available_at - now()) AS due_in "
+            "FROM outbox_messages WHERE id = $1",
+            row,
+        )
+    finally:
+        await conn.close()
+    assert record is not None
+    return record
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[Callable[[outbox.Settings], Daemon]]:
+    """Start daemons in the background; each is stopped (and awaited) after the test."""
+    started: list[tuple[Daemon, asyncio.Task[int]]] = []
+
+    def start(settings: outbox.Settings) -> Daemon:
+        daemon = Daemon(settings)
+        started.append((daemon, asyncio.create_task(daemon.run())))
+        return daemon
+
+    yield start
+    for daemon, _ in started:
+        daemon.stop()
+    for _, task in started:
+        await asyncio.wait_for(task, 60)
+
+
+# --- 1. An outage of the whole API is the sender's problem, not the rows' -------------------
+
+
+async def test_an_api_outage_stops_sending_without_failing_rows_then_resumes(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+    database_url: str,
+    running: Callable[[outbox.Settings], Daemon],
+) -> None:
+    simulator.fail_rate = 1.0
+    rows = [await enqueue(engine, r, "booking confirmed") for r in RECIPIENTS]
+    daemon = running(replace(settings, max_attempts=3))
+    await eventually(lambda: _async(daemon.health()["status"] == "outage"), 10, "an outage")
+    assert "131000" in (daemon.health()["reason"] or "")
+    await asyncio.sleep(3)
+    requests_during_outage = simulator.requests
+    await asyncio.sleep(3)
+    assert simulator.requests - requests_during_outage <= 3 * settings.quick_retries, (
+        "an outage is probed with one request at a time, not hammered"
+    )
+    assert (await statuses(database_url))["failed"] == 0
+    simulator.fail_rate = 0.0
+    await eventually(
+        lambda: _counted(database_url, "sent", len(rows)), 40, "every row sent after recovery"
+    )
+    assert daemon.health()["status"] == "ok"
+    assert max([(await status(engine, row)).attempts for row in rows]) <= 2
+
+
+async def test_a_drain_waits_through_an_api_outage(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    simulator.fail_rate = 1.0
+    rows = [await enqueue(engine, r, "hello") for r in RECIPIENTS[:10]]
+    draining = asyncio.create_task(Daemon(replace(settings, max_attempts=2), drain=True).run())
+    await asyncio.sleep(4)
+    assert not draining.done(), "an outage is not a reason to give up"
+    simulator.fail_rate = 0.0
+    assert await asyncio.wait_for(draining, 45) == 0
+    assert [(await status(engine, row)).status for row in rows] == ["sent"] * 10
+
+
+async def test_a_row_failing_alone_while_others_succeed_uses_its_attempts(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    script(simulator, RECIPIENTS[0], {"error": 131000, "times": 0})
+    doomed = await enqueue(engine, RECIPIENTS[0], "never")
+    others = [await enqueue(engine, r, "fine") for r in RECIPIENTS[1:20]]
+    await drain(replace(settings, max_attempts=3))
+    delivery = await status(engine, doomed)
+    assert (delivery.status, delivery.attempts) == ("failed", 3)
+    assert [(await status(engine, row)).status for row in others] == ["sent"] * 19
+
+
+# --- 3. Poison answers are the row's problem ------------------------------------------------
+
+
+async def test_an_error_body_with_a_nul_byte_fails_the_row_with_a_clean_reason(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    poison = "<html>\x00bad gateway\x00</html>"
+    tries = 2 * settings.quick_retries  # two attempts, each with its quick retries
+    script(simulator, RECIPIENTS[0], {"raw": poison, "http": 502, "times": tries})
+    row = await enqueue(engine, RECIPIENTS[0], "poisoned")
+    next_row = await enqueue(engine, RECIPIENTS[0], "next in line")
+    assert await drain(replace(settings, max_attempts=2)) == 0
+    delivery = await status(engine, row)
+    assert delivery.status == "failed"
+    assert "\x00" not in (delivery.last_error or "x\x00")
+    assert "bad gateway" in (delivery.last_error or "")
+    assert (await status(engine, next_row)).status == "sent"
+
+
+async def test_a_wamid_with_a_nul_is_in_doubt_and_blocks_no_other_row(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    answer = json.dumps({"messages": [{"id": "wamid.\u0000bad"}]})
+    script(simulator, RECIPIENTS[0], {"raw": answer, "http": 200, "times": 0})
+    poisoned = await enqueue(engine, RECIPIENTS[0], "poisoned")
+    others = [await enqueue(engine, r, "fine") for r in RECIPIENTS[1:40]]
+    assert await drain(settings) == 0
+    delivery = await status(engine, poisoned)
+    assert (delivery.status, delivery.in_doubt) == ("failed", 3)
+    assert (delivery.last_error or "").startswith("in doubt")
+    assert [(await status(engine, row)).status for row in others] == ["sent"] * 39
+
+
+async def test_a_retry_after_of_infinity_is_ignored_not_fatal(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    script(simulator, RECIPIENTS[0], {"error": 131000, "retry_after": "inf"})
+    row = await enqueue(engine, RECIPIENTS[0], "eventually")
+    assert await drain(replace(settings, quick_retries=1)) == 0
+    assert (await status(engine, row)).status == "sent"
+
+
+# --- 4. Retry-After has a ceiling -----------------------------------------------------------
+
+
+async def test_a_day_long_retry_after_holds_the_sender_a_minute_at_most(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+    database_url: str,
+    running: Callable[[outbox.Settings], Daemon],
+) -> None:
+    script(simulator, RECIPIENTS[0], {"error": 130429, "retry_after": 86400})
+    row = await enqueue(engine, RECIPIENTS[0], "throttled")
+    daemon = running(settings)
+    await eventually(lambda: _async(daemon.health()["status"] == "held"), 10, "a hold")
+    assert 0 < daemon.health()["held_for_seconds"] <= 60
+    await eventually(lambda: _status_is(database_url, row, "pending"), 10, "the reschedule")
+    assert (await fetch_row(database_url, row))["due_in"] <= 60
+
+
+async def test_a_huge_retry_after_on_a_row_is_capped_at_an_hour(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, database_url: str
+) -> None:
+    script(simulator, RECIPIENTS[0], {"error": 131000, "retry_after": 1_000_000_000})
+    row = await enqueue(engine, RECIPIENTS[0], "later")
+    daemon = Daemon(replace(settings, quick_retries=1))
+    task = asyncio.create_task(daemon.run())
+    await eventually(lambda: _status_is(database_url, row, "pending", tried=True), 10, "retry")
+    daemon.stop()
+    await asyncio.wait_for(task, 10)
+    assert (await fetch_row(database_url, row))["due_in"] <= 3600
+
+
+# --- 5. Answers in doubt are never resent quickly, and only a few times --------------------
+
+
+async def test_a_200_without_an_id_is_sent_at_most_three_times(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    script(simulator, RECIPIENTS[0], {"raw": '{"messaging_product": "whatsapp"}', "times": 0})
+    row = await enqueue(engine, RECIPIENTS[0], "maybe")
+    assert await drain(settings) == 0
+    delivery = await status(engine, row)
+    assert (delivery.status, delivery.in_doubt, delivery.attempts) == ("failed", 3, 0)
+    assert simulator.requests == 3
+
+
+async def test_a_timed_out_send_is_not_retried_quickly(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    script(simulator, RECIPIENTS[0], {"delay_ms": 1500, "times": 0})
+    row = await enqueue(engine, RECIPIENTS[0], "slow")
+    assert await drain(replace(settings, request_timeout=1.0, max_attempts=3)) == 0
+    await asyncio.sleep(0.6)  # let the simulator accept the last slow request
+    delivery = await status(engine, row)
+    assert (delivery.status, delivery.in_doubt) == ("failed", 3)
+    assert len(sent(simulator)) == 3
+
+
+# --- 2. A database gone for longer than the lease never makes the daemon resend ------------
+
+
+async def test_a_database_outage_longer_than_the_lease_resends_no_accepted_part(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, database_url: str
+) -> None:
+    proxy = PostgresProxy(database_url)
+    proxied = await proxy.start()
+    rows = [
+        await enqueue(engine, r, "text", media_urls={"images": [IMAGE, IMAGE]})
+        for r in RECIPIENTS[:5]
+    ]
+    for recipient in RECIPIENTS[:5]:
+        script(simulator, recipient, {"delay_ms": 1500}, "ok", {"delay_ms": 300})
+    daemon = Daemon(replace(settings, database_url=proxied, lease_seconds=3, poll_interval=0.5))
+    task = asyncio.create_task(daemon.run())
+    try:
+        await eventually(lambda: _async(simulator.requests >= 5), 10, "the first sends")
+        proxy.cut()  # the answers arrive while the database is away
+        await asyncio.sleep(3 * 3)  # well past the lease
+        proxy.restore()
+        await eventually(lambda: _counted(database_url, "sent", 5), 40, "all rows sent")
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(task, 30)
+        await proxy.close()
+    counts = Counter(sent(simulator))
+    assert sorted(counts) == sorted(f"outbox:{row}:{part}" for row in rows for part in range(3))
+    assert max(counts.values()) == 1, f"resent: {[c for c, n in counts.items() if n > 1]}"
+    for row in rows:
+        assert sent(simulator, lambda a, row=row: a["callback"].startswith(f"outbox:{row}:")) == [
+            f"outbox:{row}:{part}" for part in range(3)
+        ]
+
+
+async def test_a_stop_while_the_database_is_away_is_bounded(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, database_url: str
+) -> None:
+    proxy = PostgresProxy(database_url)
+    proxied = await proxy.start()
+    for recipient in RECIPIENTS[:5]:
+        script(simulator, recipient, {"delay_ms": 1000})
+        await enqueue(engine, recipient, "text", media_urls={"images": [IMAGE]})
+    daemon = Daemon(replace(settings, database_url=proxied, shutdown_timeout=2))
+    task = asyncio.create_task(daemon.run())
+    try:
+        await eventually(lambda: _async(simulator.requests >= 5), 10, "the first sends")
+        proxy.cut()
+        await asyncio.sleep(1.5)
+        began = time.monotonic()
+        daemon.stop()
+        await asyncio.wait_for(task, 30)
+        assert time.monotonic() - began < 20
+    finally:
+        await proxy.close()
+
+
+# --- 8. Idle loops do not burn the database --------------------------------------------------
+
+
+async def test_a_row_held_behind_a_waiting_retry_does_not_make_the_loop_spin(
+    settings: outbox.Settings,
+    database_url: str,
+    running: Callable[[outbox.Settings], Daemon],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    statements = _count_daemon_statements(monkeypatch)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO outbox_messages (recipient, message, available_at, last_error) VALUES "
+            "($1, 'waits an hour', now() + interval '1 hour', 'transient'), "
+            "($1, 'held', now(), NULL)",
+            RECIPIENTS[0],
+        )
+    finally:
+        await conn.close()
+    running(replace(settings, poll_interval=5))
+    await asyncio.sleep(1)
+    before = statements[0]
+    await asyncio.sleep(3)
+    assert statements[0] - before <= 8, f"{statements[0] - before} statements in 3 idle seconds"
+
+
+async def test_nothing_is_claimed_while_the_sender_is_held(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+    database_url: str,
+    running: Callable[[outbox.Settings], Daemon],
+) -> None:
+    script(simulator, RECIPIENTS[0], {"error": 4, "retry_after": 30})
+    await enqueue(engine, RECIPIENTS[0], "first")
+    daemon = running(replace(settings, concurrency=1))
+    await eventually(lambda: _async(daemon.health()["status"] == "held"), 10, "a hold")
+    for recipient in RECIPIENTS[1:]:
+        await enqueue(engine, recipient, "backlog")
+    await asyncio.sleep(2)
+    conn = await asyncpg.connect(database_url)
+    try:
+        claimed = await conn.fetchval("SELECT count(*) FROM outbox_messages WHERE attempts > 0")
+    finally:
+        await conn.close()
+    assert claimed == 0
+    assert simulator.requests == 1
+
+
+# --- 10. Stale messages expire instead of going out late ------------------------------------
+
+
+async def test_a_row_past_its_expiry_fails_as_expired_and_is_never_sent(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    stale = await enqueue(engine, RECIPIENTS[0], "too late", expires_at=past)
+    fresh = await enqueue(
+        engine, RECIPIENTS[1], "in time", expires_at=datetime.now(UTC) + timedelta(hours=1)
+    )
+    assert await drain(settings) == 0
+    delivery = await status(engine, stale)
+    assert (delivery.status, (delivery.last_error or "")[:7]) == ("failed", "expired")
+    assert (await status(engine, fresh)).status == "sent"
+    assert sent(simulator) == [f"outbox:{fresh}:0"]
+
+
+async def test_max_age_expires_rows_without_their_own_deadline(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, database_url: str
+) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        old = await conn.fetchval(
+            "INSERT INTO outbox_messages (recipient, message, created_at) "
+            "VALUES ($1, 'old', now() - interval '3 hours') RETURNING id",
+            RECIPIENTS[0],
+        )
+    finally:
+        await conn.close()
+    young = await enqueue(engine, RECIPIENTS[1], "young")
+    assert await drain(replace(settings, max_age=7200)) == 0
+    assert (await status(engine, old)).status == "failed"
+    assert (await status(engine, young)).status == "sent"
+
+
+async def test_an_expired_row_held_behind_a_retry_is_failed_by_the_sweep(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    database_url: str,
+    running: Callable[[outbox.Settings], Daemon],
+) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO outbox_messages (recipient, message, available_at, last_error) "
+            "VALUES ($1, 'waits', now() + interval '1 hour', 'transient')",
+            RECIPIENTS[0],
+        )
+        held = await conn.fetchval(
+            "INSERT INTO outbox_messages (recipient, message, expires_at) "
+            "VALUES ($1, 'expired', now()) RETURNING id",
+            RECIPIENTS[0],
+        )
+    finally:
+        await conn.close()
+    running(settings)
+    await eventually(lambda: _status_is(database_url, held, "failed"), 15, "the sweep")
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+async def _async(value: bool) -> bool:
+    return value
+
+
+async def _counted(database_url: str, state: str, count: int) -> bool:
+    return (await statuses(database_url))[state] == count
+
+
+async def _status_is(database_url: str, row: int, state: str, *, tried: bool = False) -> bool:
+    record = await fetch_row(database_url, row)
+    return bool(record["status"] == state and (not tried or record["last_error"]))
+
+
+def _count_daemon_statements(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count every statement the daemons started from now on send to PostgreSQL."""
+    counter = [0]
+    original = daemon_module.create_engine
+
+    def counting_engine(*args: Any, **kwargs: Any) -> AsyncEngine:
+        engine = original(*args, **kwargs)
+
+        def count(*_: Any) -> None:
+            counter[0] += 1
+
+        sa.event.listen(engine.sync_engine, "before_cursor_execute", count)
+        return engine
+
+    monkeypatch.setattr(daemon_module, "create_engine", counting_engine)
+    return counter
+
+
+async def test_a_row_that_crashes_the_delivery_code_ends_failed_not_looping(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from outbox import rows
+
+    original = rows.parts_of
+
+    def parts_of(message: str | None, media: list[dict[str, str]]) -> list[Any]:
+        if message == "crash":
+            raise RuntimeError("a bug")
+        return original(message, media)
+
+    monkeypatch.setattr(rows, "parts_of", parts_of)
+    doomed = await enqueue(engine, RECIPIENTS[0], "crash")
+    fine = await enqueue(engine, RECIPIENTS[1], "fine")
+    assert await drain(replace(settings, max_attempts=2)) == 0
+    delivery = await status(engine, doomed)
+    assert (delivery.status, delivery.attempts) == ("failed", 2)
+    assert (delivery.last_error or "").startswith("internal error: RuntimeError: a bug")
+    assert (await status(engine, fine)).status == "sent"
