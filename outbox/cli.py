@@ -84,6 +84,8 @@ DAEMON_FLAGS: dict[str, Callable[[str], Any]] = {
     "pair-burst": int,
     "pair-interval": float,
     "pause-probe": float,
+    "request-timeout": float,
+    "max-age": lambda text: parse_duration(text).total_seconds(),
 }
 
 
@@ -263,6 +265,13 @@ async def _stats(conn: AsyncConnection, args: argparse.Namespace) -> int:
     oldest = stats["oldest_pending_seconds"]
     print(f"{'oldest pending (s)':<22}{'-' if oldest is None else oldest}")
     print(f"{'sends per minute':<22}{stats['sends_per_minute']}")
+    if not stats["daemons"]:
+        print(f"{'daemons':<22}none running")
+    for daemon in stats["daemons"]:
+        state = daemon["state"]
+        if daemon["reason"]:
+            state += f" since {daemon['since']}: {daemon['reason']}"
+        print(f"{'daemon ' + daemon['id']:<22}{state} ({daemon['in_flight']} in flight)")
     return 0
 
 

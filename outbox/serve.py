@@ -12,16 +12,31 @@ from pathlib import Path
 from aiohttp import web
 
 from outbox.daemon import EXIT_PAUSED, Daemon
-from outbox.settings import Settings
+from outbox.settings import Settings, redact_secrets
 from outbox.simulator import Simulator, load_scenario, serve
 
 
-def configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+class RedactSecrets(logging.Filter):
+    """Replaces every configured secret in a record's text: whatever a library logs, the token,
+    the app secret and database passwords never reach the log."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self._settings = settings
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_secrets(message, self._settings)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def configure_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactSecrets(settings))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
@@ -55,7 +70,7 @@ async def _health_server(daemon: Daemon, port: int) -> web.AppRunner:
 
 def run_daemon(settings: Settings, *, drain: bool, http_port: int | None) -> int:
     """`outbox run`: deliver until SIGTERM/SIGINT, or until drained with --drain."""
-    configure_logging()
+    configure_logging(settings)
 
     async def main() -> int:
         daemon = Daemon(settings, drain=drain)
@@ -86,7 +101,7 @@ def run_simulator(
     mps: float | None,
 ) -> int:
     """`outbox simulator`: serve the local Graph API until SIGTERM/SIGINT."""
-    configure_logging()
+    configure_logging(settings)
     simulator = Simulator(
         access_token=settings.access_token,
         phone_number_id=settings.phone_number_id,

@@ -15,12 +15,14 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
+from outbox import cli, serve
 from outbox import daemon as daemon_module
 from outbox.daemon import Daemon
 from outbox.simulator import Simulator
@@ -457,3 +459,33 @@ async def test_a_row_that_crashes_the_delivery_code_ends_failed_not_looping(
     assert (delivery.status, delivery.attempts) == ("failed", 2)
     assert (delivery.last_error or "").startswith("internal error: RuntimeError: a bug")
     assert (await status(engine, fine)).status == "sent"
+
+
+async def test_an_outage_is_reported_by_readyz_and_outbox_stats(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+    running: Callable[[outbox.Settings], Daemon],
+    cli_env: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    simulator.fail_rate = 1.0
+    for recipient in RECIPIENTS[:10]:
+        await enqueue(engine, recipient, "hello")
+    daemon = running(settings)
+    await eventually(lambda: _async(daemon.health()["status"] == "outage"), 10, "an outage")
+    runner = await serve._health_server(daemon, 0)
+    port = runner.addresses[0][1]
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/healthz") as live:
+                assert live.status == 200
+            async with http.get(f"http://127.0.0.1:{port}/readyz") as ready:
+                assert ready.status == 503
+                assert (await ready.json())["status"] == "outage"
+    finally:
+        await runner.cleanup()
+    await asyncio.sleep(1)  # the state row is written within half a second of a change
+    assert await asyncio.to_thread(cli.main, ["stats", "--json"]) == 0
+    daemons = json.loads(capsys.readouterr().out)["daemons"]
+    assert [(d["state"], "131000" in d["reason"]) for d in daemons] == [("outage", True)]

@@ -78,3 +78,8 @@ def test_connection_error_line_shows_the_url_without_its_passwords() -> None:
         "cannot connect to PostgreSQL (postgresql://app:***@db/app?sslpassword=***): "
         "Connect call failed"
     )
+
+
+def test_run_takes_a_max_age_duration_in_seconds() -> None:
+    args = build_parser().parse_args(["run", "--max-age", "2h", "--request-timeout", "5"])
+    assert (args.max_age, args.request_timeout) == (7200.0, 5.0)
