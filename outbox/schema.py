@@ -34,6 +34,7 @@ metadata = sa.MetaData(
         "uq": "uq_%(table_name)s_%(column_0_name)s",
         "ck": "ck_%(table_name)s_%(constraint_name)s",
         "pk": "pk_%(table_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s",
     }
 )
 
@@ -81,6 +82,8 @@ messages = sa.Table(
     # Sends whose outcome is unknown (a timeout, a 200 without a usable id): Meta may have
     # accepted them, so they are resent only a few times, counted apart from `attempts`.
     sa.Column("in_doubt", sa.Integer, nullable=False, server_default=sa.text("0")),
+    # A template message, as Meta takes it: {"name", "language": {"code"}, "components": [...]}.
+    sa.Column("template", JSONB, nullable=True),
     # No country code starts with 0 (phonenumbers judges the rest in enqueue and the daemon).
     sa.CheckConstraint(r"recipient ~ '^[1-9][0-9]{6,14}$'", name="recipient_digits"),
     sa.CheckConstraint(f"char_length(message) <= {MAX_TEXT_LENGTH}", name="message_length"),
@@ -90,7 +93,20 @@ messages = sa.Table(
         name="media_count",
     ),
     sa.CheckConstraint(
-        "coalesce(message, '') <> '' OR media <> '[]'::jsonb", name="message_or_media"
+        "coalesce(message, '') <> '' OR media <> '[]'::jsonb OR template IS NOT NULL",
+        name="message_or_media",
+    ),
+    sa.CheckConstraint(
+        "template IS NULL OR (coalesce(message, '') = '' AND media = '[]'::jsonb)",
+        name="template_alone",
+    ),
+    sa.CheckConstraint(
+        "template IS NULL OR (jsonb_typeof(template) = 'object'"
+        " AND jsonb_typeof(template -> 'name') = 'string'"
+        " AND template ->> 'name' ~ '^[a-z0-9_]{1,512}$'"
+        " AND jsonb_typeof(template -> 'language' -> 'code') = 'string'"
+        " AND coalesce(jsonb_typeof(template -> 'components'), 'array') = 'array')",
+        name="template_shape",
     ),
     sa.CheckConstraint(
         'NOT jsonb_path_exists(media, \'$[*] ? (@.type() != "object"'
@@ -131,6 +147,8 @@ messages = sa.Table(
         postgresql_where=sa.text(f"status = '{PENDING}' AND expires_at IS NOT NULL"),
     ),
     sa.Index("ix_outbox_messages_recipient", "recipient", "id"),
+    # Status webhooks without our callback data find the row by its last part's wamid.
+    sa.Index("ix_outbox_messages_message_id", "message_id"),
     sa.Index("ix_outbox_messages_status", "status", "id"),
 )
 
@@ -151,4 +169,78 @@ daemons = sa.Table(
     sa.Column(
         "heartbeat_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
+)
+
+# The delivery history: every attempt's outcome and every status webhook, append-only, written in
+# batches off the send path; deleted with its row.
+events = sa.Table(
+    "outbox_events",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+    sa.Column(
+        "message_id",
+        sa.BigInteger,
+        sa.ForeignKey("outbox_messages.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("part", sa.Integer, nullable=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("http_status", sa.Integer, nullable=True),
+    sa.Column("error_code", sa.Integer, nullable=True),
+    sa.Column("detail", sa.Text, nullable=True),
+    sa.Column("latency_ms", sa.Float, nullable=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Index("ix_outbox_events_message", "message_id", "id"),
+)
+
+# Webhook bodies exactly as received (Meta cannot send one again), stored before they are applied.
+webhooks = sa.Table(
+    "outbox_webhooks",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column(
+        "received_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_outbox_webhooks_unapplied", "id", postgresql_where=sa.text("applied_at IS NULL")),
+)
+
+# Every status webhook entry. One whose part is not recorded yet (the webhook beat the daemon's
+# write, or the send is in doubt) waits here, unapplied, until the part appears.
+statuses = sa.Table(
+    "outbox_statuses",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+    sa.Column("wamid", sa.Text, nullable=False),
+    sa.Column("message_id", sa.BigInteger, nullable=True),
+    sa.Column("part", sa.Integer, nullable=True),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("error_code", sa.Integer, nullable=True),
+    sa.Column("error_title", sa.Text, nullable=True),
+    sa.Column(
+        "received_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_outbox_statuses_wamid", "wamid"),
+    sa.Index("ix_outbox_statuses_message", "message_id", "part"),
+    sa.Index("ix_outbox_statuses_unapplied", "id", postgresql_where=sa.text("applied_at IS NULL")),
+)
+
+# Customers' messages to our numbers: each opens (or renews) the 24-hour service window.
+inbound = sa.Table(
+    "outbox_inbound",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+    sa.Column("wamid", sa.Text, nullable=False),
+    sa.Column("phone_number_id", sa.Text, nullable=False),
+    sa.Column("customer", sa.Text, nullable=False),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column(
+        "received_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.UniqueConstraint("wamid"),
+    sa.Index("ix_outbox_inbound_customer", "customer", "at"),
 )

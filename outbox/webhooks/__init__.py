@@ -1,0 +1,1 @@
+"""Meta's webhooks: status updates for what outbox sent, and customers' inbound messages."""
