@@ -1,5 +1,7 @@
 """outbox: a transactional outbox for WhatsApp messages on PostgreSQL."""
 
+from outbox import webhooks
+from outbox.daemon import Daemon
 from outbox.enqueue import enqueue, enqueue_sync
 from outbox.errors import (
     ConfigurationError,
@@ -10,9 +12,11 @@ from outbox.errors import (
 )
 from outbox.settings import Settings
 from outbox.status import Delivery, Part, get_status, list_messages
+from outbox.templates import Template
 
 __all__ = [
     "ConfigurationError",
+    "Daemon",
     "Delivery",
     "InvalidMessage",
     "MessageNotFound",
@@ -20,8 +24,10 @@ __all__ = [
     "Part",
     "Settings",
     "StateConflict",
+    "Template",
     "enqueue",
     "enqueue_sync",
     "get_status",
     "list_messages",
+    "webhooks",
 ]

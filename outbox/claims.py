@@ -21,6 +21,7 @@ class Claim:
     in_doubt: int
     token: uuid.UUID
     lease_until: float
+    template: dict[str, Any] | None = None
     deadline: float | None = None
     probe: bool = False  # claimed while sending is stopped, to find out whether it works again
     lost: bool = False  # another worker holds the row now: send nothing more

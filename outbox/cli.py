@@ -26,7 +26,8 @@ from outbox.enqueue import enqueue
 from outbox.errors import InvalidMessage, OutboxError
 from outbox.schema import STATUSES
 from outbox.settings import Settings, redact_secrets, redact_url
-from outbox.status import Delivery, get_status, list_messages
+from outbox.status import Delivery, Event, get_history, get_status, list_messages
+from outbox.templates import Template
 
 T = TypeVar("T")
 _DURATION = re.compile(r"^(\d+)([mhd])$")
@@ -85,6 +86,7 @@ DAEMON_FLAGS: dict[str, Callable[[str], Any]] = {
     "pair-interval": float,
     "pause-probe": float,
     "request-timeout": float,
+    "reconcile-seconds": float,
     "max-age": lambda text: parse_duration(text).total_seconds(),
 }
 
@@ -103,6 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("message", nargs="?")
     for kind in ("image", "video", "document", "audio"):
         p.add_argument(f"--{kind}", action="append", default=[], metavar="URL")
+    p.add_argument("--template", metavar="NAME", help="send this approved template instead")
+    p.add_argument("--language", metavar="CODE", help="the template's language, e.g. en_US")
+    p.add_argument(
+        "--body-param",
+        action="append",
+        default=[],
+        metavar="V",
+        help="the template's body parameters {{1}}, {{2}}, … in order",
+    )
+    p.add_argument("--header-image", metavar="URL", help="the template's header image")
     p.add_argument("--idempotency-key")
     p.add_argument("--send-at", type=parse_time, metavar="ISO")
     p.add_argument(
@@ -147,6 +159,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fail-rate", type=float, default=0.0)
     p.add_argument("--scenario", type=Path, metavar="FILE")
     p.add_argument("--mps", type=float)
+    p.add_argument(
+        "--webhook-url",
+        metavar="URL",
+        help="post signed status webhooks (sent, delivered, read) for what it accepts",
+    )
+    p.add_argument(
+        "--status-delay-ms",
+        type=float,
+        default=200.0,
+        metavar="MS",
+        help="the wait before each status webhook (default 200)",
+    )
+
+    p = commands.add_parser("webhook", help="receive Meta's status webhooks and inbound messages")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=positive_int, default=8090)
 
     commands.add_parser("demo", help="embedded PostgreSQL + simulator + sample messages")
     return parser
@@ -193,13 +221,41 @@ def print_delivery(delivery: Delivery) -> None:
     print("parts")
     for number, part in enumerate(delivery.parts, 1):
         target = part.url or _clip(delivery.message, 60)
+        if delivery.template is not None:
+            language = (delivery.template.get("language") or {}).get("code")
+            target = f"template {delivery.template.get('name')} ({language})"
         print(f"  {number}. {part.type:<9}{part.status or '-':<10}{part.wamid or '-'}  {target}")
+
+
+def print_history(history: Sequence[Event]) -> None:
+    """The timeline: one line per request outcome or status webhook."""
+    print("history")
+    if not history:
+        print("  -")
+    for event in history:
+        part = "-" if event.part is None else str(event.part + 1)
+        figures = " ".join(
+            text
+            for text in (
+                f"HTTP {event.http_status}" if event.http_status else "",
+                f"#{event.error_code}" if event.error_code is not None else "",
+                f"{event.latency_ms:.0f} ms" if event.latency_ms is not None else "",
+            )
+            if text
+        )
+        print(
+            f"  {_iso(event.at)}  part {part:<3}{event.kind:<18}{figures:<24}"
+            f"{_clip(event.detail, 70)}"
+        )
 
 
 def print_table(deliveries: Sequence[Delivery]) -> None:
     print(f"{'id':>8}  {'status':<9}  {'recipient':<15}  {'tries':>5}  {'created_at':<25}  text")
     for d in deliveries:
-        text = _clip(d.message, 40) if d.message else f"[{len(d.media)} media]"
+        if d.template is not None:
+            text = f"[template {d.template.get('name')}]"
+        else:
+            text = _clip(d.message, 40) if d.message else f"[{len(d.media)} media]"
         print(
             f"{d.id:>8}  {d.status:<9}  {d.recipient:<15}  {d.attempts:>5}  "
             f"{_iso(d.created_at):<25}  {text}"
@@ -214,7 +270,26 @@ async def _database_now(conn: AsyncConnection) -> datetime:
     return now
 
 
+def _template(args: argparse.Namespace) -> Template | None:
+    """The --template options as a Template; bad usage when they do not go together."""
+    if args.template is None:
+        if args.language or args.body_param or args.header_image:
+            raise UsageError(
+                "outbox enqueue: --language, --body-param and --header-image need --template"
+            )
+        return None
+    if not args.language:
+        raise UsageError("outbox enqueue: --template needs --language (e.g. en_US)")
+    return Template(
+        args.template,
+        args.language,
+        body_params=tuple(args.body_param),
+        header_image=args.header_image,
+    )
+
+
 async def _enqueue(conn: AsyncConnection, args: argparse.Namespace) -> int:
+    template = _template(args)
     media = {
         "images": args.image,
         "videos": args.video,
@@ -226,6 +301,7 @@ async def _enqueue(conn: AsyncConnection, args: argparse.Namespace) -> int:
         args.recipient,
         args.message,
         media_urls={key: urls for key, urls in media.items() if urls},
+        template=template,
         idempotency_key=args.idempotency_key,
         send_at=args.send_at,
         expires_at=await _database_now(conn) + args.expires_in if args.expires_in else None,
@@ -237,10 +313,14 @@ async def _enqueue(conn: AsyncConnection, args: argparse.Namespace) -> int:
 
 async def _status(conn: AsyncConnection, args: argparse.Namespace) -> int:
     delivery = await get_status(conn, args.id)
+    history = await get_history(conn, args.id)
     if args.json:
-        print(json.dumps(delivery.to_json(), ensure_ascii=False))
+        document = delivery.to_json()
+        document["history"] = [event.to_json() for event in history]
+        print(json.dumps(document, ensure_ascii=False))
     else:
         print_delivery(delivery)
+        print_history(history)
     return 0
 
 
@@ -376,7 +456,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 fail_rate=args.fail_rate,
                 scenario=args.scenario,
                 mps=args.mps,
+                webhook_url=args.webhook_url,
+                status_delay=args.status_delay_ms / 1000,
             )
+        if args.command == "webhook":
+            return serve.run_webhook(settings, host=args.host, port=args.port)
         handler = HANDLERS[args.command]
         return asyncio.run(_on_connection(settings, lambda conn: handler(conn, args)))
     except KeyboardInterrupt:

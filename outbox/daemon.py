@@ -27,6 +27,7 @@ from outbox.claims import Claim, leases
 from outbox.connections import fetch_all, fetch_one
 from outbox.database import create_engine, persistently, resolve_dsn, short_error
 from outbox.errors import ConfigurationError
+from outbox.events import EventLog
 from outbox.gate import Gate, State
 from outbox.limiter import RateLimiter
 from outbox.listener import NotificationListener
@@ -140,8 +141,17 @@ class Daemon:
         self._engine = engine
         self._recorder = PartRecorder(engine, self.settings.lease_seconds, on_idle=self.wake)
         self._recorder.start()
+        self._events = EventLog(engine)
+        self._events.start()
         self._rows = RowSender(
-            self.settings, engine, api, self._recorder, self.gate, self.limiter, self._on_pause
+            self.settings,
+            engine,
+            api,
+            self._recorder,
+            self.gate,
+            self.limiter,
+            self._on_pause,
+            self._events,
         )
         listener = NotificationListener(dsn, self.wake)
         listener.start()
@@ -159,6 +169,7 @@ class Daemon:
             await asyncio.gather(*helpers, return_exceptions=True)
             await listener.stop()
             await self._recorder.close(self.settings.shutdown_timeout)
+            await self._events.close(5.0)
             await self._forget()
 
     async def _shut_down(self) -> None:
@@ -250,6 +261,7 @@ class Daemon:
                 recipient=row["recipient"],
                 message=row["message"],
                 media=json.loads(row["media"]),
+                template=json.loads(row["template"]) if row["template"] else None,
                 accepted=row["accepted"],
                 attempts=row["attempts"],
                 in_doubt=row["in_doubt"],

@@ -11,7 +11,8 @@ from datetime import datetime
 
 from outbox import store
 from outbox.connections import AsyncConnectionLike, SyncConnectionLike
-from outbox.validation import validate
+from outbox.templates import Template, template_object
+from outbox.validation import NewMessage, validate
 
 MediaUrls = Mapping[str, Sequence[str]] | Sequence[Mapping[str, str]]
 
@@ -22,24 +23,19 @@ async def enqueue(
     message: str | None = None,
     *,
     media_urls: MediaUrls | None = None,
+    template: Template | None = None,
     idempotency_key: str | None = None,
     send_at: datetime | None = None,
     expires_at: datetime | None = None,
 ) -> int:
     """Add a message to the outbox in the caller's transaction and return its id.
 
-    `conn` is a SQLAlchemy AsyncSession or AsyncConnection, or an asyncpg Connection. Raises
-    InvalidMessage, before any SQL runs, when an argument breaks a rule. A message still unsent
-    at `expires_at` fails as expired instead of going out late.
+    `conn` is a SQLAlchemy AsyncSession or AsyncConnection, or an asyncpg Connection. A message
+    is text and/or media, or a `template` alone. Raises InvalidMessage, before any SQL runs, when
+    an argument breaks a rule. A message still unsent at `expires_at` fails as expired instead
+    of going out late.
     """
-    new = validate(
-        recipient,
-        message,
-        media_urls=media_urls,
-        idempotency_key=idempotency_key,
-        send_at=send_at,
-        expires_at=expires_at,
-    )
+    new = _checked(recipient, message, media_urls, template, idempotency_key, send_at, expires_at)
     return await store.insert_message(conn, new)
 
 
@@ -49,17 +45,31 @@ def enqueue_sync(
     message: str | None = None,
     *,
     media_urls: MediaUrls | None = None,
+    template: Template | None = None,
     idempotency_key: str | None = None,
     send_at: datetime | None = None,
     expires_at: datetime | None = None,
 ) -> int:
     """enqueue() for a synchronous SQLAlchemy Session or Connection, on any driver."""
-    new = validate(
+    new = _checked(recipient, message, media_urls, template, idempotency_key, send_at, expires_at)
+    return store.insert_message_sync(conn, new)
+
+
+def _checked(
+    recipient: object,
+    message: object,
+    media_urls: object,
+    template: object,
+    idempotency_key: object,
+    send_at: object,
+    expires_at: object,
+) -> NewMessage:
+    return validate(
         recipient,
         message,
         media_urls=media_urls,
         idempotency_key=idempotency_key,
         send_at=send_at,
         expires_at=expires_at,
+        template_json=None if template is None else template_object(template),
     )
-    return store.insert_message_sync(conn, new)

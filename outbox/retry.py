@@ -29,6 +29,7 @@ class ErrorClass(StrEnum):
     PERMANENT = "permanent"  # this message can never be sent: fail the row
     ACCOUNT = "account"  # nothing can be sent: pause all sending
     IN_DOUBT = "in_doubt"  # may have been accepted: resend only later, a bounded number of times
+    TEMPLATE_PAUSED = "template_paused"  # Meta paused this template: hold its rows only
 
 
 TRANSIENT_CODES = frozenset({1, 2, 131000, 131016, 133004})
@@ -43,6 +44,8 @@ PERMANENT_CODES = frozenset(
     | {131051, 131052, 131053, 135000}
     | (set(range(132000, 133000)) - THROTTLE_CODES)
 )
+TEMPLATE_PAUSED = 132015
+TEMPLATE_PAUSE_HOLD = 3600.0  # Meta pauses for 3 h, then 6 h: look again within the hour
 OBJECT_DOES_NOT_EXIST = 33  # error_subcode of code 100: the phone number id is wrong
 PAIR_RATE_LIMIT = 131056
 
@@ -63,6 +66,8 @@ def classify(error: SendError) -> ErrorClass:
     code = error.code
     if code == 100 and error.subcode == OBJECT_DOES_NOT_EXIST:
         return ErrorClass.ACCOUNT
+    if code == TEMPLATE_PAUSED:
+        return ErrorClass.TEMPLATE_PAUSED
     for codes, error_class in (
         (TRANSIENT_CODES, ErrorClass.TRANSIENT),
         (THROTTLE_CODES, ErrorClass.THROTTLE),
@@ -102,6 +107,15 @@ class Fail:
 
 
 @dataclass(frozen=True)
+class HoldTemplate:
+    """Meta paused the row's template: it and every row of that template wait `delay` seconds,
+    attempts kept, while other messages go on."""
+
+    delay: float
+    reason: str
+
+
+@dataclass(frozen=True)
 class Doubt:
     """Meta may have accepted the part: resend after `delay` seconds, counting one more send in
     doubt but not an attempt."""
@@ -117,7 +131,7 @@ class Pause:
     reason: str
 
 
-Outcome = Retry | Throttle | Fail | Pause | Doubt
+Outcome = Retry | Throttle | Fail | Pause | Doubt | HoldTemplate
 
 
 def expo_delays(factor: float, cap: float) -> Iterator[float]:
@@ -153,6 +167,8 @@ def decide(
         return Fail(reason)
     if error_class is ErrorClass.ACCOUNT:
         return Pause(reason)
+    if error_class is ErrorClass.TEMPLATE_PAUSED:
+        return HoldTemplate(TEMPLATE_PAUSE_HOLD, reason)
     if error_class is ErrorClass.IN_DOUBT:
         if in_doubt + 1 >= MAX_IN_DOUBT:
             return Fail(f"in doubt after {in_doubt + 1} sends, it may have been sent: {reason}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,9 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from outbox import store
 from outbox.claims import Claim, leases
-from outbox.connections import fetch_all
+from outbox.connections import fetch_all, fetch_one
 from outbox.database import is_connection_error, persistently, short_error
-from outbox.errors import GraphError, InvalidMessage, SendError, clean
+from outbox.errors import GraphError, InDoubt, InvalidMessage, SendError, clean
+from outbox.events import Event, EventLog
 from outbox.gate import Gate
 from outbox.limiter import RateLimiter
 from outbox.recorder import AcceptedPart, PartRecorder, RecordFailed
@@ -29,6 +31,7 @@ from outbox.retry import (
     Doubt,
     ErrorClass,
     Fail,
+    HoldTemplate,
     Pause,
     Retry,
     Throttle,
@@ -38,11 +41,12 @@ from outbox.retry import (
 )
 from outbox.settings import Settings
 from outbox.validation import normalize_media, normalize_recipient, normalize_text
-from outbox.whatsapp import CloudAPI, parts_of
+from outbox.whatsapp import CloudAPI, Part, parts_of
 
 logger = logging.getLogger("outbox.daemon")
 MAX_INLINE_PACING = 2.0  # wait this long in-process for a rate slot; longer: reschedule
 LEASE_MARGIN = 2.0  # a part goes out only with this much lease left after its request timeout
+RECONCILE_POLL = 0.5  # how often a send in doubt looks for its status webhook
 
 
 class RowSender:
@@ -57,14 +61,18 @@ class RowSender:
         gate: Gate,
         limiter: RateLimiter,
         on_pause: Callable[[], None],
+        events: EventLog,
     ) -> None:
         self.settings = settings
         self.abandon = False
+        self._template_holds: dict[str, float] = {}  # template name -> held until (loop time)
         self._engine = engine
         self._recorder = recorder
         self._gate = gate
         self._limiter = limiter
         self._on_pause = on_pause
+        self._events = events
+        self._api = api
         # Quick in-process retries of transient failures: they belong to one attempt. A send in
         # doubt is never among them.
         self._send = backoff.on_exception(
@@ -75,14 +83,18 @@ class RowSender:
             factor=settings.quick_retry_delay,
             max_value=5,
             logger=None,
-        )(api.send)
+        )(self._send_once)
 
     async def deliver(self, claim: Claim) -> None:
         try:
             recipient = normalize_recipient(claim.recipient)
-            parts = parts_of(normalize_text(claim.message), normalize_media(claim.media))
+            parts = parts_of(
+                normalize_text(claim.message), normalize_media(claim.media), claim.template
+            )
             if not parts:
-                raise InvalidMessage("message", "a message needs text or at least one media part")
+                raise InvalidMessage(
+                    "message", "a message needs text, at least one media part, or a template"
+                )
         except InvalidMessage as exc:
             await self._fail(claim, f"invalid row: {exc}")
             return
@@ -97,6 +109,11 @@ class RowSender:
             if not self._gate.open and not claim.probe:
                 await self._release(claim)
                 return
+            held = self._template_held(parts[index])
+            if held > 0:
+                reason = "waiting: its template is paused by Meta"
+                await self._reschedule(claim, held, reason, give_back=1)
+                return
             if not await self._lease_holds(claim):
                 logger.warning("message %d: lease lost to another worker; stopping", claim.id)
                 return
@@ -108,8 +125,14 @@ class RowSender:
             await asyncio.sleep(wait)
             try:
                 wamid = await self._send(recipient, parts[index], f"outbox:{claim.id}:{index}")
+            except InDoubt as error:
+                settled = await self._reconciled(claim, index)
+                if settled is None:
+                    await self._refused(claim, recipient, parts[index], error)
+                    return
+                wamid = settled
             except SendError as error:
-                await self._refused(claim, recipient, error)
+                await self._refused(claim, recipient, parts[index], error)
                 return
             self._answered(recipient)
             part = AcceptedPart(claim.id, claim.token, index, wamid, index == len(parts) - 1)
@@ -120,6 +143,50 @@ class RowSender:
             except RecordFailed as exc:
                 await self._fail(claim, str(exc))
                 return
+
+    async def _send_once(self, recipient: str, part: Part, callback: str) -> str:
+        """One request, its outcome appended to the row's history."""
+        _, row, index = callback.split(":")
+        started = time.perf_counter()
+        try:
+            wamid = await self._api.send(recipient, part, callback)
+        except SendError as error:
+            self._events.record(
+                Event(
+                    int(row),
+                    int(index),
+                    classify(error).value,
+                    http_status=error.http_status,
+                    error_code=error.code if isinstance(error, GraphError) else None,
+                    detail=str(error),
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                )
+            )
+            raise
+        latency = (time.perf_counter() - started) * 1000
+        self._events.record(
+            Event(int(row), int(index), "accepted", 200, detail=wamid, latency_ms=latency)
+        )
+        return wamid
+
+    async def _reconciled(self, claim: Claim, index: int) -> str | None:
+        """The wamid of a send in doubt, from a status webhook naming its callback data, if one
+        comes within the reconcile window: then the part was accepted and is not sent again."""
+        window = self.settings.reconcile_window
+        if window <= 0:
+            return None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + window
+        while True:
+            async with self._engine.connect() as conn:
+                row = await fetch_one(conn, store.RECONCILED_WAMID, {"id": claim.id, "part": index})
+            if row is not None:
+                logger.info("message %d: part %d in doubt was accepted (webhook)", claim.id, index)
+                self._events.record(Event(claim.id, index, "reconciled", detail=row["wamid"]))
+                return str(row["wamid"])
+            if loop.time() >= deadline or claim.lost:
+                return None
+            await asyncio.sleep(min(RECONCILE_POLL, max(0.0, deadline - loop.time())))
 
     async def crashed(self, claim: Claim, exc: Exception) -> None:
         """A bug while delivering: the row retries as after a transient error (the attempt
@@ -159,12 +226,19 @@ class RowSender:
             )
         return not claim.lost
 
+    def _template_held(self, part: Part) -> float:
+        """Seconds left of Meta's pause of this part's template (0: not paused)."""
+        if part.template is None or not self._template_holds:
+            return 0.0
+        until = self._template_holds.get(str(part.template.get("name")), 0.0)
+        return max(0.0, until - asyncio.get_running_loop().time())
+
     def _answered(self, recipient: str) -> None:
         """The API answered: the sender works, whatever it said about this message."""
         self._limiter.succeeded(recipient)
         self._gate.answered()
 
-    async def _refused(self, claim: Claim, recipient: str, error: SendError) -> None:
+    async def _refused(self, claim: Claim, recipient: str, part: Part, error: SendError) -> None:
         error_class = classify(error)
         outage = False
         if error_class in (ErrorClass.TRANSIENT, ErrorClass.IN_DOUBT):
@@ -201,6 +275,15 @@ class RowSender:
                 self._limiter.hold_all(outcome.delay)
             reason = f"throttled: {outcome.reason}"
             await self._reschedule(claim, outcome.delay, reason, give_back=1, code=code)
+        elif isinstance(outcome, HoldTemplate):
+            name = str((part.template or {}).get("name"))
+            until = asyncio.get_running_loop().time() + outcome.delay
+            self._template_holds[name] = until
+            logger.warning(
+                "template %s paused by Meta; its messages wait %.0fs", name, outcome.delay
+            )
+            reason = f"waiting: template paused by Meta: {outcome.reason}"
+            await self._reschedule(claim, outcome.delay, reason, give_back=1, code=code)
         elif isinstance(outcome, Fail):
             logger.info("message %d failed: %s", claim.id, outcome.reason)
             await self._fail(claim, outcome.reason, code=code, doubt=doubt)
@@ -235,6 +318,7 @@ class RowSender:
     async def _fail(
         self, claim: Claim, error: str, *, code: int | None = None, doubt: int = 0
     ) -> None:
+        self._events.record(Event(claim.id, None, "failed", error_code=code, detail=error))
         await self._write(store.MARK_FAILED, claim, error=error, code=code, doubt=doubt)
 
     async def _release(self, claim: Claim) -> None:

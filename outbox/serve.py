@@ -1,4 +1,5 @@
-"""Long-running commands: `outbox run` (the daemon, with /healthz) and `outbox simulator`."""
+"""Long-running commands: `outbox run` (the daemon, with /healthz), `outbox simulator` and
+`outbox webhook`."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from pathlib import Path
 from aiohttp import web
 
 from outbox.daemon import EXIT_PAUSED, Daemon
+from outbox.errors import ConfigurationError
 from outbox.settings import Settings, redact_secrets
 from outbox.simulator import Simulator, load_scenario, serve
+from outbox.status_webhooks import StatusNotifier
+from outbox.webhooks import create_app
 
 
 class RedactSecrets(logging.Filter):
@@ -99,9 +103,19 @@ def run_simulator(
     fail_rate: float,
     scenario: Path | None,
     mps: float | None,
+    webhook_url: str | None = None,
+    status_delay: float = 0.2,
 ) -> int:
     """`outbox simulator`: serve the local Graph API until SIGTERM/SIGINT."""
     configure_logging(settings)
+    notifier = None
+    if webhook_url:
+        notifier = StatusNotifier(
+            webhook_url,
+            settings.app_secret,
+            settings.phone_number_id or "100000000000001",
+            delay=status_delay,
+        )
     simulator = Simulator(
         access_token=settings.access_token,
         phone_number_id=settings.phone_number_id,
@@ -111,6 +125,7 @@ def run_simulator(
         pair_burst=settings.pair_burst,
         pair_interval=settings.pair_interval,
         scenario=load_scenario(scenario) if scenario else {},
+        notifier=notifier,
     )
 
     async def main() -> int:
@@ -119,6 +134,32 @@ def run_simulator(
         runner = await serve(simulator, host, port)
         print(f"simulator listening on http://{host}:{port}", flush=True)
         try:
+            await stopped.wait()
+        finally:
+            await runner.cleanup()
+        return 0
+
+    return asyncio.run(main())
+
+
+def run_webhook(settings: Settings, *, host: str, port: int) -> int:
+    """`outbox webhook`: receive Meta's webhooks at /webhook until SIGTERM/SIGINT."""
+    app = create_app(settings)  # a missing secret or token is refused before anything starts
+    configure_logging(settings)
+
+    async def main() -> int:
+        stopped = asyncio.Event()
+        _on_signals(stopped.set)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            try:
+                await web.TCPSite(runner, host, port).start()
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+                ) from None
+            print(f"webhook receiver listening on http://{host}:{port}/webhook", flush=True)
             await stopped.wait()
         finally:
             await runner.cleanup()

@@ -116,6 +116,9 @@ class Settings:
     quick_retries: int = 3
     quick_retry_delay: float = 0.25
     max_age: float = 0.0  # seconds; a row without expires_at fails once this old (0: never)
+    # How long a send in doubt waits for a status webhook naming it before it is sent again;
+    # None: 60 s when META_APP_SECRET is set (the receiver runs), else 0.
+    reconcile_seconds: float | None = None
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value these settings hold: database passwords (in either URL form),
@@ -156,10 +159,19 @@ class Settings:
         ):
             if not getattr(self, name) > 0:
                 raise ConfigurationError(f"{name.replace('_', '-')}: must be positive")
+        if self.reconcile_seconds is not None and self.reconcile_seconds < 0:
+            raise ConfigurationError("reconcile-seconds: must not be negative")
         if self.max_age < 0:
             raise ConfigurationError("max-age: must not be negative")
         if self.quick_retry_delay < 0:
             raise ConfigurationError("quick-retry-delay: must not be negative")
+
+    @property
+    def reconcile_window(self) -> float:
+        """Seconds a send in doubt waits for its status webhook (see reconcile_seconds)."""
+        if self.reconcile_seconds is not None:
+            return self.reconcile_seconds
+        return 60.0 if self.app_secret else 0.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

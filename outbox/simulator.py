@@ -11,8 +11,15 @@ then every request succeeds. A STEP is "ok", {"error": CODE, "http": STATUS, "re
 "times": N}, {"drop": true} (close without answering), {"accept_and_drop": true} (accept, then
 close without answering), {"delay_ms": MS} (accept after a while, even if the client gave up),
 {"hang_ms": MS} (say nothing for a while, then close without accepting), or
-{"raw": BODY, "http": STATUS, "headers": {...}} (answer exactly that: poison answers for tests).
-"retry_after" may be any string ("inf", an HTTP date). "times" repeats a step (0: forever).
+{"raw": BODY, "http": STATUS, "headers": {...}} (answer exactly that: poison answers for tests),
+{"accept": true, "then": "failed", "error": 131026} (accept, then fail it by webhook; "then" may
+also be "sent" or "delivered" to stop there), or {"accept_and_hang": true} (accept and send its
+webhooks, but never answer: the client times out). "retry_after" may be any string ("inf", an
+HTTP date). "times" repeats a step (0: forever).
+
+Templates are validated like Meta does (name, language code, parameter types) and answered with
+`message_status: "accepted"`. With a `notifier` (`--webhook-url`), every accepted message gets its
+signed status webhooks: sent, delivered, read.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import asyncio
 import base64
 import json
 import random
+import re
 import secrets
 import time
 from collections import deque
@@ -32,6 +40,7 @@ from typing import Any
 from aiohttp import web
 
 from outbox.schema import MAX_CAPTION_LENGTH, MAX_TEXT_LENGTH, MEDIA_KINDS
+from outbox.status_webhooks import STEPS, StatusNotifier
 
 ERROR_TITLES = {
     0: "AuthException",
@@ -50,6 +59,10 @@ ERROR_TITLES = {
     131047: "Re-engagement message",
     131053: "Media upload error",
     131056: "(Business Account, Consumer Account) pair rate limit hit",
+    132001: "Template name does not exist in the translation",
+    132012: "Parameter format does not match format in the created template",
+    132015: "Template is paused",
+    132016: "Template has been disabled",
     190: "Invalid OAuth access token",
     368: "Temporarily blocked for policies violations",
 }
@@ -81,6 +94,41 @@ def error_body(code: int, message: str | None = None, subcode: int | None = None
     if subcode is not None:
         error["error_subcode"] = subcode
     return {"error": error}
+
+
+TEMPLATE_NAME = re.compile(r"^[a-z0-9_]{1,512}$")
+LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}(_[A-Za-z0-9]{2,4})?$")
+COMPONENT_TYPES = ("header", "body", "footer", "button")
+PARAMETER_TYPES = (
+    "text", "currency", "date_time", "image", "document", "video", "payload", "location",
+    "coupon_code", "action",
+)  # fmt: skip
+
+
+def check_template(template: object) -> None:
+    """Refuse a template payload as Meta would: name, language code, parameter types."""
+    if not isinstance(template, dict) or not isinstance(template.get("name"), str):
+        raise Refusal(100, "The parameter template['name'] is required.")
+    language = template.get("language")
+    if not isinstance(language, dict) or not isinstance(language.get("code"), str):
+        raise Refusal(100, "The parameter template['language']['code'] is required.")
+    if not TEMPLATE_NAME.match(template["name"]) or not LANGUAGE_CODE.match(language["code"]):
+        raise Refusal(132001, "Template name does not exist in the translation")
+    components = template.get("components", [])
+    if not isinstance(components, list):
+        raise Refusal(100, "Param template['components'] must be an array.")
+    for component in components:
+        if not isinstance(component, dict) or component.get("type") not in COMPONENT_TYPES:
+            raise Refusal(100, "Invalid parameter: template component type")
+        for parameter in component.get("parameters", []):
+            kind = parameter.get("type") if isinstance(parameter, dict) else None
+            if kind not in PARAMETER_TYPES:
+                raise Refusal(132012, "Parameter format does not match format in the template")
+            value = parameter.get(kind)
+            if kind == "text" and (not isinstance(value, str) or not value.strip()):
+                raise Refusal(131008, "Required parameter is missing: text")
+            if kind in MEDIA_KINDS and not (isinstance(value, dict) and value.get("link")):
+                raise Refusal(131008, f"Required parameter is missing: {kind}['link']")
 
 
 class Refusal(Exception):
@@ -117,6 +165,7 @@ class Step:
     delay_ms: int = 0
     body: str = ""
     headers: dict[str, str] = field(default_factory=dict)
+    then: str = "read"  # how far its status webhooks go: sent, delivered, read or failed
 
     @classmethod
     def parse(cls, raw: object) -> Step:
@@ -150,6 +199,13 @@ class Step:
             return cls("delay", times, delay_ms=int(raw["delay_ms"]))
         if "hang_ms" in raw:
             return cls("hang", times, delay_ms=int(raw["hang_ms"]))
+        if raw.get("accept_and_hang"):
+            return cls("accept_and_hang", times)
+        if raw.get("accept"):
+            then = str(raw.get("then", "read"))
+            if then not in STEPS:
+                raise ValueError(f'"then" must be one of {", ".join(STEPS)}, not {then!r}')
+            return cls("ok", times, code=int(raw.get("error", 131026)), then=then)
         raise ValueError(f"unknown scenario step {raw!r}")
 
 
@@ -179,6 +235,7 @@ class Simulator:
     _sender_at: float = field(default_factory=time.monotonic)
     _pairs: dict[str, tuple[float, float]] = field(default_factory=dict)
     _accepting: asyncio.Event = field(default_factory=asyncio.Event)
+    notifier: StatusNotifier | None = None
 
     async def wait_for_accepted(self, count: int) -> None:
         """Return once at least `count` messages have been accepted."""
@@ -190,7 +247,12 @@ class Simulator:
         app = web.Application(client_max_size=1024 * 1024)
         app.router.add_post("/{version}/{phone_number_id}/messages", self.handle_message)
         app.router.add_get("/_simulator/messages", self.handle_accepted)
+        app.on_cleanup.append(self._close_notifier)
         return app
+
+    async def _close_notifier(self, app: web.Application) -> None:
+        if self.notifier is not None:
+            await self.notifier.close()
 
     async def handle_accepted(self, request: web.Request) -> web.Response:
         return web.json_response({"requests": self.requests, "accepted": self.accepted})
@@ -254,6 +316,8 @@ class Simulator:
                 raise Refusal(100, "The parameter text['body'] is required.")
             if len(text["body"]) > MAX_TEXT_LENGTH:
                 raise Refusal(100, "Param text['body'] must be at most 4096 characters long.")
+        elif kind == "template":
+            check_template(body.get("template"))
         elif kind in MEDIA_KINDS:
             media = body.get(kind)
             if not isinstance(media, dict) or not str(media.get("link", "")).startswith(
@@ -316,15 +380,32 @@ class Simulator:
             }
         )
         self._accepting.set()
+        if self.notifier is not None:
+            callback = body.get("biz_opaque_callback_data")
+            self.notifier.accepted(wamid, recipient, callback, then=step.then, error=step.code)
         if step.action == "accept_and_drop":
             return self._drop(request)
+        if step.action == "accept_and_hang":
+            return await self._hang(request)
+        message: dict[str, Any] = {"id": wamid}
+        if body["type"] == "template":
+            message["message_status"] = "accepted"
         return web.json_response(
             {
                 "messaging_product": "whatsapp",
                 "contacts": [{"input": body["to"], "wa_id": recipient}],
-                "messages": [{"id": wamid}],
+                "messages": [message],
             }
         )
+
+    @staticmethod
+    async def _hang(request: web.Request) -> web.StreamResponse:
+        """Say nothing until the client gives up (closes the connection), at most 5 minutes."""
+        for _ in range(3000):
+            if request.transport is None or request.transport.is_closing():
+                break
+            await asyncio.sleep(0.1)
+        return Simulator._drop(request)
 
     @staticmethod
     def _drop(request: web.Request) -> web.StreamResponse:

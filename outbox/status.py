@@ -50,6 +50,7 @@ class Delivery:
     next_attempt_at: datetime | None
     expires_at: datetime | None = None
     in_doubt: int = 0  # sends whose outcome was unknown (a timeout, a 200 without an id)
+    template: dict[str, Any] | None = None  # Meta's template object, for a template message
 
     @classmethod
     def from_row(cls, row: Row) -> Delivery:
@@ -63,6 +64,9 @@ class Delivery:
         ]
         if row["message"]:
             planned.append(("text", None))
+        template = json.loads(row["template"]) if row["template"] else None
+        if template is not None:
+            planned = [("template", None)]
         parts = []
         for index, (kind, url) in enumerate(planned):
             sent = accepted[index] if index < len(accepted) else {}
@@ -89,6 +93,7 @@ class Delivery:
             next_attempt_at=row["available_at"] if row["status"] == PENDING else None,
             expires_at=row["expires_at"],
             in_doubt=row["in_doubt"],
+            template=template,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -121,6 +126,7 @@ class Delivery:
             "next_attempt_at": iso(self.next_attempt_at),
             "expires_at": iso(self.expires_at),
             "in_doubt": self.in_doubt,
+            "template": self.template,
         }
 
 
@@ -130,6 +136,35 @@ async def get_status(conn: AsyncConnectionLike, message_id: int) -> Delivery:
     if row is None:
         raise MessageNotFound(message_id)
     return Delivery.from_row(row)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of a message's history: a request's outcome or a status webhook."""
+
+    at: datetime
+    part: int | None
+    kind: str
+    http_status: int | None
+    error_code: int | None
+    detail: str | None
+    latency_ms: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "part": self.part,
+            "kind": self.kind,
+            "http_status": self.http_status,
+            "error_code": self.error_code,
+            "detail": self.detail,
+            "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 1),
+        }
+
+
+async def get_history(conn: AsyncConnectionLike, message_id: int) -> list[Event]:
+    """A message's history, oldest first: every request's outcome and every status webhook."""
+    return [Event(**row) for row in await store.select_events(conn, message_id)]
 
 
 async def list_messages(

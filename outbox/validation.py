@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import phonenumbers
@@ -47,6 +48,7 @@ class NewMessage:
     idempotency_key: str | None
     send_at: datetime | None
     expires_at: datetime | None = None
+    template: dict[str, Any] | None = None  # Meta's template object
 
 
 def check_storable(value: str, field: str) -> str:
@@ -287,13 +289,19 @@ def validate(
     idempotency_key: object = None,
     send_at: object = None,
     expires_at: object = None,
+    template_json: dict[str, Any] | None = None,
 ) -> NewMessage:
-    """Check every argument of enqueue; the first broken rule raises InvalidMessage."""
+    """Check every argument of enqueue; the first broken rule raises InvalidMessage.
+    `template_json` is a template already checked by templates.template_object()."""
     digits = normalize_recipient(recipient)
     text = normalize_text(message)
     media = normalize_media(media_urls)
-    if text is None and not media:
-        raise InvalidMessage("message", "a message needs text or at least one media part")
+    if template_json is not None and (text is not None or media):
+        raise InvalidMessage("template", "a template message takes no text and no media")
+    if template_json is None and text is None and not media:
+        raise InvalidMessage(
+            "message", "a message needs text, at least one media part, or a template"
+        )
     checked_send_at = check_send_at(send_at)
     return NewMessage(
         recipient=digits,
@@ -302,4 +310,5 @@ def validate(
         idempotency_key=check_idempotency_key(idempotency_key),
         send_at=checked_send_at,
         expires_at=check_expires_at(expires_at, checked_send_at),
+        template=template_json,
     )

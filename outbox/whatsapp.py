@@ -28,17 +28,22 @@ MAX_RETRY_AFTER = 86400.0  # a sane bound before retry.py applies its own ceilin
 
 @dataclass(frozen=True)
 class Part:
-    """One message to send: a media item by link, or the text."""
+    """One message to send: a media item by link, the text, or a template."""
 
-    type: str  # text, image, video, document, audio
+    type: str  # text, image, video, document, audio, template
     body: str | None = None
     url: str | None = None
     caption: str | None = None
     filename: str | None = None
+    template: dict[str, Any] | None = None  # Meta's template object, sent as is
 
 
-def parts_of(message: str | None, media: list[dict[str, str]]) -> list[Part]:
-    """Media in the given order, then the text."""
+def parts_of(
+    message: str | None, media: list[dict[str, str]], template: dict[str, Any] | None = None
+) -> list[Part]:
+    """A template alone, or media in the given order, then the text."""
+    if template is not None:
+        return [Part(type="template", template=template)]
     parts = [
         Part(
             type=item["type"],
@@ -61,7 +66,10 @@ def payload(recipient: str, part: Part, callback_data: str | None = None) -> dic
         "to": recipient,
         "type": part.type,
     }
-    if part.type == "text":
+    if part.type == "template":
+        assert part.template is not None
+        body["template"] = part.template
+    elif part.type == "text":
         assert part.body is not None
         text: dict[str, Any] = {"body": part.body}
         if _URL_IN_TEXT.search(part.body):

@@ -133,11 +133,12 @@ def upgrade() -> None:
     op.create_check_constraint(
         "template_shape",
         "outbox_messages",
-        "template IS NULL OR (jsonb_typeof(template) = 'object'"
+        "template IS NULL OR coalesce(jsonb_typeof(template) = 'object'"
         " AND jsonb_typeof(template -> 'name') = 'string'"
-        " AND template ->> 'name' ~ '^[a-z0-9_]{1,512}$'"
+        " AND template ->> 'name' ~ '^[a-z0-9_]+$'"
+        " AND char_length(template ->> 'name') <= 512"
         " AND jsonb_typeof(template -> 'language' -> 'code') = 'string'"
-        " AND coalesce(jsonb_typeof(template -> 'components'), 'array') = 'array')",
+        " AND coalesce(jsonb_typeof(template -> 'components'), 'array') = 'array', false)",
     )
 
 

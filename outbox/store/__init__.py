@@ -7,6 +7,7 @@ from the database's now(), never the client's clock. `messages` holds what apps 
 """
 
 from outbox.store.delivery import (
+    APPEND_EVENTS,
     CLAIM_BATCH,
     EXPIRE_PENDING,
     EXTEND_LEASES,
@@ -14,6 +15,7 @@ from outbox.store.delivery import (
     FORGET_DAEMON,
     HAS_UNFINISHED_WORK,
     MARK_FAILED,
+    RECONCILED_WAMID,
     RECORD_PARTS,
     RELEASE,
     RESCHEDULE,
@@ -28,11 +30,23 @@ from outbox.store.messages import (
     insert_message_sync,
     prune_finished,
     retry_failed,
+    select_events,
     select_message,
     select_messages,
 )
+from outbox.store.webhooks import (
+    apply_statuses,
+    apply_waiting,
+    insert_webhook,
+    next_unapplied_webhook,
+    prune_webhooks,
+    select_waiting,
+    set_lock_timeout,
+    store_contents,
+)
 
 __all__ = [
+    "APPEND_EVENTS",
     "CLAIM_BATCH",
     "EXPIRE_PENDING",
     "EXTEND_LEASES",
@@ -41,17 +55,27 @@ __all__ = [
     "HAS_UNFINISHED_WORK",
     "INSERT_MESSAGE",
     "MARK_FAILED",
+    "RECONCILED_WAMID",
     "RECORD_PARTS",
     "RELEASE",
     "RESCHEDULE",
     "SAVE_DAEMON_STATE",
     "SECONDS_TO_NEXT_DUE",
+    "apply_statuses",
+    "apply_waiting",
     "backlog_stats",
     "cancel_pending",
     "insert_message",
     "insert_message_sync",
+    "insert_webhook",
+    "next_unapplied_webhook",
     "prune_finished",
+    "prune_webhooks",
     "retry_failed",
+    "select_events",
     "select_message",
     "select_messages",
+    "select_waiting",
+    "set_lock_timeout",
+    "store_contents",
 ]

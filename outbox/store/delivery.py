@@ -33,7 +33,7 @@ CLAIM_BATCH = sa.text(
     SET status = 'sending', attempts = m.attempts + 1, lease_token = :token,
         locked_until = now() + make_interval(secs => :lease), updated_at = now()
     FROM candidates WHERE m.id = candidates.id
-    RETURNING m.id, m.recipient, m.message, m.media::text AS media,
+    RETURNING m.id, m.recipient, m.message, m.media::text AS media, m.template::text AS template,
               jsonb_array_length(m.parts) AS accepted, m.attempts, m.in_doubt,
               extract(epoch FROM coalesce(
                   m.expires_at,
@@ -193,5 +193,33 @@ FORGET_DAEMON = sa.text(
     DELETE FROM outbox_daemons
     WHERE id = :daemon OR heartbeat_at < now() - interval '1 day'
     RETURNING id
+    """
+)
+
+# Append history events in one statement; events of rows deleted meanwhile are skipped.
+APPEND_EVENTS = sa.text(
+    """
+    WITH appended AS (
+        INSERT INTO outbox_events (message_id, part, kind, http_status, error_code, detail,
+                                   latency_ms)
+        SELECT v.id, v.part, v.kind, v.status, v.code, v.detail, v.latency
+        FROM unnest(CAST(:ids AS bigint[]), CAST(:parts AS int[]), CAST(:kinds AS text[]),
+                    CAST(:statuses AS int[]), CAST(:codes AS int[]), CAST(:details AS text[]),
+                    CAST(:latencies AS float8[]))
+             WITH ORDINALITY AS v(id, part, kind, status, code, detail, latency, n)
+        WHERE EXISTS (SELECT 1 FROM outbox_messages m WHERE m.id = v.id)
+        ORDER BY v.n
+        RETURNING 1)
+    SELECT count(*) AS appended FROM appended
+    """
+)
+
+# The first status webhook that names a part (by our callback data): its wamid settles a send
+# in doubt. Even `failed` says Meta accepted the request (and then could not deliver it).
+RECONCILED_WAMID = sa.text(
+    """
+    SELECT wamid FROM outbox_statuses
+    WHERE message_id = :id AND part = :part
+    ORDER BY id LIMIT 1
     """
 )

@@ -21,6 +21,7 @@ from outbox.connections import (
     fetch_one_sync,
 )
 from outbox.schema import FAILED, FINISHED_STATUSES, PENDING, STATUSES, messages
+from outbox.store.webhooks import prune_webhooks
 from outbox.validation import NewMessage
 
 _m = messages
@@ -51,6 +52,7 @@ INSERT_MESSAGE = (
             sa.bindparam("send_at", type_=sa.DateTime(timezone=True)), sa.func.now()
         ),
         expires_at=sa.bindparam("expires_at", type_=sa.DateTime(timezone=True)),
+        template=sa.cast(_text("template"), JSONB),
     )
     .on_conflict_do_nothing(index_elements=[_m.c.idempotency_key])
     .returning(_m.c.id)
@@ -82,6 +84,7 @@ DELIVERY_COLUMNS = (
     _m.c.read_at,
     _m.c.expires_at,
     _m.c.in_doubt,
+    sa.cast(_m.c.template, sa.Text).label("template"),
 )
 
 # One message by id.
@@ -150,6 +153,19 @@ LIVE_DAEMONS = sa.text(
 )
 
 
+# One row's history, oldest first.
+SELECT_EVENTS = sa.text(
+    """
+    SELECT at, part, kind, http_status, error_code, detail, latency_ms
+    FROM outbox_events WHERE message_id = :row_id ORDER BY id
+    """
+)
+
+
+async def select_events(conn: AsyncConnectionLike, message_id: int) -> list[Row]:
+    return await fetch_all(conn, SELECT_EVENTS, {"row_id": message_id})
+
+
 def _insert_params(new: NewMessage) -> dict[str, Any]:
     return {
         "recipient": new.recipient,
@@ -158,6 +174,7 @@ def _insert_params(new: NewMessage) -> dict[str, Any]:
         "idempotency_key": new.idempotency_key,
         "send_at": new.send_at,
         "expires_at": new.expires_at,
+        "template": None if new.template is None else json.dumps(new.template),
     }
 
 
@@ -236,7 +253,8 @@ async def _transition(conn: AsyncConnection, statement: sa.Update, message_id: i
 
 
 async def prune_finished(conn: AsyncConnection, older_than: timedelta, *, batch: int = 5000) -> int:
-    """Delete finished rows unchanged for `older_than`, in batches that each commit."""
+    """Delete finished rows unchanged for `older_than`, in batches that each commit; applied
+    webhook bodies and statuses received before then go too (a row's events go with it)."""
     cutoff_row = await fetch_one(conn, sa.select(sa.func.now().label("now")))
     assert cutoff_row is not None
     cutoff = cutoff_row["now"] - older_than
@@ -247,7 +265,11 @@ async def prune_finished(conn: AsyncConnection, older_than: timedelta, *, batch:
         await conn.commit()
         deleted += len(rows)
         if len(rows) < batch:
-            return deleted
+            break
+    while await prune_webhooks(conn, cutoff, batch):
+        await conn.commit()
+    await conn.commit()
+    return deleted
 
 
 async def backlog_stats(conn: AsyncConnection) -> dict[str, Any]:

@@ -446,10 +446,10 @@ async def test_a_row_that_crashes_the_delivery_code_ends_failed_not_looping(
 
     original = rows.parts_of
 
-    def parts_of(message: str | None, media: list[dict[str, str]]) -> list[Any]:
+    def parts_of(message: str | None, *rest: Any) -> list[Any]:
         if message == "crash":
             raise RuntimeError("a bug")
-        return original(message, media)
+        return original(message, *rest)
 
     monkeypatch.setattr(rows, "parts_of", parts_of)
     doomed = await enqueue(engine, RECIPIENTS[0], "crash")

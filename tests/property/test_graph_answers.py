@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 import outbox
 from outbox.claims import Claim
 from outbox.database import create_engine
+from outbox.events import EventLog
 from outbox.gate import Gate
 from outbox.limiter import RateLimiter
 from outbox.recorder import PartRecorder
@@ -103,7 +104,14 @@ async def _deliver_once(database_url: str, status: int, header: str | None, body
             recorder = PartRecorder(engine, 30, on_idle=lambda: None)
             recorder.start()
             rows = RowSender(
-                options, engine, api, recorder, Gate(60), RateLimiter(80, 45, 6), lambda: None
+                options,
+                engine,
+                api,
+                recorder,
+                Gate(60),
+                RateLimiter(80, 45, 6),
+                lambda: None,
+                EventLog(engine),
             )
             with aioresponses() as mocked:
                 mocked.post(URL, status=status, body=body, headers=headers, repeat=True)

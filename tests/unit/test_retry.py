@@ -9,8 +9,10 @@ from outbox.retry import (
     MAX_IN_DOUBT,
     MAX_RETRY_DELAY,
     MAX_SENDER_HOLD,
+    TEMPLATE_PAUSE_HOLD,
     Doubt,
     Fail,
+    HoldTemplate,
     Pause,
     Retry,
     Throttle,
@@ -49,7 +51,7 @@ def test_throttle_honours_retry_after() -> None:
 
 
 @pytest.mark.parametrize(
-    "code", [100, 131008, 131009, 131026, 131047, 131051, 131053, 132000, 132001, 132015]
+    "code", [100, 131008, 131009, 131026, 131047, 131051, 131053, 132000, 132001, 132016]
 )
 def test_permanent_codes_fail_at_once(code: int) -> None:
     outcome = decide(graph(code), attempts=1, max_attempts=10, base_delay=1)
@@ -123,3 +125,8 @@ def test_a_pair_rate_hold_is_capped_at_an_hour() -> None:
     error = GraphError(http_status=400, code=131056, message="m", retry_after=1e9)
     outcome = decide(error, attempts=1, max_attempts=10, base_delay=1)
     assert outcome == Throttle(MAX_RETRY_DELAY, str(error), recipient_only=True)
+
+
+def test_a_paused_template_holds_its_rows_without_using_attempts() -> None:
+    outcome = decide(graph(132015), attempts=10, max_attempts=10, base_delay=1)
+    assert outcome == HoldTemplate(TEMPLATE_PAUSE_HOLD, "(#132015) m")

@@ -56,7 +56,9 @@ def test_empty_text_counts_as_no_text() -> None:
 
 @pytest.mark.parametrize("message", [None, ""])
 def test_no_text_and_no_media_is_refused(message: str | None) -> None:
-    with pytest.raises(InvalidMessage, match="text or at least one media part") as caught:
+    with pytest.raises(
+        InvalidMessage, match="text, at least one media part, or a template"
+    ) as caught:
         validate("923001234567", message, media_urls={"images": []})
     assert caught.value.field == "message"
 

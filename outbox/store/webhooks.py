@@ -1,0 +1,358 @@
+"""The webhook receiver's statements: store bodies, statuses and inbound messages; apply statuses.
+
+A status applies to a part only when the part's recorded wamid is the status's wamid. Applying is
+monotonic (sent < delivered < read; a failed part stays failed) and one statement per batch: the
+rows a batch touches are locked in id order and each is updated once with every status it got.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from outbox.connections import AsyncConnectionLike, Row, fetch_all, fetch_one
+
+# How long a status may wait for its part to be recorded, and a stored body to be re-applied
+# (Meta itself retries a webhook for about as long).
+MAX_WAIT = "interval '7 days'"
+
+# Store a body exactly as received, before anything else is done with it.
+INSERT_WEBHOOK = sa.text("INSERT INTO outbox_webhooks (body) VALUES (:body) RETURNING id")
+
+# Bound the wait for a row lock while applying on the request path (the rest of the transaction).
+SET_LOCK_TIMEOUT = sa.text("SELECT set_config('lock_timeout', :lock_timeout, true) AS value")
+
+# Store a body's statuses (a (wamid, status) already stored is a replay: skipped) and inbound
+# messages, and mark the body applied. Returns the ids of the statuses to apply.
+STORE_CONTENTS = sa.text(
+    """
+    WITH new_statuses AS (
+        INSERT INTO outbox_statuses (wamid, message_id, part, status, at, error_code,
+                                     error_title)
+        SELECT DISTINCT ON (v.wamid, v.status)
+               v.wamid, v.row_id, v.part, v.status, v.at, v.code, v.title
+        FROM unnest(CAST(:wamids AS text[]), CAST(:row_ids AS bigint[]), CAST(:parts AS int[]),
+                    CAST(:statuses AS text[]), CAST(:ats AS timestamptz[]),
+                    CAST(:codes AS int[]), CAST(:titles AS text[]))
+             WITH ORDINALITY AS v(wamid, row_id, part, status, at, code, title, n)
+        WHERE NOT EXISTS (SELECT 1 FROM outbox_statuses s
+                          WHERE s.wamid = v.wamid AND s.status = v.status)
+        ORDER BY v.wamid, v.status, v.n
+        RETURNING id),
+    new_inbound AS (
+        INSERT INTO outbox_inbound (wamid, phone_number_id, customer, type, at)
+        SELECT v.wamid, v.phone, v.customer, v.type, v.at
+        FROM unnest(CAST(:inbound_wamids AS text[]), CAST(:inbound_phones AS text[]),
+                    CAST(:inbound_customers AS text[]), CAST(:inbound_types AS text[]),
+                    CAST(:inbound_ats AS timestamptz[])) AS v(wamid, phone, customer, type, at)
+        ON CONFLICT (wamid) DO NOTHING
+        RETURNING id),
+    body AS (
+        UPDATE outbox_webhooks SET applied_at = now() WHERE id = :webhook_id RETURNING id)
+    SELECT coalesce((SELECT array_agg(id ORDER BY id) FROM new_statuses), '{}') AS status_ids,
+           (SELECT count(*) FROM new_inbound) AS inbound,
+           (SELECT count(*) FROM body) AS bodies
+    """
+)
+
+# The statuses of a batch (the CTE `batch`), applied. Each gets an outcome:
+#   applied     its part holds its wamid: merged into the part and the row, and an event appended
+#   other_copy  the part holds another wamid (a copy of a resent part): stored, nothing changed
+#   no_row      our callback data names a row that does not exist (pruned): nothing changed
+#   waiting     the part is not recorded yet (or no row has the wamid): left unapplied
+# The row's status follows its parts only while it is sent, delivered or read (the least advanced
+# part, never backwards); a part failing fails the row unless the row is pending or cancelled. A
+# failed part stays failed, and a failed status for a delivered or read part changes nothing.
+_APPLY = """
+    WITH batch AS ({batch}),
+    located AS (
+        SELECT b.*, coalesce(b.message_id,
+                             (SELECT m.id FROM outbox_messages m WHERE m.message_id = b.wamid
+                              ORDER BY m.id DESC LIMIT 1)) AS row_id
+        FROM batch b),
+    locked AS (
+        SELECT m.id, m.parts FROM outbox_messages m
+        WHERE m.id = ANY(ARRAY(SELECT l.row_id FROM located l))
+        ORDER BY m.id
+        FOR UPDATE),
+    judged AS (
+        SELECT l.*, p.part AS at_part,
+               CASE WHEN k.id IS NULL AND l.message_id IS NOT NULL THEN 'no_row'
+                    WHEN k.id IS NULL OR p.part < 0 OR p.part >= jsonb_array_length(k.parts)
+                         THEN 'waiting'
+                    WHEN k.parts -> p.part ->> 'wamid' IS DISTINCT FROM l.wamid THEN 'other_copy'
+                    ELSE 'applied' END AS outcome
+        FROM located l
+        LEFT JOIN locked k ON k.id = l.row_id
+        CROSS JOIN LATERAL (SELECT coalesce(l.part, jsonb_array_length(k.parts) - 1) AS part) p),
+    hits AS (
+        SELECT j.row_id, j.at_part AS part, j.wamid,
+               max(CASE j.status WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2 WHEN 'read' THEN 3
+                   END) AS rank,
+               min(j.at) FILTER (WHERE j.status IN ('delivered', 'read')) AS delivered_at,
+               min(j.at) FILTER (WHERE j.status = 'read') AS read_at,
+               min(j.id) FILTER (WHERE j.status = 'failed') AS failed_id
+        FROM judged j WHERE j.outcome = 'applied'
+        GROUP BY j.row_id, j.at_part, j.wamid),
+    updated AS (
+        UPDATE outbox_messages m
+        SET (parts, status, error_code, last_error, locked_until, lease_token, delivered_at,
+             read_at, updated_at) = (
+            SELECT n.parts, n.status,
+                   CASE WHEN n.fails THEN n.error_code ELSE m.error_code END,
+                   CASE WHEN n.fails THEN n.last_error ELSE m.last_error END,
+                   CASE WHEN n.status = 'failed' THEN NULL ELSE m.locked_until END,
+                   CASE WHEN n.status = 'failed' THEN NULL ELSE m.lease_token END,
+                   CASE WHEN n.status IN ('delivered', 'read')
+                        THEN coalesce(n.delivered_at, m.delivered_at) ELSE m.delivered_at END,
+                   CASE WHEN n.status = 'read' THEN coalesce(n.read_at, m.read_at)
+                        ELSE m.read_at END,
+                   CASE WHEN n.parts = m.parts AND n.status = m.status THEN m.updated_at
+                        ELSE now() END
+            FROM (
+                SELECT s.*, s.status = 'failed' AND (s.new_failure IS NOT NULL
+                                                     OR m.status <> 'failed') AS fails,
+                       (s.parts -> coalesce(s.new_failure, s.old_failure) ->> 'error_code')::int
+                           AS error_code,
+                       coalesce(nullif(concat_ws(' ',
+                           '(#' || (s.parts -> coalesce(s.new_failure, s.old_failure)
+                                    ->> 'error_code') || ')',
+                           s.parts -> coalesce(s.new_failure, s.old_failure) ->> 'error'), ''),
+                           'failed') AS last_error
+                FROM (
+                    SELECT a.*,
+                           CASE WHEN a.new_failure IS NOT NULL AND m.status IN
+                                     ('sending', 'sent', 'delivered', 'read', 'failed')
+                                THEN 'failed'
+                                WHEN m.status NOT IN ('sent', 'delivered', 'read') THEN m.status
+                                WHEN a.old_failure IS NOT NULL THEN 'failed'
+                                ELSE (ARRAY['sent', 'delivered', 'read'])[greatest(
+                                    a.least_rank,
+                                    CASE m.status WHEN 'delivered' THEN 2 WHEN 'read' THEN 3
+                                    ELSE 1 END)]
+                           END AS status
+                    FROM (
+                        SELECT coalesce(jsonb_agg(x.part ORDER BY x.i), '[]') AS parts,
+                               coalesce(min(CASE x.part ->> 'status' WHEN 'failed' THEN NULL
+                                            WHEN 'delivered' THEN 2 WHEN 'read' THEN 3
+                                            ELSE 1 END), 1) AS least_rank,
+                               min(x.i::int - 1) FILTER (WHERE x.fails) AS new_failure,
+                               min(x.i::int - 1) FILTER (WHERE x.part ->> 'status' = 'failed')
+                                   AS old_failure,
+                               max((x.part ->> 'delivered_at')::timestamptz) AS delivered_at,
+                               max((x.part ->> 'read_at')::timestamptz) AS read_at
+                        FROM (
+                            SELECT p.i, g.fails,
+                                   CASE WHEN NOT r.touched THEN p.old
+                                        WHEN g.fails THEN p.old || jsonb_strip_nulls(
+                                            jsonb_build_object(
+                                                'status', 'failed', 'error_code', f.error_code,
+                                                'error', f.error_title, 'failed_at', f.at))
+                                        ELSE p.old || jsonb_strip_nulls(jsonb_build_object(
+                                            'status',
+                                            (ARRAY['sent', 'delivered', 'read'])[r.rank],
+                                            'delivered_at', least(
+                                                (p.old ->> 'delivered_at')::timestamptz,
+                                                h.delivered_at),
+                                            'read_at', least((p.old ->> 'read_at')::timestamptz,
+                                                             h.read_at)))
+                                   END AS part
+                            FROM jsonb_array_elements(m.parts) WITH ORDINALITY AS p(old, i)
+                            LEFT JOIN hits h ON h.row_id = m.id AND h.part = p.i - 1
+                                            AND h.wamid = p.old ->> 'wamid'
+                            LEFT JOIN judged f ON f.id = h.failed_id
+                            CROSS JOIN LATERAL (
+                                SELECT h.row_id IS NOT NULL
+                                       AND p.old ->> 'status' IS DISTINCT FROM 'failed'
+                                           AS touched,
+                                       greatest(CASE p.old ->> 'status' WHEN 'delivered' THEN 2
+                                                WHEN 'read' THEN 3 ELSE 1 END,
+                                                coalesce(h.rank, 1)) AS rank) r
+                            CROSS JOIN LATERAL (
+                                SELECT r.touched AND f.id IS NOT NULL AND r.rank < 2 AS fails) g
+                        ) x
+                    ) a
+                ) s
+            ) n)
+        FROM (SELECT DISTINCT h.row_id FROM hits h) t
+        WHERE m.id = t.row_id
+        RETURNING m.id, m.parts, m.status),
+    appended AS (
+        INSERT INTO outbox_events (message_id, part, kind, error_code, detail, at)
+        SELECT j.row_id, j.at_part, 'status:' || j.status, j.error_code, j.error_title, j.at
+        FROM judged j
+        WHERE j.outcome = 'applied' AND j.row_id IN (SELECT u.id FROM updated u)
+        ORDER BY j.id
+        RETURNING 1),
+    marked AS (
+        UPDATE outbox_statuses s
+        SET applied_at = now(), message_id = coalesce(j.row_id, s.message_id),
+            part = coalesce(j.at_part, s.part)
+        FROM judged j
+        WHERE s.id = j.id AND j.outcome <> 'waiting'
+        RETURNING s.id)
+    SELECT j.id, j.wamid, j.status, j.outcome, j.row_id, j.at_part AS part,
+           u.status AS row_status,
+           j.status = 'failed' AND j.outcome = 'applied'
+               AND u.parts -> j.at_part ->> 'status' IS DISTINCT FROM 'failed' AS ignored
+    FROM judged j LEFT JOIN updated u ON u.id = j.row_id
+    ORDER BY j.id
+"""
+
+_BATCH_COLUMNS = "s.id, s.wamid, s.message_id, s.part, s.status, s.at, s.error_code, s.error_title"
+
+# Apply the given statuses (those just stored by a request).
+APPLY_STATUSES = sa.text(
+    _APPLY.format(
+        batch=f"""
+        SELECT {_BATCH_COLUMNS} FROM outbox_statuses s
+        WHERE s.id = ANY(CAST(:ids AS bigint[])) AND s.applied_at IS NULL
+        ORDER BY s.id
+        FOR UPDATE OF s SKIP LOCKED"""
+    )
+)
+
+# Apply up to :limit waiting statuses, oldest first, that can apply now: their part is recorded
+# (or a row has their wamid). Statuses that cannot (yet) apply are not even locked, so however
+# many wait for parts that never come, they hold back none that can. :skip lists statuses whose
+# application failed recently.
+APPLY_WAITING = sa.text(
+    _APPLY.format(
+        batch=f"""
+        SELECT {_BATCH_COLUMNS} FROM outbox_statuses s
+        WHERE s.applied_at IS NULL AND s.received_at > now() - {MAX_WAIT}
+          AND s.id <> ALL(CAST(:skip AS bigint[]))
+          AND ((s.message_id IS NOT NULL
+                AND EXISTS (SELECT 1 FROM outbox_messages m
+                            WHERE m.id = s.message_id
+                              AND jsonb_array_length(m.parts) > s.part))
+               OR (s.message_id IS NULL
+                   AND EXISTS (SELECT 1 FROM outbox_messages m
+                               WHERE m.message_id = s.wamid)))
+        ORDER BY s.id
+        LIMIT :limit
+        FOR UPDATE OF s SKIP LOCKED"""
+    )
+)
+
+# The ids APPLY_WAITING would take, without applying them (to apply them one by one after a
+# batch failed).
+SELECT_WAITING = sa.text(
+    f"""
+    SELECT s.id FROM outbox_statuses s
+    WHERE s.applied_at IS NULL AND s.received_at > now() - {MAX_WAIT}
+      AND s.id <> ALL(CAST(:skip AS bigint[]))
+      AND ((s.message_id IS NOT NULL
+            AND EXISTS (SELECT 1 FROM outbox_messages m
+                        WHERE m.id = s.message_id AND jsonb_array_length(m.parts) > s.part))
+           OR (s.message_id IS NULL
+               AND EXISTS (SELECT 1 FROM outbox_messages m WHERE m.message_id = s.wamid)))
+    ORDER BY s.id
+    LIMIT :limit
+    """
+)
+
+# The oldest stored body not applied yet (its application failed), locked for this transaction.
+NEXT_UNAPPLIED_WEBHOOK = sa.text(
+    f"""
+    SELECT id, body FROM outbox_webhooks
+    WHERE applied_at IS NULL AND received_at > now() - {MAX_WAIT}
+      AND id <> ALL(CAST(:skip AS bigint[]))
+    ORDER BY id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+    """
+)
+
+# Delete up to :batch applied bodies received before :cutoff.
+PRUNE_WEBHOOKS = sa.text(
+    """
+    DELETE FROM outbox_webhooks
+    WHERE id IN (SELECT id FROM outbox_webhooks
+                 WHERE applied_at IS NOT NULL AND received_at < :cutoff
+                 ORDER BY id LIMIT :batch)
+    RETURNING id
+    """
+)
+
+# Delete up to :batch statuses received before :cutoff that are applied, or that waited past
+# MAX_WAIT for a part that never came (they can no longer apply).
+PRUNE_STATUSES = sa.text(
+    f"""
+    DELETE FROM outbox_statuses
+    WHERE id IN (SELECT id FROM outbox_statuses
+                 WHERE received_at < :cutoff
+                   AND (applied_at IS NOT NULL OR received_at < now() - {MAX_WAIT})
+                 ORDER BY id LIMIT :batch)
+    RETURNING id
+    """
+)
+
+
+async def insert_webhook(conn: AsyncConnectionLike, body: bytes) -> int:
+    row = await fetch_one(conn, INSERT_WEBHOOK, {"body": body})
+    assert row is not None
+    return int(row["id"])
+
+
+async def set_lock_timeout(conn: AsyncConnectionLike, seconds: float) -> None:
+    """Bound lock waits for the rest of the transaction (or savepoint)."""
+    await fetch_all(conn, SET_LOCK_TIMEOUT, {"lock_timeout": f"{int(seconds * 1000)}ms"})
+
+
+async def store_contents(
+    conn: AsyncConnectionLike,
+    webhook_id: int,
+    statuses: list[dict[str, Any]],
+    inbound: list[dict[str, Any]],
+) -> list[int]:
+    """Store a body's statuses and inbound messages and mark it applied; the new status ids.
+    Each status is a dict of wamid, row_id, part, status, at, code, title; each inbound message
+    one of wamid, phone, customer, type, at."""
+
+    def column(items: list[dict[str, Any]], name: str) -> list[Any]:
+        return [item[name] for item in items]
+
+    params: dict[str, Any] = {"webhook_id": webhook_id}
+    for name in ("wamid", "row_id", "part", "status", "at", "code", "title"):
+        params["statuses" if name == "status" else f"{name}s"] = column(statuses, name)
+    for name in ("wamid", "phone", "customer", "type", "at"):
+        params[f"inbound_{name}s"] = column(inbound, name)
+    row = await fetch_one(conn, STORE_CONTENTS, params)
+    assert row is not None
+    return [int(status_id) for status_id in row["status_ids"]]
+
+
+async def apply_statuses(conn: AsyncConnectionLike, ids: list[int]) -> list[Row]:
+    """Apply the given unapplied statuses; one row per status with its outcome."""
+    if not ids:
+        return []
+    return await fetch_all(conn, APPLY_STATUSES, {"ids": ids})
+
+
+async def apply_waiting(conn: AsyncConnectionLike, limit: int, skip: list[int]) -> list[Row]:
+    """Apply up to `limit` waiting statuses whose part is now recorded, oldest first."""
+    return await fetch_all(conn, APPLY_WAITING, {"limit": limit, "skip": skip})
+
+
+async def select_waiting(conn: AsyncConnectionLike, limit: int, skip: list[int]) -> list[int]:
+    rows = await fetch_all(conn, SELECT_WAITING, {"limit": limit, "skip": skip})
+    return [int(row["id"]) for row in rows]
+
+
+async def next_unapplied_webhook(
+    conn: AsyncConnectionLike, skip: list[int]
+) -> tuple[int, bytes] | None:
+    """The oldest unapplied body (locked until the transaction ends), or None."""
+    row = await fetch_one(conn, NEXT_UNAPPLIED_WEBHOOK, {"skip": skip})
+    return None if row is None else (int(row["id"]), bytes(row["body"]))
+
+
+async def prune_webhooks(conn: AsyncConnectionLike, cutoff: datetime, batch: int) -> bool:
+    """Delete up to `batch` applied bodies and as many finished statuses received before
+    `cutoff`; True while there may be more."""
+    bodies = await fetch_all(conn, PRUNE_WEBHOOKS, {"cutoff": cutoff, "batch": batch})
+    statuses = await fetch_all(conn, PRUNE_STATUSES, {"cutoff": cutoff, "batch": batch})
+    return len(bodies) >= batch or len(statuses) >= batch

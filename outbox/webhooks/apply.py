@@ -1,0 +1,230 @@
+"""Store webhook bodies and apply what they say; a background task re-applies what could not be.
+
+The raw body is written first and committed whatever happens next (Meta cannot send a lost
+webhook again). Its statuses and inbound messages are stored and applied under a savepoint, so an
+unexpected failure leaves the body stored but unapplied, for the background task. That task also
+applies statuses that arrived before the daemon recorded their part.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from outbox import store
+from outbox.connections import Row
+from outbox.database import is_connection_error, short_error
+from outbox.webhooks.payload import Envelope, parse
+
+logger = logging.getLogger("outbox.webhooks")
+
+RETRY_INTERVAL = 0.5  # seconds between rounds of the background task when it found no work
+BATCH = 500  # waiting statuses applied per statement
+BODIES_PER_ROUND = 50
+LOCK_TIMEOUT = 1.0  # a request waits this long for a row lock, then leaves the body to the task
+MAX_BACKOFF = 300.0  # longest wait before a body or status that failed is tried again
+MAX_PAUSE = 30.0  # longest pause of the background task while the database fails it
+MAX_INT32 = 2**31 - 1
+
+
+class Backoff:
+    """Items whose application failed, each skipped for a while (1 s, doubling, at most
+    MAX_BACKOFF), so that one that always fails never holds back the others."""
+
+    def __init__(self) -> None:
+        self._failures: dict[int, tuple[int, float]] = {}
+
+    def failed(self, item: int) -> float:
+        """Record a failure; the seconds `item` is now skipped for."""
+        failures = self._failures.get(item, (0, 0.0))[0] + 1
+        delay = min(MAX_BACKOFF, 2.0 ** (failures - 1))
+        self._failures[item] = (failures, _now() + delay)
+        return delay
+
+    def succeeded(self, item: int) -> None:
+        self._failures.pop(item, None)
+
+    def skipped(self) -> list[int]:
+        now = _now()
+        return [item for item, (_, until) in self._failures.items() if until > now]
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def _int32(value: int | None) -> int | None:
+    """An error code that fits the integer column; None for one that does not."""
+    return value if value is not None and -MAX_INT32 <= value <= MAX_INT32 else None
+
+
+def _status_params(envelope: Envelope) -> list[dict[str, Any]]:
+    return [
+        {
+            "wamid": status.wamid,
+            "row_id": status.row_id,
+            "part": status.part,
+            "status": status.status,
+            "at": status.at,
+            "code": _int32(status.error_code),
+            "title": status.error_title,
+        }
+        for status in envelope.statuses
+    ]
+
+
+def _inbound_params(envelope: Envelope) -> list[dict[str, Any]]:
+    return [
+        {
+            "wamid": message.wamid,
+            "phone": message.phone_number_id,
+            "customer": message.customer,
+            "type": message.type,
+            "at": message.at,
+        }
+        for message in envelope.inbound
+    ]
+
+
+class Applier:
+    """Receives bodies for the app, and re-applies in the background what is left unapplied."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._bodies = Backoff()
+        self._statuses = Backoff()
+        self.counts: Counter[str] = Counter()
+
+    async def receive(self, body: bytes, envelope: Envelope) -> bool:
+        """Store `body`, then apply `envelope` (parsed from it). False when only the body could
+        be stored; raises when not even that was possible (the database is away)."""
+        async with self._engine.connect() as conn, conn.begin():
+            webhook_id = await store.insert_webhook(conn, body)
+            self.counts["bodies_stored"] += 1
+            try:
+                async with conn.begin_nested():
+                    await store.set_lock_timeout(conn, LOCK_TIMEOUT)
+                    await self._apply(conn, webhook_id, envelope)
+            except Exception as exc:
+                self.counts["bodies_unapplied"] += 1
+                logger.warning(
+                    "webhook %d stored but not applied (%s); it will be retried",
+                    webhook_id,
+                    short_error(exc),
+                )
+                return False
+        return True
+
+    async def run(self) -> None:
+        """Until cancelled: re-apply stored bodies not applied yet, then statuses whose part
+        has been recorded since they came."""
+        busy, failures = False, 0
+        while True:
+            pause = min(MAX_PAUSE, RETRY_INTERVAL * 2**failures) if failures else RETRY_INTERVAL
+            await asyncio.sleep(0 if busy else pause)
+            busy = False
+            try:
+                busy = await self._retry_bodies()
+                busy = await self._retry_statuses() or busy
+            except Exception as exc:
+                failures += 1
+                logger.warning(
+                    "re-applying webhooks failed (%s); next try in %.0fs",
+                    short_error(exc),
+                    min(MAX_PAUSE, RETRY_INTERVAL * 2**failures),
+                )
+                continue
+            if failures:
+                logger.info("re-applying webhooks works again")
+                failures = 0
+
+    async def _apply(self, conn: AsyncConnection, webhook_id: int, envelope: Envelope) -> None:
+        ids = await store.store_contents(
+            conn, webhook_id, _status_params(envelope), _inbound_params(envelope)
+        )
+        self.counts["statuses_stored"] += len(ids)
+        self.counts["statuses_duplicate"] += len(envelope.statuses) - len(ids)
+        self._report(await store.apply_statuses(conn, ids))
+
+    async def _retry_bodies(self) -> bool:
+        """Apply up to BODIES_PER_ROUND stored bodies, each in its own transaction; True when
+        there may be more."""
+        for _ in range(BODIES_PER_ROUND):
+            async with self._engine.connect() as conn, conn.begin():
+                found = await store.next_unapplied_webhook(conn, self._bodies.skipped())
+                if found is None:
+                    return False
+                webhook_id, body = found
+                try:
+                    async with conn.begin_nested():
+                        await self._apply(conn, webhook_id, parse(body))
+                except Exception as exc:
+                    if is_connection_error(exc):
+                        raise
+                    delay = self._bodies.failed(webhook_id)
+                    logger.error(
+                        "webhook %d could not be applied (%s); next try in %.0fs",
+                        webhook_id,
+                        short_error(exc),
+                        delay,
+                    )
+                    continue
+            self._bodies.succeeded(webhook_id)
+            self.counts["bodies_reapplied"] += 1
+            logger.info("webhook %d applied on retry", webhook_id)
+        return True
+
+    async def _retry_statuses(self) -> bool:
+        """Apply a batch of waiting statuses that can apply now; True when there may be more.
+        A batch the database refuses is applied status by status, to isolate the culprit."""
+        skip = self._statuses.skipped()
+        try:
+            async with self._engine.begin() as conn:
+                results = await store.apply_waiting(conn, BATCH, skip)
+        except Exception as exc:
+            if is_connection_error(exc):
+                raise
+            logger.warning("applying waiting statuses failed (%s); one by one", short_error(exc))
+            return await self._retry_one_by_one(skip)
+        self._report(results)
+        return len(results) >= BATCH
+
+    async def _retry_one_by_one(self, skip: list[int]) -> bool:
+        async with self._engine.connect() as conn:
+            ids = await store.select_waiting(conn, BATCH, skip)
+        for status_id in ids:
+            try:
+                async with self._engine.begin() as conn:
+                    self._report(await store.apply_statuses(conn, [status_id]))
+            except Exception as exc:
+                if is_connection_error(exc):
+                    raise
+                delay = self._statuses.failed(status_id)
+                logger.error(
+                    "status %d could not be applied (%s); next try in %.0fs",
+                    status_id,
+                    short_error(exc),
+                    delay,
+                )
+            else:
+                self._statuses.succeeded(status_id)
+        return len(ids) >= BATCH
+
+    def _report(self, results: list[Row]) -> None:
+        for result in results:
+            self.counts[f"statuses_{result['outcome']}"] += 1
+            if result["ignored"]:
+                logger.info(
+                    "message %d: failed status for part %d ignored: the part was already "
+                    "delivered or read",
+                    result["row_id"],
+                    result["part"],
+                )
+            elif result["outcome"] == "waiting":
+                logger.debug(
+                    "status %s for %s waits for its part", result["status"], result["wamid"]
+                )
