@@ -174,6 +174,11 @@ class Step:
         if not isinstance(raw, Mapping):
             raise ValueError(f'scenario step must be "ok" or an object, not {raw!r}')
         times = int(raw.get("times", 1))
+        if raw.get("accept"):
+            then = str(raw.get("then", "read"))
+            if then not in STEPS:
+                raise ValueError(f'"then" must be one of {", ".join(STEPS)}, not {then!r}')
+            return cls("ok", times, code=int(raw.get("error", 131026)), then=then)
         if "error" in raw:
             return cls(
                 "error",
@@ -201,11 +206,6 @@ class Step:
             return cls("hang", times, delay_ms=int(raw["hang_ms"]))
         if raw.get("accept_and_hang"):
             return cls("accept_and_hang", times)
-        if raw.get("accept"):
-            then = str(raw.get("then", "read"))
-            if then not in STEPS:
-                raise ValueError(f'"then" must be one of {", ".join(STEPS)}, not {then!r}')
-            return cls("ok", times, code=int(raw.get("error", 131026)), then=then)
         raise ValueError(f"unknown scenario step {raw!r}")
 
 

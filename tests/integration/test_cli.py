@@ -281,7 +281,7 @@ def test_run_on_an_unmigrated_database_says_to_migrate(
 
 
 @pytest.mark.timeout(120)
-def test_demo_delivers_sample_messages_and_shows_their_statuses(tmp_path: Path) -> None:
+def test_demo_delivers_sample_messages_and_shows_them_read_by_webhook(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OUTBOX_", "META_"))}
     shown = subprocess.run(
         [str(BIN / "outbox"), "demo"], env=env, capture_output=True, text=True, timeout=110
@@ -291,7 +291,8 @@ def test_demo_delivers_sample_messages_and_shows_their_statuses(tmp_path: Path) 
         re.match(r"^\s*\d+\s+\d{7,15}\s+\S+\s+(\w+)", line) for line in shown.stdout.splitlines()
     ]
     statuses = [row.group(1) for row in rows if row]
-    assert statuses == ["sent", "sent", "sent", "failed", "sent", "pending"]
+    assert statuses == ["read", "read", "read", "failed", "read", "pending"]
+    assert "status webhooks received" in shown.stdout
 
 
 def test_enqueue_expires_in_counts_from_the_database_clock(

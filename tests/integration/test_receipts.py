@@ -115,3 +115,15 @@ async def test_a_timed_out_send_without_a_webhook_is_sent_again_after_the_window
 
 async def _status_is(engine: AsyncEngine, row: int, expected: str) -> bool:
     return (await status(engine, row)).status == expected
+
+
+async def test_a_message_failed_by_webhook_keeps_its_accepted_wamid(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, receiver: str
+) -> None:
+    script(simulator, "447700900123", {"accept": True, "then": "failed", "error": 131026})
+    row = await enqueue(engine, "447700900123", "not on WhatsApp")
+    assert await drain(settings) == 0
+    await eventually(lambda: _status_is(engine, row, "failed"), 20, "the failed webhook")
+    delivery = await status(engine, row)
+    assert delivery.part_ids == (simulator.accepted[0]["wamid"],)
+    assert [part.status for part in delivery.parts] == ["failed"]
