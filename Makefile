@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest demo bench clean
+.PHONY: test lint typecheck pytest chaos demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,12 +25,18 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
+# The fault-injection suite at full size: 20 SIGKILL rounds and bigger backlogs, the figures of
+# every round printed as they come and in a table at the end (`make test` runs a short version).
+chaos: $(STAMP)
+	CHAOS_ROUNDS=20 CHAOS_SCALE=3 $(BIN)/pytest -s tests/chaos
+
 demo: $(STAMP)
 	$(BIN)/outbox demo
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.enqueue
 	$(BIN)/python -m benchmarks.daemon
+	$(BIN)/python -m benchmarks.receipts
 
 clean:
 	rm -rf $(VENV) build *.egg-info

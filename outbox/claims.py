@@ -24,6 +24,7 @@ class Claim:
     template: dict[str, Any] | None = None
     deadline: float | None = None
     probe: bool = False  # claimed while sending is stopped, to find out whether it works again
+    taken_over: bool = False  # from an expired lease: its next part may have been sent already
     lost: bool = False  # another worker holds the row now: send nothing more
 
 

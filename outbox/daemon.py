@@ -267,6 +267,7 @@ class Daemon:
                 in_doubt=row["in_doubt"],
                 token=token,
                 probe=probe,
+                taken_over=row["taken_over"],
                 lease_until=now + self.settings.lease_seconds,
                 deadline=None if expires_in is None else now + float(expires_in),
             )

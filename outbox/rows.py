@@ -123,6 +123,14 @@ class RowSender:
                 await self._reschedule(claim, delay, "paced: waiting for a rate slot", give_back=1)
                 return
             await asyncio.sleep(wait)
+            if claim.taken_over and index == claim.accepted:
+                # Its last holder lost the lease, not necessarily its request: if Meta accepted
+                # that part, its status webhook says so, and the part is recorded, not resent.
+                settled = await self._reconciled(claim, index)
+                if settled is not None:
+                    if not await self._record(claim, index, settled, len(parts)):
+                        return
+                    continue
             try:
                 wamid = await self._send(recipient, parts[index], f"outbox:{claim.id}:{index}")
             except InDoubt as error:
@@ -135,14 +143,19 @@ class RowSender:
                 await self._refused(claim, recipient, parts[index], error)
                 return
             self._answered(recipient)
-            part = AcceptedPart(claim.id, claim.token, index, wamid, index == len(parts) - 1)
-            try:
-                if not await self._recorder.record(part):
-                    logger.warning("message %d: lease lost to another worker; stopping", claim.id)
-                    return
-            except RecordFailed as exc:
-                await self._fail(claim, str(exc))
+            if not await self._record(claim, index, wamid, len(parts)):
                 return
+
+    async def _record(self, claim: Claim, index: int, wamid: str, count: int) -> bool:
+        """Write an accepted part; False when the row must not go on (lease lost, refused)."""
+        part = AcceptedPart(claim.id, claim.token, index, wamid, index == count - 1)
+        try:
+            if await self._recorder.record(part):
+                return True
+            logger.warning("message %d: lease lost to another worker; stopping", claim.id)
+        except RecordFailed as exc:
+            await self._fail(claim, str(exc))
+        return False
 
     async def _send_once(self, recipient: str, part: Part, callback: str) -> str:
         """One request, its outcome appended to the row's history."""
@@ -172,11 +185,8 @@ class RowSender:
     async def _reconciled(self, claim: Claim, index: int) -> str | None:
         """The wamid of a send in doubt, from a status webhook naming its callback data, if one
         comes within the reconcile window: then the part was accepted and is not sent again."""
-        window = self.settings.reconcile_window
-        if window <= 0:
-            return None
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + window
+        deadline = loop.time() + self.settings.reconcile_window
         while True:
             async with self._engine.connect() as conn:
                 row = await fetch_one(conn, store.RECONCILED_WAMID, {"id": claim.id, "part": index})

@@ -13,11 +13,12 @@ import sqlalchemy as sa
 # rows whose recipient has an older unfinished row (per-recipient FIFO). A row scheduled for later
 # does not block; a row waiting for a retry (it has an error) does. Expired leases are claimable.
 # `expires_in` is the seconds left before the row's deadline (expires_at, else created_at plus
-# :max_age when that is positive), null without one.
+# :max_age when that is positive), null without one. `taken_over`: the row's lease ran out while
+# another daemon held it, so that daemon may have sent the next part.
 CLAIM_BATCH = sa.text(
     """
     WITH candidates AS (
-        SELECT c.id FROM outbox_messages c
+        SELECT c.id, c.status = 'sending' AS taken_over FROM outbox_messages c
         WHERE ((c.status = 'pending' AND c.available_at <= now())
                OR (c.status = 'sending' AND c.locked_until < now()))
           AND c.id <> ALL(CAST(:mine AS bigint[]))
@@ -35,6 +36,7 @@ CLAIM_BATCH = sa.text(
     FROM candidates WHERE m.id = candidates.id
     RETURNING m.id, m.recipient, m.message, m.media::text AS media, m.template::text AS template,
               jsonb_array_length(m.parts) AS accepted, m.attempts, m.in_doubt,
+              candidates.taken_over,
               extract(epoch FROM coalesce(
                   m.expires_at,
                   CASE WHEN CAST(:max_age AS float8) > 0

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 
+import asyncpg
 import pytest
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -127,3 +128,45 @@ async def test_a_message_failed_by_webhook_keeps_its_accepted_wamid(
     delivery = await status(engine, row)
     assert delivery.part_ids == (simulator.accepted[0]["wamid"],)
     assert [part.status for part in delivery.parts] == ["failed"]
+
+
+async def test_a_row_taken_over_from_an_expired_lease_is_settled_by_its_webhook(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, database_url: str
+) -> None:
+    """The daemon that held it lost the database, not its request: Meta accepted the text and
+    said so by webhook, so the daemon taking the row over records that, and sends nothing."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        row = await conn.fetchval(
+            "INSERT INTO outbox_messages (recipient, message, status, attempts, lease_token, "
+            "locked_until) VALUES ('923001234567', 'hi', 'sending', 1, gen_random_uuid(), "
+            "now() - interval '1 second') RETURNING id"
+        )
+        await conn.execute(
+            "INSERT INTO outbox_statuses (wamid, message_id, part, status, at) "
+            "VALUES ('wamid.accepted-by-the-lost-daemon', $1, 0, 'sent', now())",
+            row,
+        )
+    finally:
+        await conn.close()
+    assert await drain(replace(settings, reconcile_seconds=0)) == 0
+    assert simulator.requests == 0
+    delivery = await status(engine, row)
+    assert (delivery.status, delivery.message_id) == ("sent", "wamid.accepted-by-the-lost-daemon")
+
+
+async def test_a_row_taken_over_without_a_webhook_is_sent_after_the_window(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, database_url: str
+) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        row = await conn.fetchval(
+            "INSERT INTO outbox_messages (recipient, message, status, attempts, lease_token, "
+            "locked_until) VALUES ('923001234567', 'hi', 'sending', 1, gen_random_uuid(), "
+            "now() - interval '1 second') RETURNING id"
+        )
+    finally:
+        await conn.close()
+    assert await drain(replace(settings, reconcile_seconds=1)) == 0
+    assert sent(simulator) == [f"outbox:{row}:0"]
+    assert (await status(engine, row)).status == "sent"

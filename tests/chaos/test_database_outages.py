@@ -1,0 +1,93 @@
+"""PostgreSQL away for longer than the lease, under several daemons: cut off behind a TCP proxy,
+then really stopped. Accepted wamids wait in memory; nothing is lost, stuck or sent again.
+
+When a daemon loses the database but not the Graph API, the daemon that takes its rows over
+cannot know from the database whether the part in flight was accepted: Meta's status webhook
+tells it. Those scenarios run the webhook receiver, as production with META_APP_SECRET does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.chaos.conftest import MakeRound
+from tests.chaos.harness import assert_guarantees, scaled
+from tests.chaos.postgres import PrivatePostgres
+from tests.proxy import PostgresProxy
+
+DAEMONS = 3
+LEASE = 2.0
+AWAY = 1.5 * LEASE  # past every lease
+FLAGS = {"--lease-seconds": str(LEASE)}
+RECONCILING = {**FLAGS, "--reconcile-seconds": "10"}
+
+
+@pytest.mark.timeout(240)
+async def test_a_database_cut_off_longer_than_the_lease_loses_and_repeats_nothing(
+    chaos: MakeRound,
+) -> None:
+    chaos_round = await chaos("database cut off (proxy) > lease", scaled(40))
+    proxy = PostgresProxy(chaos_round.database_url)
+    proxied = await proxy.start()
+    try:
+        await chaos_round.load.fill(scaled(120))
+        producing = asyncio.create_task(chaos_round.load.produce(scaled(40), seconds=AWAY))
+        environ = await chaos_round.enter(chaos_round.receiver())
+        await chaos_round.spawn(DAEMONS, database_url=proxied, flags=RECONCILING, environ=environ)
+        await chaos_round.accepted_reach(chaos_round.load.parts / 4)
+        proxy.cut()  # the app still reaches the database: its rows keep coming
+        await asyncio.sleep(AWAY)
+        proxy.restore()
+        await producing
+        await chaos_round.until_done(within=60)
+        figures = await chaos_round.finish()
+    finally:
+        await proxy.close()
+    assert_guarantees(figures)
+
+
+@pytest.mark.timeout(240)
+async def test_daemons_cut_off_from_the_database_while_another_runs_repeat_no_part(
+    chaos: MakeRound,
+) -> None:
+    chaos_round = await chaos("2 of 3 daemons cut off > lease", scaled(40))
+    chaos_round.simulator.latency_ms = 50  # most rows have a request in flight at the cut
+    proxy = PostgresProxy(chaos_round.database_url)
+    proxied = await proxy.start()
+    try:
+        await chaos_round.load.fill(scaled(120))
+        environ = await chaos_round.enter(chaos_round.receiver())
+        await chaos_round.spawn(
+            DAEMONS - 1, database_url=proxied, flags=RECONCILING, environ=environ
+        )
+        # Its own network path to PostgreSQL is fine: it takes the others' rows over.
+        await chaos_round.spawn(1, flags=RECONCILING, environ=environ)
+        await chaos_round.accepted_reach(chaos_round.load.parts / 4)
+        proxy.cut()
+        await asyncio.sleep(AWAY)
+        proxy.restore()
+        await chaos_round.until_done(within=60)
+        figures = await chaos_round.finish()
+    finally:
+        await proxy.close()
+    assert_guarantees(figures)
+
+
+@pytest.mark.timeout(240)
+async def test_postgres_stopped_longer_than_the_lease_loses_and_repeats_nothing(
+    chaos: MakeRound, chaos_postgres: PrivatePostgres
+) -> None:
+    chaos_round = await chaos("PostgreSQL stopped > lease", scaled(40))
+    await chaos_round.load.fill(scaled(120))
+    producing = asyncio.create_task(chaos_round.load.produce(scaled(40), seconds=AWAY))
+    await chaos_round.spawn(DAEMONS, flags=FLAGS)
+    await chaos_round.accepted_reach(chaos_round.load.parts / 4)
+    async with chaos_round.load.held():  # the app waits for its database too
+        await asyncio.to_thread(chaos_postgres.stop_server)
+        await asyncio.sleep(AWAY)
+        await asyncio.to_thread(chaos_postgres.start_server)
+    await producing
+    await chaos_round.until_done(within=60)
+    assert_guarantees(await chaos_round.finish())
