@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from datetime import timedelta
 
 import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
-from outbox import cli
+from outbox import cli, store
+from outbox.daemon import Daemon
+from outbox.simulator import Simulator
+from tests.daemon_helpers import drain, enqueue, script, status
 
 BOOKING = outbox.Template(
     "booking_confirmed",
@@ -117,3 +122,81 @@ def test_the_cli_refuses_template_options_that_do_not_go_together(
         assert "template: a template message takes no text" in capsys.readouterr().err
     else:
         assert code == 2
+
+
+async def test_a_template_paused_by_meta_holds_only_its_own_rows(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    paused = outbox.Template("spring_sale", "en_US")
+    script(simulator, "923001234567", {"error": 132015})
+    async with engine.begin() as conn:
+        held = await outbox.enqueue(conn, "923001234567", template=paused)
+        other = await outbox.enqueue(conn, "4915112345678", template=BOOKING)
+    text = await enqueue(engine, "16505551234", "plain text goes on")
+    daemon = Daemon(settings)  # a drain would wait out the hold: the rows wait for a retry
+    running = asyncio.create_task(daemon.run())
+    for _ in range(200):
+        if [(await status(engine, row)).status for row in (held, other, text)] == [
+            "pending",
+            "sent",
+            "sent",
+        ]:
+            break
+        await asyncio.sleep(0.05)
+    async with engine.begin() as conn:  # enqueued once Meta said the template is paused
+        also_held = await outbox.enqueue(conn, "447700900123", template=paused)
+    await asyncio.sleep(1)
+    daemon.stop()
+    assert await asyncio.wait_for(running, 10) == 0
+    for row in (held, also_held):
+        delivery = await status(engine, row)
+        assert (delivery.status, delivery.attempts) == ("pending", 0)
+        assert delivery.next_attempt_at is not None
+        assert "paused" in (delivery.last_error or "")
+    assert [(await status(engine, row)).status for row in (other, text)] == ["sent", "sent"]
+    assert [a["to"] for a in simulator.accepted if a["type"] == "template"] == ["4915112345678"]
+    assert simulator.requests == 3, "the paused template's later row is not even tried"
+
+
+async def test_a_disabled_template_fails_its_row(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    script(simulator, "923001234567", {"error": 132016})
+    async with engine.begin() as conn:
+        row = await outbox.enqueue(conn, "923001234567", template=BOOKING)
+    assert await drain(settings) == 0
+    delivery = await status(engine, row)
+    assert (delivery.status, delivery.error_code) == ("failed", 132016)
+
+
+async def test_the_simulator_refuses_a_template_meta_would_refuse(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, database_url: str
+) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        row = await conn.fetchval(
+            "INSERT INTO outbox_messages (recipient, template) VALUES ('923001234567', "
+            """'{"name": "t", "language": {"code": "en"}, "components": [{"type": "body", """
+            """"parameters": [{"type": "text", "text": ""}]}]}') RETURNING id"""
+        )
+    finally:
+        await conn.close()
+    assert await drain(settings) == 0
+    assert (await status(engine, row)).error_code == 131008
+
+
+async def test_prune_deletes_a_rows_history_with_it(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, database_url: str
+) -> None:
+    row = await enqueue(engine, "923001234567", "soon gone")
+    assert await drain(settings) == 0
+    await asyncio.sleep(0.5)  # the history is written in batches
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM outbox_events WHERE message_id = $1", row)
+        await conn.execute("UPDATE outbox_messages SET updated_at = now() - interval '40 days'")
+        async with engine.connect() as sa_conn:
+            assert await store.prune_finished(sa_conn, timedelta(days=30)) == 1
+        assert not await conn.fetchval("SELECT count(*) FROM outbox_events")
+    finally:
+        await conn.close()
