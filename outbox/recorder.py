@@ -24,6 +24,7 @@ from outbox.errors import clean
 
 logger = logging.getLogger(__name__)
 MAX_BATCH = 1000
+STRUGGLING_AFTER = 0.5  # seconds a batch may take before claiming waits for it
 
 
 @dataclass(frozen=True)
@@ -50,11 +51,18 @@ class PartRecorder:
         self._task: asyncio.Task[None] | None = None
         self._unwritten = 0
         self._abandon = False
+        self._writing_since: float | None = None
 
     @property
     def busy(self) -> bool:
-        """Accepted parts not yet written: nothing new may be claimed until they are."""
-        return self._unwritten > 0
+        """Accepted parts wait while a write struggles (the database is away or slow): nothing
+        new may be claimed until they are written. A write of a few milliseconds is not that."""
+        since = self._writing_since
+        return (
+            self._unwritten > 0
+            and since is not None
+            and asyncio.get_running_loop().time() - since > STRUGGLING_AFTER
+        )
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-recorder")
@@ -92,9 +100,11 @@ class PartRecorder:
             batch = [await self._queue.get()]
             while not self._queue.empty() and len(batch) < MAX_BATCH:
                 batch.append(self._queue.get_nowait())
+            self._writing_since = asyncio.get_running_loop().time()
             try:
                 await self._write_batch(batch)
             finally:
+                self._writing_since = None
                 for _ in batch:
                     self._queue.task_done()
                 self._unwritten -= len(batch)
