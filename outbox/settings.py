@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,16 +36,17 @@ def _userinfo_password(url: str) -> tuple[int, int] | None:
 
 def _query_secrets(url: str, after: int) -> Iterator[tuple[int, int]]:
     """Where the values of `password=` and `sslpassword=` query parameters lie, each running to
-    the next '&' (a '#' in a password is hidden too)."""
+    the next '&' or '?' (a '#' in a password is hidden too; a second '?' in a malformed URL does
+    not hide a password from us, whatever the driver makes of it)."""
     start = url.find("?", after)
     if start < 0:
         return
-    position = start + 1
-    for pair in url[start + 1 :].split("&"):
-        key, equals, _ = pair.partition("=")
-        if equals and unquote_plus(key).lower() in SECRET_QUERY_KEYS:
-            yield position + len(key) + 1, position + len(pair)
-        position += len(pair) + 1
+    for match in _QUERY_PAIR.finditer(url, start):
+        if unquote_plus(match.group(1)).lower() in SECRET_QUERY_KEYS:
+            yield match.start(2), match.end(2)
+
+
+_QUERY_PAIR = re.compile(r"[?&]([^=&?]*)=([^&?]*)")
 
 
 def _password_spans(url: str) -> list[tuple[int, int]]:
