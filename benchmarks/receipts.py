@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
+import signal
+import sys
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import aiohttp
 import asyncpg
@@ -42,10 +47,38 @@ async def receiver(dsn: str) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
+@asynccontextmanager
+async def receiver_process(dsn: str) -> AsyncIterator[str]:
+    """`outbox webhook` in its own process, as production runs it."""
+    port = 18090
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "outbox"),
+        "webhook",
+        "--port",
+        str(port),
+        env={
+            **os.environ,
+            "OUTBOX_DATABASE_URL": dsn,
+            "META_APP_SECRET": SECRET,
+            "META_WEBHOOK_VERIFY_TOKEN": "v",
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert process.stdout is not None
+        await asyncio.wait_for(process.stdout.readline(), 30)  # "listening on ..."
+        yield f"http://127.0.0.1:{port}/webhook"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await process.wait()
+
+
 async def receiver_rate(messages: int, clients: int) -> None:
     """POST sent, delivered and read for `messages` sent rows (one status per POST, as Meta
-    mostly does) from `clients` concurrent senders; statuses applied per second."""
-    async with scratch_database() as (dsn, version), receiver(dsn) as url:
+    mostly does) from `clients` concurrent senders to `outbox webhook` in its own process;
+    statuses applied per second."""
+    async with scratch_database() as (dsn, version), receiver_process(dsn) as url:
         conn = await asyncpg.connect(dsn)
         await conn.execute(
             "INSERT INTO outbox_messages (recipient, message, status, message_id, parts, sent_at) "
@@ -143,6 +176,7 @@ async def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--rows", type=int, default=300)
     args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)  # the daemon's retries are expected here
     await receiver_rate(args.messages, args.clients)
     await duplicates(args.rows, with_receiver=False)
     await duplicates(args.rows, with_receiver=True)

@@ -15,13 +15,13 @@ class Claim:
     id: int
     recipient: str
     message: str | None
-    media: Any
+    media: Any  # the media parts (or their JSON text, as claimed)
     accepted: int
     attempts: int
     in_doubt: int
     token: uuid.UUID
     lease_until: float
-    template: dict[str, Any] | None = None
+    template: Any = None  # Meta's template object (or its JSON text, as claimed)
     deadline: float | None = None
     probe: bool = False  # claimed while sending is stopped, to find out whether it works again
     taken_over: bool = False  # from an expired lease: its next part may have been sent already

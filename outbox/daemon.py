@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -241,6 +240,9 @@ class Daemon:
         if limit <= 0:
             return 0
         token = uuid.uuid4()
+        # Before the statement: the lease runs from the database's transaction start, so a slow
+        # claim must not make this daemon believe it holds more lease than it does.
+        now = asyncio.get_running_loop().time()
         async with self._engine.begin() as conn:
             rows = await fetch_all(
                 conn,
@@ -253,15 +255,14 @@ class Daemon:
                     "max_age": self.settings.max_age,
                 },
             )
-        now = asyncio.get_running_loop().time()
         for row in rows:
             expires_in = row["expires_in"]
             claim = Claim(
                 id=row["id"],
                 recipient=row["recipient"],
                 message=row["message"],
-                media=json.loads(row["media"]),
-                template=json.loads(row["template"]) if row["template"] else None,
+                media=row["media"],  # JSON text: parsed by the row's own task, which can fail it
+                template=row["template"],
                 accepted=row["accepted"],
                 attempts=row["attempts"],
                 in_doubt=row["in_doubt"],

@@ -9,6 +9,7 @@ reason instead of being retried forever.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from outbox.connections import fetch_all, fetch_one
 from outbox.database import is_connection_error, persistently, short_error
 from outbox.errors import GraphError, InDoubt, InvalidMessage, SendError, clean
 from outbox.events import Event, EventLog
-from outbox.gate import Gate
+from outbox.gate import OUTAGE_PROBE_CAP, Gate
 from outbox.limiter import RateLimiter
 from outbox.recorder import AcceptedPart, PartRecorder, RecordFailed
 from outbox.retry import (
@@ -47,6 +48,18 @@ logger = logging.getLogger("outbox.daemon")
 MAX_INLINE_PACING = 2.0  # wait this long in-process for a rate slot; longer: reschedule
 LEASE_MARGIN = 2.0  # a part goes out only with this much lease left after its request timeout
 RECONCILE_POLL = 0.5  # how often a send in doubt looks for its status webhook
+
+
+def _loaded(value: Any, field: str) -> Any:
+    """A JSON column as claimed (text), parsed; what Python cannot read is the row's fault."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidMessage(
+            field, f"is JSON outbox cannot read ({clean(str(exc), 100)})"
+        ) from None
 
 
 class RowSender:
@@ -88,9 +101,9 @@ class RowSender:
     async def deliver(self, claim: Claim) -> None:
         try:
             recipient = normalize_recipient(claim.recipient)
-            parts = parts_of(
-                normalize_text(claim.message), normalize_media(claim.media), claim.template
-            )
+            media = normalize_media(_loaded(claim.media, "media"))
+            template = _loaded(claim.template, "template")
+            parts = parts_of(normalize_text(claim.message), media, template)
             if not parts:
                 raise InvalidMessage(
                     "message", "a message needs text, at least one media part, or a template"
@@ -131,6 +144,9 @@ class RowSender:
                     if not await self._record(claim, index, settled, len(parts)):
                         return
                     continue
+            if claim.deadline is not None and loop.time() >= claim.deadline:
+                await self._fail(claim, "expired: not sent before its deadline")
+                return
             try:
                 wamid = await self._send(recipient, parts[index], f"outbox:{claim.id}:{index}")
             except InDoubt as error:
@@ -258,7 +274,10 @@ class RowSender:
         code = error.code if isinstance(error, GraphError) else None
         if outage and error_class is ErrorClass.TRANSIENT:
             # Not the row's fault: it waits for the API like every other row, attempt kept.
-            await self._reschedule(claim, 0.0, f"waiting out an API outage: {error}", give_back=1)
+            # A probe that failed steps aside for a while, so the next probe tries another row:
+            # one row that always fails must not keep the whole sender in an outage.
+            delay = OUTAGE_PROBE_CAP if claim.probe else 0.0
+            await self._reschedule(claim, delay, f"waiting out an API outage: {error}", give_back=1)
             return
         outcome = decide(
             error,

@@ -16,6 +16,15 @@ from outbox.validation import recipient_digits
 MAX_LIST_LIMIT = 10_000
 
 
+def _json(text: str) -> Any:
+    """A JSON column's value; None for one Python cannot read (a raw-SQL row with a number of
+    5,000 digits, say), so one odd row never breaks listing the others."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
 @dataclass(frozen=True)
 class Part:
     """One part of a message as sent: a media item or the text (always last)."""
@@ -54,9 +63,9 @@ class Delivery:
 
     @classmethod
     def from_row(cls, row: Row) -> Delivery:
-        media = json.loads(row["media"])
+        media = _json(row["media"])
         media = media if isinstance(media, list) else []
-        accepted = json.loads(row["parts"])
+        accepted = _json(row["parts"])
         accepted = accepted if isinstance(accepted, list) else []
         planned: list[tuple[str, str | None]] = [
             (str(item.get("type")), item.get("url")) if isinstance(item, dict) else ("?", None)
@@ -64,7 +73,8 @@ class Delivery:
         ]
         if row["message"]:
             planned.append(("text", None))
-        template = json.loads(row["template"]) if row["template"] else None
+        template = _json(row["template"]) if row["template"] else None
+        template = template if isinstance(template, dict) else None
         if template is not None:
             planned = [("template", None)]
         parts = []

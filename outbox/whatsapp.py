@@ -107,10 +107,12 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def _as_int(value: object) -> int | None:
+    """An error code as an int the database can store (a 32-bit integer), else None."""
     try:
-        return int(value)  # type: ignore[call-overload, no-any-return]
-    except (TypeError, ValueError):
+        number = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if -(2**31) <= number < 2**31 else None
 
 
 def error_from_response(

@@ -166,7 +166,8 @@ SECONDS_TO_NEXT_DUE = sa.text(
     SELECT extract(epoch FROM least(
         (SELECT min(available_at) FROM outbox_messages
          WHERE status = 'pending' AND available_at > now()),
-        (SELECT min(locked_until) FROM outbox_messages WHERE status = 'sending')) - now())
+        (SELECT min(locked_until) FROM outbox_messages
+         WHERE status = 'sending' AND locked_until > now())) - now())
         AS seconds
     """
 )

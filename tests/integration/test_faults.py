@@ -256,6 +256,7 @@ async def test_a_database_outage_longer_than_the_lease_resends_no_accepted_part(
         proxy.cut()  # the answers arrive while the database is away
         await asyncio.sleep(3 * 3)  # well past the lease
         proxy.restore()
+        daemon.wake()  # claim at once, before any lease is extended again
         await eventually(lambda: _counted(database_url, "sent", 5), 40, "all rows sent")
     finally:
         daemon.stop()
@@ -489,3 +490,75 @@ async def test_an_outage_is_reported_by_readyz_and_outbox_stats(
     assert await asyncio.to_thread(cli.main, ["stats", "--json"]) == 0
     daemons = json.loads(capsys.readouterr().out)["daemons"]
     assert [(d["state"], "131000" in d["reason"]) for d in daemons] == [("outage", True)]
+
+
+async def test_one_row_that_always_fails_does_not_keep_the_sender_in_an_outage(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+    running: Callable[[outbox.Settings], Daemon],
+) -> None:
+    script(simulator, RECIPIENTS[0], {"error": 131000, "times": 0})
+    stubborn = await enqueue(engine, RECIPIENTS[0], "always fails")
+    for recipient in RECIPIENTS[1:7]:
+        script(simulator, recipient, {"error": 131000, "times": settings.quick_retries})
+    others = [await enqueue(engine, r, "fails once") for r in RECIPIENTS[1:7]]
+    daemon = running(replace(settings, max_attempts=5))
+
+    async def others_sent() -> bool:
+        return all([(await status(engine, row)).status == "sent" for row in others])
+
+    await eventually(others_sent, 40, "the other rows, once probes rotate past the stubborn one")
+    assert daemon.health()["status"] == "ok"
+    assert (await status(engine, stubborn)).status in ("pending", "failed")
+
+
+async def test_a_raw_sql_row_python_cannot_parse_fails_alone(
+    engine: AsyncEngine, settings: outbox.Settings, database_url: str, cli_env: str
+) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        poisoned = await conn.fetchval(
+            "INSERT INTO outbox_messages (recipient, media) VALUES ($1, "
+            """'[{"type": "image", "url": "https://a.example/a.jpg", "caption": 1e5000}]') """
+            "RETURNING id",
+            RECIPIENTS[0],
+        )
+    finally:
+        await conn.close()
+    fine = await enqueue(engine, RECIPIENTS[1], "fine")
+    assert await drain(settings) == 0
+    assert (await status(engine, fine)).status == "sent"
+    poisoned_row = await fetch_row(database_url, poisoned)
+    assert poisoned_row["status"] == "failed"
+    assert poisoned_row["last_error"].startswith("invalid row: media: is JSON outbox cannot read")
+    assert await asyncio.to_thread(cli.main, ["list"]) == 0
+
+
+async def test_an_expired_lease_held_behind_a_waiting_retry_does_not_make_the_loop_spin(
+    settings: outbox.Settings,
+    database_url: str,
+    running: Callable[[outbox.Settings], Daemon],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    statements = _count_daemon_statements(monkeypatch)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO outbox_messages (recipient, message, available_at, last_error) "
+            "VALUES ($1, 'waits an hour', now() + interval '1 hour', 'transient')",
+            RECIPIENTS[0],
+        )
+        await conn.execute(
+            "INSERT INTO outbox_messages (recipient, message, status, lease_token, locked_until) "
+            "VALUES ($1, 'left by a crashed daemon', 'sending', gen_random_uuid(), "
+            "now() - interval '1 minute')",
+            RECIPIENTS[0],
+        )
+    finally:
+        await conn.close()
+    running(replace(settings, poll_interval=5))
+    await asyncio.sleep(1)
+    before = statements[0]
+    await asyncio.sleep(3)
+    assert statements[0] - before <= 8, f"{statements[0] - before} statements in 3 idle seconds"

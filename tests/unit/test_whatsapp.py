@@ -235,3 +235,11 @@ def test_repr_never_shows_the_token(api: CloudAPI) -> None:
 )
 def test_retry_after_in_seconds(header: str | None, seconds: float | None) -> None:
     assert parse_retry_after(header) == seconds
+
+
+async def test_an_error_code_too_big_to_store_is_dropped(api: CloudAPI) -> None:
+    with aioresponses() as mocked:
+        mocked.post(URL, status=503, body='{"error": {"code": 99999999999, "message": "m"}}')
+        with pytest.raises(GraphError) as caught:
+            await api.send("923001234567", Part("text", body="hi"))
+    assert caught.value.code is None
