@@ -42,6 +42,13 @@ HEARTBEAT_SECONDS = 10.0
 EXPIRY_SWEEP_SECONDS = 10.0
 EXPIRY_BATCH = 1000
 STATEMENT_TIMEOUT = 60.0  # a statement that takes longer is on a dead connection
+STOP_GRACE = 2.0  # a claim in progress at stop() gets this long to finish
+
+
+def _left(deadline: float, cap: float | None = None) -> float:
+    """Seconds until `deadline` (at least a tenth, at most `cap`)."""
+    left = max(0.1, deadline - asyncio.get_running_loop().time())
+    return left if cap is None else min(cap, left)
 
 
 class Daemon:
@@ -162,29 +169,33 @@ class Daemon:
         try:
             await self._loop()
         finally:
-            await self._shut_down()
+            # One deadline for the whole shutdown, whatever the database does.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.settings.shutdown_timeout
+            await self._shut_down(deadline)
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
             await listener.stop()
-            await self._recorder.close(self.settings.shutdown_timeout)
-            await self._events.close(5.0)
-            await self._forget()
+            await self._events.close(_left(deadline, cap=2.0))
+            await self._forget(_left(deadline, cap=2.0))
 
-    async def _shut_down(self) -> None:
+    async def _shut_down(self, deadline: float) -> None:
         if self._tasks:
             logger.info("waiting for %d messages in flight", len(self._tasks))
-            await asyncio.wait(self._tasks, timeout=self.settings.shutdown_timeout)
-        # Snapshot first: a cancelled task forgets its claim. A row that finished meanwhile no
+            await asyncio.wait(self._tasks, timeout=_left(deadline))
+        # Snapshot first: a finished task forgets its claim. A row that finished meanwhile no
         # longer carries our token, so releasing it changes nothing.
         claims = list(self._in_flight.values())
-        self._rows.abandon = True  # writes still retrying give up: the shutdown is bounded
+        self._rows.abandon = True  # no new part goes out; retried writes give up
+        # Accepted parts are written before their rows are given back, or they would be lost.
+        await self._recorder.close(_left(deadline))
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if claims:
             try:
-                async with asyncio.timeout(self.settings.shutdown_timeout):
+                async with asyncio.timeout(_left(deadline)):
                     await persistently(self._release, claims, what="releasing rows", max_tries=5)
                 logger.info("released %d unfinished messages back to pending", len(claims))
             except Exception as exc:
@@ -202,28 +213,46 @@ class Daemon:
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
-        failure_delays = expo_delays(0.5, 10.0)
+        self._failure_delays = expo_delays(0.5, 10.0)
         while not self._stopping.is_set():
             self._wake.clear()
             self._last_turn = loop.time()
-            try:
-                await self._expire_due(loop.time())
-                claimed = await self._claim_some()
-                if self.drain and not self._tasks and not claimed and await self._finished():
-                    logger.info("drained: nothing left to send")
-                    return
-                timeout = await self._idle_timeout(claimed)
-                failure_delays = expo_delays(0.5, 10.0)
-                self._database_ok = True
-            except Exception as exc:
-                self._database_ok = False
-                timeout = next(failure_delays)
-                logger.warning(
-                    "database unavailable (%s); retrying in %.1fs", short_error(exc), timeout
-                )
+            turn = asyncio.create_task(self._turn(), name="outbox-turn")
+            stopping = asyncio.create_task(self._stopping.wait())
+            await asyncio.wait({turn, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not turn.done():  # stopped while a statement runs: it gets a moment, no more
+                await asyncio.wait({turn}, timeout=STOP_GRACE)
+            stopping.cancel()
+            if not turn.done():
+                turn.cancel()
+                await asyncio.gather(turn, return_exceptions=True)
+                return
+            timeout = turn.result()
+            if timeout is None:
+                return
             if timeout > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _turn(self) -> float | None:
+        """One round of claiming; how long to sleep after it, or None when a drain is done."""
+        loop = asyncio.get_running_loop()
+        try:
+            await self._expire_due(loop.time())
+            claimed = await self._claim_some()
+            if self.drain and not self._tasks and not claimed and await self._finished():
+                logger.info("drained: nothing left to send")
+                return None
+            timeout = await self._idle_timeout(claimed)
+            self._failure_delays = expo_delays(0.5, 10.0)
+            self._database_ok = True
+        except Exception as exc:
+            self._database_ok = False
+            timeout = next(self._failure_delays)
+            logger.warning(
+                "database unavailable (%s); retrying in %.1fs", short_error(exc), timeout
+            )
+        return timeout
 
     def _claimable(self) -> tuple[int, bool]:
         """How many rows to claim now, and whether they are a probe."""
@@ -368,9 +397,9 @@ class Daemon:
                     logger.debug("cannot report state (%s)", short_error(exc))
             await asyncio.sleep(0.5)
 
-    async def _forget(self) -> None:
+    async def _forget(self, within: float) -> None:
         try:
-            async with asyncio.timeout(5), self._engine.begin() as conn:
+            async with asyncio.timeout(within), self._engine.begin() as conn:
                 await fetch_all(conn, store.FORGET_DAEMON, {"daemon": self.id})
         except Exception as exc:
             logger.debug("cannot remove this daemon's state (%s)", short_error(exc))

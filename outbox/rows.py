@@ -116,6 +116,8 @@ class RowSender:
             return
         loop = asyncio.get_running_loop()
         for index in range(claim.accepted, len(parts)):
+            if self.abandon:
+                return  # shutting down: the row is given back as it is
             if claim.deadline is not None and loop.time() >= claim.deadline:
                 await self._fail(claim, "expired: not sent before its deadline")
                 return

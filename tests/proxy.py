@@ -2,6 +2,7 @@
 
 cut() aborts every open connection and refuses new ones until restore(), as a failed network or a
 stopped server would look from the daemon's side, while the test keeps its own direct access.
+stall() is the nastier failure: connections stay open but nothing gets through (a black hole).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class PostgresProxy:
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
         self.is_cut = False
+        self.is_stalled = False
 
     async def start(self) -> str:
         """Start listening; the DSN that goes through the proxy."""
@@ -39,8 +41,12 @@ class PostgresProxy:
             writer.transport.abort()
         self._open.clear()
 
+    def stall(self) -> None:
+        self.is_stalled = True
+
     def restore(self) -> None:
         self.is_cut = False
+        self.is_stalled = False
 
     async def close(self) -> None:
         self.cut()
@@ -62,16 +68,16 @@ class PostgresProxy:
             return
         self._open.update((writer, up_writer))
         await asyncio.gather(
-            _pipe(reader, up_writer), _pipe(up_reader, writer), return_exceptions=True
+            self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
         )
         for side in (writer, up_writer):
             self._open.discard(side)
             side.transport.abort()
 
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(OSError, ConnectionError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    writer.transport.abort()
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, ConnectionError):
+            while data := await reader.read(65536):
+                if not self.is_stalled:  # a black hole swallows what it is sent
+                    writer.write(data)
+                    await writer.drain()
+        writer.transport.abort()

@@ -7,6 +7,7 @@ Each test reproduces one defect found by attacking the daemon as production woul
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import Counter
@@ -562,3 +563,26 @@ async def test_an_expired_lease_held_behind_a_waiting_retry_does_not_make_the_lo
     before = statements[0]
     await asyncio.sleep(3)
     assert statements[0] - before <= 8, f"{statements[0] - before} statements in 3 idle seconds"
+
+
+async def test_a_stop_while_the_database_swallows_everything_is_bounded(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, database_url: str
+) -> None:
+    proxy = PostgresProxy(database_url)
+    proxied = await proxy.start()
+    for recipient in RECIPIENTS[:5]:
+        script(simulator, recipient, {"delay_ms": 1000})
+        await enqueue(engine, recipient, "text", media_urls={"images": [IMAGE]})
+    daemon = Daemon(replace(settings, database_url=proxied, shutdown_timeout=3))
+    task = asyncio.create_task(daemon.run())
+    try:
+        await eventually(lambda: _async(simulator.requests >= 5), 10, "the first sends")
+        proxy.stall()  # connections stay open; no answer ever comes
+        await asyncio.sleep(1.5)
+        began = time.monotonic()
+        daemon.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 30)
+        assert time.monotonic() - began < 3 + 10, "the shutdown bound holds"
+    finally:
+        await proxy.close()
