@@ -31,6 +31,7 @@ from outbox.templates import Template
 
 T = TypeVar("T")
 _DURATION = re.compile(r"^(\d+)([mhd])$")
+MAX_DURATION = timedelta(days=36500)
 _DURATION_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 
 
@@ -50,7 +51,10 @@ def parse_duration(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(
             f"invalid duration {text!r}: use a positive number then m, h or d, e.g. 30d"
         )
-    return timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
+    duration = timedelta(**{_DURATION_UNITS[match.group(2)]: min(int(match.group(1)), 10**7)})
+    if duration > MAX_DURATION:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: at most 100 years")
+    return duration
 
 
 def parse_time(text: str) -> datetime:

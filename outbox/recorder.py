@@ -68,7 +68,8 @@ class PartRecorder:
         self._task = asyncio.create_task(self._run(), name="outbox-recorder")
 
     async def record(self, part: AcceptedPart) -> bool:
-        """Durably record `part`; False when the row's lease was lost to another worker.
+        """Durably record `part`; False when the row must not go on (its lease was lost to
+        another worker, or a status webhook failed it).
         Raises RecordFailed when the database refuses the write itself."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._unwritten += 1
@@ -134,7 +135,8 @@ class PartRecorder:
         )
 
     async def _write(self, parts: list[AcceptedPart]) -> set[int]:
-        """One UPDATE for the batch; the ids of the rows whose lease still matched."""
+        """One UPDATE for the batch; the ids of the rows to go on with: still ours and still
+        sending (a status webhook may have failed the row meanwhile; the part is recorded)."""
         async with self._engine.begin() as conn:
             rows = await fetch_all(
                 conn,
@@ -148,7 +150,7 @@ class PartRecorder:
                     "lease": self._lease,
                 },
             )
-        return {int(row["id"]) for row in rows}
+        return {int(row["id"]) for row in rows if row["going_on"]}
 
 
 def _settle(

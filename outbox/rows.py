@@ -170,7 +170,9 @@ class RowSender:
         try:
             if await self._recorder.record(part):
                 return True
-            logger.warning("message %d: lease lost to another worker; stopping", claim.id)
+            logger.warning(
+                "message %d: stopping: its lease was lost, or a status webhook failed it", claim.id
+            )
         except RecordFailed as exc:
             await self._fail(claim, str(exc))
         return False

@@ -13,11 +13,13 @@ from outbox.errors import ConfigurationError
 
 DEFAULT_GRAPH_API_URL = "https://graph.facebook.com"
 DEFAULT_GRAPH_API_VERSION = "v23.0"
+MAX_SECONDS = 86400.0 * 3650  # ten years: any longer is a typo, and overflows an interval
 
 
 # Query parameters asyncpg reads a password from; matched in any case and percent-decoded.
 SECRET_QUERY_KEYS = ("password", "sslpassword")
 REDACTED = "***"
+MIN_SECRET = 4
 
 
 def _userinfo_password(url: str) -> tuple[int, int] | None:
@@ -77,9 +79,11 @@ def url_secrets(url: str) -> list[str]:
 
 def redact_secrets(text: str, settings: Settings) -> str:
     """`text` with every secret of `settings` replaced by ***, longest first, so that an error
-    line never shows one whatever the driver or library put in it."""
+    line never shows one whatever the driver or library put in it. Values of fewer than
+    MIN_SECRET characters hide nothing worth hiding and would garble the text ('t' in 'must')."""
     for secret in sorted(settings.secrets(), key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
+        if len(secret) >= MIN_SECRET:
+            text = text.replace(secret, REDACTED)
     return text
 
 
@@ -159,10 +163,15 @@ class Settings:
             "request_timeout",
             "shutdown_timeout",
         ):
-            if not getattr(self, name) > 0:
-                raise ConfigurationError(f"{name.replace('_', '-')}: must be positive")
-        if self.reconcile_seconds is not None and self.reconcile_seconds < 0:
-            raise ConfigurationError("reconcile-seconds: must not be negative")
+            value = getattr(self, name)
+            if not 0 < value <= MAX_SECONDS:
+                raise ConfigurationError(
+                    f"{name.replace('_', '-')}: must be positive and at most {MAX_SECONDS:.0f}"
+                )
+        if not 0 <= self.max_age <= MAX_SECONDS:
+            raise ConfigurationError(f"max-age: must be at most {MAX_SECONDS:.0f} seconds")
+        if self.reconcile_seconds is not None and not 0 <= self.reconcile_seconds <= MAX_SECONDS:
+            raise ConfigurationError("reconcile-seconds: must be from 0 to ten years")
         if self.max_age < 0:
             raise ConfigurationError("max-age: must not be negative")
         if self.quick_retry_delay < 0:

@@ -47,17 +47,22 @@ CLAIM_BATCH = sa.text(
 )
 
 # Append each accepted part's wamid (batched across rows); the last part also finishes the row,
-# clearing the errors it went through.
+# clearing the errors it went through. A row a status webhook failed while it was sending (an
+# earlier part could not be delivered) stays failed, but the parts Meta accepted meanwhile are
+# still recorded: they must never be sent again.
 RECORD_PARTS = sa.text(
     """
     UPDATE outbox_messages m
     SET parts = m.parts || jsonb_build_array(jsonb_build_object(
             'wamid', v.wamid, 'status', 'sent', 'sent_at', now())),
-        status = CASE WHEN v.final THEN 'sent' ELSE m.status END,
+        status = CASE WHEN m.status = 'failed' THEN 'failed'
+                      WHEN v.final THEN 'sent' ELSE m.status END,
         message_id = CASE WHEN v.final THEN v.wamid ELSE m.message_id END,
         sent_at = CASE WHEN v.final THEN now() ELSE m.sent_at END,
-        last_error = CASE WHEN v.final THEN NULL ELSE m.last_error END,
-        error_code = CASE WHEN v.final THEN NULL ELSE m.error_code END,
+        last_error = CASE WHEN v.final AND m.status <> 'failed' THEN NULL
+                          ELSE m.last_error END,
+        error_code = CASE WHEN v.final AND m.status <> 'failed' THEN NULL
+                          ELSE m.error_code END,
         locked_until = CASE WHEN v.final THEN NULL
                             ELSE now() + make_interval(secs => :lease) END,
         lease_token = CASE WHEN v.final THEN NULL ELSE m.lease_token END,
@@ -65,9 +70,9 @@ RECORD_PARTS = sa.text(
     FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS uuid[]), CAST(:indexes AS int[]),
                 CAST(:wamids AS text[]), CAST(:finals AS boolean[]))
          AS v(id, token, index, wamid, final)
-    WHERE m.id = v.id AND m.lease_token = v.token AND m.status = 'sending'
+    WHERE m.id = v.id AND m.lease_token = v.token AND m.status IN ('sending', 'failed')
       AND jsonb_array_length(m.parts) = v.index
-    RETURNING m.id
+    RETURNING m.id, m.status = 'sending' AS going_on
     """
 )
 
@@ -78,7 +83,7 @@ FINISH_ACCEPTED = sa.text(
     SET status = 'sent', message_id = parts -> -1 ->> 'wamid', sent_at = coalesce(sent_at, now()),
         last_error = NULL, error_code = NULL,
         locked_until = NULL, lease_token = NULL, updated_at = now()
-    WHERE id = :id AND lease_token = :token
+    WHERE id = :id AND lease_token = :token AND status = 'sending'
     RETURNING id
     """
 )
@@ -92,7 +97,7 @@ RESCHEDULE = sa.text(
         attempts = greatest(attempts - :give_back, 0), in_doubt = in_doubt + :doubt,
         last_error = :error, error_code = :code,
         locked_until = NULL, lease_token = NULL, updated_at = now()
-    WHERE id = :id AND lease_token = :token
+    WHERE id = :id AND lease_token = :token AND status = 'sending'
     RETURNING id
     """
 )
@@ -104,7 +109,7 @@ MARK_FAILED = sa.text(
     SET status = 'failed', last_error = :error, error_code = :code,
         in_doubt = in_doubt + :doubt, attempts = greatest(attempts - :doubt, 0),
         locked_until = NULL, lease_token = NULL, updated_at = now()
-    WHERE id = :id AND lease_token = :token
+    WHERE id = :id AND lease_token = :token AND status = 'sending'
     RETURNING id
     """
 )

@@ -103,8 +103,8 @@ _APPLY = """
             SELECT n.parts, n.status,
                    CASE WHEN n.fails THEN n.error_code ELSE m.error_code END,
                    CASE WHEN n.fails THEN n.last_error ELSE m.last_error END,
-                   CASE WHEN n.status = 'failed' THEN NULL ELSE m.locked_until END,
-                   CASE WHEN n.status = 'failed' THEN NULL ELSE m.lease_token END,
+                   m.locked_until,
+                   m.lease_token,
                    CASE WHEN n.status IN ('delivered', 'read')
                         THEN coalesce(n.delivered_at, m.delivered_at) ELSE m.delivered_at END,
                    CASE WHEN n.status = 'read' THEN coalesce(n.read_at, m.read_at)

@@ -170,3 +170,21 @@ async def test_a_row_taken_over_without_a_webhook_is_sent_after_the_window(
     assert await drain(replace(settings, reconcile_seconds=1)) == 0
     assert sent(simulator) == [f"outbox:{row}:0"]
     assert (await status(engine, row)).status == "sent"
+
+
+async def test_a_part_failed_by_webhook_mid_row_keeps_the_next_parts_wamid(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, receiver: str
+) -> None:
+    script(
+        simulator,
+        "923001234567",
+        {"accept": True, "then": "failed", "error": 131053},
+        {"delay_ms": 1000},
+    )
+    row = await enqueue(engine, "923001234567", "caption text", media_urls={"images": [IMAGE]})
+    assert await drain(settings) == 0
+    await eventually(lambda: _status_is(engine, row, "failed"), 20, "the failed webhook")
+    delivery = await status(engine, row)
+    assert delivery.error_code == 131053
+    assert delivery.part_ids == tuple(a["wamid"] for a in simulator.accepted)
+    assert sent(simulator) == [f"outbox:{row}:0", f"outbox:{row}:1"]

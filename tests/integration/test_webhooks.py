@@ -28,6 +28,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
+from outbox import store
+from outbox.connections import fetch_all
 from outbox.webhooks import create_app
 from outbox.webhooks.app import MAX_BODY
 from outbox.webhooks.payload import sign
@@ -362,7 +364,7 @@ async def test_a_failed_status_after_read_is_ignored(
     assert f"message {row_id}: failed status for part 0 ignored" in caplog.text
 
 
-async def test_a_failed_status_for_a_row_still_sending_fails_it_and_ends_its_lease(
+async def test_a_failed_status_for_a_row_still_sending_fails_it_and_keeps_its_next_part(
     client: TestClient[Any, Any], engine: AsyncEngine
 ) -> None:
     row_id = await claimed_row(engine, media=1)
@@ -373,8 +375,23 @@ async def test_a_failed_status_for_a_row_still_sending_fails_it_and_ends_its_lea
     assert await post(client, envelope(failed)) == 200
     result = await row(engine, row_id)
     assert (result["status"], result["error_code"]) == ("failed", 130472)
-    assert (result["lease_token"], result["locked_until"]) == (None, None)
-    assert await record_part(engine, row_id, 1, "wamid.TEXT", final=True) == 0
+    # The text Meta accepted meanwhile is recorded (never to be sent again); the row stays failed.
+    async with engine.begin() as conn:
+        recorded = await fetch_all(
+            conn,
+            store.RECORD_PARTS,
+            {
+                "ids": [row_id],
+                "tokens": [result["lease_token"]],
+                "indexes": [1],
+                "wamids": ["wamid.TEXT"],
+                "finals": [True],
+                "lease": 30,
+            },
+        )
+    assert len(recorded) == 1
+    result = await row(engine, row_id)
+    assert (result["status"], result["error_code"], len(result["parts"])) == ("failed", 130472, 2)
 
 
 async def test_a_failed_status_for_a_pending_row_fails_its_part_and_the_row_once_sent(

@@ -83,3 +83,11 @@ def test_connection_error_line_shows_the_url_without_its_passwords() -> None:
 def test_run_takes_a_max_age_duration_in_seconds() -> None:
     args = build_parser().parse_args(["run", "--max-age", "2h", "--request-timeout", "5"])
     assert (args.max_age, args.request_timeout) == (7200.0, 5.0)
+
+
+@pytest.mark.parametrize(
+    "flag", [["enqueue", "923001234567", "hi", "--expires-in"], ["run", "--max-age"]]
+)
+def test_a_duration_too_long_to_store_is_bad_usage(flag: list[str]) -> None:
+    with pytest.raises(UsageError, match="at most 100 years"):
+        build_parser().parse_args([*flag, "9999999999d"])

@@ -157,5 +157,18 @@ def test_redact_secrets_replaces_every_occurrence_of_each_secret() -> None:
 
 
 def test_redact_secrets_replaces_the_longer_of_two_overlapping_secrets_whole() -> None:
-    settings = Settings.from_env({"META_ACCESS_TOKEN": "abc", "META_APP_SECRET": "abcdef"})
-    assert redact_secrets("x abcdef y abc", settings) == "x *** y ***"
+    settings = Settings.from_env({"META_ACCESS_TOKEN": "abcd", "META_APP_SECRET": "abcdefgh"})
+    assert redact_secrets("x abcdefgh y abcd", settings) == "x *** y ***"
+
+
+def test_redact_secrets_leaves_values_too_short_to_be_secrets() -> None:
+    settings = Settings.from_env({"META_ACCESS_TOKEN": "t"})
+    assert redact_secrets("lease-seconds: must be positive", settings) == (
+        "lease-seconds: must be positive"
+    )
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 1e12])
+def test_a_duration_setting_out_of_range_is_refused(value: float) -> None:
+    with pytest.raises(ConfigurationError, match="lease-seconds"):
+        Settings(lease_seconds=value)
