@@ -129,6 +129,14 @@ class RowSender:
                 reason = "waiting: its template is paused by Meta"
                 await self._reschedule(claim, held, reason, give_back=1)
                 return
+            if claim.taken_over and index == claim.accepted:
+                # Its last holder lost the lease, not necessarily its request: if Meta accepted
+                # that part, its status webhook says so, and the part is recorded, not resent.
+                settled = await self._reconciled(claim, index)
+                if settled is not None:
+                    if not await self._record(claim, index, settled, len(parts)):
+                        return
+                    continue
             if not await self._lease_holds(claim):
                 logger.warning("message %d: lease lost to another worker; stopping", claim.id)
                 return
@@ -138,14 +146,6 @@ class RowSender:
                 await self._reschedule(claim, delay, "paced: waiting for a rate slot", give_back=1)
                 return
             await asyncio.sleep(wait)
-            if claim.taken_over and index == claim.accepted:
-                # Its last holder lost the lease, not necessarily its request: if Meta accepted
-                # that part, its status webhook says so, and the part is recorded, not resent.
-                settled = await self._reconciled(claim, index)
-                if settled is not None:
-                    if not await self._record(claim, index, settled, len(parts)):
-                        return
-                    continue
             if claim.deadline is not None and loop.time() >= claim.deadline:
                 await self._fail(claim, "expired: not sent before its deadline")
                 return
@@ -207,6 +207,8 @@ class RowSender:
         comes within the reconcile window: then the part was accepted and is not sent again."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.reconcile_window
+        if claim.deadline is not None:
+            deadline = min(deadline, claim.deadline)  # an expiring row does not wait past it
         while True:
             async with self._engine.connect() as conn:
                 row = await fetch_one(conn, store.RECONCILED_WAMID, {"id": claim.id, "part": index})
