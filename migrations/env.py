@@ -1,7 +1,8 @@
 """Alembic environment: the URL comes from the caller, or from the environment as the CLI reads it.
 
 Migrations take a transaction-level advisory lock first, so concurrent `outbox migrate` runs
-(several daemons starting at once) apply each revision exactly once.
+(several daemons starting at once) apply each revision exactly once. Revisions are recorded in
+`outbox_alembic_version`, beside (never in) the app's own `alembic_version`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sqlalchemy as sa
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from outbox import migrate
 from outbox.database import create_engine, resolve_dsn
 from outbox.schema import metadata
 from outbox.settings import Settings
@@ -31,9 +33,12 @@ def run_migrations(connection: Connection) -> None:
         compare_type=True,
         compare_server_default=True,
         transaction_per_migration=False,
+        version_table=migrate.VERSION_TABLE,
+        include_object=migrate.only_outbox,
     )
     with context.begin_transaction():
         connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+        migrate.adopt_old_version_row(connection)
         context.run_migrations()
 
 

@@ -1,15 +1,95 @@
-"""Run the alembic revisions shipped inside the package, from any directory."""
+"""Run the alembic revisions shipped inside the package, from any directory, beside the app's own.
+
+outbox lives in the app's database, next to the app's alembic history: its revisions are recorded
+in `outbox_alembic_version`, never in the app's `alembic_version`, and `include_object` hides
+every outbox table from the app's autogenerate.
+"""
 
 from __future__ import annotations
 
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
+
+VERSION_TABLE = "outbox_alembic_version"
+PREFIX = "outbox_"
+# The table each revision creates: an `alembic_version` row naming one of our revisions is ours
+# only if that table is there too (an app could have revisions called 0001 of its own).
+REVISION_TABLES = {
+    "0001": "outbox_messages",
+    "0002": "outbox_daemons",
+    "0003": "outbox_events",
+}
+
+
+def include_object(
+    object: Any,
+    name: str | None,
+    type_: str,
+    reflected: bool,
+    compare_to: Any,
+) -> bool:
+    """Alembic's `include_object` hook for the app's env.py: False for every outbox table (and
+    its columns, indexes and constraints), so the app's autogenerate never touches them."""
+    return not _ours(object, name, type_)
+
+
+def only_outbox(
+    object: Any,
+    name: str | None,
+    type_: str,
+    reflected: bool,
+    compare_to: Any,
+) -> bool:
+    """The reverse, for outbox's own env.py: the app's tables are not ours to compare."""
+    return _ours(object, name, type_)
+
+
+def _ours(object: Any, name: str | None, type_: str) -> bool:
+    if type_ == "table":
+        return (name or "").startswith(PREFIX)
+    table = getattr(object, "table", None)
+    table_name = getattr(table, "name", None)
+    return isinstance(table_name, str) and table_name.startswith(PREFIX)
+
+
+def adopt_old_version_row(connection: Connection) -> None:
+    """Move our revision from `alembic_version` (where versions before 0.2 recorded it) to
+    `outbox_alembic_version`, leaving the app's rows alone; drop the table if it was ours only."""
+    inspector = sa.inspect(connection)
+    if not inspector.has_table("alembic_version"):
+        return
+    rows = [r[0] for r in connection.execute(sa.text("SELECT version_num FROM alembic_version"))]
+    ours = [
+        revision
+        for revision in rows
+        if revision in REVISION_TABLES and inspector.has_table(REVISION_TABLES[revision])
+    ]
+    if not ours or inspector.has_table(VERSION_TABLE):
+        return
+    connection.execute(
+        sa.text(
+            f"CREATE TABLE {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL, "
+            f"CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY (version_num))"
+        )
+    )
+    connection.execute(
+        sa.text(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES (:revision)"),
+        {"revision": ours[0]},
+    )
+    connection.execute(
+        sa.text("DELETE FROM alembic_version WHERE version_num = :revision"),
+        {"revision": ours[0]},
+    )
+    if len(rows) == 1:
+        connection.execute(sa.text("DROP TABLE alembic_version"))
 
 
 def script_location() -> Path:
@@ -45,4 +125,5 @@ def head_revision() -> str | None:
 
 def current_revision(connection: Connection) -> str | None:
     """The revision the database is at (None before the first migration)."""
-    return MigrationContext.configure(connection).get_current_revision()
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    return context.get_current_revision()
