@@ -25,7 +25,7 @@ from outbox.connections import fetch_all, fetch_one
 from outbox.database import is_connection_error, persistently, short_error
 from outbox.errors import GraphError, InDoubt, InvalidMessage, SendError, clean
 from outbox.events import Event, EventLog
-from outbox.gate import OUTAGE_PROBE_CAP, Gate
+from outbox.gate import Gate
 from outbox.limiter import RateLimiter
 from outbox.recorder import AcceptedPart, PartRecorder, RecordFailed
 from outbox.retry import (
@@ -280,9 +280,9 @@ class RowSender:
         code = error.code if isinstance(error, GraphError) else None
         if outage and error_class is ErrorClass.TRANSIENT:
             # Not the row's fault: it waits for the API like every other row, attempt kept.
-            # A probe that failed steps aside for a while, so the next probe tries another row:
-            # one row that always fails must not keep the whole sender in an outage.
-            delay = OUTAGE_PROBE_CAP if claim.probe else 0.0
+            # A probe that failed steps aside until just after the next probe, so that probe
+            # tries another row: one row that always fails must not keep the sender in an outage.
+            delay = self._gate.seconds_to_probe() + 1.0 if claim.probe else 0.0
             await self._reschedule(claim, delay, f"waiting out an API outage: {error}", give_back=1)
             return
         outcome = decide(
