@@ -43,6 +43,18 @@ EXPIRY_SWEEP_SECONDS = 10.0
 EXPIRY_BATCH = 1000
 STATEMENT_TIMEOUT = 60.0  # a statement that takes longer is on a dead connection
 STOP_GRACE = 2.0  # a claim in progress at stop() gets this long to finish
+DISPOSE_TIMEOUT = 3.0
+
+
+async def _dispose(engine: AsyncEngine) -> None:
+    """Close the pool's connections, but not wait on a database that swallows everything: a
+    graceful close waits for the server's answer; past DISPOSE_TIMEOUT they are dropped."""
+    try:
+        async with asyncio.timeout(DISPOSE_TIMEOUT):
+            await engine.dispose()
+    except TimeoutError:
+        logger.warning("the database did not answer while closing connections; dropping them")
+        await engine.dispose(close=False)
 
 
 def _left(deadline: float, cap: float | None = None) -> float:
@@ -140,7 +152,7 @@ class Daemon:
                 )
                 await self._run_with(engine, dsn, api)
         finally:
-            await engine.dispose()
+            await _dispose(engine)
         return self._exit_code
 
     async def _run_with(self, engine: AsyncEngine, dsn: str, api: CloudAPI) -> None:
