@@ -303,22 +303,16 @@ async def test_a_row_held_behind_a_waiting_retry_does_not_make_the_loop_spin(
     running: Callable[[outbox.Settings], Daemon],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    statements = _count_daemon_statements(monkeypatch)
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute(
-            "INSERT INTO outbox_messages (recipient, message, available_at, last_error) VALUES "
-            "($1, 'waits an hour', now() + interval '1 hour', 'transient'), "
-            "($1, 'held', now(), NULL)",
-            RECIPIENTS[0],
-        )
-    finally:
-        await conn.close()
-    running(replace(settings, poll_interval=5))
-    await asyncio.sleep(1)
-    before = statements[0]
-    await asyncio.sleep(3)
-    assert statements[0] - before <= 8, f"{statements[0] - before} statements in 3 idle seconds"
+    statements = await _idle_statements(
+        settings,
+        database_url,
+        running,
+        monkeypatch,
+        "INSERT INTO outbox_messages (recipient, message, available_at, last_error) VALUES "
+        "($1, 'waits an hour', now() + interval '1 hour', 'transient'), "
+        "($1, 'held', now(), NULL)",
+    )
+    assert statements <= 8, f"{statements} statements in 3 idle seconds"
 
 
 async def test_nothing_is_claimed_while_the_sender_is_held(
@@ -418,6 +412,29 @@ async def _counted(database_url: str, state: str, count: int) -> bool:
 async def _status_is(database_url: str, row: int, state: str, *, tried: bool = False) -> bool:
     record = await fetch_row(database_url, row)
     return bool(record["status"] == state and (not tried or record["last_error"]))
+
+
+async def _idle_statements(
+    settings: outbox.Settings,
+    database_url: str,
+    running: Callable[[outbox.Settings], Daemon],
+    monkeypatch: pytest.MonkeyPatch,
+    *inserts: str,
+) -> int:
+    """Rows written by `inserts` (for RECIPIENTS[0]); the statements a daemon then sends to
+    PostgreSQL in three seconds when none of them can be sent."""
+    statements = _count_daemon_statements(monkeypatch)
+    conn = await asyncpg.connect(database_url)
+    try:
+        for insert in inserts:
+            await conn.execute(insert, RECIPIENTS[0])
+    finally:
+        await conn.close()
+    running(replace(settings, poll_interval=5))
+    await asyncio.sleep(1)
+    before = statements[0]
+    await asyncio.sleep(3)
+    return statements[0] - before
 
 
 def _count_daemon_statements(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -542,27 +559,18 @@ async def test_an_expired_lease_held_behind_a_waiting_retry_does_not_make_the_lo
     running: Callable[[outbox.Settings], Daemon],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    statements = _count_daemon_statements(monkeypatch)
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute(
-            "INSERT INTO outbox_messages (recipient, message, available_at, last_error) "
-            "VALUES ($1, 'waits an hour', now() + interval '1 hour', 'transient')",
-            RECIPIENTS[0],
-        )
-        await conn.execute(
-            "INSERT INTO outbox_messages (recipient, message, status, lease_token, locked_until) "
-            "VALUES ($1, 'left by a crashed daemon', 'sending', gen_random_uuid(), "
-            "now() - interval '1 minute')",
-            RECIPIENTS[0],
-        )
-    finally:
-        await conn.close()
-    running(replace(settings, poll_interval=5))
-    await asyncio.sleep(1)
-    before = statements[0]
-    await asyncio.sleep(3)
-    assert statements[0] - before <= 8, f"{statements[0] - before} statements in 3 idle seconds"
+    statements = await _idle_statements(
+        settings,
+        database_url,
+        running,
+        monkeypatch,
+        "INSERT INTO outbox_messages (recipient, message, available_at, last_error) "
+        "VALUES ($1, 'waits an hour', now() + interval '1 hour', 'transient')",
+        "INSERT INTO outbox_messages (recipient, message, status, lease_token, locked_until) "
+        "VALUES ($1, 'left by a crashed daemon', 'sending', gen_random_uuid(), "
+        "now() - interval '1 minute')",
+    )
+    assert statements <= 8, f"{statements} statements in 3 idle seconds"
 
 
 async def test_a_stop_while_the_database_swallows_everything_is_bounded(
