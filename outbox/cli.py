@@ -24,6 +24,7 @@ from outbox import demo, migrate, serve, store
 from outbox.database import create_engine, resolve_dsn, short_error
 from outbox.enqueue import enqueue
 from outbox.errors import InvalidMessage, OutboxError
+from outbox.logs import LOG_FORMATS, LOG_LEVELS
 from outbox.schema import STATUSES
 from outbox.settings import Settings, redact_secrets, redact_url
 from outbox.status import Delivery, Event, get_history, get_status, list_messages
@@ -154,7 +155,29 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, convert in DAEMON_FLAGS.items():
         p.add_argument(f"--{flag}", type=convert, metavar="S" if convert is float else "N")
     p.add_argument("--drain", action="store_true", help="exit once nothing is left to send")
-    p.add_argument("--http-port", type=positive_int, help="serve /healthz on this port")
+    p.add_argument(
+        "--http-port", type=positive_int, help="serve /metrics, /healthz and /readyz on this port"
+    )
+    p.add_argument(
+        "--http-host",
+        default="127.0.0.1",
+        metavar="H",
+        help="the address --http-port listens on (default 127.0.0.1; 0.0.0.0 in a container)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="text or JSON lines (default text)",
+    )
+    p.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default="INFO",
+        metavar="L",
+        help="DEBUG, INFO, WARNING or ERROR (default INFO)",
+    )
 
     p = commands.add_parser("simulator", help="a local stand-in for the Graph API")
     p.add_argument("--host", default="127.0.0.1")
@@ -447,7 +470,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if getattr(args, flag.replace("-", "_")) is not None
             }
             return serve.run_daemon(
-                replace(settings, **overrides), drain=args.drain, http_port=args.http_port
+                replace(settings, **overrides),
+                drain=args.drain,
+                http_port=args.http_port,
+                http_host=args.http_host,
+                log_format=args.log_format,
+                log_level=args.log_level,
             )
         if args.command == "simulator":
             if not 0 <= args.fail_rate <= 1:

@@ -24,7 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from outbox import migrate, store
 from outbox.claims import Claim, leases
 from outbox.connections import fetch_all, fetch_one
-from outbox.database import create_engine, persistently, resolve_dsn, short_error
+from outbox.database import (
+    asyncpg_dsn,
+    create_engine,
+    persistently,
+    resolve_dsn,
+    short_error,
+)
 from outbox.errors import ConfigurationError
 from outbox.events import EventLog
 from outbox.gate import Gate, State
@@ -171,7 +177,8 @@ class Daemon:
             self._on_pause,
             self._events,
         )
-        listener = NotificationListener(dsn, self.wake)
+        listen_dsn = asyncpg_dsn(self.settings.listen_url) if self.settings.listen_url else dsn
+        listener = NotificationListener(listen_dsn, self.wake)
         listener.start()
         helpers = [
             asyncio.create_task(self._keep_leases(), name="outbox-leases"),

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import sys
 from collections.abc import Callable
@@ -14,35 +13,11 @@ from aiohttp import web
 
 from outbox.daemon import EXIT_PAUSED, Daemon
 from outbox.errors import ConfigurationError
-from outbox.settings import Settings, redact_secrets
+from outbox.logs import configure_logging
+from outbox.settings import Settings
 from outbox.simulator import Simulator, load_scenario, serve
 from outbox.status_webhooks import StatusNotifier
 from outbox.webhooks import create_app
-
-
-class RedactSecrets(logging.Filter):
-    """Replaces every configured secret in a record's text: whatever a library logs, the token,
-    the app secret and database passwords never reach the log."""
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__()
-        self._settings = settings
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = redact_secrets(message, self._settings)
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        return True
-
-
-def configure_logging(settings: Settings) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactSecrets(settings))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _on_signals(stop: Callable[[], None]) -> None:
@@ -51,7 +26,7 @@ def _on_signals(stop: Callable[[], None]) -> None:
         loop.add_signal_handler(signum, stop)
 
 
-async def _health_server(daemon: Daemon, port: int) -> web.AppRunner:
+async def _health_server(daemon: Daemon, host: str, port: int) -> web.AppRunner:
     async def healthz(request: web.Request) -> web.Response:
         """Liveness: the loop is turning (also while paused, held or in an outage)."""
         health = daemon.health()
@@ -68,18 +43,26 @@ async def _health_server(daemon: Daemon, port: int) -> web.AppRunner:
     app.router.add_get("/readyz", readyz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.TCPSite(runner, host, port).start()
     return runner
 
 
-def run_daemon(settings: Settings, *, drain: bool, http_port: int | None) -> int:
+def run_daemon(
+    settings: Settings,
+    *,
+    drain: bool,
+    http_port: int | None,
+    http_host: str = "127.0.0.1",
+    log_format: str = "text",
+    log_level: str = "INFO",
+) -> int:
     """`outbox run`: deliver until SIGTERM/SIGINT, or until drained with --drain."""
-    configure_logging(settings)
+    configure_logging(settings, fmt=log_format, level=log_level)
 
     async def main() -> int:
         daemon = Daemon(settings, drain=drain)
         _on_signals(daemon.stop)
-        runner = await _health_server(daemon, http_port) if http_port else None
+        runner = await _health_server(daemon, http_host, http_port) if http_port else None
         try:
             code = await daemon.run()
         finally:

@@ -99,6 +99,8 @@ class Settings:
     """Everything the CLI, the daemon and the webhook receiver read from the environment."""
 
     database_url: str | None = field(default=None, repr=False)
+    # A direct (not pooled) connection for LISTEN when database_url goes through PgBouncer.
+    listen_url: str | None = field(default=None, repr=False)
     home: Path = field(default_factory=default_home)
     access_token: str | None = field(default=None, repr=False)
     phone_number_id: str | None = None
@@ -130,6 +132,7 @@ class Settings:
         """Every secret value these settings hold: database passwords (in either URL form),
         the access token, the app secret and the webhook verify token."""
         found = url_secrets(self.database_url) if self.database_url else []
+        found += url_secrets(self.listen_url) if self.listen_url else []
         found += [self.access_token or "", self.app_secret or "", self.webhook_verify_token or ""]
         return tuple(dict.fromkeys(secret for secret in found if secret))
 
@@ -147,6 +150,12 @@ class Settings:
         ):
             raise ConfigurationError(
                 "OUTBOX_DATABASE_URL: must start with postgresql:// or postgresql+asyncpg://"
+            )
+        if self.listen_url is not None and not self.listen_url.startswith(
+            ("postgresql://", "postgresql+asyncpg://", "postgres://")
+        ):
+            raise ConfigurationError(
+                "OUTBOX_LISTEN_URL: must start with postgresql:// or postgresql+asyncpg://"
             )
         if not self.graph_api_url.startswith(("http://", "https://")):
             raise ConfigurationError("META_GRAPH_API_URL: must be an http(s) URL")
@@ -196,6 +205,7 @@ class Settings:
         home = get("OUTBOX_HOME")
         return cls(
             database_url=get("OUTBOX_DATABASE_URL"),
+            listen_url=get("OUTBOX_LISTEN_URL"),
             home=Path(home).expanduser() if home else default_home(),
             access_token=get("META_ACCESS_TOKEN"),
             phone_number_id=get("META_PHONE_NUMBER_ID"),

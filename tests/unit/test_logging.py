@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 
-from outbox.serve import RedactSecrets
+from outbox.logs import RedactSecrets
 from outbox.settings import Settings
 
 
