@@ -7,204 +7,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
-import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from datetime import datetime
+from typing import Any, TypeVar
 
 import asyncpg
 import sqlalchemy.exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outbox import demo, migrate, serve, store
+from outbox.arguments import UsageError, build_parser, run_overrides
 from outbox.database import create_engine, resolve_dsn, short_error
 from outbox.enqueue import enqueue
 from outbox.errors import InvalidMessage, OutboxError
-from outbox.logs import LOG_FORMATS, LOG_LEVELS
-from outbox.schema import STATUSES
 from outbox.settings import Settings, redact_secrets, redact_url
 from outbox.status import Delivery, Event, get_history, get_status, list_messages
 from outbox.templates import Template
 
 T = TypeVar("T")
-_DURATION = re.compile(r"^(\d+)([mhd])$")
-MAX_DURATION = timedelta(days=36500)
-_DURATION_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
-
-
-class UsageError(Exception):
-    """Bad command-line usage: exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
-
-
-def parse_duration(text: str) -> timedelta:
-    """`90m`, `12h`, `30d`."""
-    match = _DURATION.match(text.strip())
-    if not match or int(match.group(1)) == 0:
-        raise argparse.ArgumentTypeError(
-            f"invalid duration {text!r}: use a positive number then m, h or d, e.g. 30d"
-        )
-    duration = timedelta(**{_DURATION_UNITS[match.group(2)]: min(int(match.group(1)), 10**7)})
-    if duration > MAX_DURATION:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: at most 100 years")
-    return duration
-
-
-def parse_time(text: str) -> datetime:
-    """ISO 8601; UTC when it has no offset."""
-    try:
-        value = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid time {text!r}: use ISO 8601, e.g. 2026-12-01T09:30:00+05:00"
-        ) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"invalid id {text!r}: must be a positive integer")
-    return value
-
-
-DAEMON_FLAGS: dict[str, Callable[[str], Any]] = {
-    "concurrency": int,
-    "batch-size": int,
-    "lease-seconds": float,
-    "max-attempts": int,
-    "retry-delay": float,
-    "poll-interval": float,
-    "rate": float,
-    "pair-burst": int,
-    "pair-interval": float,
-    "pause-probe": float,
-    "request-timeout": float,
-    "reconcile-seconds": float,
-    "max-age": lambda text: parse_duration(text).total_seconds(),
-}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="outbox", description="A transactional outbox for WhatsApp messages.")
-    parser.add_argument(
-        "--database-url", help="PostgreSQL URL (default: $OUTBOX_DATABASE_URL, else embedded)"
-    )
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    commands.add_parser("migrate", help="upgrade the schema to the latest revision")
-
-    p = commands.add_parser("enqueue", help="add one message; prints its id")
-    p.add_argument("recipient")
-    p.add_argument("message", nargs="?")
-    for kind in ("image", "video", "document", "audio"):
-        p.add_argument(f"--{kind}", action="append", default=[], metavar="URL")
-    p.add_argument("--template", metavar="NAME", help="send this approved template instead")
-    p.add_argument("--language", metavar="CODE", help="the template's language, e.g. en_US")
-    p.add_argument(
-        "--body-param",
-        action="append",
-        default=[],
-        metavar="V",
-        help="the template's body parameters {{1}}, {{2}}, … in order",
-    )
-    p.add_argument("--header-image", metavar="URL", help="the template's header image")
-    p.add_argument("--idempotency-key")
-    p.add_argument("--send-at", type=parse_time, metavar="ISO")
-    p.add_argument(
-        "--expires-in",
-        type=parse_duration,
-        metavar="AGE",
-        help="fail the message instead of sending it later than this (90m, 12h, 30d)",
-    )
-
-    p = commands.add_parser("status", help="one message's delivery status")
-    p.add_argument("id", type=positive_int)
-    p.add_argument("--json", action="store_true")
-
-    p = commands.add_parser("list", help="messages, newest first")
-    p.add_argument("--status", choices=STATUSES)
-    p.add_argument("--recipient")
-    p.add_argument("--since", type=parse_time, metavar="ISO")
-    p.add_argument("--limit", type=positive_int, default=100)
-    p.add_argument("--json", action="store_true")
-
-    p = commands.add_parser("stats", help="counts by status, backlog age, send rate")
-    p.add_argument("--json", action="store_true")
-
-    p = commands.add_parser("retry", help="put failed messages back to pending")
-    p.add_argument("ids", nargs="+", type=positive_int, metavar="ID")
-    p = commands.add_parser("cancel", help="cancel pending messages")
-    p.add_argument("ids", nargs="+", type=positive_int, metavar="ID")
-
-    p = commands.add_parser("prune", help="delete finished messages past retention")
-    p.add_argument("--older-than", type=parse_duration, required=True, metavar="AGE")
-
-    p = commands.add_parser("run", help="the delivery daemon")
-    for flag, convert in DAEMON_FLAGS.items():
-        p.add_argument(f"--{flag}", type=convert, metavar="S" if convert is float else "N")
-    p.add_argument("--drain", action="store_true", help="exit once nothing is left to send")
-    p.add_argument(
-        "--http-port", type=positive_int, help="serve /metrics, /healthz and /readyz on this port"
-    )
-    p.add_argument(
-        "--http-host",
-        default="127.0.0.1",
-        metavar="H",
-        help="the address --http-port listens on (default 127.0.0.1; 0.0.0.0 in a container)",
-    )
-    p.add_argument(
-        "--log-format",
-        choices=LOG_FORMATS,
-        default="text",
-        help="text or JSON lines (default text)",
-    )
-    p.add_argument(
-        "--log-level",
-        type=str.upper,
-        choices=LOG_LEVELS,
-        default="INFO",
-        metavar="L",
-        help="DEBUG, INFO, WARNING or ERROR (default INFO)",
-    )
-
-    p = commands.add_parser("simulator", help="a local stand-in for the Graph API")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=positive_int, default=8099)
-    p.add_argument("--latency-ms", type=float, default=0.0)
-    p.add_argument("--fail-rate", type=float, default=0.0)
-    p.add_argument("--scenario", type=Path, metavar="FILE")
-    p.add_argument("--mps", type=float)
-    p.add_argument(
-        "--webhook-url",
-        metavar="URL",
-        help="post signed status webhooks (sent, delivered, read) for what it accepts",
-    )
-    p.add_argument(
-        "--status-delay-ms",
-        type=float,
-        default=200.0,
-        metavar="MS",
-        help="the wait before each status webhook (default 200)",
-    )
-
-    p = commands.add_parser("webhook", help="receive Meta's status webhooks and inbound messages")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=positive_int, default=8090)
-
-    commands.add_parser("demo", help="embedded PostgreSQL + simulator + sample messages")
-    return parser
 
 
 async def _on_connection(settings: Settings, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
@@ -428,13 +252,24 @@ def _migrate(settings: Settings) -> int:
     return 0
 
 
-def _describe(exc: BaseException, settings: Settings) -> str:
+def _describe(exc: BaseException, settings: Settings, listening: str | None = None) -> str:
     """One line for an error, naming what to do when we know it; never a secret, whatever the
-    driver put in its message."""
-    return redact_secrets(_explain(exc, settings), settings)
+    driver put in its message. `listening` is the host:port the command serves on, if any."""
+    return redact_secrets(_explain(exc, settings, listening), settings)
 
 
-def _explain(exc: BaseException, settings: Settings) -> str:
+# Why a server socket could not be opened; any other OSError is about reaching PostgreSQL.
+_LISTEN_ERRNOS = {
+    errno.EADDRINUSE: "the port is already in use",
+    errno.EADDRNOTAVAIL: "no such address on this machine",
+    errno.EACCES: "permission denied",
+}
+# SQLSTATE classes of a refused connection: bad database name, bad role or password, and
+# connection failures.
+_CONNECT_SQLSTATES = ("3D", "28", "08")
+
+
+def _explain(exc: BaseException, settings: Settings, listening: str | None) -> str:
     """One line for an error, naming what to do when we know it."""
     cause = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) else exc
     sqlstate = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
@@ -442,10 +277,38 @@ def _explain(exc: BaseException, settings: Settings) -> str:
         return "the outbox schema is missing: run `outbox migrate` first"
     if isinstance(exc, OutboxError):
         return str(exc)
+    if isinstance(exc, OSError) and exc.errno in _LISTEN_ERRNOS and listening:
+        return f"cannot listen on {listening}: {_LISTEN_ERRNOS[exc.errno]}"
+    where = redact_url(settings.database_url) if settings.database_url else "embedded"
+    postgres = next((c for c in _causes(exc) if isinstance(c, asyncpg.PostgresError)), None)
+    if postgres is not None:
+        message = str(postgres).splitlines()[0] if str(postgres) else type(postgres).__name__
+        if (postgres.sqlstate or "").startswith(_CONNECT_SQLSTATES):
+            return f"cannot connect to PostgreSQL ({where}): {message}"
+        return f"PostgreSQL refused it: {message}"
     if isinstance(cause, OSError | asyncpg.PostgresConnectionError | asyncpg.InterfaceError):
-        where = redact_url(settings.database_url) if settings.database_url else "embedded"
         return f"cannot connect to PostgreSQL ({where}): {cause}"
     return short_error(exc)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """exc, what SQLAlchemy wrapped in it, and their causes, outermost first."""
+    found: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in found and len(found) < 10:
+        found.append(current)
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return found
+
+
+def _listening(args: argparse.Namespace) -> str | None:
+    """host:port of the server socket this command opens, if it opens one."""
+    if args.command in ("simulator", "webhook"):
+        return f"{args.host}:{args.port}"
+    if args.command == "run" and args.http_port:
+        return f"{args.http_host}:{args.http_port}"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -464,13 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             return demo.run_demo()
         if args.command == "run":
-            overrides = {
-                flag.replace("-", "_"): getattr(args, flag.replace("-", "_"))
-                for flag in DAEMON_FLAGS
-                if getattr(args, flag.replace("-", "_")) is not None
-            }
             return serve.run_daemon(
-                replace(settings, **overrides),
+                replace(settings, **run_overrides(args)),
                 drain=args.drain,
                 http_port=args.http_port,
                 http_host=args.http_host,
@@ -478,8 +336,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log_level=args.log_level,
             )
         if args.command == "simulator":
-            if not 0 <= args.fail_rate <= 1:
-                raise UsageError("outbox simulator: --fail-rate must be between 0 and 1")
             return serve.run_simulator(
                 settings,
                 host=args.host,
@@ -504,5 +360,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"outbox: {redact_secrets(f'invalid {exc}', settings)}", file=sys.stderr)
         return 1
     except Exception as exc:
-        print(f"outbox: {_describe(exc, settings)}", file=sys.stderr)
+        print(f"outbox: {_describe(exc, settings, _listening(args))}", file=sys.stderr)
         return 1

@@ -1,5 +1,5 @@
-"""Long-running commands: `outbox run` (the daemon, with /healthz), `outbox simulator` and
-`outbox webhook`."""
+"""Long-running commands: `outbox run` (the daemon, with /metrics, /healthz and /readyz),
+`outbox simulator` and `outbox webhook`."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 from aiohttp import web
 
 from outbox.daemon import EXIT_PAUSED, Daemon
-from outbox.errors import ConfigurationError
 from outbox.logs import configure_logging
+from outbox.metrics.exposition import metrics_handler
 from outbox.settings import Settings
 from outbox.simulator import Simulator, load_scenario, serve
 from outbox.status_webhooks import StatusNotifier
@@ -27,18 +27,21 @@ def _on_signals(stop: Callable[[], None]) -> None:
 
 
 async def _health_server(daemon: Daemon, host: str, port: int) -> web.AppRunner:
+    """`--http-port`: the daemon's /metrics (Prometheus), /healthz and /readyz (JSON)."""
+
     async def healthz(request: web.Request) -> web.Response:
         """Liveness: the loop is turning (also while paused, held or in an outage)."""
         health = daemon.health()
         return web.json_response(health, status=200 if health["live"] else 503)
 
     async def readyz(request: web.Request) -> web.Response:
-        """Readiness: the database answers and sending is neither paused, held nor down."""
+        """Readiness: the database answers and sending is neither paused, held nor down;
+        else 503 with the reason."""
         health = daemon.health()
-        ready = health["status"] == "ok" and health["database"] == "ok"
-        return web.json_response(health, status=200 if ready else 503)
+        return web.json_response(health, status=200 if health["ready"] else 503)
 
     app = web.Application()
+    app.router.add_get("/metrics", metrics_handler(daemon.metrics.registry))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     runner = web.AppRunner(app, access_log=None)
@@ -136,12 +139,7 @@ def run_webhook(settings: Settings, *, host: str, port: int) -> int:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:
-            try:
-                await web.TCPSite(runner, host, port).start()
-            except OSError as exc:
-                raise ConfigurationError(
-                    f"cannot listen on {host}:{port}: {exc.strerror or exc}"
-                ) from None
+            await web.TCPSite(runner, host, port).start()
             print(f"webhook receiver listening on http://{host}:{port}/webhook", flush=True)
             await stopped.wait()
         finally:

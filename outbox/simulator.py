@@ -39,6 +39,7 @@ from typing import Any
 
 from aiohttp import web
 
+from outbox.errors import ConfigurationError
 from outbox.schema import MAX_CAPTION_LENGTH, MAX_TEXT_LENGTH, MEDIA_KINDS
 from outbox.status_webhooks import STEPS, StatusNotifier
 
@@ -210,11 +211,24 @@ class Step:
 
 
 def load_scenario(path: Path) -> dict[str, deque[Step]]:
-    data = json.loads(path.read_text())
+    """The per-recipient steps of a `--scenario` file; a bad file is a ConfigurationError."""
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigurationError(f"--scenario {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ConfigurationError(f"--scenario {path}: not JSON ({exc})") from None
     recipients = data.get("recipients", {}) if isinstance(data, dict) else None
     if not isinstance(recipients, dict):
-        raise ValueError('scenario must be {"recipients": {"<digits>": [steps]}}')
-    return {str(to): deque(Step.parse(step) for step in steps) for to, steps in recipients.items()}
+        raise ConfigurationError(
+            f'--scenario {path}: must be {{"recipients": {{"<digits>": [steps]}}}}'
+        )
+    try:
+        return {
+            str(to): deque(Step.parse(step) for step in steps) for to, steps in recipients.items()
+        }
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise ConfigurationError(f"--scenario {path}: {exc}") from None
 
 
 @dataclass

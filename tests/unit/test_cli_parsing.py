@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from outbox import Settings
-from outbox.cli import UsageError, _describe, build_parser, parse_duration, parse_time
+from outbox.arguments import UsageError, build_parser, parse_duration, parse_time
+from outbox.cli import _describe
 
 SECRETS = {
     "OUTBOX_DATABASE_URL": "postgresql://app:hunter2@db/app?sslpassword=keypass",
