@@ -103,7 +103,8 @@ def test_a_role_that_does_not_exist_is_named(
     server_dsn: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     parts = urlsplit(server_dsn)
-    url = urlunsplit(parts._replace(netloc=f"no_such_outbox_role@{parts.hostname}:{parts.port}"))
+    address = parts.netloc.rpartition("@")[2]
+    url = urlunsplit(parts._replace(netloc=f"no_such_outbox_role@{address}"))
     monkeypatch.setenv("OUTBOX_DATABASE_URL", url)
     code, _, err = run(capsys, "stats")
     assert code == 1
