@@ -1,37 +1,99 @@
-"""Logging for the long-running commands: text or JSON lines on stderr, secrets always masked."""
+"""Logging for the long-running commands: text or JSON lines on stderr, secrets always masked.
+
+A row's delivery binds its id and recipient (`bind_row`) so every record logged while it is
+sent carries them; JSON lines show them as `row_id` and a masked `recipient`."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+from contextvars import ContextVar
+from datetime import UTC, datetime
 
 from outbox.settings import Settings, redact_secrets
 
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+_row: ContextVar[tuple[int, str] | None] = ContextVar("outbox_row", default=None)
 
 
-class RedactSecrets(logging.Filter):
-    """Replaces every configured secret in a record's text: whatever a library logs, the token,
-    the app secret and database passwords never reach the log."""
+def bind_row(row_id: int, recipient: str) -> None:
+    """Tag what the current task logs from now on with this row (each row has its own task)."""
+    _row.set((row_id, recipient))
+
+
+def mask_recipient(recipient: str) -> str:
+    """`923001234567` → `92300****567`: enough to tell numbers apart, not enough to dial one."""
+    head = max(1, len(recipient) - 7)
+    if len(recipient) < head + 3 + 2:
+        return "****"
+    return f"{recipient[:head]}****{recipient[-3:]}"
+
+
+class RowFields(logging.Filter):
+    """Adds `row_id` and `recipient` of the row being sent, unless the call gave its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        row = _row.get()
+        if row is not None:
+            if not hasattr(record, "row_id"):
+                record.row_id = row[0]
+            if not hasattr(record, "recipient"):
+                record.recipient = row[1]
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    """`time LEVEL logger: message`, with every secret masked in the whole line, tracebacks
+    included, whatever a library put in it."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(TEXT_FORMAT)
+        self._settings = settings
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_secrets(super().format(record), self._settings)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and when known the row id, the
+    masked recipient, Meta's error code and the exception; secrets masked before encoding."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__()
         self._settings = settings
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = redact_secrets(message, self._settings)
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        return True
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": redact_secrets(record.getMessage(), self._settings),
+        }
+        row_id = getattr(record, "row_id", None)
+        if row_id is not None:
+            line["row_id"] = row_id
+        recipient = getattr(record, "recipient", None)
+        if recipient:
+            line["recipient"] = mask_recipient(str(recipient))
+        code = getattr(record, "code", None)
+        if code is not None:
+            line["code"] = code
+        if record.exc_info:
+            line["exception"] = redact_secrets(
+                self.formatException(record.exc_info), self._settings
+            )
+        return json.dumps(line, ensure_ascii=False, default=str)
 
 
 def configure_logging(settings: Settings, *, fmt: str = "text", level: str = "INFO") -> None:
-    """Route every logger to stderr in `fmt` at `level`, through the secret filter."""
+    """Route every logger to stderr in `fmt` at `level`, with every secret masked."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactSecrets(settings))
+    handler.setFormatter(JsonFormatter(settings) if fmt == "json" else TextFormatter(settings))
+    handler.addFilter(RowFields())
     logging.basicConfig(level=level, handlers=[handler], force=True)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -1,30 +1,125 @@
-"""Secrets never reach the log, whatever a library writes into a record."""
+"""Log lines: text or JSON, tagged with the row being sent, and never a secret."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from outbox.logs import RedactSecrets
+import pytest
+
+from outbox.logs import JsonFormatter, RowFields, TextFormatter, bind_row, mask_recipient
 from outbox.settings import Settings
 
+SETTINGS = Settings(
+    database_url="postgresql://app:dbpass-123@db/x?sslpassword=ssl-456",
+    access_token="EAAG-token-789",
+    app_secret="app-secret-000",
+)
+SECRETS = ("dbpass-123", "ssl-456", "EAAG-token-789", "app-secret-000")
 
-def test_secrets_in_a_log_record_are_replaced() -> None:
-    settings = Settings(
-        database_url="postgresql://app:dbpass-123@db/x?sslpassword=ssl-456",
-        access_token="EAAG-token-789",
-        app_secret="app-secret-000",
-    )
+
+@contextmanager
+def capture(
+    name: str, formatter: logging.Formatter
+) -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A logger writing through the daemon's handler setup (formatter and row filter)."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
-    handler.addFilter(RedactSecrets(settings))
-    logger = logging.getLogger("test.redaction")
+    handler.setFormatter(formatter)
+    handler.addFilter(RowFields())
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
     logger.addHandler(handler)
     try:
-        logger.warning(
-            "failed with %s %s %s %s", "dbpass-123", "ssl-456", "EAAG-token-789", "app-secret-000"
-        )
+        yield logger, stream
     finally:
         logger.removeHandler(handler)
-    line = stream.getvalue()
-    assert line == "failed with *** *** *** ***\n"
+
+
+@pytest.fixture(params=["text", "json"])
+def logged(request: pytest.FixtureRequest) -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A logger in either format."""
+    formatter = JsonFormatter(SETTINGS) if request.param == "json" else TextFormatter(SETTINGS)
+    with capture(f"test.logs.{request.param}", formatter) as logged:
+        yield logged
+
+
+def json_lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_secrets_in_a_message_are_replaced_in_either_format(
+    logged: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, stream = logged
+    logger.warning("failed with %s %s %s %s", *SECRETS)
+    assert "failed with *** *** *** ***" in stream.getvalue()
+    assert not any(secret in stream.getvalue() for secret in SECRETS)
+
+
+def test_secrets_in_a_traceback_are_replaced_in_either_format(
+    logged: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, stream = logged
+    try:
+        raise ConnectionError("could not reach postgresql://app:dbpass-123@db/x")
+    except ConnectionError:
+        logger.exception("the database went away")
+    assert "ConnectionError" in stream.getvalue()
+    assert "dbpass-123" not in stream.getvalue()
+
+
+def test_a_secret_with_json_special_characters_is_masked_in_json() -> None:
+    settings = Settings(access_token='tok"en\\with-quotes')
+    with capture("test.logs.quotes", JsonFormatter(settings)) as (logger, stream):
+        logger.error("token %s refused", 'tok"en\\with-quotes')
+    assert json_lines(stream)[0]["message"] == "token *** refused"
+
+
+def test_a_json_line_has_time_level_logger_and_message() -> None:
+    with capture("outbox.test.fields", JsonFormatter(SETTINGS)) as (logger, stream):
+        logger.info("drained: %s", "nothing left to send")
+    (line,) = json_lines(stream)
+    assert set(line) == {"time", "level", "logger", "message"}
+    assert (line["level"], line["logger"]) == ("INFO", "outbox.test.fields")
+    assert line["message"] == "drained: nothing left to send"
+    assert str(line["time"]).endswith("+00:00")
+
+
+def test_what_a_row_task_logs_carries_its_id_masked_recipient_and_code() -> None:
+    async def deliver(row_id: int, recipient: str) -> None:
+        bind_row(row_id, recipient)
+        await asyncio.sleep(0)
+        logger.warning("message %d failed", row_id, extra={"code": 131026})
+
+    async def main() -> None:
+        await asyncio.gather(deliver(7, "923001234567"), deliver(8, "16505551234"))
+        logger.info("after the rows")
+
+    with capture("outbox.test.rows", JsonFormatter(SETTINGS)) as (logger, stream):
+        asyncio.run(main())
+    lines = json_lines(stream)
+    assert [(line.get("row_id"), line.get("recipient"), line.get("code")) for line in lines] == [
+        (7, "92300****567", 131026),
+        (8, "1650****234", 131026),
+        (None, None, None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("recipient", "masked"),
+    [
+        ("923001234567", "92300****567"),
+        ("16505551234", "1650****234"),
+        ("4915123456789", "491512****789"),
+        ("1234567", "1****567"),
+    ],
+)
+def test_a_recipient_is_masked_in_the_middle(recipient: str, masked: str) -> None:
+    assert mask_recipient(recipient) == masked
+    assert recipient[1:-3] not in mask_recipient(recipient)
