@@ -36,6 +36,8 @@ from outbox.events import EventLog
 from outbox.gate import Gate, State
 from outbox.limiter import RateLimiter
 from outbox.listener import NotificationListener
+from outbox.metrics.backlog import BacklogGauges
+from outbox.metrics.daemon import DaemonMetrics
 from outbox.recorder import PartRecorder
 from outbox.retry import expo_delays
 from outbox.rows import RowSender
@@ -49,6 +51,11 @@ EXPIRY_SWEEP_SECONDS = 10.0
 EXPIRY_BATCH = 1000
 STATEMENT_TIMEOUT = 60.0  # a statement that takes longer is on a dead connection
 STOP_GRACE = 2.0  # a claim in progress at stop() gets this long to finish
+# Liveness: a turn runs a few statements, each bounded by STATEMENT_TIMEOUT (and the connect
+# before it): one that runs longer than this is stuck. Between turns the loop sleeps for a
+# timeout it chose; one that does not wake up within LIVENESS_GRACE after it is stuck too.
+STUCK_TURN = 5 * STATEMENT_TIMEOUT
+LIVENESS_GRACE = 30.0
 DISPOSE_TIMEOUT = 3.0
 
 
@@ -70,7 +77,8 @@ def _left(deadline: float, cap: float | None = None) -> float:
 
 
 class Daemon:
-    """Delivers committed rows until stop() (or, with drain, until nothing is left to do)."""
+    """Delivers committed rows until stop() (or, with drain, until nothing is left to do).
+    `metrics.registry` holds its Prometheus metrics, for an app that runs it to serve."""
 
     def __init__(self, settings: Settings, *, drain: bool = False) -> None:
         self.settings = settings
@@ -84,8 +92,12 @@ class Daemon:
         self._tasks: set[asyncio.Task[None]] = set()
         self._exit_code = 0
         self._next_sweep = 0.0
-        self._database_ok = True
-        self._last_turn = 0.0
+        self._database_error: str | None = None
+        self._live_until: float | None = None  # None: the loop has not started
+        self._rows: RowSender | None = None
+        self.metrics = DaemonMetrics(
+            in_flight=lambda: len(self._in_flight), paused_reasons=self.paused_reasons
+        )
 
     def stop(self) -> None:
         """Stop claiming; in-flight sends finish (bounded), the rest go back to pending."""
@@ -99,23 +111,49 @@ class Daemon:
     def paused_reason(self) -> str | None:
         return self.gate.reason if self.gate.state is State.PAUSED else None
 
+    def paused_reasons(self) -> set[str]:
+        """Why sending is stopped now, in outbox_paused's words (account, outage, throttle,
+        template: see outbox.metrics.daemon); empty while everything can be sent."""
+        reasons = set()
+        if self.gate.state is State.PAUSED:
+            reasons.add("account")
+        elif self.gate.state is State.OUTAGE:
+            reasons.add("outage")
+        if self.limiter.hold_remaining() > 0:
+            reasons.add("throttle")
+        if self._rows is not None and self._rows.templates_held():
+            reasons.add("template")
+        return reasons
+
+    @property
+    def _sender(self) -> RowSender:
+        assert self._rows is not None, "the daemon is not running"
+        return self._rows
+
+    def _sending_state(self) -> tuple[str, str | None]:
+        """ok, paused (account error), outage (API down) or held (throttled), and why."""
+        if self.gate.open and self.limiter.hold_remaining() > 0:
+            return "held", "throttled by Meta; sending resumes when the hold ends"
+        return self.gate.state.value, self.gate.reason
+
     def health(self) -> dict[str, Any]:
-        """The sending state: ok, paused (account error), outage (API down), held (throttled)."""
-        held = self.limiter.hold_remaining()
-        status = self.gate.state.value
-        reason = self.gate.reason
-        if self.gate.open and held > 0:
-            status, reason = "held", "throttled by Meta; sending resumes when the hold ends"
-        stuck_after = 3 * max(self.settings.poll_interval, self.settings.pause_probe, 60.0)
-        since_turn = asyncio.get_running_loop().time() - self._last_turn
+        """The sending state (`status`), whether the loop is turning (`live`) and whether this
+        daemon can send now (`ready`: neither paused, held nor in an outage, and its database
+        answers), with the `reason` when it cannot."""
+        status, reason = self._sending_state()
+        database_ok = self._database_error is None
+        if status == "ok" and not database_ok:
+            reason = f"database unreachable: {self._database_error}"
+        live_until = self._live_until
         return {
             "status": status,
             "reason": reason,
             "paused_reason": self.paused_reason,
-            "held_for_seconds": round(held, 1),
+            "held_for_seconds": round(self.limiter.hold_remaining(), 1),
             "in_flight": len(self._in_flight),
-            "database": "ok" if self._database_ok else "unreachable",
-            "live": self._last_turn == 0.0 or since_turn < stuck_after,
+            "database": "ok" if database_ok else "unreachable",
+            "live": live_until is None or asyncio.get_running_loop().time() < live_until,
+            "ready": status == "ok" and database_ok,
         }
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -176,13 +214,16 @@ class Daemon:
             self.limiter,
             self._on_pause,
             self._events,
+            self.metrics,
         )
+        backlog = BacklogGauges(engine, self.metrics.pending, self.metrics.oldest_pending)
         listen_dsn = asyncpg_dsn(self.settings.listen_url) if self.settings.listen_url else dsn
         listener = NotificationListener(listen_dsn, self.wake)
         listener.start()
         helpers = [
             asyncio.create_task(self._keep_leases(), name="outbox-leases"),
             asyncio.create_task(self._report_state(), name="outbox-heartbeat"),
+            asyncio.create_task(backlog.run(), name="outbox-backlog-gauges"),
         ]
         logger.info("delivering to %s (concurrency %d)", api.url, self.settings.concurrency)
         try:
@@ -206,7 +247,7 @@ class Daemon:
         # Snapshot first: a finished task forgets its claim. A row that finished meanwhile no
         # longer carries our token, so releasing it changes nothing.
         claims = list(self._in_flight.values())
-        self._rows.abandon = True  # no new part goes out; retried writes give up
+        self._sender.abandon = True  # no new part goes out; retried writes give up
         # Accepted parts are written before their rows are given back, or they would be lost.
         await self._recorder.close(_left(deadline))
         for task in self._tasks:
@@ -235,7 +276,7 @@ class Daemon:
         self._failure_delays = expo_delays(0.5, 10.0)
         while not self._stopping.is_set():
             self._wake.clear()
-            self._last_turn = loop.time()
+            self._live_until = loop.time() + STUCK_TURN
             turn = asyncio.create_task(self._turn(), name="outbox-turn")
             stopping = asyncio.create_task(self._stopping.wait())
             await asyncio.wait({turn, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -250,6 +291,7 @@ class Daemon:
             if timeout is None:
                 return
             if timeout > 0:
+                self._live_until = loop.time() + timeout + LIVENESS_GRACE
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
 
@@ -264,9 +306,9 @@ class Daemon:
                 return None
             timeout = await self._idle_timeout(claimed)
             self._failure_delays = expo_delays(0.5, 10.0)
-            self._database_ok = True
+            self._database_error = None
         except Exception as exc:
-            self._database_ok = False
+            self._database_error = short_error(exc)
             timeout = next(self._failure_delays)
             logger.warning(
                 "database unavailable (%s); retrying in %.1fs", short_error(exc), timeout
@@ -328,10 +370,10 @@ class Daemon:
 
     async def _deliver(self, claim: Claim) -> None:
         try:
-            await self._rows.deliver(claim)
+            await self._sender.deliver(claim)
         except Exception as exc:
             logger.exception("message %d: delivery failed unexpectedly", claim.id)
-            await self._rows.crashed(claim, exc)
+            await self._sender.crashed(claim, exc)
         finally:
             # Only our own claim: a newer claim of the same row must keep its lease.
             if self._in_flight.get(claim.id) is claim:
@@ -373,6 +415,7 @@ class Daemon:
         async with self._engine.begin() as conn:
             expired = await fetch_all(conn, store.EXPIRE_PENDING, {"batch": EXPIRY_BATCH})
         if expired:
+            self.metrics.failed.inc(len(expired))
             logger.info("%d messages expired before they could be sent", len(expired))
             if len(expired) == EXPIRY_BATCH:
                 self._next_sweep = now
@@ -385,7 +428,7 @@ class Daemon:
             claims = list(self._in_flight.values())
             if claims:
                 try:
-                    await self._rows.extend_leases(claims)
+                    await self._sender.extend_leases(claims)
                 except Exception as exc:
                     logger.warning("cannot extend leases (%s)", short_error(exc))
 
@@ -395,8 +438,7 @@ class Daemon:
         beat = 0.0
         loop = asyncio.get_running_loop()
         while True:
-            health = self.health()
-            state = (health["status"], health["reason"])
+            state = self._sending_state()
             if state != reported or loop.time() >= beat:
                 try:
                     async with self._engine.begin() as conn:
@@ -405,10 +447,10 @@ class Daemon:
                             store.SAVE_DAEMON_STATE,
                             {
                                 "daemon": self.id,
-                                "state": health["status"],
-                                "reason": health["reason"],
-                                "held": health["held_for_seconds"],
-                                "in_flight": health["in_flight"],
+                                "state": state[0],
+                                "reason": state[1],
+                                "held": round(self.limiter.hold_remaining(), 1),
+                                "in_flight": len(self._in_flight),
                             },
                         )
                     reported, beat = state, loop.time() + HEARTBEAT_SECONDS

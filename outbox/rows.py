@@ -27,6 +27,7 @@ from outbox.errors import GraphError, InDoubt, InvalidMessage, SendError, clean
 from outbox.events import Event, EventLog
 from outbox.gate import Gate
 from outbox.limiter import RateLimiter
+from outbox.metrics.daemon import DaemonMetrics
 from outbox.recorder import AcceptedPart, PartRecorder, RecordFailed
 from outbox.retry import (
     Doubt,
@@ -75,10 +76,12 @@ class RowSender:
         limiter: RateLimiter,
         on_pause: Callable[[], None],
         events: EventLog,
+        metrics: DaemonMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.abandon = False
-        self._template_holds: dict[str, float] = {}  # template name -> held until (loop time)
+        # Template name -> held until (time.monotonic(): metrics may read it from another thread).
+        self._template_holds: dict[str, float] = {}
         self._engine = engine
         self._recorder = recorder
         self._gate = gate
@@ -86,6 +89,7 @@ class RowSender:
         self._on_pause = on_pause
         self._events = events
         self._api = api
+        self._metrics = metrics or DaemonMetrics()
         # Quick in-process retries of transient failures: they belong to one attempt. A send in
         # doubt is never among them.
         self._send = backoff.on_exception(
@@ -133,7 +137,7 @@ class RowSender:
                 # Its last holder lost the lease, not necessarily its request: if Meta accepted
                 # that part, its status webhook says so, and the part is recorded, not resent.
                 settled = await self._reconciled(claim, index)
-                if settled is not None:
+                if settled is not None:  # not counted as sent: another worker's request
                     if not await self._record(claim, index, settled, len(parts)):
                         return
                     continue
@@ -156,6 +160,7 @@ class RowSender:
                 if settled is None:
                     await self._refused(claim, recipient, parts[index], error)
                     return
+                self._metrics.accepted(parts[index].type)  # our own request, Meta says
                 wamid = settled
             except SendError as error:
                 await self._refused(claim, recipient, parts[index], error)
@@ -178,27 +183,32 @@ class RowSender:
         return False
 
     async def _send_once(self, recipient: str, part: Part, callback: str) -> str:
-        """One request, its outcome appended to the row's history."""
+        """One request, its outcome appended to the row's history and to the metrics."""
         _, row, index = callback.split(":")
         started = time.perf_counter()
         try:
             wamid = await self._api.send(recipient, part, callback)
         except SendError as error:
+            seconds = time.perf_counter() - started
+            error_class = classify(error).value
+            self._metrics.requested(seconds, error, error_class)
             self._events.record(
                 Event(
                     int(row),
                     int(index),
-                    classify(error).value,
+                    error_class,
                     http_status=error.http_status,
                     error_code=error.code if isinstance(error, GraphError) else None,
                     detail=str(error),
-                    latency_ms=(time.perf_counter() - started) * 1000,
+                    latency_ms=seconds * 1000,
                 )
             )
             raise
-        latency = (time.perf_counter() - started) * 1000
+        seconds = time.perf_counter() - started
+        self._metrics.requested(seconds, None)
+        self._metrics.accepted(part.type)
         self._events.record(
-            Event(int(row), int(index), "accepted", 200, detail=wamid, latency_ms=latency)
+            Event(int(row), int(index), "accepted", 200, detail=wamid, latency_ms=seconds * 1000)
         )
         return wamid
 
@@ -258,12 +268,17 @@ class RowSender:
             )
         return not claim.lost
 
+    def templates_held(self) -> list[str]:
+        """The templates Meta has paused, whose rows wait now."""
+        now = time.monotonic()
+        return [name for name, until in list(self._template_holds.items()) if until > now]
+
     def _template_held(self, part: Part) -> float:
         """Seconds left of Meta's pause of this part's template (0: not paused)."""
         if part.template is None or not self._template_holds:
             return 0.0
         until = self._template_holds.get(str(part.template.get("name")), 0.0)
-        return max(0.0, until - asyncio.get_running_loop().time())
+        return max(0.0, until - time.monotonic())
 
     def _answered(self, recipient: str) -> None:
         """The API answered: the sender works, whatever it said about this message."""
@@ -312,8 +327,7 @@ class RowSender:
             await self._reschedule(claim, outcome.delay, reason, give_back=1, code=code)
         elif isinstance(outcome, HoldTemplate):
             name = str((part.template or {}).get("name"))
-            until = asyncio.get_running_loop().time() + outcome.delay
-            self._template_holds[name] = until
+            self._template_holds[name] = time.monotonic() + outcome.delay
             logger.warning(
                 "template %s paused by Meta; its messages wait %.0fs", name, outcome.delay
             )
@@ -365,23 +379,32 @@ class RowSender:
 
     async def _write(self, statement: sa.TextClause, claim: Claim, **params: Any) -> None:
         """Write the row's outcome, patiently while the database is away. A write refused for
-        its data fails the row with the database's reason instead."""
+        its data fails the row with the database's reason instead. A row this write fails is
+        counted once it is written (not when our lease was lost meanwhile)."""
         if "error" in params:
             params["error"] = clean(params["error"])
 
-        async def write(statement: sa.TextClause, params: dict[str, Any]) -> None:
+        async def write(statement: sa.TextClause, params: dict[str, Any]) -> bool:
             async with self._engine.begin() as conn:
-                await fetch_all(conn, statement, {"id": claim.id, "token": claim.token, **params})
+                rows = await fetch_all(
+                    conn, statement, {"id": claim.id, "token": claim.token, **params}
+                )
+            return bool(rows)
 
         what = f"updating message {claim.id}"
         try:
-            await persistently(write, statement, params, what=what, give_up=lambda: self.abandon)
+            changed = await persistently(
+                write, statement, params, what=what, give_up=lambda: self.abandon
+            )
         except Exception as exc:
             if is_connection_error(exc):
                 raise
             reason = clean(f"could not record the outcome: {short_error(exc)}")
             logger.error("message %d: %s", claim.id, reason)
             fallback = {"error": reason, "code": None, "doubt": params.get("doubt", 0)}
-            await persistently(
-                write, store.MARK_FAILED, fallback, what=what, give_up=lambda: self.abandon
+            statement = store.MARK_FAILED
+            changed = await persistently(
+                write, statement, fallback, what=what, give_up=lambda: self.abandon
             )
+        if changed and statement is store.MARK_FAILED:
+            self._metrics.failed.inc()

@@ -8,6 +8,7 @@ from the database's now(), never the client's clock. `messages` holds what apps 
 
 from outbox.store.delivery import (
     APPEND_EVENTS,
+    BACKLOG_GAUGES,
     CLAIM_BATCH,
     EXPIRE_PENDING,
     EXTEND_LEASES,
@@ -47,6 +48,7 @@ from outbox.store.webhooks import (
 
 __all__ = [
     "APPEND_EVENTS",
+    "BACKLOG_GAUGES",
     "CLAIM_BATCH",
     "EXPIRE_PENDING",
     "EXTEND_LEASES",

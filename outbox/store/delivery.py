@@ -49,7 +49,8 @@ CLAIM_BATCH = sa.text(
 # Append each accepted part's wamid (batched across rows); the last part also finishes the row,
 # clearing the errors it went through. A row a status webhook failed while it was sending (an
 # earlier part could not be delivered) stays failed, but the parts Meta accepted meanwhile are
-# still recorded: they must never be sent again.
+# still recorded: they must never be sent again. `going_on` is false for such a row only: a row
+# its last part finished (now `sent`) went on as it should.
 RECORD_PARTS = sa.text(
     """
     UPDATE outbox_messages m
@@ -72,7 +73,7 @@ RECORD_PARTS = sa.text(
          AS v(id, token, index, wamid, final)
     WHERE m.id = v.id AND m.lease_token = v.token AND m.status IN ('sending', 'failed')
       AND jsonb_array_length(m.parts) = v.index
-    RETURNING m.id, m.status = 'sending' AS going_on
+    RETURNING m.id, m.status <> 'failed' AS going_on
     """
 )
 
@@ -174,6 +175,18 @@ SECONDS_TO_NEXT_DUE = sa.text(
         (SELECT min(locked_until) FROM outbox_messages
          WHERE status = 'sending' AND locked_until > now())) - now())
         AS seconds
+    """
+)
+
+# The backlog, for the daemon's gauges every few seconds: rows pending (due or scheduled), and
+# how long the oldest due one has waited (null when none is due). Both read the partial index on
+# pending rows only, however many finished rows there are.
+BACKLOG_GAUGES = sa.text(
+    """
+    SELECT (SELECT count(*) FROM outbox_messages WHERE status = 'pending') AS pending,
+           extract(epoch FROM now() - (SELECT min(available_at) FROM outbox_messages
+                                       WHERE status = 'pending' AND available_at <= now()))
+               AS oldest_pending_seconds
     """
 )
 

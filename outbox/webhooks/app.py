@@ -2,7 +2,7 @@
 
 A POST is checked before anything is stored: size (413), signature over the raw bytes (401
 missing, 403 wrong), envelope (400). Then the raw body is stored, applied, and answered 200.
-`/metrics` counts requests and statuses in Prometheus' text format.
+`/metrics` serves the receiver's own Prometheus registry (outbox.metrics.receiver).
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ import contextlib
 import hashlib
 import hmac
 import logging
-from collections import Counter
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from outbox.database import create_engine, resolve_dsn, short_error
 from outbox.errors import ConfigurationError
+from outbox.metrics.exposition import metrics_handler
+from outbox.metrics.receiver import ReceiverMetrics
 from outbox.settings import Settings
 from outbox.webhooks.apply import Applier
 from outbox.webhooks.payload import NotAnEnvelope, parse, signature_matches
@@ -55,7 +56,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(receiver.lifecycle)
     app.router.add_get(PATH, receiver.verify)
     app.router.add_post(PATH, receiver.receive)
-    app.router.add_get("/metrics", receiver.metrics)
+    app.router.add_get("/metrics", metrics_handler(receiver.metrics.registry))
     return app
 
 
@@ -67,7 +68,7 @@ class _Receiver:
         self._app_secret = app_secret
         self._token_digest = hashlib.sha256(verify_token.encode()).digest()
         self._applier: Applier | None = None
-        self._requests: Counter[str] = Counter()
+        self.metrics = ReceiverMetrics()
 
     def __repr__(self) -> str:
         return "<outbox webhook receiver>"
@@ -76,7 +77,7 @@ class _Receiver:
         """On startup: the database engine and the background re-applier; on cleanup: both
         stopped."""
         engine = create_engine(await resolve_dsn(self._settings), command_timeout=COMMAND_TIMEOUT)
-        self._applier = Applier(engine)
+        self._applier = Applier(engine, self.metrics)
         task = asyncio.create_task(self._applier.run(), name="outbox-webhook-reapply")
         try:
             yield
@@ -97,9 +98,8 @@ class _Receiver:
             and hmac.compare_digest(given, self._token_digest)
             and challenge is not None
         ):
-            self._requests["verified"] += 1
+            self.metrics.requests.labels("200").inc()
             return web.Response(text=challenge, content_type="text/plain")
-        self._requests["verify_refused"] += 1
         return self._answer(403, "verification refused")
 
     async def receive(self, request: web.Request) -> web.Response:
@@ -108,12 +108,14 @@ class _Receiver:
             return self._answer(413, "body too large")
         header = request.headers.get(SIGNATURE_HEADER)
         if not header:
+            self.metrics.signature_failures.labels("missing").inc()
             return self._answer(401, f"missing {SIGNATURE_HEADER}")
         body = await _read_at_most(request, MAX_BODY)
         if body is None:
             return self._answer(413, "body too large")
         if not signature_matches(self._app_secret, body, header):
             logger.warning("webhook refused: %s does not match the body", SIGNATURE_HEADER)
+            self.metrics.signature_failures.labels("invalid").inc()
             return self._answer(403, "invalid signature")
         try:
             envelope = parse(body)
@@ -128,23 +130,8 @@ class _Receiver:
             return self._answer(503, "cannot store the webhook now")
         return self._answer(200, "ok")
 
-    async def metrics(self, request: web.Request) -> web.Response:
-        """Prometheus text: requests by answer, bodies and statuses by outcome."""
-        lines = ["# TYPE outbox_webhook_requests_total counter"]
-        lines += [
-            f'outbox_webhook_requests_total{{answer="{answer}"}} {count}'
-            for answer, count in sorted(self._requests.items())
-        ]
-        counts = self._applier.counts if self._applier else Counter[str]()
-        lines.append("# TYPE outbox_webhook_items_total counter")
-        lines += [
-            f'outbox_webhook_items_total{{item="{item}"}} {count}'
-            for item, count in sorted(counts.items())
-        ]
-        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
-
     def _answer(self, status: int, text: str) -> web.Response:
-        self._requests[str(status)] += 1
+        self.metrics.requests.labels(str(status)).inc()
         return web.Response(status=status, text=text + "\n", content_type="text/plain")
 
 

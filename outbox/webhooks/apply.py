@@ -3,14 +3,14 @@
 The raw body is written first and committed whatever happens next (Meta cannot send a lost
 webhook again). Its statuses and inbound messages are stored and applied under a savepoint, so an
 unexpected failure leaves the body stored but unapplied, for the background task. That task also
-applies statuses that arrived before the daemon recorded their part.
+applies statuses that arrived before the daemon recorded their part. Metrics count what a
+transaction committed, after the commit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from outbox import store
 from outbox.connections import Row
 from outbox.database import is_connection_error, short_error
+from outbox.metrics.receiver import ReceiverMetrics
 from outbox.webhooks.payload import Envelope, parse
 
 logger = logging.getLogger("outbox.webhooks")
@@ -93,30 +94,33 @@ def _inbound_params(envelope: Envelope) -> list[dict[str, Any]]:
 class Applier:
     """Receives bodies for the app, and re-applies in the background what is left unapplied."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, metrics: ReceiverMetrics | None = None) -> None:
         self._engine = engine
         self._bodies = Backoff()
         self._statuses = Backoff()
-        self.counts: Counter[str] = Counter()
+        self._metrics = metrics or ReceiverMetrics()
 
     async def receive(self, body: bytes, envelope: Envelope) -> bool:
         """Store `body`, then apply `envelope` (parsed from it). False when only the body could
         be stored; raises when not even that was possible (the database is away)."""
+        applied: tuple[int, list[Row]] | None = None
         async with self._engine.connect() as conn, conn.begin():
             webhook_id = await store.insert_webhook(conn, body)
-            self.counts["bodies_stored"] += 1
             try:
                 async with conn.begin_nested():
                     await store.set_lock_timeout(conn, LOCK_TIMEOUT)
-                    await self._apply(conn, webhook_id, envelope)
+                    applied = await self._apply(conn, webhook_id, envelope)
             except Exception as exc:
-                self.counts["bodies_unapplied"] += 1
                 logger.warning(
                     "webhook %d stored but not applied (%s); it will be retried",
                     webhook_id,
                     short_error(exc),
                 )
-                return False
+        self._metrics.bodies.labels("stored").inc()
+        if applied is None:
+            self._metrics.bodies.labels("unapplied").inc()
+            return False
+        self._count(applied[1], duplicates=applied[0])
         return True
 
     async def run(self) -> None:
@@ -142,13 +146,17 @@ class Applier:
                 logger.info("re-applying webhooks works again")
                 failures = 0
 
-    async def _apply(self, conn: AsyncConnection, webhook_id: int, envelope: Envelope) -> None:
+    async def _apply(
+        self, conn: AsyncConnection, webhook_id: int, envelope: Envelope
+    ) -> tuple[int, list[Row]]:
+        """Store and apply the body's contents: the number of duplicate statuses (stored
+        before), and the outcome of each new one."""
         ids = await store.store_contents(
             conn, webhook_id, _status_params(envelope), _inbound_params(envelope)
         )
-        self.counts["statuses_stored"] += len(ids)
-        self.counts["statuses_duplicate"] += len(envelope.statuses) - len(ids)
-        self._report(await store.apply_statuses(conn, ids))
+        results = await store.apply_statuses(conn, ids)
+        self._log(results)
+        return len(envelope.statuses) - len(ids), results
 
     async def _retry_bodies(self) -> bool:
         """Apply up to BODIES_PER_ROUND stored bodies, each in its own transaction; True when
@@ -161,7 +169,7 @@ class Applier:
                 webhook_id, body = found
                 try:
                     async with conn.begin_nested():
-                        await self._apply(conn, webhook_id, parse(body))
+                        duplicates, results = await self._apply(conn, webhook_id, parse(body))
                 except Exception as exc:
                     if is_connection_error(exc):
                         raise
@@ -174,7 +182,8 @@ class Applier:
                     )
                     continue
             self._bodies.succeeded(webhook_id)
-            self.counts["bodies_reapplied"] += 1
+            self._metrics.bodies.labels("reapplied").inc()
+            self._count(results, duplicates=duplicates)
             logger.info("webhook %d applied on retry", webhook_id)
         return True
 
@@ -190,7 +199,8 @@ class Applier:
                 raise
             logger.warning("applying waiting statuses failed (%s); one by one", short_error(exc))
             return await self._retry_one_by_one(skip)
-        self._report(results)
+        self._log(results)
+        self._count(results, duplicates=None)
         return len(results) >= BATCH
 
     async def _retry_one_by_one(self, skip: list[int]) -> bool:
@@ -199,7 +209,9 @@ class Applier:
         for status_id in ids:
             try:
                 async with self._engine.begin() as conn:
-                    self._report(await store.apply_statuses(conn, [status_id]))
+                    results = await store.apply_statuses(conn, [status_id])
+                self._log(results)
+                self._count(results, duplicates=None)
             except Exception as exc:
                 if is_connection_error(exc):
                     raise
@@ -214,9 +226,20 @@ class Applier:
                 self._statuses.succeeded(status_id)
         return len(ids) >= BATCH
 
-    def _report(self, results: list[Row]) -> None:
+    def _count(self, results: list[Row], *, duplicates: int | None) -> None:
+        """Count committed statuses: applied ones by status (a failed status ignored for a part
+        already delivered or read is not); with `duplicates` (statuses received now, not
+        re-applied later), every outcome too."""
         for result in results:
-            self.counts[f"statuses_{result['outcome']}"] += 1
+            if result["outcome"] == "applied" and not result["ignored"]:
+                self._metrics.statuses_applied.labels(result["status"]).inc()
+            if duplicates is not None:
+                self._metrics.statuses.labels(result["outcome"]).inc()
+        if duplicates:
+            self._metrics.statuses.labels("duplicate").inc(duplicates)
+
+    def _log(self, results: list[Row]) -> None:
+        for result in results:
             if result["ignored"]:
                 logger.info(
                     "message %d: failed status for part %d ignored: the part was already "

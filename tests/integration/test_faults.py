@@ -493,7 +493,7 @@ async def test_an_outage_is_reported_by_readyz_and_outbox_stats(
         await enqueue(engine, recipient, "hello")
     daemon = running(settings)
     await eventually(lambda: _async(daemon.health()["status"] == "outage"), 10, "an outage")
-    runner = await serve._health_server(daemon, 0)
+    runner = await serve._health_server(daemon, "127.0.0.1", 0)
     port = runner.addresses[0][1]
     try:
         async with aiohttp.ClientSession() as http:

@@ -824,9 +824,9 @@ async def test_metrics_count_answers_and_statuses(client: TestClient[Any, Any]) 
     await post(client, envelope(example_status(wamid="wamid.A")))
     await client.post("/webhook", data=b"{}")
     text = await (await client.get("/metrics")).text()
-    assert 'outbox_webhook_requests_total{answer="200"} 1' in text
-    assert 'outbox_webhook_requests_total{answer="401"} 1' in text
-    assert 'outbox_webhook_items_total{item="statuses_waiting"} 1' in text
+    assert 'outbox_webhook_requests_total{answer="200"} 1.0' in text
+    assert 'outbox_webhook_requests_total{answer="401"} 1.0' in text
+    assert 'outbox_webhook_statuses_total{outcome="waiting"} 1.0' in text
 
 
 # --- retention ---------------------------------------------------------------------------------
