@@ -27,6 +27,7 @@ from outbox.errors import GraphError, InDoubt, InvalidMessage, SendError, clean
 from outbox.events import Event, EventLog
 from outbox.gate import Gate
 from outbox.limiter import RateLimiter
+from outbox.logs import bind_row
 from outbox.metrics.daemon import DaemonMetrics
 from outbox.recorder import AcceptedPart, PartRecorder, RecordFailed
 from outbox.retry import (
@@ -103,6 +104,7 @@ class RowSender:
         )(self._send_once)
 
     async def deliver(self, claim: Claim) -> None:
+        bind_row(claim.id, claim.recipient)  # every line logged while it is sent names the row
         try:
             recipient = normalize_recipient(claim.recipient)
             media = normalize_media(_loaded(claim.media, "media"))
@@ -310,7 +312,13 @@ class RowSender:
         )
         doubt = 1 if error_class is ErrorClass.IN_DOUBT else 0
         if isinstance(outcome, Retry):
-            logger.info("message %d: %s; retry in %.1fs", claim.id, outcome.reason, outcome.delay)
+            logger.info(
+                "message %d: %s; retry in %.1fs",
+                claim.id,
+                outcome.reason,
+                outcome.delay,
+                extra={"code": code},
+            )
             await self._reschedule(claim, outcome.delay, outcome.reason, code=code)
         elif isinstance(outcome, Doubt):
             logger.warning(
@@ -329,12 +337,15 @@ class RowSender:
             name = str((part.template or {}).get("name"))
             self._template_holds[name] = time.monotonic() + outcome.delay
             logger.warning(
-                "template %s paused by Meta; its messages wait %.0fs", name, outcome.delay
+                "template %s paused by Meta; its messages wait %.0fs",
+                name,
+                outcome.delay,
+                extra={"code": code},
             )
             reason = f"waiting: template paused by Meta: {outcome.reason}"
             await self._reschedule(claim, outcome.delay, reason, give_back=1, code=code)
         elif isinstance(outcome, Fail):
-            logger.info("message %d failed: %s", claim.id, outcome.reason)
+            logger.info("message %d failed: %s", claim.id, outcome.reason, extra={"code": code})
             await self._fail(claim, outcome.reason, code=code, doubt=doubt)
         else:
             assert isinstance(outcome, Pause)
