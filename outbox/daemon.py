@@ -51,6 +51,7 @@ EXPIRY_SWEEP_SECONDS = 10.0
 EXPIRY_BATCH = 1000
 STATEMENT_TIMEOUT = 60.0  # a statement that takes longer is on a dead connection
 STOP_GRACE = 2.0  # a claim in progress at stop() gets this long to finish
+CLAIM_WINDOW = 4  # a claim looks at this many ready rows per row it may take
 # Liveness: a turn runs a few statements, each bounded by STATEMENT_TIMEOUT (and the connect
 # before it): one that runs longer than this is stuck. Between turns the loop sleeps for a
 # timeout it chose; one that does not wake up within LIVENESS_GRACE after it is stuck too.
@@ -326,6 +327,8 @@ class Daemon:
         return min(self.settings.concurrency - len(self._tasks), self.settings.batch_size), False
 
     async def _claim_some(self) -> int:
+        """Claim and start rows; how many, plus the rows it found queued (then there may be
+        more to claim right now)."""
         limit, probe = self._claimable()
         if limit <= 0:
             return 0
@@ -339,13 +342,19 @@ class Daemon:
                 store.CLAIM_BATCH,
                 {
                     "limit": limit,
+                    "window": CLAIM_WINDOW * limit,
                     "token": token,
                     "lease": self.settings.lease_seconds,
                     "mine": list(self._in_flight),
                     "max_age": self.settings.max_age,
                 },
             )
+        marked = int(rows[0]["marked"]) if rows else 0
+        claimed = 0
         for row in rows:
+            if row["id"] is None:
+                continue  # nothing claimed; `marked` says whether rows were queued meanwhile
+            claimed += 1
             expires_in = row["expires_in"]
             claim = Claim(
                 id=row["id"],
@@ -366,7 +375,7 @@ class Daemon:
             task = asyncio.create_task(self._deliver(claim), name=f"outbox-row-{claim.id}")
             self._tasks.add(task)
             task.add_done_callback(self._done)
-        return len(rows)
+        return claimed + marked
 
     async def _deliver(self, claim: Claim) -> None:
         try:
@@ -408,10 +417,15 @@ class Daemon:
         return row is not None and not next(iter(row.values()))
 
     async def _expire_due(self, now: float) -> None:
-        """Fail pending rows past their expires_at, every few seconds."""
+        """Every few seconds: fail pending rows past their expires_at, and release queued rows
+        that nothing holds back any more (a claim's mark that raced the trigger's release)."""
         if now < self._next_sweep:
             return
         self._next_sweep = now + EXPIRY_SWEEP_SECONDS
+        async with self._engine.begin() as conn:
+            released = await fetch_all(conn, store.RELEASE_LANES)
+        if released:
+            logger.debug("%d queued messages released by the sweep", len(released))
         async with self._engine.begin() as conn:
             expired = await fetch_all(conn, store.EXPIRE_PENDING, {"batch": EXPIRY_BATCH})
         if expired:

@@ -84,6 +84,9 @@ messages = sa.Table(
     sa.Column("in_doubt", sa.Integer, nullable=False, server_default=sa.text("0")),
     # A template message, as Meta takes it: {"name", "language": {"code"}, "components": [...]}.
     sa.Column("template", JSONB, nullable=True),
+    # The daemon's hint that an older unfinished row to the same recipient holds this one back:
+    # set by the claim that finds it so, cleared by a trigger when the rows before it move on.
+    sa.Column("queued_behind", sa.Boolean, nullable=False, server_default=sa.text("false")),
     # No country code starts with 0 (phonenumbers judges the rest in enqueue and the daemon).
     sa.CheckConstraint(r"recipient ~ '^[1-9][0-9]{6,14}$'", name="recipient_digits"),
     sa.CheckConstraint(f"char_length(message) <= {MAX_TEXT_LENGTH}", name="message_length"),
@@ -121,7 +124,22 @@ messages = sa.Table(
     sa.CheckConstraint("in_doubt >= 0", name="in_doubt_not_negative"),
     sa.CheckConstraint("jsonb_typeof(parts) = 'array'", name="parts_is_array"),
     sa.UniqueConstraint("idempotency_key"),
-    # The claim: due pending rows in id order, an index scan however many finished rows there are.
+    # The claim's path: pending rows not queued behind an older row to their recipient, oldest
+    # due first, however many finished or queued rows there are.
+    sa.Index(
+        "ix_outbox_messages_ready",
+        "available_at",
+        "id",
+        postgresql_where=sa.text(f"status = '{PENDING}' AND NOT queued_behind"),
+    ),
+    # Rows queued behind, per recipient: the safety sweep finds each lane's first one.
+    sa.Index(
+        "ix_outbox_messages_behind",
+        "recipient",
+        "id",
+        postgresql_where=sa.text(f"status = '{PENDING}' AND queued_behind"),
+    ),
+    # Due and scheduled pending rows: the next wake-up and the backlog gauges.
     sa.Index(
         "ix_outbox_messages_due",
         "available_at",

@@ -12,37 +12,88 @@ import sqlalchemy as sa
 # daemon is still sending (:mine; their lease may have lapsed while the database was away), and
 # rows whose recipient has an older unfinished row (per-recipient FIFO). A row scheduled for later
 # does not block; a row waiting for a retry (it has an error) does. Expired leases are claimable.
+# The work is bounded: it looks at :window ready rows (index order, queued rows left out) and
+# probes only those for an older unfinished row. The ones it finds blocked are marked
+# `queued_behind`, off the ready index until a trigger clears the mark (migration 0004), unless
+# they changed since this statement's snapshot (xmin): then the change may have freed them.
+# Every returned row carries `marked`; when nothing is claimed but rows were marked, one row
+# with a null id says so, and the daemon claims again at once.
 # `expires_in` is the seconds left before the row's deadline (expires_at, else created_at plus
 # :max_age when that is positive), null without one. `taken_over`: the row's lease ran out while
 # another daemon held it, so that daemon may have sent the next part.
 CLAIM_BATCH = sa.text(
     """
-    WITH candidates AS (
-        SELECT c.id, c.status = 'sending' AS taken_over FROM outbox_messages c
-        WHERE ((c.status = 'pending' AND c.available_at <= now())
+    WITH seen AS (
+        SELECT w.id, w.xmin_text, w.taken_over, EXISTS (
+            SELECT 1 FROM outbox_messages o
+            WHERE o.recipient = w.recipient AND o.id < w.id
+              AND o.status IN ('pending', 'sending')
+              AND (o.status = 'sending' OR o.available_at <= now() OR o.last_error IS NOT NULL)
+        ) AS behind
+        FROM ((SELECT c.id, c.recipient, c.xmin::text AS xmin_text, false AS taken_over
+               FROM outbox_messages c
+               WHERE c.status = 'pending' AND NOT c.queued_behind AND c.available_at <= now()
+                 AND c.id <> ALL(CAST(:mine AS bigint[]))
+               ORDER BY c.available_at, c.id
+               LIMIT :window)
+              UNION ALL
+              (SELECT c.id, c.recipient, c.xmin::text, true FROM outbox_messages c
+               WHERE c.status = 'sending' AND c.locked_until < now()
+                 AND c.id <> ALL(CAST(:mine AS bigint[]))
+               ORDER BY c.locked_until
+               LIMIT :limit)) AS w
+    ), marked AS (
+        UPDATE outbox_messages m SET queued_behind = true
+        FROM (SELECT x.id FROM outbox_messages x JOIN seen s ON s.id = x.id
+              WHERE s.behind AND NOT s.taken_over AND x.status = 'pending'
+                AND x.xmin::text = s.xmin_text
+              FOR UPDATE OF x SKIP LOCKED) AS blocked
+        WHERE m.id = blocked.id
+        RETURNING m.id
+    ), candidates AS (
+        SELECT c.id, s.taken_over FROM outbox_messages c JOIN seen s ON s.id = c.id
+        WHERE NOT s.behind
+          AND ((c.status = 'pending' AND c.available_at <= now())
                OR (c.status = 'sending' AND c.locked_until < now()))
-          AND c.id <> ALL(CAST(:mine AS bigint[]))
-          AND NOT EXISTS (
-              SELECT 1 FROM outbox_messages o
-              WHERE o.recipient = c.recipient AND o.id < c.id
-                AND o.status IN ('pending', 'sending')
-                AND (o.status = 'sending' OR o.available_at <= now() OR o.last_error IS NOT NULL))
         ORDER BY c.id
         LIMIT :limit
-        FOR UPDATE SKIP LOCKED)
-    UPDATE outbox_messages m
-    SET status = 'sending', attempts = m.attempts + 1, lease_token = :token,
-        locked_until = now() + make_interval(secs => :lease), updated_at = now()
-    FROM candidates WHERE m.id = candidates.id
-    RETURNING m.id, m.recipient, m.message, m.media::text AS media, m.template::text AS template,
-              jsonb_array_length(m.parts) AS accepted, m.attempts, m.in_doubt,
-              candidates.taken_over,
-              extract(epoch FROM coalesce(
-                  m.expires_at,
-                  CASE WHEN CAST(:max_age AS float8) > 0
-                       THEN m.created_at + make_interval(secs => CAST(:max_age AS float8))
-                  END) - now())
-                  AS expires_in
+        FOR UPDATE OF c SKIP LOCKED
+    ), claimed AS (
+        UPDATE outbox_messages m
+        SET status = 'sending', attempts = m.attempts + 1, lease_token = :token,
+            locked_until = now() + make_interval(secs => :lease), updated_at = now()
+        FROM candidates WHERE m.id = candidates.id
+        RETURNING m.id, m.recipient, m.message, m.media::text AS media,
+                  m.template::text AS template, jsonb_array_length(m.parts) AS accepted,
+                  m.attempts, m.in_doubt, candidates.taken_over,
+                  extract(epoch FROM coalesce(
+                      m.expires_at,
+                      CASE WHEN CAST(:max_age AS float8) > 0
+                           THEN m.created_at + make_interval(secs => CAST(:max_age AS float8))
+                      END) - now())
+                      AS expires_in
+    )
+    SELECT claimed.*, (SELECT count(*) FROM marked) AS marked
+    FROM (SELECT 1) AS one LEFT JOIN claimed ON true
+    """
+)
+
+# The safety net of the lanes: a lane's first queued row that nothing holds back any more (its
+# trigger-time release raced a claim's mark) is released. Every few seconds, reading only the
+# queued rows' index.
+RELEASE_LANES = sa.text(
+    """
+    UPDATE outbox_messages m SET queued_behind = false
+    FROM (SELECT DISTINCT ON (recipient) id, recipient FROM outbox_messages
+          WHERE status = 'pending' AND queued_behind
+          ORDER BY recipient, id) AS first
+    WHERE m.id = first.id AND m.queued_behind AND m.status = 'pending'
+      AND NOT EXISTS (
+          SELECT 1 FROM outbox_messages o
+          WHERE o.recipient = first.recipient AND o.id < first.id
+            AND o.status IN ('pending', 'sending')
+            AND (o.status = 'sending' OR o.available_at <= now() OR o.last_error IS NOT NULL))
+    RETURNING m.id
     """
 )
 
