@@ -30,8 +30,22 @@ pytest: $(STAMP)
 chaos: $(STAMP)
 	CHAOS_ROUNDS=20 CHAOS_SCALE=3 $(BIN)/pytest -s tests/chaos
 
-demo: $(STAMP)
-	$(BIN)/outbox demo
+# The demo runs from a plain install of the runtime dependencies alone (no test tools, and no
+# editable install with setuptools' warnings), in a virtualenv of its own, rebuilt when the code
+# changes.
+DEMO_VENV := .venv-demo
+DEMO_STAMP := $(DEMO_VENV)/.installed
+DEMO_SOURCES := pyproject.toml $(shell find outbox migrations -name '*.py' -o -name '*.mako')
+
+$(DEMO_STAMP): $(DEMO_SOURCES)
+	$(PYTHON) -m venv $(DEMO_VENV)
+	rm -rf build
+	$(DEMO_VENV)/bin/pip install -q --disable-pip-version-check .
+	rm -rf build
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
+	$(DEMO_VENV)/bin/outbox demo
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.enqueue
@@ -39,4 +53,4 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.receipts
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(DEMO_VENV) build *.egg-info

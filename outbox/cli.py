@@ -325,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "migrate":
             return _migrate(settings)
         if args.command == "demo":
-            return demo.run_demo()
+            return demo.run_demo(settings)
         if args.command == "run":
             return serve.run_daemon(
                 replace(settings, **run_overrides(args)),
