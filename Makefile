@@ -51,6 +51,8 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.enqueue
 	$(BIN)/python -m benchmarks.daemon
 	$(BIN)/python -m benchmarks.receipts
+	$(BIN)/python -m benchmarks.throughput
+	$(BIN)/python -m benchmarks.backlog
 
 clean:
 	rm -rf $(VENV) $(DEMO_VENV) build *.egg-info
