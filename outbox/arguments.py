@@ -245,10 +245,12 @@ def _query_commands(commands: Any) -> None:
     p = commands.add_parser("stats", help="counts by status, backlog age, send rate, daemons")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
-    p = commands.add_parser("retry", help="put failed messages back to pending")
-    p.add_argument("ids", nargs="+", type=positive_int, metavar="ID")
+    p = commands.add_parser(
+        "retry", help="put failed messages back to pending (accepted parts are never resent)"
+    )
+    p.add_argument("ids", nargs="+", type=positive_int, metavar="ID", help="failed messages' ids")
     p = commands.add_parser("cancel", help="cancel pending messages")
-    p.add_argument("ids", nargs="+", type=positive_int, metavar="ID")
+    p.add_argument("ids", nargs="+", type=positive_int, metavar="ID", help="pending messages' ids")
 
     p = commands.add_parser("prune", help="delete finished messages past retention")
     p.add_argument(

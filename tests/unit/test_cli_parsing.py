@@ -92,3 +92,23 @@ def test_run_takes_a_max_age_duration_in_seconds() -> None:
 def test_a_duration_too_long_to_store_is_bad_usage(flag: list[str]) -> None:
     with pytest.raises(UsageError, match="at most 100 years"):
         build_parser().parse_args([*flag, "9999999999d"])
+
+
+def test_every_option_of_every_command_has_a_help_text() -> None:
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [
+        f"{name} {action.dest}"
+        for name, sub in commands.choices.items()
+        for action in sub._actions
+        if not isinstance(action, argparse._HelpAction) and not action.help
+    ]
+    assert missing == []
+
+
+def test_every_daemon_option_with_a_value_states_its_default() -> None:
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    options = [a for a in commands.choices["run"]._actions if a.option_strings and a.nargs != 0]
+    assert len(options) >= 16
+    assert [a.dest for a in options if "default" not in (a.help or "")] == []
