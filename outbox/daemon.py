@@ -86,7 +86,7 @@ class Daemon:
         self.drain = drain
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.gate = Gate(settings.pause_probe)
-        self.limiter = RateLimiter(settings.rate, settings.pair_burst, settings.pair_interval)
+        self.limiter = RateLimiter(settings.pair_burst, settings.pair_interval)
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._in_flight: dict[int, Claim] = {}

@@ -1,5 +1,6 @@
-"""Paces sends to stay inside Meta's limits: messages per second per sender, and per recipient
-a burst then one message per interval (the pair rate). GCRA, so no timers and O(1) per send."""
+"""Paces sends to one recipient inside Meta's pair rate (a burst, then one message per interval),
+and holds the whole sender when Meta throttles it. GCRA, so no timers and O(1) per send. The
+sender's messages per second are paced across daemons by outbox.rate."""
 
 from __future__ import annotations
 
@@ -27,13 +28,11 @@ class _Cell:
 class RateLimiter:
     def __init__(
         self,
-        rate: float,
         pair_burst: int,
         pair_interval: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._clock = clock
-        self._sender = _Cell(1.0 / rate, max(1, int(rate)))
         self._pair_interval = pair_interval
         self._pair_burst = pair_burst
         self._pairs: dict[str, _Cell] = {}
@@ -45,10 +44,9 @@ class RateLimiter:
         nothing, when that wait would exceed `max_wait`."""
         now = self._clock()
         pair = self._pairs.get(recipient) or _Cell(self._pair_interval, self._pair_burst)
-        wait = max(self._sender.wait(now), pair.wait(now), self._hold_until - now)
+        wait = max(pair.wait(now), self._hold_until - now)
         if wait > max_wait:
             return None
-        self._sender.take(now + wait)
         pair.take(now + wait)
         self._pairs[recipient] = pair
         if len(self._pairs) > _PRUNE_AT:

@@ -33,6 +33,7 @@ class ErrorClass(StrEnum):
 
 
 TRANSIENT_CODES = frozenset({1, 2, 131000, 131016, 133004})
+SENDER_THROUGHPUT_CODE = 130429  # the number sends faster than its tier allows
 THROTTLE_CODES = frozenset({4, 613, 80007, 130429, 131056, 131057, 132069, 133016})
 ACCOUNT_CODES = frozenset(
     {0, 3, 10, 33, 190, 368, 131005, 131031, 131037, 131042, 131045, 131048}

@@ -29,8 +29,10 @@ from outbox.gate import Gate
 from outbox.limiter import RateLimiter
 from outbox.logs import bind_row
 from outbox.metrics.daemon import DaemonMetrics
+from outbox.rate import SharedRate
 from outbox.recorder import AcceptedPart, PartRecorder, RecordFailed
 from outbox.retry import (
+    SENDER_THROUGHPUT_CODE,
     Doubt,
     ErrorClass,
     Fail,
@@ -78,6 +80,7 @@ class RowSender:
         on_pause: Callable[[], None],
         events: EventLog,
         metrics: DaemonMetrics | None = None,
+        rate: SharedRate | None = None,
     ) -> None:
         self.settings = settings
         self.abandon = False
@@ -91,6 +94,8 @@ class RowSender:
         self._events = events
         self._api = api
         self._metrics = metrics or DaemonMetrics()
+        self._rate = rate or SharedRate(engine, settings.rate)
+        self._sender_id = api.phone_number_id
         # Quick in-process retries of transient failures: they belong to one attempt. A send in
         # doubt is never among them.
         self._send = backoff.on_exception(
@@ -187,6 +192,7 @@ class RowSender:
     async def _send_once(self, recipient: str, part: Part, callback: str) -> str:
         """One request, its outcome appended to the row's history and to the metrics."""
         _, row, index = callback.split(":")
+        await self._rate.acquire(self._sender_id)  # every request, retries too, takes a slot
         started = time.perf_counter()
         try:
             wamid = await self._api.send(recipient, part, callback)
@@ -331,6 +337,8 @@ class RowSender:
                 self._limiter.penalize(recipient, outcome.delay)
             else:
                 self._limiter.hold_all(outcome.delay)
+                if code == SENDER_THROUGHPUT_CODE:
+                    await self._rate.slow_down(self._sender_id)
             reason = f"throttled: {outcome.reason}"
             await self._reschedule(claim, outcome.delay, reason, give_back=1, code=code)
         elif isinstance(outcome, HoldTemplate):

@@ -190,6 +190,19 @@ daemons = sa.Table(
     ),
 )
 
+# Rate limits every daemon shares (GCRA: one theoretical arrival time per key). `rate:<phone id>`
+# paces a sender's requests across all daemons; `factor` < 1 slows it until `slow_until` after
+# Meta said 130429 (too many messages for this number). Taken through outbox_take_tokens().
+limits = sa.Table(
+    "outbox_limits",
+    metadata,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("tat", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("factor", sa.Float, nullable=False, server_default=sa.text("1")),
+    sa.Column("slow_until", sa.DateTime(timezone=True), nullable=True),
+    sa.CheckConstraint("factor > 0 AND factor <= 1", name="factor_fraction"),
+)
+
 # The delivery history: every attempt's outcome and every status webhook, append-only, written in
 # batches off the send path; deleted with its row.
 events = sa.Table(

@@ -245,6 +245,7 @@ class Simulator:
     scenario: dict[str, deque[Step]] = field(default_factory=dict)
     accepted: list[dict[str, Any]] = field(default_factory=list)
     requests: int = 0
+    arrivals: list[float] = field(default_factory=list)  # time.time() of every request
     _sender_tokens: float = 0.0
     _sender_at: float = field(default_factory=time.monotonic)
     _pairs: dict[str, tuple[float, float]] = field(default_factory=dict)
@@ -347,6 +348,7 @@ class Simulator:
     async def handle_message(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
         received = time.time()
+        self.arrivals.append(received)
         if self.latency_ms:
             await asyncio.sleep(self.latency_ms / 1000)
         try:

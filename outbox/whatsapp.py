@@ -186,6 +186,7 @@ class CloudAPI:
         timeout: float = 15.0,
     ) -> None:
         self._session = session
+        self.phone_number_id = phone_number_id
         self.url = f"{base_url.rstrip('/')}/{version}/{phone_number_id}/messages"
         self._headers = {"Authorization": f"Bearer {access_token}"}
         self._timeout = aiohttp.ClientTimeout(total=timeout)

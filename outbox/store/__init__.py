@@ -24,6 +24,7 @@ from outbox.store.delivery import (
     SAVE_DAEMON_STATE,
     SECONDS_TO_NEXT_DUE,
 )
+from outbox.store.limits import SLOW_DOWN, TAKE_TOKENS
 from outbox.store.messages import (
     INSERT_MESSAGE,
     backlog_stats,
@@ -65,6 +66,8 @@ __all__ = [
     "RESCHEDULE",
     "SAVE_DAEMON_STATE",
     "SECONDS_TO_NEXT_DUE",
+    "SLOW_DOWN",
+    "TAKE_TOKENS",
     "apply_statuses",
     "apply_waiting",
     "backlog_stats",

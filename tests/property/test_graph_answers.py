@@ -109,7 +109,7 @@ async def _deliver_once(database_url: str, status: int, header: str | None, body
                 api,
                 recorder,
                 Gate(60),
-                RateLimiter(80, 45, 6),
+                RateLimiter(45, 6),
                 lambda: None,
                 EventLog(engine),
             )

@@ -1,0 +1,110 @@
+"""A sender's requests per second, held across every daemon on the database.
+
+Each sender has one token bucket in PostgreSQL (outbox_take_tokens: GCRA, `--rate` per second,
+a burst of a twentieth of it). A daemon takes tokens for all the requests waiting at that moment
+in one statement, so a round trip paces many sends; tokens not used within TOKEN_TTL are
+dropped, so that no daemon hoards a burst and spends it later. At most rate + burst requests go
+out in any second, from all daemons together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from outbox import store
+from outbox.connections import fetch_one
+from outbox.database import persistently
+
+logger = logging.getLogger("outbox.daemon")
+
+TOKEN_TTL = 0.25  # seconds a granted token may wait to be spent
+SLOW_SECONDS = 60.0  # how long a 130429 slows the sender down
+
+
+def burst_for(rate: float) -> float:
+    """The bucket's burst: a twentieth of a second's worth, plus half a slot of tolerance so that
+    a request a few milliseconds late does not lose its slot. Any one-second window sees at most
+    rate + burst requests: 21 at --rate 20, 84 at 80."""
+    return max(1.0, rate / 20) + 0.5
+
+
+@dataclass
+class _Bucket:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    tokens: int = 0
+    expires: float = 0.0
+    waiting: int = 0
+    retry_at: float = 0.0  # the database said: nothing before this (loop time)
+
+
+class SharedRate:
+    """Paces requests per sender through the database, for all daemons at once."""
+
+    def __init__(self, engine: AsyncEngine, rate: float) -> None:
+        self._engine = engine
+        self._interval = 1.0 / rate
+        self._burst = burst_for(rate)
+        self._buckets: dict[str, _Bucket] = {}
+
+    async def acquire(self, sender: str) -> None:
+        """Wait for this sender's next request slot."""
+        bucket = self._buckets.setdefault(sender, _Bucket())
+        loop = asyncio.get_running_loop()
+        bucket.waiting += 1
+        try:
+            while True:
+                async with bucket.lock:
+                    if bucket.tokens > 0 and loop.time() < bucket.expires:
+                        bucket.tokens -= 1
+                        return
+                    pause = bucket.retry_at - loop.time()
+                    if pause > 0:
+                        await asyncio.sleep(pause)
+                    granted, wait = await persistently(
+                        self._take, sender, bucket.waiting, what="taking rate tokens"
+                    )
+                    now = loop.time()
+                    bucket.tokens, bucket.expires = granted, now + TOKEN_TTL
+                    bucket.retry_at = now + wait if granted < bucket.waiting else now
+                    if bucket.tokens > 0:
+                        bucket.tokens -= 1
+                        return
+        finally:
+            bucket.waiting -= 1
+
+    async def slow_down(self, sender: str) -> None:
+        """Meta said 130429: every daemon sends slower to this number for a while."""
+        async with self._engine.begin() as conn:
+            row = await fetch_one(
+                conn, store.SLOW_DOWN, {"key": _key(sender), "seconds": SLOW_SECONDS}
+            )
+        factor = float(row["factor"]) if row else 0.5
+        logger.warning(
+            "Meta throttled sender %s (130429): sending at %.0f%% of the rate for %.0fs",
+            sender,
+            factor * 100,
+            SLOW_SECONDS,
+        )
+
+    async def _take(self, sender: str, want: int) -> tuple[int, float]:
+        async with self._engine.begin() as conn:
+            row = await fetch_one(
+                conn,
+                store.TAKE_TOKENS,
+                {
+                    "key": _key(sender),
+                    "want": want,
+                    "interval": self._interval,
+                    "burst": self._burst,
+                },
+            )
+        assert row is not None
+        return int(row["granted"]), float(row["wait"])
+
+
+def _key(sender: str) -> str:
+    return f"rate:{sender}"

@@ -1,0 +1,107 @@
+"""`--rate` holds across daemons: several `outbox run` processes on one database share one token
+bucket per sender in PostgreSQL, and a 130429 slows every one of them down."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from outbox.simulator import Simulator
+from tests.daemon_helpers import PHONE, TOKEN, script
+
+pytestmark = pytest.mark.timeout(120)
+BIN = Path(sys.executable).parent
+
+
+def busiest_second(arrivals: list[float]) -> int:
+    """The most requests in any one-second window (sliding, starting at each request)."""
+    times = sorted(arrivals)
+    most, start = 0, 0
+    for end, at in enumerate(times):
+        while at - times[start] >= 1.0:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
+async def drain_with(database_url: str, simulator: Simulator, daemons: int, *flags: str) -> None:
+    """Run `daemons` `outbox run --drain` processes at once until every one has exited."""
+    env = {
+        **os.environ,
+        "OUTBOX_DATABASE_URL": database_url,
+        "META_ACCESS_TOKEN": TOKEN,
+        "META_PHONE_NUMBER_ID": PHONE,
+        "META_GRAPH_API_URL": simulator.url,  # type: ignore[attr-defined]
+    }
+    processes = [
+        await asyncio.create_subprocess_exec(
+            str(BIN / "outbox"),
+            "run",
+            "--drain",
+            "--poll-interval",
+            "0.2",
+            *flags,
+            env=env,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        for _ in range(daemons)
+    ]
+    codes = await asyncio.wait_for(asyncio.gather(*(p.wait() for p in processes)), 100)
+    assert codes == [0] * daemons
+
+
+async def backlog(engine: AsyncEngine, rows: int) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "INSERT INTO outbox_messages (recipient, message) "
+                "SELECT '92300' || lpad(i::text, 7, '0'), 'Booking ' || i "
+                "FROM generate_series(1, :rows) AS i"
+            ),
+            {"rows": rows},
+        )
+
+
+async def test_three_daemons_together_keep_to_the_rate_in_every_second(
+    database_url: str, engine: AsyncEngine, simulator: Simulator
+) -> None:
+    await backlog(engine, 300)
+    await drain_with(database_url, simulator, 3, "--rate", "20")
+    assert len(simulator.accepted) == 300
+    assert busiest_second(simulator.arrivals) <= 22
+    span = max(simulator.arrivals) - min(simulator.arrivals)
+    assert 300 / span >= 17  # and still about the rate: 300 in about 15 s
+
+
+async def test_a_130429_slows_every_daemon_down_for_a_while(
+    database_url: str, engine: AsyncEngine, simulator: Simulator
+) -> None:
+    await backlog(engine, 10)
+    script(simulator, "923000000001", {"error": 130429, "http": 400})
+    await drain_with(database_url, simulator, 1, "--rate", "40")
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                sa.text(
+                    "SELECT factor, slow_until > now() AS slowed FROM outbox_limits "
+                    "WHERE key = :key"
+                ),
+                {"key": f"rate:{PHONE}"},
+            )
+        ).one()
+    assert (row.factor, row.slowed) == (0.5, True)
+    assert len(simulator.accepted) == 10
+
+
+async def test_one_daemon_alone_is_paced_by_the_database_bucket(
+    database_url: str, engine: AsyncEngine, simulator: Simulator
+) -> None:
+    await backlog(engine, 60)
+    await drain_with(database_url, simulator, 1, "--rate", "20")
+    assert busiest_second(simulator.arrivals) <= 22
