@@ -1,7 +1,8 @@
 """Alembic environment: the URL comes from the caller, or from the environment as the CLI reads it.
 
 Migrations take a transaction-level advisory lock first, so concurrent `outbox migrate` runs
-(several daemons starting at once) apply each revision exactly once. Revisions are recorded in
+(several daemons starting at once) apply each revision exactly once; being one transaction, the
+whole run works through PgBouncer in transaction pooling mode too. Revisions are recorded in
 `outbox_alembic_version`, beside (never in) the app's own `alembic_version`.
 """
 

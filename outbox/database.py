@@ -41,18 +41,40 @@ def create_engine(
     dsn: str, *, pool_size: int = 5, command_timeout: float | None = None
 ) -> AsyncEngine:
     """An async SQLAlchemy engine whose connections asyncpg opens from `dsn` as given;
-    `command_timeout` bounds every statement (the daemon's are all short)."""
+    `command_timeout` bounds every statement (the daemon's are all short).
+
+    No statement stays prepared on the server, so that the engine works through PgBouncer in
+    transaction pooling mode, which (before 1.21) cannot carry a named prepared statement from
+    one transaction to the next: with asyncpg's statement cache off, every statement is the
+    unnamed one, parsed again in the same round trip as each execution; SQLAlchemy's cache keeps
+    only the client-side description. Always, not only behind a pooler: a pooler cannot be
+    detected reliably, and missing one breaks as soon as two clients share a server connection
+    ("prepared statement __asyncpg_stmt_1__ does not exist", or "already exists"). The cost,
+    measured against PostgreSQL 15 directly:
+    0.3 to 0.5 ms more per statement, 3 to 10% of a claim or a write of 100 rows; a few
+    microseconds per row, beside a Graph API request of 100 ms or more.
+    """
 
     async def connect() -> asyncpg.Connection:
         # A bounded connect: a silent network must not hang a write (or a shutdown) for long.
-        return await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT, command_timeout=command_timeout)
+        return await asyncpg.connect(
+            dsn, timeout=CONNECT_TIMEOUT, command_timeout=command_timeout, statement_cache_size=0
+        )
 
-    return create_async_engine(
-        "postgresql+asyncpg://",
-        async_creator=connect,
-        pool_size=pool_size,
-        pool_pre_ping=True,
+    def creator() -> Any:
+        # What `async_creator` does, plus the argument it cannot pass: asyncpg before 0.31 names
+        # every prepare() unless told otherwise.
+        dbapi: Any = engine.sync_engine.dialect.loaded_dbapi
+        return dbapi.connect(async_creator_fn=connect, prepared_statement_name_func=_unnamed)
+
+    engine = create_async_engine(
+        "postgresql+asyncpg://", creator=creator, pool_size=pool_size, pool_pre_ping=True
     )
+    return engine
+
+
+def _unnamed() -> str:
+    return ""
 
 
 def short_error(exc: BaseException) -> str:

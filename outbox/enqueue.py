@@ -34,6 +34,11 @@ async def enqueue(
     is text and/or media, or a `template` alone. Raises InvalidMessage, before any SQL runs, when
     an argument breaks a rule. A message still unsent at `expires_at` fails as expired instead
     of going out late.
+
+    Through PgBouncer in transaction mode, `conn` must not keep prepared statements on the server:
+    on asyncpg (directly or under SQLAlchemy) open it with `statement_cache_size=0`, and give
+    SQLAlchemy's engine `prepared_statement_name_func=lambda: ""` too when asyncpg is older
+    than 0.31.
     """
     new = _checked(recipient, message, media_urls, template, idempotency_key, send_at, expires_at)
     return await store.insert_message(conn, new)
