@@ -41,10 +41,13 @@ def claim_sql() -> str:
         "lease": 30,
         "mine": "{}",
         "max_age": 0,
+        "default_sender": "1234567890",
+        "stopped": "{}",
+        "only": None,
     }
     text = str(store.CLAIM_BATCH.compile(dialect=postgresql.dialect()))
     for name, value in params.items():
-        literal = value if isinstance(value, int) else f"'{value}'"
+        literal = "NULL" if value is None else value if isinstance(value, int) else f"'{value}'"
         text = text.replace(f"%({name})s", str(literal))
     return text
 

@@ -208,6 +208,11 @@ def _enqueue_command(commands: Any) -> None:
     )
     p.add_argument("--header-image", metavar="URL", help="the template's header image")
     p.add_argument(
+        "--sender",
+        metavar="PHONE_ID",
+        help="the phone number id to send from (default: $META_PHONE_NUMBER_ID)",
+    )
+    p.add_argument(
         "--idempotency-key",
         metavar="K",
         help="a key of your own: enqueueing the same key again returns the first row's id",

@@ -26,6 +26,7 @@ class Claim:
     probe: bool = False  # claimed while sending is stopped, to find out whether it works again
     taken_over: bool = False  # from an expired lease: its next part may have been sent already
     lost: bool = False  # another worker holds the row now: send nothing more
+    sender: str = ""  # the phone number id it goes from (the row's, else the default)
 
 
 def leases(claims: list[Claim]) -> dict[str, list[Any]]:

@@ -153,6 +153,7 @@ async def _enqueue(conn: AsyncConnection, args: argparse.Namespace) -> int:
         args.message,
         media_urls={key: urls for key, urls in media.items() if urls},
         template=template,
+        sender=args.sender,
         idempotency_key=args.idempotency_key,
         send_at=args.send_at,
         expires_at=await _database_now(conn) + args.expires_in if args.expires_in else None,
@@ -193,6 +194,10 @@ async def _stats(conn: AsyncConnection, args: argparse.Namespace) -> int:
         return 0
     for status, count in stats["counts"].items():
         print(f"{status:<22}{count}")
+    if len(stats["senders"]) > 1:
+        for sender, counts in sorted(stats["senders"].items()):
+            figures = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+            print(f"{'sender ' + sender:<22}{figures}")
     oldest = stats["oldest_pending_seconds"]
     print(f"{'oldest pending (s)':<22}{'-' if oldest is None else oldest}")
     print(f"{'sends per minute':<22}{stats['sends_per_minute']}")
@@ -203,6 +208,8 @@ async def _stats(conn: AsyncConnection, args: argparse.Namespace) -> int:
         if daemon["reason"]:
             state += f" since {daemon['since']}: {daemon['reason']}"
         print(f"{'daemon ' + daemon['id']:<22}{state} ({daemon['in_flight']} in flight)")
+        for sender, other in sorted(daemon["senders"].items()):
+            print(f"{'  sender ' + sender:<22}{other['state']}: {other['reason']}")
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -33,7 +34,7 @@ from outbox.database import (
 )
 from outbox.errors import ConfigurationError
 from outbox.events import EventLog
-from outbox.gate import Gate, State
+from outbox.gate import State
 from outbox.limiter import RateLimiter
 from outbox.listener import NotificationListener
 from outbox.metrics.backlog import BacklogGauges
@@ -41,6 +42,7 @@ from outbox.metrics.daemon import DaemonMetrics
 from outbox.recorder import PartRecorder
 from outbox.retry import expo_delays
 from outbox.rows import RowSender
+from outbox.senders import Senders
 from outbox.settings import Settings
 from outbox.whatsapp import CloudAPI
 
@@ -85,7 +87,7 @@ class Daemon:
         self.settings = settings
         self.drain = drain
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.gate = Gate(settings.pause_probe)
+        self.senders = Senders(settings.phone_number_id or "", settings.pause_probe)
         self.limiter = RateLimiter(settings.pair_burst, settings.pair_interval)
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
@@ -110,17 +112,19 @@ class Daemon:
 
     @property
     def paused_reason(self) -> str | None:
-        return self.gate.reason if self.gate.state is State.PAUSED else None
+        """Why sending is paused by an account error: the token's, else the first sender's."""
+        for gate in self.senders.closed():
+            if gate.state is State.PAUSED:
+                return gate.reason
+        return None
 
     def paused_reasons(self) -> set[str]:
         """Why sending is stopped now, in outbox_paused's words (account, outage, throttle,
         template: see outbox.metrics.daemon); empty while everything can be sent."""
         reasons = set()
-        if self.gate.state is State.PAUSED:
-            reasons.add("account")
-        elif self.gate.state is State.OUTAGE:
-            reasons.add("outage")
-        if self.limiter.hold_remaining() > 0:
+        for gate in self.senders.closed():
+            reasons.add("account" if gate.state is State.PAUSED else "outage")
+        if self.limiter.held():
             reasons.add("throttle")
         if self._rows is not None and self._rows.templates_held():
             reasons.add("template")
@@ -131,16 +135,31 @@ class Daemon:
         assert self._rows is not None, "the daemon is not running"
         return self._rows
 
-    def _sending_state(self) -> tuple[str, str | None]:
-        """ok, paused (account error), outage (API down) or held (throttled), and why."""
-        if self.gate.open and self.limiter.hold_remaining() > 0:
+    def _sending_state(self, sender: str | None = None) -> tuple[str, str | None]:
+        """ok, paused (account error), outage (API down) or held (throttled), and why, for one
+        sender (default: the configured one)."""
+        sender = self.senders.default if sender is None else sender
+        state, reason = self.senders.state(sender)
+        if state is State.OPEN and self.limiter.hold_remaining(sender) > 0:
             return "held", "throttled by Meta; sending resumes when the hold ends"
-        return self.gate.state.value, self.gate.reason
+        return state.value, reason
+
+    def _senders_states(self) -> dict[str, dict[str, Any]]:
+        """Every sender this daemon has sent from that is not ok now, with its state."""
+        names = set(self.senders.known()) | set(self.limiter.held())
+        states = {}
+        for sender in sorted(names - {self.senders.default}):
+            status, reason = self._sending_state(sender)
+            if status != "ok":
+                held = round(self.limiter.hold_remaining(sender), 1)
+                states[sender] = {"status": status, "reason": reason, "held_for_seconds": held}
+        return states
 
     def health(self) -> dict[str, Any]:
-        """The sending state (`status`), whether the loop is turning (`live`) and whether this
-        daemon can send now (`ready`: neither paused, held nor in an outage, and its database
-        answers), with the `reason` when it cannot."""
+        """The sending state of the default sender (`status`), whether the loop is turning
+        (`live`) and whether this daemon can send now (`ready`: neither paused, held nor in an
+        outage, and its database answers), with the `reason` when it cannot; `senders` lists the
+        other phone numbers that cannot send now."""
         status, reason = self._sending_state()
         database_ok = self._database_error is None
         if status == "ok" and not database_ok:
@@ -150,11 +169,12 @@ class Daemon:
             "status": status,
             "reason": reason,
             "paused_reason": self.paused_reason,
-            "held_for_seconds": round(self.limiter.hold_remaining(), 1),
+            "held_for_seconds": round(self.limiter.hold_remaining(self.senders.default), 1),
             "in_flight": len(self._in_flight),
             "database": "ok" if database_ok else "unreachable",
             "live": live_until is None or asyncio.get_running_loop().time() < live_until,
             "ready": status == "ok" and database_ok,
+            "senders": self._senders_states(),
         }
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -211,7 +231,7 @@ class Daemon:
             engine,
             api,
             self._recorder,
-            self.gate,
+            self.senders,
             self.limiter,
             self._on_pause,
             self._events,
@@ -316,22 +336,40 @@ class Daemon:
             )
         return timeout
 
-    def _claimable(self) -> tuple[int, bool]:
-        """How many rows to claim now, and whether they are a probe."""
-        if self._recorder.busy or self.limiter.hold_remaining() > 0:
-            return 0, False
-        if not self.gate.open:
-            if self._tasks or not self.gate.probe_due():
-                return 0, False
-            return 1, True  # the probe: one real send finds out whether sending works again
-        return min(self.settings.concurrency - len(self._tasks), self.settings.batch_size), False
+    def _claim_rounds(self) -> list[tuple[int, bool, str | None, list[str]]]:
+        """The claims to make now, as (limit, probe, only this sender, senders left out): a
+        probe of the token or of each stopped sender whose probe is due, then the rest."""
+        if self._recorder.busy:
+            return []
+        free = self.settings.concurrency - len(self._tasks)
+        token = self.senders.token
+        if not token.open:
+            if self._tasks or not token.probe_due():
+                return []
+            return [(1, True, None, [])]  # one real send finds out whether the token works
+        held = self.limiter.held()
+        busy = {claim.sender for claim in self._in_flight.values()}
+        rounds: list[tuple[int, bool, str | None, list[str]]] = []
+        for sender, gate in self.senders.known().items():
+            if free <= 0 or gate.open or sender in busy or sender in held:
+                continue
+            if gate.probe_due():
+                rounds.append((1, True, sender, []))
+                free -= 1
+        if free > 0:
+            stopped = sorted(set(self.senders.stopped()) | set(held))
+            rounds.append((min(free, self.settings.batch_size), False, None, stopped))
+        return rounds
 
     async def _claim_some(self) -> int:
         """Claim and start rows; how many, plus the rows it found queued (then there may be
         more to claim right now)."""
-        limit, probe = self._claimable()
-        if limit <= 0:
-            return 0
+        progress = 0
+        for limit, probe, only, stopped in self._claim_rounds():
+            progress += await self._claim(limit, probe, only, stopped)
+        return progress
+
+    async def _claim(self, limit: int, probe: bool, only: str | None, stopped: list[str]) -> int:
         token = uuid.uuid4()
         # Before the statement: the lease runs from the database's transaction start, so a slow
         # claim must not make this daemon believe it holds more lease than it does.
@@ -347,6 +385,9 @@ class Daemon:
                     "lease": self.settings.lease_seconds,
                     "mine": list(self._in_flight),
                     "max_age": self.settings.max_age,
+                    "default_sender": self.senders.default,
+                    "stopped": stopped,
+                    "only": only,
                 },
             )
         marked = int(rows[0]["marked"]) if rows else 0
@@ -368,6 +409,7 @@ class Daemon:
                 token=token,
                 probe=probe,
                 taken_over=row["taken_over"],
+                sender=row["sender"] or self.senders.default,
                 lease_until=now + self.settings.lease_seconds,
                 deadline=None if expires_in is None else now + float(expires_in),
             )
@@ -397,19 +439,21 @@ class Daemon:
     async def _idle_timeout(self, claimed: int) -> float:
         """How long to sleep when no notification comes."""
         poll = self.settings.poll_interval
-        held = self.limiter.hold_remaining()
-        if held > 0:
-            return held
-        if not self.gate.open:
-            return self.gate.seconds_to_probe() if not self._tasks else 1.0
+        token = self.senders.token
+        if not token.open:
+            return token.seconds_to_probe() if not self._tasks else 1.0
         if self._recorder.busy or len(self._tasks) >= self.settings.concurrency:
             return poll  # nothing to claim now; the recorder or a finished row wakes us
         if claimed:
             return 0.0  # there may be more due rows right now
+        # A stopped sender's next probe, or the end of a hold, may make rows claimable.
+        waits = [poll, *self.limiter.held().values()]
+        waits += [gate.seconds_to_probe() for gate in self.senders.closed()]
         async with self._engine.connect() as conn:
             row = await fetch_one(conn, store.SECONDS_TO_NEXT_DUE)
-        seconds = row["seconds"] if row else None
-        return poll if seconds is None else min(poll, max(float(seconds), 0.05))
+        if row is not None and row["seconds"] is not None:
+            waits.append(float(row["seconds"]))
+        return max(min(waits), 0.05)
 
     async def _finished(self) -> bool:
         async with self._engine.connect() as conn:
@@ -452,7 +496,11 @@ class Daemon:
         beat = 0.0
         loop = asyncio.get_running_loop()
         while True:
-            state = self._sending_state()
+            others = {
+                sender: {"state": st["status"], "reason": st["reason"]}
+                for sender, st in self._senders_states().items()
+            }
+            state = (*self._sending_state(), json.dumps(others, sort_keys=True))
             if state != reported or loop.time() >= beat:
                 try:
                     async with self._engine.begin() as conn:
@@ -463,8 +511,9 @@ class Daemon:
                                 "daemon": self.id,
                                 "state": state[0],
                                 "reason": state[1],
-                                "held": round(self.limiter.hold_remaining(), 1),
+                                "held": round(self.limiter.hold_remaining(self.senders.default), 1),
                                 "in_flight": len(self._in_flight),
+                                "senders": state[2],
                             },
                         )
                     reported, beat = state, loop.time() + HEARTBEAT_SECONDS

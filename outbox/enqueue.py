@@ -24,6 +24,7 @@ async def enqueue(
     *,
     media_urls: MediaUrls | None = None,
     template: Template | None = None,
+    sender: str | None = None,
     idempotency_key: str | None = None,
     send_at: datetime | None = None,
     expires_at: datetime | None = None,
@@ -31,7 +32,8 @@ async def enqueue(
     """Add a message to the outbox in the caller's transaction and return its id.
 
     `conn` is a SQLAlchemy AsyncSession or AsyncConnection, or an asyncpg Connection. A message
-    is text and/or media, or a `template` alone. Raises InvalidMessage, before any SQL runs, when
+    is text and/or media, or a `template` alone, sent from `sender` (a phone number id; None:
+    META_PHONE_NUMBER_ID). Raises InvalidMessage, before any SQL runs, when
     an argument breaks a rule. A message still unsent at `expires_at` fails as expired instead
     of going out late.
 
@@ -40,7 +42,9 @@ async def enqueue(
     SQLAlchemy's engine `prepared_statement_name_func=lambda: ""` too when asyncpg is older
     than 0.31.
     """
-    new = _checked(recipient, message, media_urls, template, idempotency_key, send_at, expires_at)
+    new = _checked(
+        recipient, message, media_urls, template, sender, idempotency_key, send_at, expires_at
+    )
     return await store.insert_message(conn, new)
 
 
@@ -51,12 +55,15 @@ def enqueue_sync(
     *,
     media_urls: MediaUrls | None = None,
     template: Template | None = None,
+    sender: str | None = None,
     idempotency_key: str | None = None,
     send_at: datetime | None = None,
     expires_at: datetime | None = None,
 ) -> int:
     """enqueue() for a synchronous SQLAlchemy Session or Connection, on any driver."""
-    new = _checked(recipient, message, media_urls, template, idempotency_key, send_at, expires_at)
+    new = _checked(
+        recipient, message, media_urls, template, sender, idempotency_key, send_at, expires_at
+    )
     return store.insert_message_sync(conn, new)
 
 
@@ -65,6 +72,7 @@ def _checked(
     message: object,
     media_urls: object,
     template: object,
+    sender: object,
     idempotency_key: object,
     send_at: object,
     expires_at: object,
@@ -77,4 +85,5 @@ def _checked(
         send_at=send_at,
         expires_at=expires_at,
         template_json=None if template is None else template_object(template),
+        sender=sender,
     )

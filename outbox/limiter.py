@@ -37,14 +37,15 @@ class RateLimiter:
         self._pair_burst = pair_burst
         self._pairs: dict[str, _Cell] = {}
         self._strikes: dict[str, int] = {}
-        self._hold_until = 0.0
+        self._hold_until: dict[str, float] = {}  # sender -> held until
 
-    def reserve(self, recipient: str, max_wait: float) -> float | None:
-        """Seconds to wait before sending to `recipient` (the slot is taken), or None, taking
-        nothing, when that wait would exceed `max_wait`."""
+    def reserve(self, sender: str, recipient: str, max_wait: float) -> float | None:
+        """Seconds to wait before `sender` sends to `recipient` (the slot is taken), or None,
+        taking nothing, when that wait would exceed `max_wait`."""
         now = self._clock()
+        recipient = f"{sender}>{recipient}"  # the pair Meta paces: this number, that person
         pair = self._pairs.get(recipient) or _Cell(self._pair_interval, self._pair_burst)
-        wait = max(pair.wait(now), self._hold_until - now)
+        wait = max(pair.wait(now), self._hold_until.get(sender, 0.0) - now)
         if wait > max_wait:
             return None
         pair.take(now + wait)
@@ -53,22 +54,29 @@ class RateLimiter:
             self._pairs = {r: c for r, c in self._pairs.items() if c.tat > now}
         return wait
 
-    def hold_all(self, seconds: float) -> None:
-        """The sender hit its throughput limit: nobody sends for `seconds`."""
-        self._hold_until = max(self._hold_until, self._clock() + seconds)
+    def hold(self, sender: str, seconds: float) -> None:
+        """The sender hit its throughput limit: it sends nothing for `seconds`."""
+        until = max(self._hold_until.get(sender, 0.0), self._clock() + seconds)
+        self._hold_until[sender] = until
 
-    def hold_remaining(self) -> float:
-        """Seconds left of a sender-wide hold (0 when none)."""
-        return max(0.0, self._hold_until - self._clock())
+    def hold_remaining(self, sender: str) -> float:
+        """Seconds left of this sender's hold (0 when none)."""
+        return max(0.0, self._hold_until.get(sender, 0.0) - self._clock())
 
-    def penalize(self, recipient: str, seconds: float) -> None:
+    def held(self) -> dict[str, float]:
+        """The senders held now, with the seconds left of each hold."""
+        now = self._clock()
+        return {sender: until - now for sender, until in self._hold_until.items() if until > now}
+
+    def penalize(self, sender: str, recipient: str, seconds: float) -> None:
         """The pair rate limit was hit: this recipient waits `seconds` more, others go on."""
+        recipient = f"{sender}>{recipient}"
         pair = self._pairs.setdefault(recipient, _Cell(self._pair_interval, self._pair_burst))
         pair.tat = max(pair.tat, self._clock() + seconds + pair.tolerance)
         self._strikes[recipient] = self._strikes.get(recipient, 0) + 1
 
-    def strikes(self, recipient: str) -> int:
-        return self._strikes.get(recipient, 0)
+    def strikes(self, sender: str, recipient: str) -> int:
+        return self._strikes.get(f"{sender}>{recipient}", 0)
 
-    def succeeded(self, recipient: str) -> None:
-        self._strikes.pop(recipient, None)
+    def succeeded(self, sender: str, recipient: str) -> None:
+        self._strikes.pop(f"{sender}>{recipient}", None)

@@ -20,12 +20,15 @@ from sqlalchemy import Connection
 
 VERSION_TABLE = "outbox_alembic_version"
 PREFIX = "outbox_"
-# The table each revision creates: an `alembic_version` row naming one of our revisions is ours
-# only if that table is there too (an app could have revisions called 0001 of its own).
+# A table each revision creates or changes: an `alembic_version` row naming one of our revisions
+# is ours only if that table is there too (an app could have revisions called 0001 of its own).
 REVISION_TABLES = {
     "0001": "outbox_messages",
     "0002": "outbox_daemons",
     "0003": "outbox_events",
+    "0004": "outbox_messages",
+    "0005": "outbox_limits",
+    "0006": "outbox_messages",
 }
 
 

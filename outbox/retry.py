@@ -47,12 +47,21 @@ PERMANENT_CODES = frozenset(
 )
 TEMPLATE_PAUSED = 132015
 TEMPLATE_PAUSE_HOLD = 3600.0  # Meta pauses for 3 h, then 6 h: look again within the hour
+# Account errors about the access token or the app, not one phone number: they pause every sender
+# the token serves. Every other account error (a locked or blocked number, a wrong phone number
+# id, a payment issue) pauses its own sender only.
+TOKEN_CODES = frozenset({0, 3, 10, 190} | set(range(200, 300)))
 OBJECT_DOES_NOT_EXIST = 33  # error_subcode of code 100: the phone number id is wrong
 PAIR_RATE_LIMIT = 131056
 
 # Waits when Meta sends no Retry-After: seconds for throughput, minutes for app-level limits.
 THROTTLE_DELAYS = {4: 60.0, 613: 60.0, 80007: 300.0, 130429: 2.0, 131057: 60.0, 132069: 3600.0}
 DEFAULT_THROTTLE_DELAY = 5.0
+
+
+def pauses_every_sender(error: SendError) -> bool:
+    """Whether an account-level error is the token's (every sender) or one sender's."""
+    return isinstance(error, GraphError) and error.code in TOKEN_CODES
 
 
 def classify(error: SendError) -> ErrorClass:

@@ -25,7 +25,6 @@ from outbox.connections import fetch_all, fetch_one
 from outbox.database import is_connection_error, persistently, short_error
 from outbox.errors import GraphError, InDoubt, InvalidMessage, SendError, clean
 from outbox.events import Event, EventLog
-from outbox.gate import Gate
 from outbox.limiter import RateLimiter
 from outbox.logs import bind_row
 from outbox.metrics.daemon import DaemonMetrics
@@ -42,8 +41,10 @@ from outbox.retry import (
     Throttle,
     classify,
     decide,
+    pauses_every_sender,
     retry_delay,
 )
+from outbox.senders import Senders
 from outbox.settings import Settings
 from outbox.validation import normalize_media, normalize_recipient, normalize_text
 from outbox.whatsapp import CloudAPI, Part, parts_of
@@ -75,7 +76,7 @@ class RowSender:
         engine: AsyncEngine,
         api: CloudAPI,
         recorder: PartRecorder,
-        gate: Gate,
+        senders: Senders,
         limiter: RateLimiter,
         on_pause: Callable[[], None],
         events: EventLog,
@@ -88,14 +89,13 @@ class RowSender:
         self._template_holds: dict[str, float] = {}
         self._engine = engine
         self._recorder = recorder
-        self._gate = gate
+        self._senders = senders
         self._limiter = limiter
         self._on_pause = on_pause
         self._events = events
         self._api = api
         self._metrics = metrics or DaemonMetrics()
         self._rate = rate or SharedRate(engine, settings.rate)
-        self._sender_id = api.phone_number_id
         # Quick in-process retries of transient failures: they belong to one attempt. A send in
         # doubt is never among them.
         self._send = backoff.on_exception(
@@ -110,6 +110,7 @@ class RowSender:
 
     async def deliver(self, claim: Claim) -> None:
         bind_row(claim.id, claim.recipient)  # every line logged while it is sent names the row
+        claim.sender = claim.sender or self._api.phone_number_id
         try:
             recipient = normalize_recipient(claim.recipient)
             media = normalize_media(_loaded(claim.media, "media"))
@@ -132,7 +133,7 @@ class RowSender:
             if claim.deadline is not None and loop.time() >= claim.deadline:
                 await self._fail(claim, "expired: not sent before its deadline")
                 return
-            if not self._gate.open and not claim.probe:
+            if not self._senders.open(claim.sender) and not claim.probe:
                 await self._release(claim)
                 return
             held = self._template_held(parts[index])
@@ -151,9 +152,10 @@ class RowSender:
             if not await self._lease_holds(claim):
                 logger.warning("message %d: lease lost to another worker; stopping", claim.id)
                 return
-            wait = self._limiter.reserve(recipient, MAX_INLINE_PACING)
+            wait = self._limiter.reserve(claim.sender, recipient, MAX_INLINE_PACING)
             if wait is None:
-                delay = max(self._limiter.hold_remaining(), self.settings.pair_interval)
+                held = self._limiter.hold_remaining(claim.sender)
+                delay = max(held, self.settings.pair_interval)
                 await self._reschedule(claim, delay, "paced: waiting for a rate slot", give_back=1)
                 return
             await asyncio.sleep(wait)
@@ -161,7 +163,9 @@ class RowSender:
                 await self._fail(claim, "expired: not sent before its deadline")
                 return
             try:
-                wamid = await self._send(recipient, parts[index], f"outbox:{claim.id}:{index}")
+                wamid = await self._send(
+                    claim.sender, recipient, parts[index], f"outbox:{claim.id}:{index}"
+                )
             except InDoubt as error:
                 settled = await self._reconciled(claim, index)
                 if settled is None:
@@ -172,7 +176,7 @@ class RowSender:
             except SendError as error:
                 await self._refused(claim, recipient, parts[index], error)
                 return
-            self._answered(recipient)
+            self._answered(claim.sender, recipient)
             if not await self._record(claim, index, wamid, len(parts)):
                 return
 
@@ -189,13 +193,13 @@ class RowSender:
             await self._fail(claim, str(exc))
         return False
 
-    async def _send_once(self, recipient: str, part: Part, callback: str) -> str:
+    async def _send_once(self, sender: str, recipient: str, part: Part, callback: str) -> str:
         """One request, its outcome appended to the row's history and to the metrics."""
         _, row, index = callback.split(":")
-        await self._rate.acquire(self._sender_id)  # every request, retries too, takes a slot
+        await self._rate.acquire(sender)  # every request, retries too, takes a slot
         started = time.perf_counter()
         try:
-            wamid = await self._api.send(recipient, part, callback)
+            wamid = await self._api.send(recipient, part, callback, sender)
         except SendError as error:
             seconds = time.perf_counter() - started
             error_class = classify(error).value
@@ -288,24 +292,25 @@ class RowSender:
         until = self._template_holds.get(str(part.template.get("name")), 0.0)
         return max(0.0, until - time.monotonic())
 
-    def _answered(self, recipient: str) -> None:
+    def _answered(self, sender: str, recipient: str) -> None:
         """The API answered: the sender works, whatever it said about this message."""
-        self._limiter.succeeded(recipient)
-        self._gate.answered()
+        self._limiter.succeeded(sender, recipient)
+        self._senders.answered(sender)
 
     async def _refused(self, claim: Claim, recipient: str, part: Part, error: SendError) -> None:
         error_class = classify(error)
         outage = False
         if error_class in (ErrorClass.TRANSIENT, ErrorClass.IN_DOUBT):
-            outage = self._gate.failed(claim.id, recipient, str(error))
+            outage = self._senders.gate(claim.sender).failed(claim.id, recipient, str(error))
         elif error_class is not ErrorClass.ACCOUNT:
-            self._gate.answered()
+            self._senders.answered(claim.sender)
         code = error.code if isinstance(error, GraphError) else None
         if outage and error_class is ErrorClass.TRANSIENT:
             # Not the row's fault: it waits for the API like every other row, attempt kept.
             # A probe that failed steps aside until just after the next probe, so that probe
             # tries another row: one row that always fails must not keep the sender in an outage.
-            delay = self._gate.seconds_to_probe() + 1.0 if claim.probe else 0.0
+            gate = self._senders.gate(claim.sender)
+            delay = gate.seconds_to_probe() + 1.0 if claim.probe else 0.0
             await self._reschedule(claim, delay, f"waiting out an API outage: {error}", give_back=1)
             return
         outcome = decide(
@@ -313,7 +318,7 @@ class RowSender:
             attempts=claim.attempts,
             max_attempts=self.settings.max_attempts,
             base_delay=self.settings.retry_delay,
-            pair_strikes=self._limiter.strikes(recipient),
+            pair_strikes=self._limiter.strikes(claim.sender, recipient),
             in_doubt=claim.in_doubt,
         )
         doubt = 1 if error_class is ErrorClass.IN_DOUBT else 0
@@ -334,11 +339,11 @@ class RowSender:
             await self._reschedule(claim, outcome.delay, reason, give_back=1, doubt=1)
         elif isinstance(outcome, Throttle):
             if outcome.recipient_only:
-                self._limiter.penalize(recipient, outcome.delay)
+                self._limiter.penalize(claim.sender, recipient, outcome.delay)
             else:
-                self._limiter.hold_all(outcome.delay)
+                self._limiter.hold(claim.sender, outcome.delay)
                 if code == SENDER_THROUGHPUT_CODE:
-                    await self._rate.slow_down(self._sender_id)
+                    await self._rate.slow_down(claim.sender)
             reason = f"throttled: {outcome.reason}"
             await self._reschedule(claim, outcome.delay, reason, give_back=1, code=code)
         elif isinstance(outcome, HoldTemplate):
@@ -357,7 +362,12 @@ class RowSender:
             await self._fail(claim, outcome.reason, code=code, doubt=doubt)
         else:
             assert isinstance(outcome, Pause)
-            self._gate.pause(outcome.reason)
+            if pauses_every_sender(error):
+                self._senders.token.pause(outcome.reason)
+            else:
+                self._senders.gate(claim.sender).pause(
+                    f"phone number id {claim.sender}: {outcome.reason}"
+                )
             self._on_pause()
             await self._release(claim)
 

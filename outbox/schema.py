@@ -84,11 +84,14 @@ messages = sa.Table(
     sa.Column("in_doubt", sa.Integer, nullable=False, server_default=sa.text("0")),
     # A template message, as Meta takes it: {"name", "language": {"code"}, "components": [...]}.
     sa.Column("template", JSONB, nullable=True),
+    # The phone number id to send from; null: META_PHONE_NUMBER_ID.
+    sa.Column("sender", sa.Text, nullable=True),
     # The daemon's hint that an older unfinished row to the same recipient holds this one back:
     # set by the claim that finds it so, cleared by a trigger when the rows before it move on.
     sa.Column("queued_behind", sa.Boolean, nullable=False, server_default=sa.text("false")),
     # No country code starts with 0 (phonenumbers judges the rest in enqueue and the daemon).
     sa.CheckConstraint(r"recipient ~ '^[1-9][0-9]{6,14}$'", name="recipient_digits"),
+    sa.CheckConstraint(r"sender ~ '^[0-9]{1,32}$'", name="sender_digits"),
     sa.CheckConstraint(f"char_length(message) <= {MAX_TEXT_LENGTH}", name="message_length"),
     sa.CheckConstraint("jsonb_typeof(media) = 'array'", name="media_is_array"),
     sa.CheckConstraint(
@@ -182,6 +185,8 @@ daemons = sa.Table(
     sa.Column("state_since", sa.DateTime(timezone=True), nullable=True),
     sa.Column("held_until", sa.DateTime(timezone=True), nullable=True),
     sa.Column("in_flight", sa.Integer, nullable=False, server_default=sa.text("0")),
+    # Each sender's own state when it differs from ok: {"<phone id>": {"state", "reason"}}.
+    sa.Column("senders", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
     sa.Column(
         "started_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),

@@ -15,7 +15,7 @@ from outbox.daemon import EXIT_PAUSED, Daemon
 from outbox.logs import configure_logging
 from outbox.metrics.exposition import metrics_handler
 from outbox.settings import Settings
-from outbox.simulator import Simulator, load_scenario, serve
+from outbox.simulator import Simulator, load_scenario, load_sender_scenario, serve
 from outbox.status_webhooks import StatusNotifier
 from outbox.webhooks import create_app
 
@@ -111,6 +111,7 @@ def run_simulator(
         pair_burst=settings.pair_burst,
         pair_interval=settings.pair_interval,
         scenario=load_scenario(scenario) if scenario else {},
+        sender_scenario=load_sender_scenario(scenario) if scenario else {},
         notifier=notifier,
     )
 

@@ -212,16 +212,25 @@ class Step:
 
 def load_scenario(path: Path) -> dict[str, deque[Step]]:
     """The per-recipient steps of a `--scenario` file; a bad file is a ConfigurationError."""
+    return _load_steps(path, "recipients")
+
+
+def load_sender_scenario(path: Path) -> dict[str, deque[Step]]:
+    """The per-sender (phone number id) steps of a `--scenario` file, under "senders"."""
+    return _load_steps(path, "senders")
+
+
+def _load_steps(path: Path, section: str) -> dict[str, deque[Step]]:
     try:
         data = json.loads(path.read_text())
     except OSError as exc:
         raise ConfigurationError(f"--scenario {path}: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise ConfigurationError(f"--scenario {path}: not JSON ({exc})") from None
-    recipients = data.get("recipients", {}) if isinstance(data, dict) else None
+    recipients = data.get(section, {}) if isinstance(data, dict) else None
     if not isinstance(recipients, dict):
         raise ConfigurationError(
-            f'--scenario {path}: must be {{"recipients": {{"<digits>": [steps]}}}}'
+            f'--scenario {path}: must be {{"{section}": {{"<digits>": [steps]}}}}'
         )
     try:
         return {
@@ -243,6 +252,9 @@ class Simulator:
     pair_burst: int = 45
     pair_interval: float = 6.0
     scenario: dict[str, deque[Step]] = field(default_factory=dict)
+    # Steps per sending phone number id, taken before the recipient's: a blocked number, say.
+    # A phone number id named here is accepted besides `phone_number_id`.
+    sender_scenario: dict[str, deque[Step]] = field(default_factory=dict)
     accepted: list[dict[str, Any]] = field(default_factory=list)
     requests: int = 0
     arrivals: list[float] = field(default_factory=list)  # time.time() of every request
@@ -272,8 +284,8 @@ class Simulator:
     async def handle_accepted(self, request: web.Request) -> web.Response:
         return web.json_response({"requests": self.requests, "accepted": self.accepted})
 
-    def _next_step(self, recipient: str) -> Step:
-        steps = self.scenario.get(recipient)
+    def _next_step(self, recipient: str, sender: str | None = None) -> Step:
+        steps = self.sender_scenario.get(sender or "") or self.scenario.get(recipient)
         if not steps:
             return Step("ok")
         step = steps[0]
@@ -307,7 +319,7 @@ class Simulator:
             raise Refusal(190, "Invalid OAuth access token - Cannot parse access token")
         if self.phone_number_id is not None:
             phone = request.match_info["phone_number_id"]
-            if phone != self.phone_number_id:
+            if phone != self.phone_number_id and phone not in self.sender_scenario:
                 raise Refusal(
                     100,
                     f"Unsupported post request. Object with ID '{phone}' does "
@@ -358,7 +370,8 @@ class Simulator:
         except ValueError:
             return Refusal(100, "Request body is not valid JSON").response()
         recipient = str(body["to"]).lstrip("+")
-        step = self._next_step(recipient)
+        sender = request.match_info["phone_number_id"]
+        step = self._next_step(recipient, sender)
         if step.action == "error":
             return Refusal(step.code, http=step.http, retry_after=step.retry_after).response()
         if step.action == "drop":
@@ -385,6 +398,7 @@ class Simulator:
             {
                 "wamid": wamid,
                 "to": recipient,
+                "from": sender,
                 "type": body["type"],
                 "callback": body.get("biz_opaque_callback_data"),
                 "body": body.get("text", {}).get("body") if body["type"] == "text" else None,

@@ -60,6 +60,7 @@ class Delivery:
     expires_at: datetime | None = None
     in_doubt: int = 0  # sends whose outcome was unknown (a timeout, a 200 without an id)
     template: dict[str, Any] | None = None  # Meta's template object, for a template message
+    sender: str | None = None  # the phone number id it goes from (None: META_PHONE_NUMBER_ID)
 
     @classmethod
     def from_row(cls, row: Row) -> Delivery:
@@ -104,6 +105,7 @@ class Delivery:
             expires_at=row["expires_at"],
             in_doubt=row["in_doubt"],
             template=template,
+            sender=row["sender"],
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -137,6 +139,7 @@ class Delivery:
             "expires_at": iso(self.expires_at),
             "in_doubt": self.in_doubt,
             "template": self.template,
+            "sender": self.sender,
         }
 
 

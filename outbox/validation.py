@@ -49,6 +49,7 @@ class NewMessage:
     send_at: datetime | None
     expires_at: datetime | None = None
     template: dict[str, Any] | None = None  # Meta's template object
+    sender: str | None = None  # the phone number id to send from (None: META_PHONE_NUMBER_ID)
 
 
 def check_storable(value: str, field: str) -> str:
@@ -290,6 +291,7 @@ def validate(
     send_at: object = None,
     expires_at: object = None,
     template_json: dict[str, Any] | None = None,
+    sender: object = None,
 ) -> NewMessage:
     """Check every argument of enqueue; the first broken rule raises InvalidMessage.
     `template_json` is a template already checked by templates.template_object()."""
@@ -311,4 +313,24 @@ def validate(
         send_at=checked_send_at,
         expires_at=check_expires_at(expires_at, checked_send_at),
         template=template_json,
+        sender=check_sender(sender),
     )
+
+
+MAX_SENDER_DIGITS = 32
+
+
+def check_sender(sender: object) -> str | None:
+    """A phone number id (Meta's, digits only), or None for META_PHONE_NUMBER_ID."""
+    if sender is None:
+        return None
+    if not isinstance(sender, str | int) or isinstance(sender, bool):
+        raise InvalidMessage(
+            "sender", f"must be a phone number id (a string), not {type(sender).__name__}"
+        )
+    value = str(sender).strip()
+    if not value.isascii() or not value.isdigit() or not 1 <= len(value) <= MAX_SENDER_DIGITS:
+        raise InvalidMessage(
+            "sender", f"must be a phone number id: 1 to {MAX_SENDER_DIGITS} digits, nothing else"
+        )
+    return value

@@ -186,19 +186,30 @@ class CloudAPI:
         timeout: float = 15.0,
     ) -> None:
         self._session = session
-        self.phone_number_id = phone_number_id
-        self.url = f"{base_url.rstrip('/')}/{version}/{phone_number_id}/messages"
+        self.phone_number_id = phone_number_id  # the default sender
+        self._base = f"{base_url.rstrip('/')}/{version}"
+        self.url = self.url_for(phone_number_id)
         self._headers = {"Authorization": f"Bearer {access_token}"}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
 
     def __repr__(self) -> str:
         return f"CloudAPI(url={self.url!r})"
 
-    async def send(self, recipient: str, part: Part, callback_data: str | None = None) -> str:
-        """POST one part; its wamid, or a SendError."""
+    def url_for(self, sender: str) -> str:
+        return f"{self._base}/{sender}/messages"
+
+    async def send(
+        self,
+        recipient: str,
+        part: Part,
+        callback_data: str | None = None,
+        sender: str | None = None,
+    ) -> str:
+        """POST one part from `sender` (default: the configured phone number id); its wamid, or
+        a SendError."""
         try:
             async with self._session.post(
-                self.url,
+                self.url if sender is None else self.url_for(sender),
                 json=payload(recipient, part, callback_data),
                 headers=self._headers,
                 timeout=self._timeout,

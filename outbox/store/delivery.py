@@ -9,8 +9,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 # Claim up to :limit due rows, oldest first, skipping rows locked by other daemons, rows this
-# daemon is still sending (:mine; their lease may have lapsed while the database was away), and
-# rows whose recipient has an older unfinished row (per-recipient FIFO). A row scheduled for later
+# daemon is still sending (:mine; their lease may have lapsed while the database was away), rows
+# of senders that are paused or held (:stopped; a null sender is :default_sender), and rows whose
+# recipient has an older unfinished row from the same sender (per-lane FIFO). :only, when not
+# null, claims that sender's rows alone (its probe). A row scheduled for later
 # does not block; a row waiting for a retry (it has an error) does. Expired leases are claimable.
 # The work is bounded: it looks at :window ready rows (index order, queued rows left out) and
 # probes only those for an older unfinished row. The ones it finds blocked are marked
@@ -26,20 +28,28 @@ CLAIM_BATCH = sa.text(
     WITH seen AS (
         SELECT w.id, w.xmin_text, w.taken_over, EXISTS (
             SELECT 1 FROM outbox_messages o
-            WHERE o.recipient = w.recipient AND o.id < w.id
-              AND o.status IN ('pending', 'sending')
+            WHERE o.recipient = w.recipient AND coalesce(o.sender, '') = w.sender_key
+              AND o.id < w.id AND o.status IN ('pending', 'sending')
               AND (o.status = 'sending' OR o.available_at <= now() OR o.last_error IS NOT NULL)
         ) AS behind
-        FROM ((SELECT c.id, c.recipient, c.xmin::text AS xmin_text, false AS taken_over
+        FROM ((SELECT c.id, c.recipient, coalesce(c.sender, '') AS sender_key,
+                      c.xmin::text AS xmin_text, false AS taken_over
                FROM outbox_messages c
                WHERE c.status = 'pending' AND NOT c.queued_behind AND c.available_at <= now()
                  AND c.id <> ALL(CAST(:mine AS bigint[]))
+                 AND coalesce(c.sender, :default_sender) <> ALL(CAST(:stopped AS text[]))
+                 AND (CAST(:only AS text) IS NULL
+                      OR coalesce(c.sender, :default_sender) = CAST(:only AS text))
                ORDER BY c.available_at, c.id
                LIMIT :window)
               UNION ALL
-              (SELECT c.id, c.recipient, c.xmin::text, true FROM outbox_messages c
+              (SELECT c.id, c.recipient, coalesce(c.sender, ''), c.xmin::text, true
+               FROM outbox_messages c
                WHERE c.status = 'sending' AND c.locked_until < now()
                  AND c.id <> ALL(CAST(:mine AS bigint[]))
+                 AND coalesce(c.sender, :default_sender) <> ALL(CAST(:stopped AS text[]))
+                 AND (CAST(:only AS text) IS NULL
+                      OR coalesce(c.sender, :default_sender) = CAST(:only AS text))
                ORDER BY c.locked_until
                LIMIT :limit)) AS w
     ), marked AS (
@@ -63,7 +73,7 @@ CLAIM_BATCH = sa.text(
         SET status = 'sending', attempts = m.attempts + 1, lease_token = :token,
             locked_until = now() + make_interval(secs => :lease), updated_at = now()
         FROM candidates WHERE m.id = candidates.id
-        RETURNING m.id, m.recipient, m.message, m.media::text AS media,
+        RETURNING m.id, m.recipient, m.sender, m.message, m.media::text AS media,
                   m.template::text AS template, jsonb_array_length(m.parts) AS accepted,
                   m.attempts, m.in_doubt, candidates.taken_over,
                   extract(epoch FROM coalesce(
@@ -84,13 +94,16 @@ CLAIM_BATCH = sa.text(
 RELEASE_LANES = sa.text(
     """
     UPDATE outbox_messages m SET queued_behind = false
-    FROM (SELECT DISTINCT ON (recipient) id, recipient FROM outbox_messages
+    FROM (SELECT DISTINCT ON (recipient, coalesce(sender, '')) id, recipient,
+                 coalesce(sender, '') AS sender_key
+          FROM outbox_messages
           WHERE status = 'pending' AND queued_behind
-          ORDER BY recipient, id) AS first
+          ORDER BY recipient, coalesce(sender, ''), id) AS first
     WHERE m.id = first.id AND m.queued_behind AND m.status = 'pending'
       AND NOT EXISTS (
           SELECT 1 FROM outbox_messages o
-          WHERE o.recipient = first.recipient AND o.id < first.id
+          WHERE o.recipient = first.recipient AND coalesce(o.sender, '') = first.sender_key
+            AND o.id < first.id
             AND o.status IN ('pending', 'sending')
             AND (o.status = 'sending' OR o.available_at <= now() OR o.last_error IS NOT NULL))
     RETURNING m.id
@@ -245,16 +258,17 @@ BACKLOG_GAUGES = sa.text(
 SAVE_DAEMON_STATE = sa.text(
     """
     INSERT INTO outbox_daemons AS d (id, state, reason, state_since, held_until, in_flight,
-                                     heartbeat_at)
+                                     senders, heartbeat_at)
     VALUES (:daemon, :state, :reason, now(),
             CASE WHEN CAST(:held AS float8) > 0
                  THEN now() + make_interval(secs => CAST(:held AS float8)) END,
-            :in_flight, now())
+            :in_flight, CAST(:senders AS jsonb), now())
     ON CONFLICT (id) DO UPDATE
     SET state = excluded.state, reason = excluded.reason,
         state_since = CASE WHEN d.state = excluded.state AND d.reason IS NOT DISTINCT FROM
                                 excluded.reason THEN d.state_since ELSE now() END,
-        held_until = excluded.held_until, in_flight = excluded.in_flight, heartbeat_at = now()
+        held_until = excluded.held_until, in_flight = excluded.in_flight,
+        senders = excluded.senders, heartbeat_at = now()
     RETURNING id
     """
 )

@@ -53,6 +53,7 @@ INSERT_MESSAGE = (
         ),
         expires_at=sa.bindparam("expires_at", type_=sa.DateTime(timezone=True)),
         template=sa.cast(_text("template"), JSONB),
+        sender=_text("sender"),
     )
     .on_conflict_do_nothing(index_elements=[_m.c.idempotency_key])
     .returning(_m.c.id)
@@ -85,6 +86,7 @@ DELIVERY_COLUMNS = (
     _m.c.expires_at,
     _m.c.in_doubt,
     sa.cast(_m.c.template, sa.Text).label("template"),
+    _m.c.sender,
 )
 
 # One message by id.
@@ -128,7 +130,11 @@ _prunable = (
 PRUNE_FINISHED = sa.delete(_m).where(_m.c.id.in_(_prunable.scalar_subquery())).returning(_m.c.id)
 
 # Rows per status.
-COUNT_BY_STATUS = sa.select(_m.c.status, sa.func.count().label("count")).group_by(_m.c.status)
+# Counts by sender (null: the default one) and status, in one pass over the table.
+_SENDER = _m.c.sender.label("sender")
+COUNT_BY_STATUS = sa.select(_SENDER, _m.c.status, sa.func.count().label("count")).group_by(
+    _m.c.sender, _m.c.status
+)
 
 # How long the oldest due pending row has waited, and the send rate over the last five minutes.
 BACKLOG_FIGURES = sa.select(
@@ -146,7 +152,7 @@ BACKLOG_FIGURES = sa.select(
 # The daemons that reported within the last two minutes, and what they are doing.
 LIVE_DAEMONS = sa.text(
     """
-    SELECT id, state, reason, state_since, held_until, in_flight,
+    SELECT id, state, reason, state_since, held_until, in_flight, senders::text AS senders,
            extract(epoch FROM now() - heartbeat_at) AS heartbeat_age
     FROM outbox_daemons WHERE heartbeat_at > now() - interval '2 minutes' ORDER BY id
     """
@@ -175,6 +181,7 @@ def _insert_params(new: NewMessage) -> dict[str, Any]:
         "send_at": new.send_at,
         "expires_at": new.expires_at,
         "template": None if new.template is None else json.dumps(new.template),
+        "sender": new.sender,
     }
 
 
@@ -275,8 +282,11 @@ async def prune_finished(conn: AsyncConnection, older_than: timedelta, *, batch:
 async def backlog_stats(conn: AsyncConnection) -> dict[str, Any]:
     """Counts by status (every status listed), oldest due pending age, sends per minute."""
     counts = dict.fromkeys(STATUSES, 0)
+    by_sender: dict[str, dict[str, int]] = {}
     for row in await fetch_all(conn, COUNT_BY_STATUS):
-        counts[row["status"]] = int(row["count"])
+        counts[row["status"]] += int(row["count"])
+        sender = by_sender.setdefault(row["sender"] or "default", dict.fromkeys(STATUSES, 0))
+        sender[row["status"]] = int(row["count"])
     figures = await fetch_one(conn, BACKLOG_FIGURES)
     assert figures is not None
     oldest = figures["oldest_pending_seconds"]
@@ -288,12 +298,14 @@ async def backlog_stats(conn: AsyncConnection) -> dict[str, Any]:
             "since": row["state_since"].isoformat() if row["state_since"] else None,
             "held_until": row["held_until"].isoformat() if row["held_until"] else None,
             "in_flight": row["in_flight"],
+            "senders": json.loads(row["senders"]),
             "heartbeat_age_seconds": round(float(row["heartbeat_age"]), 1),
         }
         for row in await fetch_all(conn, LIVE_DAEMONS)
     ]
     return {
         "counts": counts,
+        "senders": by_sender,
         "oldest_pending_seconds": None if oldest is None else round(float(oldest), 3),
         "sends_per_minute": round(int(figures["sent_last_5_minutes"]) / 5, 1),
         "daemons": daemons,

@@ -527,8 +527,8 @@ async def test_one_row_that_always_fails_does_not_keep_the_sender_in_an_outage(
         return all([(await status(engine, row)).status == "sent" for row in others])
 
     await eventually(others_sent, 40, "the other rows, once probes rotate past the stubborn one")
-    assert daemon.health()["status"] == "ok"
-    assert (await status(engine, stubborn)).status in ("pending", "failed")
+    assert daemon.health()["status"] == "ok", daemon.health()
+    assert (await status(engine, stubborn)).status in ("pending", "sending", "failed")
 
 
 async def test_a_raw_sql_row_python_cannot_parse_fails_alone(

@@ -43,6 +43,9 @@ async def claim(engine: AsyncEngine, limit: int = 10, window: int = 40) -> list[
                 "lease": 30,
                 "mine": [],
                 "max_age": 0,
+                "default_sender": "1234567890",
+                "stopped": [],
+                "only": None,
             },
         )
 

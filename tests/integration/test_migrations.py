@@ -124,3 +124,8 @@ def test_migrations_ship_inside_a_non_editable_install(
     )
     assert migrated.returncode == 0, migrated.stderr
     assert "outbox_messages" in tables(empty_database_url)
+
+
+def test_every_revision_is_known_as_ours_to_the_version_table_move() -> None:
+    revisions = {path.name[:4] for path in (ROOT / "migrations" / "versions").glob("0*.py")}
+    assert set(migrate.REVISION_TABLES) == revisions

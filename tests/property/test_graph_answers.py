@@ -21,10 +21,10 @@ import outbox
 from outbox.claims import Claim
 from outbox.database import create_engine
 from outbox.events import EventLog
-from outbox.gate import Gate
 from outbox.limiter import RateLimiter
 from outbox.recorder import PartRecorder
 from outbox.rows import RowSender
+from outbox.senders import Senders
 from outbox.whatsapp import CloudAPI
 
 URL = "http://127.0.0.1:9/v23.0/1122334455/messages"
@@ -108,7 +108,7 @@ async def _deliver_once(database_url: str, status: int, header: str | None, body
                 engine,
                 api,
                 recorder,
-                Gate(60),
+                Senders("1122334455", 60),
                 RateLimiter(45, 6),
                 lambda: None,
                 EventLog(engine),
