@@ -100,7 +100,8 @@ DAEMON_FLAGS: dict[str, DaemonFlag] = {
     "concurrency": DaemonFlag(
         int,
         "N",
-        "messages (rows) in flight at once, at most; each sends its parts in order (default 64)",
+        "messages (rows) in flight at once, at most: the daemon keeps rate x API latency in "
+        "flight, below this; each row sends its parts in order (default 500)",
     ),
     "batch-size": DaemonFlag(int, "N", "rows claimed per database round trip (default 100)"),
     "lease-seconds": DaemonFlag(

@@ -27,6 +27,9 @@ class Claim:
     taken_over: bool = False  # from an expired lease: its next part may have been sent already
     lost: bool = False  # another worker holds the row now: send nothing more
     sender: str = ""  # the phone number id it goes from (the row's, else the default)
+    # Seconds until its (sender, recipient) pair's pacing clock, as the last daemon to send that
+    # conversation left it (None: no recent send).
+    pair_due_in: float | None = None
 
 
 def leases(claims: list[Claim]) -> dict[str, list[Any]]:

@@ -222,7 +222,13 @@ class Daemon:
 
     async def _run_with(self, engine: AsyncEngine, dsn: str, api: CloudAPI) -> None:
         self._engine = engine
-        self._recorder = PartRecorder(engine, self.settings.lease_seconds, on_idle=self.wake)
+        self._recorder = PartRecorder(
+            engine,
+            self.settings.lease_seconds,
+            on_idle=self.wake,
+            pair_interval=self.settings.pair_interval,
+            default_sender=self.senders.default,
+        )
         self._recorder.start()
         self._events = EventLog(engine)
         self._events.start()
@@ -341,7 +347,7 @@ class Daemon:
         probe of the token or of each stopped sender whose probe is due, then the rest."""
         if self._recorder.busy:
             return []
-        free = self.settings.concurrency - len(self._tasks)
+        free = self._in_flight_limit() - len(self._tasks)
         token = self.senders.token
         if not token.open:
             if self._tasks or not token.probe_due():
@@ -360,6 +366,11 @@ class Daemon:
             stopped = sorted(set(self.senders.stopped()) | set(held))
             rounds.append((min(free, self.settings.batch_size), False, None, stopped))
         return rounds
+
+    def _in_flight_limit(self) -> int:
+        """Rows to hold in flight now: rate x latency for the senders that can send."""
+        sending = sum(1 for gate in self.senders.known().values() if gate.open)
+        return self._sender.pace.rows(max(1, sending))
 
     async def _claim_some(self) -> int:
         """Claim and start rows; how many, plus the rows it found queued (then there may be
@@ -410,6 +421,7 @@ class Daemon:
                 probe=probe,
                 taken_over=row["taken_over"],
                 sender=row["sender"] or self.senders.default,
+                pair_due_in=None if row["pair_due_in"] is None else float(row["pair_due_in"]),
                 lease_until=now + self.settings.lease_seconds,
                 deadline=None if expires_in is None else now + float(expires_in),
             )
@@ -442,7 +454,7 @@ class Daemon:
         token = self.senders.token
         if not token.open:
             return token.seconds_to_probe() if not self._tasks else 1.0
-        if self._recorder.busy or len(self._tasks) >= self.settings.concurrency:
+        if self._recorder.busy or len(self._tasks) >= self._in_flight_limit():
             return poll  # nothing to claim now; the recorder or a finished row wakes us
         if claimed:
             return 0.0  # there may be more due rows right now
@@ -468,6 +480,8 @@ class Daemon:
         self._next_sweep = now + EXPIRY_SWEEP_SECONDS
         async with self._engine.begin() as conn:
             released = await fetch_all(conn, store.RELEASE_LANES)
+            horizon = self.settings.pair_burst * self.settings.pair_interval
+            await fetch_all(conn, store.PRUNE_PAIRS, {"horizon": horizon})
         if released:
             logger.debug("%d queued messages released by the sweep", len(released))
         async with self._engine.begin() as conn:

@@ -54,6 +54,13 @@ class RateLimiter:
             self._pairs = {r: c for r, c in self._pairs.items() if c.tat > now}
         return wait
 
+    def seed(self, sender: str, recipient: str, due_in: float) -> None:
+        """Another daemon sent this conversation last: its pacing clock stands `due_in` seconds
+        ahead of now (GCRA's theoretical arrival time), whatever this daemon remembers."""
+        recipient = f"{sender}>{recipient}"
+        pair = self._pairs.setdefault(recipient, _Cell(self._pair_interval, self._pair_burst))
+        pair.tat = max(pair.tat, self._clock() + due_in)
+
     def hold(self, sender: str, seconds: float) -> None:
         """The sender hit its throughput limit: it sends nothing for `seconds`."""
         until = max(self._hold_until.get(sender, 0.0), self._clock() + seconds)

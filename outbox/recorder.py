@@ -42,10 +42,18 @@ class RecordFailed(Exception):
 
 class PartRecorder:
     def __init__(
-        self, engine: AsyncEngine, lease_seconds: float, on_idle: Callable[[], None]
+        self,
+        engine: AsyncEngine,
+        lease_seconds: float,
+        on_idle: Callable[[], None],
+        *,
+        pair_interval: float = 6.0,
+        default_sender: str = "",
     ) -> None:
         self._engine = engine
         self._lease = lease_seconds
+        self._pair_interval = pair_interval  # the pacing clock each recorded part advances
+        self._default_sender = default_sender
         self._on_idle = on_idle
         self._queue: asyncio.Queue[tuple[AcceptedPart, asyncio.Future[bool]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -148,6 +156,8 @@ class PartRecorder:
                     "wamids": [p.wamid for p in parts],
                     "finals": [p.final for p in parts],
                     "lease": self._lease,
+                    "pair_interval": self._pair_interval,
+                    "default_sender": self._default_sender,
                 },
             )
         return {int(row["id"]) for row in rows if row["going_on"]}

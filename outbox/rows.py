@@ -28,6 +28,7 @@ from outbox.events import Event, EventLog
 from outbox.limiter import RateLimiter
 from outbox.logs import bind_row
 from outbox.metrics.daemon import DaemonMetrics
+from outbox.pace import InFlightTarget
 from outbox.rate import SharedRate
 from outbox.recorder import AcceptedPart, PartRecorder, RecordFailed
 from outbox.retry import (
@@ -50,6 +51,12 @@ from outbox.validation import normalize_media, normalize_recipient, normalize_te
 from outbox.whatsapp import CloudAPI, Part, parts_of
 
 logger = logging.getLogger("outbox.daemon")
+
+
+class LeaseLost(Exception):
+    """Another daemon holds the row now: this one sends nothing more of it."""
+
+
 MAX_INLINE_PACING = 2.0  # wait this long in-process for a rate slot; longer: reschedule
 LEASE_MARGIN = 2.0  # a part goes out only with this much lease left after its request timeout
 RECONCILE_POLL = 0.5  # how often a send in doubt looks for its status webhook
@@ -82,6 +89,7 @@ class RowSender:
         events: EventLog,
         metrics: DaemonMetrics | None = None,
         rate: SharedRate | None = None,
+        pace: InFlightTarget | None = None,
     ) -> None:
         self.settings = settings
         self.abandon = False
@@ -96,6 +104,7 @@ class RowSender:
         self._api = api
         self._metrics = metrics or DaemonMetrics()
         self._rate = rate or SharedRate(engine, settings.rate)
+        self.pace = pace or InFlightTarget(settings.rate, settings.concurrency)
         # Quick in-process retries of transient failures: they belong to one attempt. A send in
         # doubt is never among them.
         self._send = backoff.on_exception(
@@ -123,6 +132,8 @@ class RowSender:
         except InvalidMessage as exc:
             await self._fail(claim, f"invalid row: {exc}")
             return
+        if claim.pair_due_in is not None:
+            self._limiter.seed(claim.sender, recipient, claim.pair_due_in)
         if claim.accepted >= len(parts):
             await self._write(store.FINISH_ACCEPTED, claim)
             return
@@ -149,9 +160,6 @@ class RowSender:
                     if not await self._record(claim, index, settled, len(parts)):
                         return
                     continue
-            if not await self._lease_holds(claim):
-                logger.warning("message %d: lease lost to another worker; stopping", claim.id)
-                return
             wait = self._limiter.reserve(claim.sender, recipient, MAX_INLINE_PACING)
             if wait is None:
                 held = self._limiter.hold_remaining(claim.sender)
@@ -164,8 +172,11 @@ class RowSender:
                 return
             try:
                 wamid = await self._send(
-                    claim.sender, recipient, parts[index], f"outbox:{claim.id}:{index}"
+                    claim, recipient, parts[index], f"outbox:{claim.id}:{index}"
                 )
+            except LeaseLost:
+                logger.warning("message %d: lease lost to another worker; stopping", claim.id)
+                return
             except InDoubt as error:
                 settled = await self._reconciled(claim, index)
                 if settled is None:
@@ -193,15 +204,21 @@ class RowSender:
             await self._fail(claim, str(exc))
         return False
 
-    async def _send_once(self, sender: str, recipient: str, part: Part, callback: str) -> str:
+    async def _send_once(self, claim: Claim, recipient: str, part: Part, callback: str) -> str:
         """One request, its outcome appended to the row's history and to the metrics."""
         _, row, index = callback.split(":")
+        sender = claim.sender
         await self._rate.acquire(sender)  # every request, retries too, takes a slot
+        # Last, after every wait (a slot, pacing, a database away): the lease must outlast the
+        # request, or another daemon may have taken the row over and sent this part.
+        if not await self._lease_holds(claim):
+            raise LeaseLost
         started = time.perf_counter()
         try:
             wamid = await self._api.send(recipient, part, callback, sender)
         except SendError as error:
             seconds = time.perf_counter() - started
+            self.pace.observe(seconds)
             error_class = classify(error).value
             self._metrics.requested(seconds, error, error_class)
             self._events.record(
@@ -217,6 +234,7 @@ class RowSender:
             )
             raise
         seconds = time.perf_counter() - started
+        self.pace.observe(seconds)
         self._metrics.requested(seconds, None)
         self._metrics.accepted(part.type)
         self._events.record(

@@ -76,6 +76,9 @@ CLAIM_BATCH = sa.text(
         RETURNING m.id, m.recipient, m.sender, m.message, m.media::text AS media,
                   m.template::text AS template, jsonb_array_length(m.parts) AS accepted,
                   m.attempts, m.in_doubt, candidates.taken_over,
+                  (SELECT extract(epoch FROM l.tat - now()) FROM outbox_limits l
+                   WHERE l.key = 'pair:' || coalesce(m.sender, :default_sender) || ':'
+                                 || m.recipient) AS pair_due_in,
                   extract(epoch FROM coalesce(
                       m.expires_at,
                       CASE WHEN CAST(:max_age AS float8) > 0
@@ -114,30 +117,54 @@ RELEASE_LANES = sa.text(
 # clearing the errors it went through. A row a status webhook failed while it was sending (an
 # earlier part could not be delivered) stays failed, but the parts Meta accepted meanwhile are
 # still recorded: they must never be sent again. `going_on` is false for such a row only: a row
-# its last part finished (now `sent`) went on as it should.
+# its last part finished (now `sent`) went on as it should. Each part also advances its
+# (sender, recipient) pair's pacing clock in outbox_limits (GCRA, one send per :pair_interval),
+# so that whichever daemon sends that conversation's next row paces it from there (the claim
+# returns `pair_due_in`): only one row of a lane is ever in flight, so the clock has one writer.
 RECORD_PARTS = sa.text(
     """
-    UPDATE outbox_messages m
-    SET parts = m.parts || jsonb_build_array(jsonb_build_object(
-            'wamid', v.wamid, 'status', 'sent', 'sent_at', now())),
-        status = CASE WHEN m.status = 'failed' THEN 'failed'
-                      WHEN v.final THEN 'sent' ELSE m.status END,
-        message_id = CASE WHEN v.final THEN v.wamid ELSE m.message_id END,
-        sent_at = CASE WHEN v.final THEN now() ELSE m.sent_at END,
-        last_error = CASE WHEN v.final AND m.status <> 'failed' THEN NULL
-                          ELSE m.last_error END,
-        error_code = CASE WHEN v.final AND m.status <> 'failed' THEN NULL
-                          ELSE m.error_code END,
-        locked_until = CASE WHEN v.final THEN NULL
-                            ELSE now() + make_interval(secs => :lease) END,
-        lease_token = CASE WHEN v.final THEN NULL ELSE m.lease_token END,
-        updated_at = now()
-    FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS uuid[]), CAST(:indexes AS int[]),
-                CAST(:wamids AS text[]), CAST(:finals AS boolean[]))
-         AS v(id, token, index, wamid, final)
-    WHERE m.id = v.id AND m.lease_token = v.token AND m.status IN ('sending', 'failed')
-      AND jsonb_array_length(m.parts) = v.index
-    RETURNING m.id, m.status <> 'failed' AS going_on
+    WITH recorded AS (
+        UPDATE outbox_messages m
+        SET parts = m.parts || jsonb_build_array(jsonb_build_object(
+                'wamid', v.wamid, 'status', 'sent', 'sent_at', now())),
+            status = CASE WHEN m.status = 'failed' THEN 'failed'
+                          WHEN v.final THEN 'sent' ELSE m.status END,
+            message_id = CASE WHEN v.final THEN v.wamid ELSE m.message_id END,
+            sent_at = CASE WHEN v.final THEN now() ELSE m.sent_at END,
+            last_error = CASE WHEN v.final AND m.status <> 'failed' THEN NULL
+                              ELSE m.last_error END,
+            error_code = CASE WHEN v.final AND m.status <> 'failed' THEN NULL
+                              ELSE m.error_code END,
+            locked_until = CASE WHEN v.final THEN NULL
+                                ELSE now() + make_interval(secs => :lease) END,
+            lease_token = CASE WHEN v.final THEN NULL ELSE m.lease_token END,
+            updated_at = now()
+        FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS uuid[]), CAST(:indexes AS int[]),
+                    CAST(:wamids AS text[]), CAST(:finals AS boolean[]))
+             AS v(id, token, index, wamid, final)
+        WHERE m.id = v.id AND m.lease_token = v.token AND m.status IN ('sending', 'failed')
+          AND jsonb_array_length(m.parts) = v.index
+        RETURNING m.id, m.recipient, coalesce(m.sender, :default_sender) AS sender,
+                  m.status <> 'failed' AS going_on
+    ), paced AS (
+        INSERT INTO outbox_limits AS l (key, tat)
+        SELECT 'pair:' || r.sender || ':' || r.recipient,
+               now() + make_interval(secs => :pair_interval * count(*))
+        FROM recorded r GROUP BY r.sender, r.recipient
+        ON CONFLICT (key) DO UPDATE
+        SET tat = greatest(l.tat, now()) + (excluded.tat - now())
+        RETURNING l.key
+    )
+    SELECT id, going_on, (SELECT count(*) FROM paced) AS paced FROM recorded
+    """
+)
+
+# Old pair entries: past their burst's refill they pace nothing any more.
+PRUNE_PAIRS = sa.text(
+    """
+    DELETE FROM outbox_limits
+    WHERE key LIKE 'pair:%' AND tat < now() - make_interval(secs => :horizon)
+    RETURNING key
     """
 )
 

@@ -4,6 +4,7 @@ bucket per sender in PostgreSQL, and a 130429 slows every one of them down."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import sys
 from pathlib import Path
@@ -12,8 +13,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+import outbox
 from outbox.simulator import Simulator
-from tests.daemon_helpers import PHONE, TOKEN, script
+from tests.daemon_helpers import PHONE, TOKEN, drain, enqueue, script
 
 pytestmark = pytest.mark.timeout(120)
 BIN = Path(sys.executable).parent
@@ -105,3 +107,35 @@ async def test_one_daemon_alone_is_paced_by_the_database_bucket(
     await backlog(engine, 60)
     await drain_with(database_url, simulator, 1, "--rate", "20")
     assert busiest_second(simulator.arrivals) <= 22
+
+
+async def test_per_recipient_pacing_holds_across_daemons(
+    database_url: str, engine: AsyncEngine, simulator: Simulator
+) -> None:
+    for n in range(6):
+        await enqueue(engine, "923001112223", f"update {n}")
+    await drain_with(
+        database_url, simulator, 2, "--pair-burst", "2", "--pair-interval", "1", "--rate", "50"
+    )
+    times = sorted(simulator.arrivals)
+    assert len(times) == 6
+    # A burst of two, then one a second, whichever daemon sends each row.
+    assert times[-1] - times[0] >= 3.8
+    assert all(later - earlier >= 0.9 for earlier, later in itertools.pairwise(times[1:]))
+
+
+async def test_a_pair_s_pacing_clock_is_written_with_its_parts(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    await enqueue(engine, "923001112224", "hello")
+    assert await drain(settings) == 0
+    async with engine.connect() as conn:
+        due_in = (
+            await conn.execute(
+                sa.text(
+                    "SELECT extract(epoch FROM tat - now()) FROM outbox_limits WHERE key = :key"
+                ),
+                {"key": f"pair:{PHONE}:923001112224"},
+            )
+        ).scalar_one()
+    assert 0 < due_in <= settings.pair_interval

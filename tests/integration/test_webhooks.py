@@ -387,6 +387,8 @@ async def test_a_failed_status_for_a_row_still_sending_fails_it_and_keeps_its_ne
                 "wamids": ["wamid.TEXT"],
                 "finals": [True],
                 "lease": 30,
+                "pair_interval": 6,
+                "default_sender": "1234567890",
             },
         )
     assert len(recorded) == 1
