@@ -27,16 +27,19 @@ depends_on: str | Sequence[str] | None = None
 # it is blocked sees it changed (xmin) and leaves it alone. One statement per statement, not per
 # row: a batch of 100 finished rows costs a few milliseconds.
 LANE_RELEASE = """
+    , lane AS MATERIALIZED (
+        SELECT g.recipient, g.id AS gone_id,
+               coalesce((SELECT min(b.id) FROM outbox_messages b
+                         WHERE b.recipient = g.recipient AND b.id > g.id
+                           AND b.status IN ('pending', 'sending')
+                           AND (b.status = 'sending' OR b.available_at <= now()
+                                OR b.last_error IS NOT NULL)),
+                        9223372036854775807) AS stop_id
+        FROM (SELECT recipient, min(id) AS id FROM pg_temp_gone GROUP BY recipient) AS g)
     UPDATE outbox_messages m SET queued_behind = false
-    FROM (SELECT g.recipient, g.id AS gone_id,
-                 (SELECT min(b.id) FROM outbox_messages b
-                  WHERE b.recipient = g.recipient AND b.id > g.id
-                    AND b.status IN ('pending', 'sending')
-                    AND (b.status = 'sending' OR b.available_at <= now()
-                         OR b.last_error IS NOT NULL)) AS stop_id
-          FROM (SELECT recipient, min(id) AS id FROM pg_temp_gone GROUP BY recipient) AS g) AS lane
-    WHERE m.recipient = lane.recipient AND m.id > lane.gone_id
-      AND (lane.stop_id IS NULL OR m.id <= lane.stop_id) AND m.status = 'pending'
+    FROM lane
+    WHERE m.recipient = lane.recipient AND m.id > lane.gone_id AND m.id <= lane.stop_id
+      AND m.status = 'pending'
 """
 GONE_UPDATED = """(SELECT o.id, o.recipient FROM old_rows o JOIN new_rows n ON n.id = o.id
                    WHERE o.status IN ('pending', 'sending')
