@@ -54,6 +54,10 @@ EXPIRY_BATCH = 1000
 STATEMENT_TIMEOUT = 60.0  # a statement that takes longer is on a dead connection
 STOP_GRACE = 2.0  # a claim in progress at stop() gets this long to finish
 CLAIM_WINDOW = 4  # a claim looks at this many ready rows per row it may take
+# After the database comes back, a daemon takes over no expired lease for this long: the owner
+# of a lease that ran out during the outage has accepted parts to record first (its recorder
+# retries at least every second), or it would send them again.
+TAKEOVER_GRACE = 10.0
 # Liveness: a turn runs a few statements, each bounded by STATEMENT_TIMEOUT (and the connect
 # before it): one that runs longer than this is stuck. Between turns the loop sleeps for a
 # timeout it chose; one that does not wake up within LIVENESS_GRACE after it is stuck too.
@@ -95,6 +99,7 @@ class Daemon:
         self._tasks: set[asyncio.Task[None]] = set()
         self._exit_code = 0
         self._next_sweep = 0.0
+        self._takeover_after = 0.0  # loop time before which expired leases are left alone
         self._database_error: str | None = None
         self._live_until: float | None = None  # None: the loop has not started
         self._rows: RowSender | None = None
@@ -326,6 +331,8 @@ class Daemon:
         """One round of claiming; how long to sleep after it, or None when a drain is done."""
         loop = asyncio.get_running_loop()
         try:
+            if self._database_error is not None:  # back after an outage: see TAKEOVER_GRACE
+                self._takeover_after = loop.time() + TAKEOVER_GRACE
             await self._expire_due(loop.time())
             claimed = await self._claim_some()
             if self.drain and not self._tasks and not claimed and await self._finished():
@@ -399,6 +406,7 @@ class Daemon:
                     "default_sender": self.senders.default,
                     "stopped": stopped,
                     "only": only,
+                    "takeover": asyncio.get_running_loop().time() >= self._takeover_after,
                 },
             )
         marked = int(rows[0]["marked"]) if rows else 0

@@ -133,9 +133,10 @@ async def persistently(
     what: str,
     max_tries: int | None = None,
     give_up: Callable[[], bool] = lambda: False,
+    max_delay: float = 5.0,
 ) -> T:
-    """Run a database operation until it succeeds, waiting 0.1 s doubling to 5 s between tries:
-    an outage must not lose an accepted wamid or leave a row leased. Only connection-level
+    """Run a database operation until it succeeds, waiting 0.1 s doubling to `max_delay` between
+    tries: an outage must not lose an accepted wamid or leave a row leased. Only connection-level
     errors are retried; any other error, `max_tries`, or `give_up()` turning true ends it."""
 
     def log(details: Any) -> None:
@@ -150,7 +151,7 @@ async def persistently(
         backoff.expo,
         Exception,
         factor=0.1,
-        max_value=5,
+        max_value=max_delay,
         max_tries=max_tries,
         giveup=lambda exc: give_up() or not is_connection_error(exc),
         jitter=None,

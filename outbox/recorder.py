@@ -140,6 +140,7 @@ class PartRecorder:
             parts,
             what=f"recording {len(parts)} accepted parts",
             give_up=lambda: self._abandon,
+            max_delay=1.0,  # soon after the database is back: before any other daemon takes over
         )
 
     async def _write(self, parts: list[AcceptedPart]) -> set[int]:

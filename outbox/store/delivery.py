@@ -12,8 +12,9 @@ import sqlalchemy as sa
 # daemon is still sending (:mine; their lease may have lapsed while the database was away), rows
 # of senders that are paused or held (:stopped; a null sender is :default_sender), and rows whose
 # recipient has an older unfinished row from the same sender (per-lane FIFO). :only, when not
-# null, claims that sender's rows alone (its probe). A row scheduled for later
-# does not block; a row waiting for a retry (it has an error) does. Expired leases are claimable.
+# null, claims that sender's rows alone (its probe). A row scheduled for later does not block; a
+# row waiting for a retry (it has an error) does. Expired leases are claimable, unless :takeover
+# is false (just after an outage, their owners may have accepted parts to record first).
 # The work is bounded: it looks at :window ready rows (index order, queued rows left out) and
 # probes only those for an older unfinished row. The ones it finds blocked are marked
 # `queued_behind`, off the ready index until a trigger clears the mark (migration 0004), unless
@@ -45,7 +46,7 @@ CLAIM_BATCH = sa.text(
               UNION ALL
               (SELECT c.id, c.recipient, coalesce(c.sender, ''), c.xmin::text, true
                FROM outbox_messages c
-               WHERE c.status = 'sending' AND c.locked_until < now()
+               WHERE c.status = 'sending' AND c.locked_until < now() AND CAST(:takeover AS boolean)
                  AND c.id <> ALL(CAST(:mine AS bigint[]))
                  AND coalesce(c.sender, :default_sender) <> ALL(CAST(:stopped AS text[]))
                  AND (CAST(:only AS text) IS NULL
