@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outbox import demo, migrate, serve, store
 from outbox.arguments import UsageError, build_parser, run_overrides
-from outbox.database import create_engine, resolve_dsn, short_error
+from outbox.database import causes, create_engine, resolve_dsn, short_error
 from outbox.enqueue import enqueue
 from outbox.errors import InvalidMessage, OutboxError
 from outbox.settings import Settings, redact_secrets, redact_url
@@ -287,7 +287,7 @@ def _explain(exc: BaseException, settings: Settings, listening: str | None) -> s
     if isinstance(exc, OSError) and exc.errno in _LISTEN_ERRNOS and listening:
         return f"cannot listen on {listening}: {_LISTEN_ERRNOS[exc.errno]}"
     where = redact_url(settings.database_url) if settings.database_url else "embedded"
-    postgres = next((c for c in _causes(exc) if isinstance(c, asyncpg.PostgresError)), None)
+    postgres = next((c for c in causes(exc) if isinstance(c, asyncpg.PostgresError)), None)
     if postgres is not None:
         message = str(postgres).splitlines()[0] if str(postgres) else type(postgres).__name__
         if (postgres.sqlstate or "").startswith(_CONNECT_SQLSTATES):
@@ -296,17 +296,6 @@ def _explain(exc: BaseException, settings: Settings, listening: str | None) -> s
     if isinstance(cause, OSError | asyncpg.PostgresConnectionError | asyncpg.InterfaceError):
         return f"cannot connect to PostgreSQL ({where}): {cause}"
     return short_error(exc)
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    """exc, what SQLAlchemy wrapped in it, and their causes, outermost first."""
-    found: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in found and len(found) < 10:
-        found.append(current)
-        orig = getattr(current, "orig", None)
-        current = orig if isinstance(orig, BaseException) else current.__cause__
-    return found
 
 
 def _listening(args: argparse.Namespace) -> str | None:

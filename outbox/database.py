@@ -89,7 +89,7 @@ def short_error(exc: BaseException) -> str:
 _RETRYABLE_SQLSTATES = ("08", "53", "57P01", "57P02", "57P03", "40001", "40P01")
 
 
-def _causes(exc: BaseException) -> Iterator[BaseException]:
+def causes(exc: BaseException) -> Iterator[BaseException]:
     """exc, the driver error SQLAlchemy wraps, and their causes."""
     seen: set[int] = set()
     pending: list[BaseException | None] = [exc]
@@ -106,13 +106,13 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
 def is_connection_error(exc: BaseException) -> bool:
     """True when retrying later can succeed (the connection or the server failed); False for
     errors about the statement or its data, which would fail the same way forever."""
-    for cause in _causes(exc):
+    for cause in causes(exc):
         if isinstance(cause, ValueError):  # asyncpg's client-side DataError is one
             return False
         sqlstate = getattr(cause, "sqlstate", None)
         if isinstance(sqlstate, str) and sqlstate:
             return sqlstate.startswith(_RETRYABLE_SQLSTATES)
-    for cause in _causes(exc):
+    for cause in causes(exc):
         if isinstance(cause, sqlalchemy.exc.DBAPIError) and cause.connection_invalidated:
             return True
         if isinstance(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,17 @@ TOKEN = "test-token"
 PHONE = "1234567890"
 IMAGE = "https://cdn.example.com/room.jpg"
 VIDEO = "https://cdn.example.com/tour.mp4"
+
+
+def daemon_env(database_url: str, simulator: Simulator) -> dict[str, str]:
+    """The environment of an `outbox run` process against this database and simulator."""
+    return {
+        **os.environ,
+        "OUTBOX_DATABASE_URL": database_url,
+        "META_ACCESS_TOKEN": TOKEN,
+        "META_PHONE_NUMBER_ID": PHONE,
+        "META_GRAPH_API_URL": simulator.url,  # type: ignore[attr-defined]
+    }
 
 
 async def drain(settings: outbox.Settings) -> int:

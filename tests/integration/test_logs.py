@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from outbox.simulator import Simulator
-from tests.daemon_helpers import PHONE, TOKEN, enqueue, script
+from tests.daemon_helpers import TOKEN, daemon_env, enqueue, script
 
 pytestmark = pytest.mark.timeout(90)
 BIN = Path(sys.executable).parent
@@ -33,13 +32,7 @@ async def drain_logged(
         "--poll-interval",
         "0.2",
         *flags,
-        env={
-            **os.environ,
-            "OUTBOX_DATABASE_URL": database_url,
-            "META_ACCESS_TOKEN": TOKEN,
-            "META_PHONE_NUMBER_ID": PHONE,
-            "META_GRAPH_API_URL": simulator.url,  # type: ignore[attr-defined]
-        },
+        env=daemon_env(database_url, simulator),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )

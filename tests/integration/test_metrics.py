@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import socket
 import sys
@@ -35,7 +34,7 @@ from outbox.metrics.daemon import DaemonMetrics
 from outbox.simulator import Simulator
 from outbox.webhooks import create_app
 from outbox.webhooks.payload import sign
-from tests.daemon_helpers import IMAGE, PHONE, TOKEN, enqueue, script
+from tests.daemon_helpers import IMAGE, TOKEN, daemon_env, enqueue, script
 from tests.integration.test_webhooks import (
     SECRET,
     VERIFY_TOKEN,
@@ -183,13 +182,7 @@ async def daemon_process(
         "5000",
         "--poll-interval",
         "0.5",
-        env={
-            **os.environ,
-            "OUTBOX_DATABASE_URL": database_url,
-            "META_ACCESS_TOKEN": TOKEN,
-            "META_PHONE_NUMBER_ID": PHONE,
-            "META_GRAPH_API_URL": simulator.url,  # type: ignore[attr-defined]
-        },
+        env=daemon_env(database_url, simulator),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
 from outbox.simulator import Simulator
-from tests.daemon_helpers import PHONE, TOKEN, drain, enqueue, script
+from tests.daemon_helpers import PHONE, daemon_env, drain, enqueue, script
 
 pytestmark = pytest.mark.timeout(120)
 BIN = Path(sys.executable).parent
@@ -34,13 +33,7 @@ def busiest_second(arrivals: list[float]) -> int:
 
 async def drain_with(database_url: str, simulator: Simulator, daemons: int, *flags: str) -> None:
     """Run `daemons` `outbox run --drain` processes at once until every one has exited."""
-    env = {
-        **os.environ,
-        "OUTBOX_DATABASE_URL": database_url,
-        "META_ACCESS_TOKEN": TOKEN,
-        "META_PHONE_NUMBER_ID": PHONE,
-        "META_GRAPH_API_URL": simulator.url,  # type: ignore[attr-defined]
-    }
+    env = daemon_env(database_url, simulator)
     processes = [
         await asyncio.create_subprocess_exec(
             str(BIN / "outbox"),
