@@ -20,7 +20,6 @@ import uuid
 from typing import Any
 
 import aiohttp
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from outbox import migrate, store
 from outbox.claims import Claim, leases
@@ -39,6 +38,7 @@ from outbox.limiter import RateLimiter
 from outbox.listener import NotificationListener
 from outbox.metrics.backlog import BacklogGauges
 from outbox.metrics.daemon import DaemonMetrics
+from outbox.pool import Pool
 from outbox.recorder import PartRecorder
 from outbox.retry import expo_delays
 from outbox.rows import RowSender
@@ -63,18 +63,7 @@ TAKEOVER_GRACE = 10.0
 # timeout it chose; one that does not wake up within LIVENESS_GRACE after it is stuck too.
 STUCK_TURN = 5 * STATEMENT_TIMEOUT
 LIVENESS_GRACE = 30.0
-DISPOSE_TIMEOUT = 3.0
-
-
-async def _dispose(engine: AsyncEngine) -> None:
-    """Close the pool's connections, but not wait on a database that swallows everything: a
-    graceful close waits for the server's answer; past DISPOSE_TIMEOUT they are dropped."""
-    try:
-        async with asyncio.timeout(DISPOSE_TIMEOUT):
-            await engine.dispose()
-    except TimeoutError:
-        logger.warning("the database did not answer while closing connections; dropping them")
-        await engine.dispose(close=False)
+CLOSE_TIMEOUT = 3.0  # a database that swallows everything does not hold up the exit
 
 
 def _left(deadline: float, cap: float | None = None) -> float:
@@ -192,9 +181,13 @@ class Daemon:
             raise ConfigurationError("META_PHONE_NUMBER_ID is required to send")
         return token, phone
 
-    async def _check_schema(self, engine: AsyncEngine) -> None:
-        async with engine.connect() as conn:
-            current = await conn.run_sync(migrate.current_revision)
+    async def _check_schema(self, dsn: str) -> None:
+        engine = create_engine(dsn, pool_size=1, command_timeout=STATEMENT_TIMEOUT)
+        try:
+            async with engine.connect() as conn:
+                current = await conn.run_sync(migrate.current_revision)
+        finally:
+            await engine.dispose()
         head = migrate.head_revision()
         if current != head:
             raise ConfigurationError(
@@ -207,9 +200,9 @@ class Daemon:
         token, phone = self._check_configuration()
         settings = self.settings
         dsn = await resolve_dsn(settings)
-        engine = create_engine(dsn, pool_size=4, command_timeout=STATEMENT_TIMEOUT)
+        await self._check_schema(dsn)
+        pool = Pool(dsn, size=4, command_timeout=STATEMENT_TIMEOUT)
         try:
-            await self._check_schema(engine)
             connector = aiohttp.TCPConnector(limit=settings.concurrency)
             async with aiohttp.ClientSession(connector=connector) as http:
                 api = CloudAPI(
@@ -220,26 +213,26 @@ class Daemon:
                     access_token=token,
                     timeout=settings.request_timeout,
                 )
-                await self._run_with(engine, dsn, api)
+                await self._run_with(pool, dsn, api)
         finally:
-            await _dispose(engine)
+            await pool.close(CLOSE_TIMEOUT)
         return self._exit_code
 
-    async def _run_with(self, engine: AsyncEngine, dsn: str, api: CloudAPI) -> None:
-        self._engine = engine
+    async def _run_with(self, pool: Pool, dsn: str, api: CloudAPI) -> None:
+        self._pool = pool
         self._recorder = PartRecorder(
-            engine,
+            pool,
             self.settings.lease_seconds,
             on_idle=self.wake,
             pair_interval=self.settings.pair_interval,
             default_sender=self.senders.default,
         )
         self._recorder.start()
-        self._events = EventLog(engine)
+        self._events = EventLog(pool)
         self._events.start()
         self._rows = RowSender(
             self.settings,
-            engine,
+            pool,
             api,
             self._recorder,
             self.senders,
@@ -248,7 +241,7 @@ class Daemon:
             self._events,
             self.metrics,
         )
-        backlog = BacklogGauges(engine, self.metrics.pending, self.metrics.oldest_pending)
+        backlog = BacklogGauges(pool, self.metrics.pending, self.metrics.oldest_pending)
         listen_dsn = asyncpg_dsn(self.settings.listen_url) if self.settings.listen_url else dsn
         listener = NotificationListener(listen_dsn, self.wake)
         listener.start()
@@ -392,7 +385,7 @@ class Daemon:
         # Before the statement: the lease runs from the database's transaction start, so a slow
         # claim must not make this daemon believe it holds more lease than it does.
         now = asyncio.get_running_loop().time()
-        async with self._engine.begin() as conn:
+        async with self._pool.connect() as conn:  # one statement: its own transaction
             rows = await fetch_all(
                 conn,
                 store.CLAIM_BATCH,
@@ -469,14 +462,14 @@ class Daemon:
         # A stopped sender's next probe, or the end of a hold, may make rows claimable.
         waits = [poll, *self.limiter.held().values()]
         waits += [gate.seconds_to_probe() for gate in self.senders.closed()]
-        async with self._engine.connect() as conn:
+        async with self._pool.connect() as conn:
             row = await fetch_one(conn, store.SECONDS_TO_NEXT_DUE)
         if row is not None and row["seconds"] is not None:
             waits.append(float(row["seconds"]))
         return max(min(waits), 0.05)
 
     async def _finished(self) -> bool:
-        async with self._engine.connect() as conn:
+        async with self._pool.connect() as conn:
             row = await fetch_one(conn, store.HAS_UNFINISHED_WORK)
         return row is not None and not next(iter(row.values()))
 
@@ -486,13 +479,13 @@ class Daemon:
         if now < self._next_sweep:
             return
         self._next_sweep = now + EXPIRY_SWEEP_SECONDS
-        async with self._engine.begin() as conn:
+        async with self._pool.begin() as conn:
             released = await fetch_all(conn, store.RELEASE_LANES)
             horizon = self.settings.pair_burst * self.settings.pair_interval
             await fetch_all(conn, store.PRUNE_PAIRS, {"horizon": horizon})
         if released:
             logger.debug("%d queued messages released by the sweep", len(released))
-        async with self._engine.begin() as conn:
+        async with self._pool.connect() as conn:
             expired = await fetch_all(conn, store.EXPIRE_PENDING, {"batch": EXPIRY_BATCH})
         if expired:
             self.metrics.failed.inc(len(expired))
@@ -525,7 +518,7 @@ class Daemon:
             state = (*self._sending_state(), json.dumps(others, sort_keys=True))
             if state != reported or loop.time() >= beat:
                 try:
-                    async with self._engine.begin() as conn:
+                    async with self._pool.connect() as conn:
                         await fetch_all(
                             conn,
                             store.SAVE_DAEMON_STATE,
@@ -545,11 +538,11 @@ class Daemon:
 
     async def _forget(self, within: float) -> None:
         try:
-            async with asyncio.timeout(within), self._engine.begin() as conn:
+            async with asyncio.timeout(within), self._pool.connect() as conn:
                 await fetch_all(conn, store.FORGET_DAEMON, {"daemon": self.id})
         except Exception as exc:
             logger.debug("cannot remove this daemon's state (%s)", short_error(exc))
 
     async def _release(self, claims: list[Claim]) -> None:
-        async with self._engine.begin() as conn:
+        async with self._pool.connect() as conn:
             await fetch_all(conn, store.RELEASE, leases(claims))

@@ -13,12 +13,11 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from outbox import store
 from outbox.connections import fetch_all
 from outbox.database import is_connection_error, short_error
 from outbox.errors import clean
+from outbox.pool import Pool
 
 logger = logging.getLogger(__name__)
 EVERY = 0.2
@@ -38,8 +37,8 @@ class Event:
 
 
 class EventLog:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
         self._buffer: list[Event] = []
         self._task: asyncio.Task[None] | None = None
         self._dropped = 0
@@ -80,7 +79,7 @@ class EventLog:
 
     async def _flush(self) -> None:
         batch = self._buffer[:MAX_BATCH]
-        async with self._engine.begin() as conn:
+        async with self._pool.connect() as conn:
             await fetch_all(
                 conn,
                 store.APPEND_EVENTS,

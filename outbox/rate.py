@@ -13,11 +13,10 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from outbox import store
 from outbox.connections import fetch_one
 from outbox.database import persistently
+from outbox.pool import Pool
 
 logger = logging.getLogger("outbox.daemon")
 
@@ -44,8 +43,8 @@ class _Bucket:
 class SharedRate:
     """Paces requests per sender through the database, for all daemons at once."""
 
-    def __init__(self, engine: AsyncEngine, rate: float) -> None:
-        self._engine = engine
+    def __init__(self, pool: Pool, rate: float) -> None:
+        self._pool = pool
         self._interval = 1.0 / rate
         self._burst = burst_for(rate)
         self._buckets: dict[str, _Bucket] = {}
@@ -78,7 +77,7 @@ class SharedRate:
 
     async def slow_down(self, sender: str) -> None:
         """Meta said 130429: every daemon sends slower to this number for a while."""
-        async with self._engine.begin() as conn:
+        async with self._pool.connect() as conn:
             row = await fetch_one(
                 conn, store.SLOW_DOWN, {"key": _key(sender), "seconds": SLOW_SECONDS}
             )
@@ -91,7 +90,7 @@ class SharedRate:
         )
 
     async def _take(self, sender: str, want: int) -> tuple[int, float]:
-        async with self._engine.begin() as conn:
+        async with self._pool.connect() as conn:
             row = await fetch_one(
                 conn,
                 store.TAKE_TOKENS,

@@ -15,12 +15,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from outbox import store
 from outbox.connections import fetch_all
 from outbox.database import is_connection_error, persistently, short_error
 from outbox.errors import clean
+from outbox.pool import Pool
 
 logger = logging.getLogger(__name__)
 MAX_BATCH = 1000
@@ -43,14 +42,14 @@ class RecordFailed(Exception):
 class PartRecorder:
     def __init__(
         self,
-        engine: AsyncEngine,
+        pool: Pool,
         lease_seconds: float,
         on_idle: Callable[[], None],
         *,
         pair_interval: float = 6.0,
         default_sender: str = "",
     ) -> None:
-        self._engine = engine
+        self._pool = pool
         self._lease = lease_seconds
         self._pair_interval = pair_interval  # the pacing clock each recorded part advances
         self._default_sender = default_sender
@@ -146,7 +145,7 @@ class PartRecorder:
     async def _write(self, parts: list[AcceptedPart]) -> set[int]:
         """One UPDATE for the batch; the ids of the rows to go on with: still ours and still
         sending (a status webhook may have failed the row meanwhile; the part is recorded)."""
-        async with self._engine.begin() as conn:
+        async with self._pool.connect() as conn:
             rows = await fetch_all(
                 conn,
                 store.RECORD_PARTS,

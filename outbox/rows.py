@@ -17,7 +17,6 @@ from typing import Any
 
 import backoff
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from outbox import store
 from outbox.claims import Claim, leases
@@ -29,6 +28,7 @@ from outbox.limiter import RateLimiter
 from outbox.logs import bind_row
 from outbox.metrics.daemon import DaemonMetrics
 from outbox.pace import InFlightTarget
+from outbox.pool import Pool
 from outbox.rate import SharedRate
 from outbox.recorder import AcceptedPart, PartRecorder, RecordFailed
 from outbox.retry import (
@@ -80,7 +80,7 @@ class RowSender:
     def __init__(
         self,
         settings: Settings,
-        engine: AsyncEngine,
+        pool: Pool,
         api: CloudAPI,
         recorder: PartRecorder,
         senders: Senders,
@@ -95,7 +95,7 @@ class RowSender:
         self.abandon = False
         # Template name -> held until (time.monotonic(): metrics may read it from another thread).
         self._template_holds: dict[str, float] = {}
-        self._engine = engine
+        self._pool = pool
         self._recorder = recorder
         self._senders = senders
         self._limiter = limiter
@@ -103,7 +103,7 @@ class RowSender:
         self._events = events
         self._api = api
         self._metrics = metrics or DaemonMetrics()
-        self._rate = rate or SharedRate(engine, settings.rate)
+        self._rate = rate or SharedRate(pool, settings.rate)
         self.pace = pace or InFlightTarget(settings.rate, settings.concurrency)
         # Quick in-process retries of transient failures: they belong to one attempt. A send in
         # doubt is never among them.
@@ -250,7 +250,7 @@ class RowSender:
         if claim.deadline is not None:
             deadline = min(deadline, claim.deadline)  # an expiring row does not wait past it
         while True:
-            async with self._engine.connect() as conn:
+            async with self._pool.connect() as conn:
                 row = await fetch_one(conn, store.RECONCILED_WAMID, {"id": claim.id, "part": index})
             if row is not None:
                 logger.info("message %d: part %d in doubt was accepted (webhook)", claim.id, index)
@@ -275,7 +275,7 @@ class RowSender:
     async def extend_leases(self, claims: list[Claim]) -> None:
         """Extend the leases of `claims`; a claim whose row is no longer ours is marked lost."""
         now = asyncio.get_running_loop().time()
-        async with self._engine.begin() as conn:
+        async with self._pool.connect() as conn:
             rows = await fetch_all(
                 conn, store.EXTEND_LEASES, {**leases(claims), "lease": self.settings.lease_seconds}
             )
@@ -419,7 +419,7 @@ class RowSender:
 
     async def _release(self, claim: Claim) -> None:
         async def release() -> None:
-            async with self._engine.begin() as conn:
+            async with self._pool.connect() as conn:
                 await fetch_all(conn, store.RELEASE, leases([claim]))
 
         await persistently(release, what="releasing a row", give_up=lambda: self.abandon)
@@ -432,7 +432,7 @@ class RowSender:
             params["error"] = clean(params["error"])
 
         async def write(statement: sa.TextClause, params: dict[str, Any]) -> bool:
-            async with self._engine.begin() as conn:
+            async with self._pool.connect() as conn:
                 rows = await fetch_all(
                     conn, statement, {"id": claim.id, "token": claim.token, **params}
                 )

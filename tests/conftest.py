@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from outbox import embedded, migrate
 from outbox.database import asyncpg_dsn, create_engine
+from outbox.pool import Pool
 from tests.leftovers import pytest_configure, pytest_sessionfinish
 
 __all__ = ["pytest_configure", "pytest_sessionfinish"]  # hooks of tests/leftovers.py, for this run
@@ -150,6 +151,14 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(database_url)
     yield engine
     await engine.dispose()
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[Pool]:
+    """The daemon's kind of connection pool, on the test's database."""
+    pool = Pool(database_url)
+    yield pool
+    await pool.close(5)
 
 
 @pytest.fixture

@@ -11,11 +11,11 @@ import asyncio
 import logging
 
 from prometheus_client import Gauge
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from outbox import store
 from outbox.connections import fetch_one
 from outbox.database import short_error
+from outbox.pool import Pool
 
 logger = logging.getLogger("outbox.daemon")
 REFRESH_SECONDS = 5.0
@@ -27,13 +27,13 @@ class BacklogGauges:
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        pool: Pool,
         pending: Gauge,
         oldest_pending: Gauge,
         *,
         interval: float = REFRESH_SECONDS,
     ) -> None:
-        self._engine = engine
+        self._pool = pool
         self._pending = pending
         self._oldest_pending = oldest_pending
         self._interval = interval
@@ -47,7 +47,7 @@ class BacklogGauges:
     async def refresh(self) -> bool:
         """One refresh; False (values kept) when the database did not answer in time."""
         try:
-            async with asyncio.timeout(REFRESH_TIMEOUT), self._engine.connect() as conn:
+            async with asyncio.timeout(REFRESH_TIMEOUT), self._pool.connect() as conn:
                 row = await fetch_one(conn, store.BACKLOG_GAUGES)
         except Exception as exc:
             if not self._failing:

@@ -28,9 +28,9 @@ import outbox
 from outbox import daemon as daemon_module
 from outbox import serve
 from outbox.daemon import Daemon
-from outbox.database import create_engine
 from outbox.metrics.backlog import BacklogGauges
 from outbox.metrics.daemon import DaemonMetrics
+from outbox.pool import Pool
 from outbox.simulator import Simulator
 from outbox.webhooks import create_app
 from outbox.webhooks.payload import sign
@@ -440,11 +440,11 @@ async def _insert_pending(database_url: str) -> None:
 
 
 async def test_backlog_gauges_count_pending_rows_and_the_oldest_due_wait(
-    engine: AsyncEngine, database_url: str
+    pool: Pool, database_url: str
 ) -> None:
     await _insert_pending(database_url)
     metrics = DaemonMetrics()
-    assert await BacklogGauges(engine, metrics.pending, metrics.oldest_pending).refresh()
+    assert await BacklogGauges(pool, metrics.pending, metrics.oldest_pending).refresh()
     samples = parse(generate_latest(metrics.registry).decode())
     assert value(samples, "outbox_pending_messages") == 3
     assert 30 <= value(samples, "outbox_oldest_pending_seconds") < 40
@@ -455,9 +455,9 @@ async def test_backlog_gauges_keep_their_values_and_log_once_while_the_database_
 ) -> None:
     await _insert_pending(database_url)
     proxy = PostgresProxy(database_url)
-    engine = create_engine(await proxy.start())
+    pool = Pool(await proxy.start())
     metrics = DaemonMetrics()
-    gauges = BacklogGauges(engine, metrics.pending, metrics.oldest_pending)
+    gauges = BacklogGauges(pool, metrics.pending, metrics.oldest_pending)
     try:
         assert await gauges.refresh()
         proxy.cut()
@@ -470,7 +470,7 @@ async def test_backlog_gauges_keep_their_values_and_log_once_while_the_database_
         proxy.restore()
         assert await gauges.refresh()
     finally:
-        await engine.dispose()
+        await pool.close(5)
         await proxy.close()
 
 

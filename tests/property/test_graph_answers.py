@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 
 import outbox
 from outbox.claims import Claim
-from outbox.database import create_engine
 from outbox.events import EventLog
 from outbox.limiter import RateLimiter
+from outbox.pool import Pool
 from outbox.recorder import PartRecorder
 from outbox.rows import RowSender
 from outbox.senders import Senders
@@ -82,7 +82,7 @@ def test_any_graph_answer_leaves_the_row_in_a_valid_state(
 
 async def _deliver_once(database_url: str, status: int, header: str | None, body: bytes) -> None:
     conn = await asyncpg.connect(database_url)
-    engine = create_engine(database_url, pool_size=2)
+    pool = Pool(database_url, size=2)
     try:
         row_id = await conn.fetchval(
             "INSERT INTO outbox_messages (recipient, message) VALUES ('923001234567', 'hi') "
@@ -101,17 +101,17 @@ async def _deliver_once(database_url: str, status: int, header: str | None, body
                 phone_number_id="1122334455",
                 access_token="t",
             )
-            recorder = PartRecorder(engine, 30, on_idle=lambda: None)
+            recorder = PartRecorder(pool, 30, on_idle=lambda: None)
             recorder.start()
             rows = RowSender(
                 options,
-                engine,
+                pool,
                 api,
                 recorder,
                 Senders("1122334455", 60),
                 RateLimiter(45, 6),
                 lambda: None,
-                EventLog(engine),
+                EventLog(pool),
             )
             with aioresponses() as mocked:
                 mocked.post(URL, status=status, body=body, headers=headers, repeat=True)
@@ -126,7 +126,7 @@ async def _deliver_once(database_url: str, status: int, header: str | None, body
         _check(dict(state))
         await conn.execute("DELETE FROM outbox_messages WHERE id = $1", row_id)
     finally:
-        await engine.dispose()
+        await pool.close(5)
         await conn.close()
 
 
