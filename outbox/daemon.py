@@ -54,6 +54,7 @@ EXPIRY_BATCH = 1000
 STATEMENT_TIMEOUT = 60.0  # a statement that takes longer is on a dead connection
 STOP_GRACE = 2.0  # a claim in progress at stop() gets this long to finish
 CLAIM_WINDOW = 4  # a claim looks at this many ready rows per row it may take
+CLAIM_WHEN_FREE = 4  # while rows are in flight, claim once 1/4 of the in-flight limit is free
 # After the database comes back, a daemon takes over no expired lease for this long: the owner
 # of a lease that ran out during the outage has accepted parts to record first (its recorder
 # retries at least every second), or it would send them again.
@@ -347,7 +348,7 @@ class Daemon:
         probe of the token or of each stopped sender whose probe is due, then the rest."""
         if self._recorder.busy:
             return []
-        free = self._in_flight_limit() - len(self._tasks)
+        free = self._in_flight_limit() - self._sending()
         token = self.senders.token
         if not token.open:
             if self._tasks or not token.probe_due():
@@ -362,10 +363,23 @@ class Daemon:
             if gate.probe_due():
                 rounds.append((1, True, sender, []))
                 free -= 1
-        if free > 0:
+        if free > 0 and self._worth_claiming(free):
             stopped = sorted(set(self.senders.stopped()) | set(held))
             rounds.append((min(free, self.settings.batch_size), False, None, stopped))
         return rounds
+
+    def _worth_claiming(self, free: int) -> bool:
+        """Claim in batches: while rows are in flight, wait until a quarter of the in-flight
+        limit (or of a batch) is free, so that each claim's round trip serves many rows."""
+        if not self._tasks:
+            return True
+        limit = min(self._in_flight_limit(), self.settings.batch_size)
+        return free >= max(1, limit // CLAIM_WHEN_FREE)
+
+    def _sending(self) -> int:
+        """Rows in flight that still have a part to send (a row whose last part is being
+        recorded does not count against the in-flight limit)."""
+        return sum(1 for claim in self._in_flight.values() if not claim.settling)
 
     def _in_flight_limit(self) -> int:
         """Rows to hold in flight now: rate x latency for the senders that can send."""
@@ -455,7 +469,8 @@ class Daemon:
         token = self.senders.token
         if not token.open:
             return token.seconds_to_probe() if not self._tasks else 1.0
-        if self._recorder.busy or len(self._tasks) >= self._in_flight_limit():
+        free = self._in_flight_limit() - self._sending()
+        if self._recorder.busy or free <= 0 or not self._worth_claiming(free):
             return poll  # nothing to claim now; the recorder or a finished row wakes us
         if claimed:
             return 0.0  # there may be more due rows right now

@@ -194,6 +194,7 @@ class RowSender:
     async def _record(self, claim: Claim, index: int, wamid: str, count: int) -> bool:
         """Write an accepted part; False when the row must not go on (lease lost, refused)."""
         part = AcceptedPart(claim.id, claim.token, index, wamid, index == count - 1)
+        claim.settling = part.final  # its place in flight can go to the next row meanwhile
         try:
             if await self._recorder.record(part):
                 return True

@@ -6,21 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
 from outbox.cli import main
 from outbox.daemon import Daemon
 from outbox.simulator import Simulator, Step
-from tests.daemon_helpers import PHONE, drain, enqueue, status
+from tests.daemon_helpers import PHONE, daemon_env, drain, enqueue, status
 
 pytestmark = pytest.mark.timeout(60)
 OTHER = "2223334445"  # a second business number
 GUEST = "923001234567"
+BIN = Path(sys.executable).parent
 
 
 def block(simulator: Simulator, sender: str, code: int) -> None:
@@ -119,6 +123,53 @@ async def test_a_token_error_pauses_every_sender(
     assert daemon.health()["status"] == "paused"
     for row in rows:
         assert (await status(engine, row)).attempts == 0
+
+
+async def test_a_blocked_number_pauses_in_every_daemon_process_while_the_others_drain(
+    database_url: str, engine: AsyncEngine, simulator: Simulator
+) -> None:
+    block(simulator, OTHER, 131031)
+    blocked = [await enqueue(engine, f"92300123450{i}", "b", sender=OTHER) for i in range(4)]
+    free = [await enqueue(engine, f"9230076543{i:02}", "a") for i in range(30)]
+    daemons = [
+        await asyncio.create_subprocess_exec(
+            str(BIN / "outbox"),
+            "run",
+            *("--poll-interval", "0.2", "--pause-probe", "2", "--batch-size", "5"),
+            env=daemon_env(database_url, simulator),
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        for _ in range(2)
+    ]
+
+    async def sent(rows: list[int]) -> bool:
+        return all([(await status(engine, row)).status == "sent" for row in rows])
+
+    async def paused_in_both() -> bool:
+        async with engine.connect() as conn:
+            paused = await conn.scalar(
+                sa.text(
+                    "SELECT count(*) FROM outbox_daemons "
+                    "WHERE senders -> :sender ->> 'state' = 'paused'"
+                ),
+                {"sender": OTHER},
+            )
+        return bool(paused == 2)
+
+    try:
+        await until(lambda: sent(free), within=30)
+        await until(paused_in_both, within=15)
+        for row in blocked:  # refused for the number's sake: no attempt used up
+            delivery = await status(engine, row)
+            assert (delivery.status, delivery.attempts) == ("pending", 0)
+        simulator.sender_scenario[OTHER] = deque()  # the number is unlocked: a probe finds out
+        await until(lambda: sent(blocked), within=30)
+    finally:
+        for process in daemons:
+            process.terminate()
+        codes = await asyncio.wait_for(asyncio.gather(*(p.wait() for p in daemons)), 20)
+    assert codes == [0, 0]
+    assert {a["from"] for a in simulator.accepted} == {PHONE, OTHER}
 
 
 async def _true(value: bool) -> bool:
