@@ -200,6 +200,8 @@ class Daemon:
         """Deliver until stopped; 0, or 3 when a drain ended because sending is paused."""
         token, phone = self._check_configuration()
         settings = self.settings
+        loop = type(asyncio.get_running_loop())
+        logger.debug("starting with %r on %s.%s", settings, loop.__module__, loop.__name__)
         dsn = await resolve_dsn(settings)
         await self._check_schema(dsn)
         pool = Pool(dsn, size=4, command_timeout=STATEMENT_TIMEOUT)

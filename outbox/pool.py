@@ -22,6 +22,8 @@ from asyncpg.pool import PoolConnectionProxy
 from outbox.database import CONNECT_TIMEOUT
 
 logger = logging.getLogger("outbox.database")
+ACQUIRE_TIMEOUT = 30.0  # waiting for a free connection (or a new one) longer is an outage
+RELEASE_TIMEOUT = 2.0
 
 
 async def _decode_json_columns(conn: asyncpg.Connection) -> None:
@@ -35,6 +37,16 @@ async def _decode_json_columns(conn: asyncpg.Connection) -> None:
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Nothing to reset when a connection comes back: the daemon sets no session state, and
     asyncpg's default reset costs a round trip per checkout."""
+
+
+async def _release(pool: asyncpg.Pool, conn: PoolConnectionProxy) -> None:
+    """Give a connection back, waiting at most RELEASE_TIMEOUT for the server to acknowledge
+    a cancelled statement (a task cancelled mid-statement); past that asyncpg drops the
+    connection, which is all a silent database deserves: never an error of its own."""
+    try:
+        await pool.release(conn, timeout=RELEASE_TIMEOUT)
+    except Exception as exc:
+        logger.debug("dropped a connection the database did not release (%r)", exc)
 
 
 def _connection(proxy: PoolConnectionProxy) -> asyncpg.Connection:
@@ -76,15 +88,17 @@ class Pool:
     async def connect(self) -> AsyncIterator[asyncpg.Connection]:
         """A connection in autocommit: each statement is its own transaction."""
         pool = await self._get()
-        async with pool.acquire() as conn:
+        conn = await pool.acquire(timeout=ACQUIRE_TIMEOUT)
+        try:
             yield _connection(conn)
+        finally:
+            await _release(pool, conn)
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[asyncpg.Connection]:
         """A connection in a transaction, committed when the block ends without an error."""
-        pool = await self._get()
-        async with pool.acquire() as conn, conn.transaction():
-            yield _connection(conn)
+        async with self.connect() as conn, conn.transaction():
+            yield conn
 
     async def close(self, within: float) -> None:
         """Close the connections gracefully, or drop them when the database does not answer

@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -18,6 +19,17 @@ from outbox.settings import Settings
 from outbox.simulator import Simulator, load_scenario, load_sender_scenario, serve
 from outbox.status_webhooks import StatusNotifier
 from outbox.webhooks import create_app
+
+
+def _run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """asyncio.run(main()), on uvloop's event loop when it is installed (the `fast` extra):
+    it costs less CPU per request and per statement than asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main())
 
 
 def _on_signals(stop: Callable[[], None]) -> None:
@@ -77,7 +89,7 @@ def run_daemon(
             )
         return code
 
-    return asyncio.run(main())
+    return _run(main)
 
 
 def run_simulator(
@@ -126,7 +138,7 @@ def run_simulator(
             await runner.cleanup()
         return 0
 
-    return asyncio.run(main())
+    return _run(main)
 
 
 def run_webhook(settings: Settings, *, host: str, port: int) -> int:
@@ -147,4 +159,4 @@ def run_webhook(settings: Settings, *, host: str, port: int) -> int:
             await runner.cleanup()
         return 0
 
-    return asyncio.run(main())
+    return _run(main)
