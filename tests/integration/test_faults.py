@@ -592,9 +592,9 @@ async def test_a_stop_while_the_database_swallows_everything_is_bounded(
         daemon.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 120)
-        # shutdown_timeout (3 s), a cancelled statement's release (2 s) and the pool's close
-        # (3 s), the turn's grace and the last writes' bounds: about 11 s here. It once took 161 s, then 64 s while
-        # a pooled connection waited out the 60 s statement timeout.
+        # shutdown_timeout (3 s), a cancelled statement's release (2 s), the pool's close (3 s),
+        # the turn's grace and the last writes' bounds: about 11 s here. It once took 161 s,
+        # then 64 s while a pooled connection waited out the 60 s statement timeout.
         assert time.monotonic() - began < 30, "the shutdown bound holds"
     finally:
         await proxy.close()
