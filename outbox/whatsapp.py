@@ -214,7 +214,15 @@ class CloudAPI:
                 headers=self._headers,
                 timeout=self._timeout,
             ) as response:
-                text = (await _read_capped(response)).decode("utf-8", "replace")
+                try:
+                    text = (await _read_capped(response)).decode("utf-8", "replace")
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    if response.status != 200:
+                        raise
+                    # Meta said 200 (accepted) before the body broke off: never a quick retry.
+                    raise InDoubt(
+                        f"HTTP 200 whose body broke off ({type(exc).__name__})", http_status=200
+                    ) from None
                 if response.status == 200:
                     return wamid_from_response(text)
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
@@ -223,6 +231,10 @@ class CloudAPI:
             raise TransportError("timed out connecting to the Graph API") from None
         except TimeoutError:
             raise InDoubt("request timed out (the part may have been accepted)") from None
+        except aiohttp.ClientResponseError as exc:
+            # An answer aiohttp could not parse came after the whole request went out: Meta may
+            # have accepted the part.
+            raise InDoubt(f"a malformed answer: {exc.message}"[:200]) from None
         except aiohttp.ClientError as exc:
             # str() of aiohttp errors names host and port, never our headers.
             raise TransportError(f"{type(exc).__name__}: {exc}") from None

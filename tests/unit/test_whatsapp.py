@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -243,3 +244,41 @@ async def test_an_error_code_too_big_to_store_is_dropped(api: CloudAPI) -> None:
         with pytest.raises(GraphError) as caught:
             await api.send("923001234567", Part("text", body="hi"))
     assert caught.value.code is None
+
+
+BROKEN_BODIES = {
+    # A Content-Length the body never reaches, then the connection closes.
+    "truncated": b"Content-Length: 200\r\n\r\n" + b'{"messaging_product": "whatsapp", "mess',
+    # A chunked body that is not valid chunked encoding.
+    "bad chunk": b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+}
+STATUS_SEEN = {"truncated": 200, "bad chunk": None}  # aiohttp refuses the whole bad-chunk answer
+
+
+@pytest.mark.parametrize("broken", sorted(BROKEN_BODIES))
+async def test_a_200_whose_body_breaks_off_is_in_doubt_not_a_transport_error(broken: str) -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")  # the request's headers; its body stays unread
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        writer.write(BROKEN_BODIES[broken])
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            api = CloudAPI(
+                session,
+                base_url=f"http://127.0.0.1:{port}",
+                version="v23.0",
+                phone_number_id="1122334455",
+                access_token=TOKEN,
+                timeout=5,
+            )
+            with pytest.raises(InDoubt) as caught:
+                await api.send("923001234567", Part("text", body="hi"))
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert caught.value.http_status == STATUS_SEEN[broken]
