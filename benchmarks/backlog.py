@@ -44,6 +44,7 @@ def claim_sql() -> str:
         "default_sender": "1234567890",
         "stopped": "{}",
         "only": None,
+        "fresh": "false",
         "takeover": "true",
     }
     text = str(store.CLAIM_BATCH.compile(dialect=postgresql.dialect()))

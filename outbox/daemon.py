@@ -393,10 +393,17 @@ class Daemon:
         more to claim right now)."""
         progress = 0
         for limit, probe, only, stopped in self._claim_rounds():
+            if probe:  # a row that never failed says best whether sending works again
+                before = len(self._in_flight)
+                progress += await self._claim(limit, probe, only, stopped, fresh=True)
+                if len(self._in_flight) > before:
+                    continue
             progress += await self._claim(limit, probe, only, stopped)
         return progress
 
-    async def _claim(self, limit: int, probe: bool, only: str | None, stopped: list[str]) -> int:
+    async def _claim(
+        self, limit: int, probe: bool, only: str | None, stopped: list[str], fresh: bool = False
+    ) -> int:
         token = uuid.uuid4()
         # Before the statement: the lease runs from the database's transaction start, so a slow
         # claim must not make this daemon believe it holds more lease than it does.
@@ -415,6 +422,7 @@ class Daemon:
                     "default_sender": self.senders.default,
                     "stopped": stopped,
                     "only": only,
+                    "fresh": fresh,
                     "takeover": asyncio.get_running_loop().time() >= self._takeover_after,
                 },
             )

@@ -18,7 +18,9 @@ from outbox.retry import expo_delays
 
 logger = logging.getLogger("outbox.daemon")
 
-OUTAGE_ROWS = 5  # distinct rows failing in a row, with no answer in between ...
+# Failures in a row with no answer in between (one row may fail more than once: while the API
+# is down only each recipient's oldest row is sent) ...
+OUTAGE_FAILURES = 5
 OUTAGE_RECIPIENTS = 3  # ... to this many distinct recipients: the API is down, not the rows
 OUTAGE_PROBE_CAP = 30.0
 
@@ -40,7 +42,7 @@ class Gate:
         self.since: float | None = None
         self._probe_at = 0.0
         self._outage_delays: Iterator[float] = expo_delays(1.0, OUTAGE_PROBE_CAP)
-        self._failed_rows: set[int] = set()
+        self._failures = 0
         self._failed_recipients: set[str] = set()
         self.changes = 0  # bumped on every change of state, for whoever reports it
 
@@ -70,19 +72,16 @@ class Gate:
         """A transient failure (or a send in doubt); True when sending is in an outage."""
         if self.state is State.PAUSED:
             return False
-        self._failed_rows.add(row_id)
+        self._failures += 1
         self._failed_recipients.add(recipient)
         if self.state is State.OUTAGE:
             self.reason = reason  # the next probe is already scheduled (probe_due)
             return True
-        if (
-            len(self._failed_rows) >= OUTAGE_ROWS
-            and len(self._failed_recipients) >= OUTAGE_RECIPIENTS
-        ):
+        if self._failures >= OUTAGE_FAILURES and len(self._failed_recipients) >= OUTAGE_RECIPIENTS:
             logger.error(
-                "Graph API outage: %d messages to %d recipients failed with no answer in "
+                "Graph API outage: %d sends to %d recipients failed with no answer in "
                 "between (%s); holding all sending, probing with one message",
-                len(self._failed_rows),
+                self._failures,
                 len(self._failed_recipients),
                 reason,
             )
@@ -95,7 +94,7 @@ class Gate:
     def answered(self) -> bool:
         """The API answered (an id, or an error about the message): True if that reopened
         sending after a pause or an outage."""
-        self._failed_rows.clear()
+        self._failures = 0
         self._failed_recipients.clear()
         if self.open:
             return False
@@ -106,7 +105,7 @@ class Gate:
     def _enter(self, state: State, reason: str | None) -> None:
         self.state, self.reason = state, reason
         self.since = None if state is State.OPEN else self._clock()
-        self._failed_rows.clear()
+        self._failures = 0
         self._failed_recipients.clear()
         self.changes += 1
 

@@ -318,19 +318,26 @@ class RowSender:
 
     async def _refused(self, claim: Claim, recipient: str, part: Part, error: SendError) -> None:
         error_class = classify(error)
+        # A 200 without a usable id is in doubt, but it shows the API up: it is an answer.
+        no_answer = error_class is ErrorClass.TRANSIENT or (
+            error_class is ErrorClass.IN_DOUBT and error.http_status != 200
+        )
         outage = False
-        if error_class in (ErrorClass.TRANSIENT, ErrorClass.IN_DOUBT):
+        if no_answer:
             outage = self._senders.gate(claim.sender).failed(claim.id, recipient, str(error))
         elif error_class is not ErrorClass.ACCOUNT:
             self._senders.answered(claim.sender)
         code = error.code if isinstance(error, GraphError) else None
-        if outage and error_class is ErrorClass.TRANSIENT:
-            # Not the row's fault: it waits for the API like every other row, attempt kept.
+        if outage and no_answer:
+            # Not the row's fault: it waits for the API like every other row, attempt kept; a
+            # timeout still counts in in_doubt, but does not fail the row while nothing answers.
             # A probe that failed steps aside until just after the next probe, so that probe
             # tries another row: one row that always fails must not keep the sender in an outage.
             gate = self._senders.gate(claim.sender)
             delay = gate.seconds_to_probe() + 1.0 if claim.probe else 0.0
-            await self._reschedule(claim, delay, f"waiting out an API outage: {error}", give_back=1)
+            doubt = 1 if error_class is ErrorClass.IN_DOUBT else 0
+            reason = f"waiting out an API outage: {error}"
+            await self._reschedule(claim, delay, reason, give_back=1, doubt=doubt)
             return
         outcome = decide(
             error,

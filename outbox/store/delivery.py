@@ -12,7 +12,8 @@ import sqlalchemy as sa
 # daemon is still sending (:mine; their lease may have lapsed while the database was away), rows
 # of senders that are paused or held (:stopped; a null sender is :default_sender), and rows whose
 # recipient has an older unfinished row from the same sender (per-lane FIFO). :only, when not
-# null, claims that sender's rows alone (its probe). A row scheduled for later does not block; a
+# null, claims that sender's rows alone (its probe); :fresh leaves out rows that failed before
+# (a probe tries a row with no error of its own first). A row scheduled for later does not block; a
 # row waiting for a retry (it has an error) does. Expired leases are claimable, unless :takeover
 # is false (just after an outage, their owners may have accepted parts to record first).
 # The work is bounded: it looks at :window ready rows (index order, queued rows left out) and
@@ -37,6 +38,7 @@ CLAIM_BATCH = sa.text(
                       c.xmin::text AS xmin_text, false AS taken_over
                FROM outbox_messages c
                WHERE c.status = 'pending' AND NOT c.queued_behind AND c.available_at <= now()
+                 AND (NOT CAST(:fresh AS boolean) OR c.last_error IS NULL)
                  AND c.id <> ALL(CAST(:mine AS bigint[]))
                  AND coalesce(c.sender, :default_sender) <> ALL(CAST(:stopped AS text[]))
                  AND (CAST(:only AS text) IS NULL

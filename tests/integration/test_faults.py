@@ -598,3 +598,55 @@ async def test_a_stop_while_the_database_swallows_everything_is_bounded(
         assert time.monotonic() - began < 30, "the shutdown bound holds"
     finally:
         await proxy.close()
+
+
+@pytest.mark.parametrize(
+    "poison",
+    [
+        {"raw": '{"messaging_product": "whatsapp"}', "times": 0},  # a 200 without an id
+        {"raw": "<html>502 Bad Gateway</html>", "http": 502, "times": 0},
+    ],
+    ids=["200 without an id", "HTML 502"],
+)
+async def test_poisoned_answers_for_some_recipients_do_not_hold_back_a_new_healthy_row(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+    running: Callable[[outbox.Settings], Daemon],
+    poison: dict[str, Any],
+) -> None:
+    for recipient in RECIPIENTS[:10]:
+        script(simulator, recipient, poison)
+        for n in range(3):
+            await enqueue(engine, recipient, f"poisoned {n}")
+    running(replace(settings, retry_delay=1))
+    await asyncio.sleep(3)  # only poisoned rows have been in flight since the start
+    healthy = await enqueue(engine, RECIPIENTS[20], "a healthy row")
+    began = time.monotonic()
+
+    async def healthy_sent() -> bool:
+        return (await status(engine, healthy)).status == "sent"
+
+    await eventually(healthy_sent, 20, "the healthy row, in the first probe after it came")
+    assert time.monotonic() - began < 20
+
+
+async def test_timeouts_through_a_whole_api_outage_fail_no_row(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+    database_url: str,
+    running: Callable[[outbox.Settings], Daemon],
+) -> None:
+    for recipient in RECIPIENTS[:4]:
+        script(simulator, recipient, {"hang_ms": 60_000, "times": 0})  # the API answers nothing
+    rows = [await enqueue(engine, r, f"booking {n}") for n in range(3) for r in RECIPIENTS[:4]]
+    daemon = running(replace(settings, request_timeout=0.5, retry_delay=0.2))
+    await eventually(lambda: _async(daemon.health()["status"] == "outage"), 15, "an outage")
+    await asyncio.sleep(12)  # a dozen probes' worth of timeouts
+    assert (await statuses(database_url))["failed"] == 0
+    for recipient in RECIPIENTS[:4]:
+        simulator.scenario.pop(recipient)  # the API is back
+    await eventually(
+        lambda: _counted(database_url, "sent", len(rows)), 60, "every row sent after the outage"
+    )

@@ -46,6 +46,7 @@ async def claim(engine: AsyncEngine, limit: int = 10, window: int = 40) -> list[
                 "default_sender": "1234567890",
                 "stopped": [],
                 "only": None,
+                "fresh": False,
                 "takeover": True,
             },
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from outbox.gate import OUTAGE_PROBE_CAP, OUTAGE_RECIPIENTS, OUTAGE_ROWS, Gate, State
+from outbox.gate import OUTAGE_FAILURES, OUTAGE_PROBE_CAP, OUTAGE_RECIPIENTS, Gate, State
 
 
 class Clock:
@@ -22,7 +22,7 @@ def fail_many(gate: Gate, rows: int, recipients: int) -> bool:
 
 def test_failures_across_rows_and_recipients_are_an_outage() -> None:
     gate = Gate(pause_probe=60)
-    assert fail_many(gate, OUTAGE_ROWS, OUTAGE_RECIPIENTS)
+    assert fail_many(gate, OUTAGE_FAILURES, OUTAGE_RECIPIENTS)
     assert (gate.state, gate.reason) == (State.OUTAGE, "HTTP 500")
 
 
@@ -33,17 +33,26 @@ def test_one_row_failing_again_and_again_is_not_an_outage() -> None:
     assert gate.open
 
 
+def test_the_oldest_rows_of_a_few_recipients_failing_again_and_again_are_an_outage() -> None:
+    gate = Gate(pause_probe=60)
+    outage = False
+    for _ in range(2):  # while nothing answers, only each recipient's oldest row is sent
+        for row in range(OUTAGE_RECIPIENTS):
+            outage = gate.failed(row, f"92300000000{row}", "timed out")
+    assert outage
+
+
 def test_failures_to_one_recipient_are_not_an_outage() -> None:
     gate = Gate(pause_probe=60)
-    assert not fail_many(gate, OUTAGE_ROWS * 4, 1)
+    assert not fail_many(gate, OUTAGE_FAILURES * 4, 1)
     assert gate.open
 
 
 def test_an_answer_between_failures_means_the_api_works() -> None:
     gate = Gate(pause_probe=60)
-    for row in range(OUTAGE_ROWS * 4):
+    for row in range(OUTAGE_FAILURES * 4):
         gate.failed(row, f"92300000000{row}", "HTTP 500")
-        if row % (OUTAGE_ROWS - 1) == 0:
+        if row % (OUTAGE_FAILURES - 1) == 0:
             gate.answered()
     assert gate.open
 
@@ -51,7 +60,7 @@ def test_an_answer_between_failures_means_the_api_works() -> None:
 def test_an_outage_is_probed_on_a_backoff_capped_at_thirty_seconds() -> None:
     clock = Clock()
     gate = Gate(pause_probe=60, clock=clock)
-    fail_many(gate, OUTAGE_ROWS, OUTAGE_RECIPIENTS)
+    fail_many(gate, OUTAGE_FAILURES, OUTAGE_RECIPIENTS)
     waits = []
     for _ in range(10):
         waits.append(gate.seconds_to_probe())
@@ -64,7 +73,7 @@ def test_an_outage_is_probed_on_a_backoff_capped_at_thirty_seconds() -> None:
 
 def test_a_successful_probe_ends_the_outage() -> None:
     gate = Gate(pause_probe=60)
-    fail_many(gate, OUTAGE_ROWS, OUTAGE_RECIPIENTS)
+    fail_many(gate, OUTAGE_FAILURES, OUTAGE_RECIPIENTS)
     assert gate.answered()
     assert gate.open
     assert gate.reason is None
@@ -83,5 +92,5 @@ def test_a_pause_is_probed_every_pause_probe_seconds() -> None:
 def test_transient_failures_during_a_pause_do_not_turn_it_into_an_outage() -> None:
     gate = Gate(pause_probe=60)
     gate.pause("(#190) token expired")
-    assert not fail_many(gate, OUTAGE_ROWS, OUTAGE_RECIPIENTS)
+    assert not fail_many(gate, OUTAGE_FAILURES, OUTAGE_RECIPIENTS)
     assert gate.state is State.PAUSED
