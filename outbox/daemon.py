@@ -295,9 +295,16 @@ class Daemon:
                 )
 
     def _on_pause(self) -> None:
-        if self.drain:
+        """A token error ends a drain at once: nothing can be sent. One number's account error
+        does not: the drain goes on with the others and exits 3 when only its rows are left."""
+        if self.drain and not self.senders.token.open:
             self._exit_code = EXIT_PAUSED
             self.stop()
+
+    def _paused_senders(self) -> list[str]:
+        return [
+            sender for sender, gate in self.senders.known().items() if gate.state is State.PAUSED
+        ]
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -332,7 +339,11 @@ class Daemon:
             await self._expire_due(loop.time())
             claimed = await self._claim_some()
             if self.drain and not self._tasks and not claimed and await self._finished():
-                logger.info("drained: nothing left to send")
+                if self._paused_senders():
+                    self._exit_code = EXIT_PAUSED
+                    logger.info("drained: only the rows of paused numbers are left")
+                else:
+                    logger.info("drained: nothing left to send")
                 return None
             timeout = await self._idle_timeout(claimed)
             self._failure_delays = expo_delays(0.5, 10.0)
@@ -362,6 +373,8 @@ class Daemon:
         for sender, gate in self.senders.known().items():
             if free <= 0 or gate.open or sender in busy or sender in held:
                 continue
+            if self.drain and gate.state is State.PAUSED:
+                continue  # a drain does not wait out an account error: it ends with exit 3
             if gate.probe_due():
                 rounds.append((1, True, sender, []))
                 free -= 1
@@ -494,8 +507,9 @@ class Daemon:
         return max(min(waits), 0.05)
 
     async def _finished(self) -> bool:
+        params = {"default_sender": self.senders.default, "paused": self._paused_senders()}
         async with self._pool.connect() as conn:
-            row = await fetch_one(conn, store.HAS_UNFINISHED_WORK)
+            row = await fetch_one(conn, store.HAS_UNFINISHED_WORK, params)
         return row is not None and not next(iter(row.values()))
 
     async def _expire_due(self, now: float) -> None:

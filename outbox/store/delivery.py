@@ -248,13 +248,15 @@ EXPIRE_PENDING = sa.text(
     """
 )
 
-# Anything left for a drain to wait for: rows in flight, due, or waiting for a retry.
+# Anything left for a drain to wait for: rows in flight, due, or waiting for a retry, except
+# those of :paused senders (an account error holds them until a probe succeeds).
 HAS_UNFINISHED_WORK = sa.text(
     """
     SELECT EXISTS (
         SELECT 1 FROM outbox_messages
-        WHERE status = 'sending'
-           OR (status = 'pending' AND (available_at <= now() OR last_error IS NOT NULL)))
+        WHERE (status = 'sending'
+               OR (status = 'pending' AND (available_at <= now() OR last_error IS NOT NULL)))
+          AND coalesce(sender, :default_sender) <> ALL(CAST(:paused AS text[])))
     """
 )
 

@@ -8,6 +8,7 @@ import asyncio
 import json
 import sys
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -84,9 +85,11 @@ async def test_one_blocked_number_does_not_stop_the_others(
 async def test_a_blocked_number_is_probed_alone_and_resumes(
     engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
 ) -> None:
-    simulator.sender_scenario[OTHER] = deque([Step.parse({"error": 368, "times": 2})])
+    block(simulator, OTHER, 368)
     rows = [await enqueue(engine, f"92300123456{i}", "hi", sender=OTHER) for i in range(3)]
     assert await drain(settings) == 3  # a drain stops on a pause, naming it
+    refused_by_the_drain = len(simulator.arrivals)
+    simulator.sender_scenario[OTHER] = deque([Step.parse({"error": 368, "times": 1})])
     daemon = Daemon(settings)
     running = asyncio.create_task(daemon.run())
 
@@ -98,7 +101,24 @@ async def test_a_blocked_number_is_probed_alone_and_resumes(
     finally:
         daemon.stop()
         await asyncio.wait_for(running, 10)
-    assert len(simulator.arrivals) == 2 + 3  # two refusals (the pause, a probe), then the rows
+    # One probe at a time: the first is refused, the second goes through, then the other rows.
+    assert len(simulator.arrivals) - refused_by_the_drain == 1 + 3
+
+
+async def test_a_drain_sends_every_other_number_s_rows_then_exits_3_naming_the_locked_one(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    block(simulator, OTHER, 131031)
+    locked = await enqueue(engine, GUEST, "from the locked number", sender=OTHER)
+    free = [
+        await enqueue(engine, f"9230076543{i:02}", "from the default number") for i in range(40)
+    ]
+    daemon = Daemon(replace(settings, batch_size=5), drain=True)
+    assert await asyncio.wait_for(daemon.run(), 30) == 3
+    assert OTHER in (daemon.paused_reason or "")
+    assert [(await status(engine, row)).status for row in free] == ["sent"] * len(free)
+    delivery = await status(engine, locked)
+    assert (delivery.status, delivery.attempts) == ("pending", 0)
 
 
 async def test_a_token_error_pauses_every_sender(
