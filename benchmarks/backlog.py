@@ -45,6 +45,7 @@ def claim_sql() -> str:
         "stopped": "{}",
         "only": None,
         "fresh": "false",
+        "grace": 0,
         "takeover": "true",
     }
     text = str(store.CLAIM_BATCH.compile(dialect=postgresql.dialect()))

@@ -59,6 +59,9 @@ CLAIM_WHEN_FREE = 4  # while rows are in flight, claim once 1/4 of the in-flight
 # of a lease that ran out during the outage has accepted parts to record first (its recorder
 # retries at least every second), or it would send them again.
 TAKEOVER_GRACE = 10.0
+# Nor does any daemon take over a lease the moment it expires: its owner may be alive but cut
+# off from the database for a moment, holding an accepted wamid to record. The grace is the
+# lease itself, at most TAKEOVER_GRACE: a crashed daemon's rows come back that much later.
 # Liveness: a turn runs a few statements, each bounded by STATEMENT_TIMEOUT (and the connect
 # before it): one that runs longer than this is stuck. Between turns the loop sleeps for a
 # timeout it chose; one that does not wake up within LIVENESS_GRACE after it is stuck too.
@@ -391,6 +394,9 @@ class Daemon:
         limit = min(self._in_flight_limit(), self.settings.batch_size)
         return free >= max(1, limit // CLAIM_WHEN_FREE)
 
+    def _takeover_grace(self) -> float:
+        return min(TAKEOVER_GRACE, self.settings.lease_seconds)
+
     def _sending(self) -> int:
         """Rows in flight that still have a part to send (a row whose last part is being
         recorded does not count against the in-flight limit)."""
@@ -436,6 +442,7 @@ class Daemon:
                     "stopped": stopped,
                     "only": only,
                     "fresh": fresh,
+                    "grace": self._takeover_grace(),
                     "takeover": asyncio.get_running_loop().time() >= self._takeover_after,
                 },
             )
@@ -501,7 +508,9 @@ class Daemon:
         waits = [poll, *self.limiter.held().values()]
         waits += [gate.seconds_to_probe() for gate in self.senders.closed()]
         async with self._pool.connect() as conn:
-            row = await fetch_one(conn, store.SECONDS_TO_NEXT_DUE)
+            row = await fetch_one(
+                conn, store.SECONDS_TO_NEXT_DUE, {"grace": self._takeover_grace()}
+            )
         if row is not None and row["seconds"] is not None:
             waits.append(float(row["seconds"]))
         return max(min(waits), 0.05)

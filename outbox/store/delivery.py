@@ -14,8 +14,9 @@ import sqlalchemy as sa
 # recipient has an older unfinished row from the same sender (per-lane FIFO). :only, when not
 # null, claims that sender's rows alone (its probe); :fresh leaves out rows that failed before
 # (a probe tries a row with no error of its own first). A row scheduled for later does not block; a
-# row waiting for a retry (it has an error) does. Expired leases are claimable, unless :takeover
-# is false (just after an outage, their owners may have accepted parts to record first).
+# row waiting for a retry (it has an error) does. A lease is claimable :grace seconds after it
+# expired (its owner, cut off from the database for a moment, records what it sent first), and
+# not at all while :takeover is false (just after an outage this daemon saw).
 # The work is bounded: it looks at :window ready rows (index order, queued rows left out) and
 # probes only those for an older unfinished row. The ones it finds blocked are marked
 # `queued_behind`, off the ready index until a trigger clears the mark (migration 0004), unless
@@ -48,7 +49,8 @@ CLAIM_BATCH = sa.text(
               UNION ALL
               (SELECT c.id, c.recipient, coalesce(c.sender, ''), c.xmin::text, true
                FROM outbox_messages c
-               WHERE c.status = 'sending' AND c.locked_until < now() AND CAST(:takeover AS boolean)
+               WHERE c.status = 'sending' AND CAST(:takeover AS boolean)
+                 AND c.locked_until < now() - make_interval(secs => :grace)
                  AND c.id <> ALL(CAST(:mine AS bigint[]))
                  AND coalesce(c.sender, :default_sender) <> ALL(CAST(:stopped AS text[]))
                  AND (CAST(:only AS text) IS NULL
@@ -268,8 +270,9 @@ SECONDS_TO_NEXT_DUE = sa.text(
     SELECT extract(epoch FROM least(
         (SELECT min(available_at) FROM outbox_messages
          WHERE status = 'pending' AND available_at > now()),
-        (SELECT min(locked_until) FROM outbox_messages
-         WHERE status = 'sending' AND locked_until > now())) - now())
+        (SELECT min(locked_until) + make_interval(secs => :grace) FROM outbox_messages
+         WHERE status = 'sending'
+           AND locked_until > now() - make_interval(secs => :grace))) - now())
         AS seconds
     """
 )

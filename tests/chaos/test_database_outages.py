@@ -76,6 +76,31 @@ async def test_daemons_cut_off_from_the_database_while_another_runs_repeat_no_pa
 
 
 @pytest.mark.timeout(240)
+async def test_a_daemon_cut_off_past_its_lease_without_webhooks_has_nothing_resent(
+    chaos: MakeRound,
+) -> None:
+    # No receiver, no reconcile window (the default without META_APP_SECRET): only the grace
+    # before a takeover lets the cut-off daemon record what it sent before another resends it.
+    chaos_round = await chaos("1 of 2 daemons cut off > lease, no webhook", scaled(40))
+    chaos_round.simulator.latency_ms = 50  # most rows have a request in flight at the cut
+    proxy = PostgresProxy(chaos_round.database_url)
+    proxied = await proxy.start()
+    try:
+        await chaos_round.load.fill(scaled(200))
+        await chaos_round.spawn(1, database_url=proxied, flags=FLAGS)
+        await chaos_round.spawn(1, flags=FLAGS)
+        await chaos_round.accepted_reach(chaos_round.load.parts / 4)
+        proxy.cut()
+        await asyncio.sleep(AWAY)
+        proxy.restore()
+        await chaos_round.until_done(within=60)
+        figures = await chaos_round.finish()
+    finally:
+        await proxy.close()
+    assert_guarantees(figures)
+
+
+@pytest.mark.timeout(240)
 async def test_postgres_stopped_longer_than_the_lease_loses_and_repeats_nothing(
     chaos: MakeRound, chaos_postgres: PrivatePostgres
 ) -> None:

@@ -47,6 +47,7 @@ async def claim(engine: AsyncEngine, limit: int = 10, window: int = 40) -> list[
                 "stopped": [],
                 "only": None,
                 "fresh": False,
+                "grace": 0,
                 "takeover": True,
             },
         )
