@@ -318,9 +318,9 @@ class RowSender:
 
     async def _refused(self, claim: Claim, recipient: str, part: Part, error: SendError) -> None:
         error_class = classify(error)
-        # A 200 without a usable id is in doubt, but it shows the API up: it is an answer.
+        # A 2xx without a usable id is in doubt, but it shows the API up: it is an answer.
         no_answer = error_class is ErrorClass.TRANSIENT or (
-            error_class is ErrorClass.IN_DOUBT and error.http_status != 200
+            error_class is ErrorClass.IN_DOUBT and error.http_status is None
         )
         outage = False
         if no_answer:

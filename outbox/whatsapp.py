@@ -108,6 +108,8 @@ def parse_retry_after(value: str | None) -> float | None:
 
 def _as_int(value: object) -> int | None:
     """An error code as an int the database can store (a 32-bit integer), else None."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        return None  # true is not code 1, and 190.5 is not the token error 190
     try:
         number = int(value)  # type: ignore[call-overload]
     except (TypeError, ValueError, OverflowError):
@@ -144,8 +146,13 @@ def error_from_response(
     )
 
 
-def wamid_from_response(text: str) -> str:
-    """The wamid of a 200 answer. A 200 without a usable id may still mean Meta accepted the
+def _accepted(status: int) -> bool:
+    """Meta answers 200; any 2xx says the request was taken."""
+    return 200 <= status < 300
+
+
+def wamid_from_response(text: str, status: int = 200) -> str:
+    """The wamid of a 2xx answer. One without a usable id may still mean Meta accepted the
     part, so it is InDoubt, never a plain failure to retry at once."""
     try:
         data = json.loads(text)
@@ -153,10 +160,10 @@ def wamid_from_response(text: str) -> str:
     except (ValueError, KeyError, IndexError, TypeError):
         snippet = " ".join(text.split())[:120]
         raise InDoubt(
-            f"HTTP 200 without a message id: {snippet or '(empty)'}", http_status=200
+            f"HTTP {status} without a message id: {snippet or '(empty)'}", http_status=status
         ) from None
     if not isinstance(wamid, str) or not _WAMID.match(wamid):
-        raise InDoubt("HTTP 200 without a usable message id", http_status=200)
+        raise InDoubt(f"HTTP {status} without a usable message id", http_status=status)
     return wamid
 
 
@@ -217,14 +224,15 @@ class CloudAPI:
                 try:
                     text = (await _read_capped(response)).decode("utf-8", "replace")
                 except (aiohttp.ClientError, TimeoutError) as exc:
-                    if response.status != 200:
+                    if not _accepted(response.status):
                         raise
                     # Meta said 200 (accepted) before the body broke off: never a quick retry.
                     raise InDoubt(
-                        f"HTTP 200 whose body broke off ({type(exc).__name__})", http_status=200
+                        f"HTTP {response.status} whose body broke off ({type(exc).__name__})",
+                        http_status=response.status,
                     ) from None
-                if response.status == 200:
-                    return wamid_from_response(text)
+                if _accepted(response.status):
+                    return wamid_from_response(text, response.status)
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 raise error_from_response(response.status, text, retry_after)
         except aiohttp.ConnectionTimeoutError:

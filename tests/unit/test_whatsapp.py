@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aioresponses import aioresponses
 
-from outbox.errors import GraphError, InDoubt, TransportError
+from outbox.errors import GraphError, InDoubt, SendError, TransportError
 from outbox.whatsapp import CloudAPI, Part, parse_retry_after, parts_of, payload
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "whatsapp-examples"
@@ -244,6 +244,25 @@ async def test_an_error_code_too_big_to_store_is_dropped(api: CloudAPI) -> None:
         with pytest.raises(GraphError) as caught:
             await api.send("923001234567", Part("text", body="hi"))
     assert caught.value.code is None
+
+
+@pytest.mark.parametrize("code", ["true", "190.5", '"190"x', "[190]"])
+async def test_an_error_code_that_is_not_a_whole_number_is_dropped(
+    api: CloudAPI, code: str
+) -> None:
+    with aioresponses() as mocked:
+        mocked.post(URL, status=400, body=f'{{"error": {{"code": {code}, "message": "m"}}}}')
+        with pytest.raises(SendError) as caught:
+            await api.send("923001234567", Part("text", body="hi"))
+    assert getattr(caught.value, "code", None) is None
+
+
+@pytest.mark.parametrize("status", [201, 202])
+async def test_any_2xx_with_a_wamid_is_accepted(api: CloudAPI, status: int) -> None:
+    with aioresponses() as mocked:
+        mocked.post(URL, status=status, body=example("send_success_response.json"))
+        wamid = await api.send("923001234567", Part("text", body="hi"))
+    assert wamid.startswith("wamid.")
 
 
 BROKEN_BODIES = {
