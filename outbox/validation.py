@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -88,6 +89,7 @@ def _is_possible(digits: str) -> bool:
         return False
 
 
+@lru_cache(maxsize=65_536)  # the daemon checks every row it sends; recipients come back often
 def check_possible_number(digits: str, field: str = "recipient") -> str:
     """Refuse digits that libphonenumber says no phone number can have, country code first."""
     if _MEXICAN_WA_ID.match(digits) and _is_possible(f"52{digits[3:]}"):
