@@ -56,7 +56,7 @@ async def prepare(dsn: str, sim: Simulator, latency_ms: float, rows: int, media:
     sim.accepted.clear()
     sim.latency_ms = latency_ms
     conn = await asyncpg.connect(dsn)
-    await conn.execute("TRUNCATE outbox_messages")
+    await conn.execute("TRUNCATE outbox_messages CASCADE")
     if rows:
         await conn.execute(INSERT_BACKLOG, rows, media)
     await conn.close()
