@@ -13,7 +13,7 @@ import asyncio
 import pytest
 
 from tests.chaos.conftest import MakeRound
-from tests.chaos.harness import assert_guarantees, scaled
+from tests.chaos.harness import Round, assert_guarantees, scaled
 from tests.chaos.postgres import PrivatePostgres
 from tests.proxy import PostgresProxy
 
@@ -48,22 +48,19 @@ async def test_a_database_cut_off_longer_than_the_lease_loses_and_repeats_nothin
     assert_guarantees(figures)
 
 
-@pytest.mark.timeout(240)
-async def test_daemons_cut_off_from_the_database_while_another_runs_repeat_no_part(
-    chaos: MakeRound,
+async def cut_off_round(
+    chaos_round: Round, rows: int, cut_off: int, flags: dict[str, str], webhooks: bool
 ) -> None:
-    chaos_round = await chaos("2 of 3 daemons cut off > lease", scaled(40))
+    """`cut_off` daemons reach PostgreSQL through a proxy that is cut for longer than the lease;
+    one more has its own path and takes their rows over."""
     chaos_round.simulator.latency_ms = 50  # most rows have a request in flight at the cut
     proxy = PostgresProxy(chaos_round.database_url)
     proxied = await proxy.start()
     try:
-        await chaos_round.load.fill(scaled(120))
-        environ = await chaos_round.enter(chaos_round.receiver())
-        await chaos_round.spawn(
-            DAEMONS - 1, database_url=proxied, flags=RECONCILING, environ=environ
-        )
-        # Its own network path to PostgreSQL is fine: it takes the others' rows over.
-        await chaos_round.spawn(1, flags=RECONCILING, environ=environ)
+        await chaos_round.load.fill(rows)
+        environ = await chaos_round.enter(chaos_round.receiver()) if webhooks else None
+        await chaos_round.spawn(cut_off, database_url=proxied, flags=flags, environ=environ)
+        await chaos_round.spawn(1, flags=flags, environ=environ)
         await chaos_round.accepted_reach(chaos_round.load.parts / 4)
         proxy.cut()
         await asyncio.sleep(AWAY)
@@ -73,6 +70,14 @@ async def test_daemons_cut_off_from_the_database_while_another_runs_repeat_no_pa
     finally:
         await proxy.close()
     assert_guarantees(figures)
+
+
+@pytest.mark.timeout(240)
+async def test_daemons_cut_off_from_the_database_while_another_runs_repeat_no_part(
+    chaos: MakeRound,
+) -> None:
+    chaos_round = await chaos("2 of 3 daemons cut off > lease", scaled(40))
+    await cut_off_round(chaos_round, scaled(120), DAEMONS - 1, RECONCILING, webhooks=True)
 
 
 @pytest.mark.timeout(240)
@@ -82,22 +87,7 @@ async def test_a_daemon_cut_off_past_its_lease_without_webhooks_has_nothing_rese
     # No receiver, no reconcile window (the default without META_APP_SECRET): only the grace
     # before a takeover lets the cut-off daemon record what it sent before another resends it.
     chaos_round = await chaos("1 of 2 daemons cut off > lease, no webhook", scaled(40))
-    chaos_round.simulator.latency_ms = 50  # most rows have a request in flight at the cut
-    proxy = PostgresProxy(chaos_round.database_url)
-    proxied = await proxy.start()
-    try:
-        await chaos_round.load.fill(scaled(200))
-        await chaos_round.spawn(1, database_url=proxied, flags=FLAGS)
-        await chaos_round.spawn(1, flags=FLAGS)
-        await chaos_round.accepted_reach(chaos_round.load.parts / 4)
-        proxy.cut()
-        await asyncio.sleep(AWAY)
-        proxy.restore()
-        await chaos_round.until_done(within=60)
-        figures = await chaos_round.finish()
-    finally:
-        await proxy.close()
-    assert_guarantees(figures)
+    await cut_off_round(chaos_round, scaled(200), 1, FLAGS, webhooks=False)
 
 
 @pytest.mark.timeout(240)
