@@ -21,6 +21,9 @@ from outbox.errors import GraphError, InDoubt, SendError, TransportError
 MAX_RETRY_DELAY = 3600.0  # a row's own retry never waits longer
 MAX_SENDER_HOLD = 60.0  # a sender-wide throughput hold never lasts longer
 MAX_IN_DOUBT = 3  # sends of one row with an unknown outcome before it fails as "in doubt"
+# ... while nothing answers at all (an outage of timeouts), where the same rows are the probes:
+# they wait for the API instead of failing, but a part is still never sent more often than this.
+MAX_IN_DOUBT_IN_OUTAGE = 2 * MAX_IN_DOUBT
 
 
 class ErrorClass(StrEnum):

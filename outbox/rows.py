@@ -32,6 +32,7 @@ from outbox.pool import Pool
 from outbox.rate import SharedRate
 from outbox.recorder import AcceptedPart, PartRecorder, RecordFailed
 from outbox.retry import (
+    MAX_IN_DOUBT_IN_OUTAGE,
     SENDER_THROUGHPUT_CODE,
     Doubt,
     ErrorClass,
@@ -318,9 +319,10 @@ class RowSender:
 
     async def _refused(self, claim: Claim, recipient: str, part: Part, error: SendError) -> None:
         error_class = classify(error)
-        # A 2xx without a usable id is in doubt, but it shows the API up: it is an answer.
+        # A 2xx without a usable id, or a malformed answer, is in doubt but shows the API up.
+        in_doubt = isinstance(error, InDoubt)
         no_answer = error_class is ErrorClass.TRANSIENT or (
-            error_class is ErrorClass.IN_DOUBT and error.http_status is None
+            isinstance(error, InDoubt) and not error.answered
         )
         outage = False
         if no_answer:
@@ -328,14 +330,15 @@ class RowSender:
         elif error_class is not ErrorClass.ACCOUNT:
             self._senders.answered(claim.sender)
         code = error.code if isinstance(error, GraphError) else None
-        if outage and no_answer:
+        if outage and no_answer and (not in_doubt or claim.in_doubt + 1 < MAX_IN_DOUBT_IN_OUTAGE):
             # Not the row's fault: it waits for the API like every other row, attempt kept; a
-            # timeout still counts in in_doubt, but does not fail the row while nothing answers.
+            # timeout still counts in in_doubt, but fails the row only at MAX_IN_DOUBT_IN_OUTAGE
+            # while nothing answers (its probes are the only sends then).
             # A probe that failed steps aside until just after the next probe, so that probe
             # tries another row: one row that always fails must not keep the sender in an outage.
             gate = self._senders.gate(claim.sender)
             delay = gate.seconds_to_probe() + 1.0 if claim.probe else 0.0
-            doubt = 1 if error_class is ErrorClass.IN_DOUBT else 0
+            doubt = 1 if in_doubt else 0
             reason = f"waiting out an API outage: {error}"
             await self._reschedule(claim, delay, reason, give_back=1, doubt=doubt)
             return

@@ -242,7 +242,7 @@ class CloudAPI:
         except aiohttp.ClientResponseError as exc:
             # An answer aiohttp could not parse came after the whole request went out: Meta may
             # have accepted the part.
-            raise InDoubt(f"a malformed answer: {exc.message}"[:200]) from None
+            raise InDoubt(f"a malformed answer: {exc.message}"[:200], answered=True) from None
         except aiohttp.ClientError as exc:
             # str() of aiohttp errors names host and port, never our headers.
             raise TransportError(f"{type(exc).__name__}: {exc}") from None

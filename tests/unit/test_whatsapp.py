@@ -202,8 +202,9 @@ async def test_connection_failure_is_a_transport_error(api: CloudAPI) -> None:
 async def test_a_timeout_is_in_doubt(api: CloudAPI) -> None:
     with aioresponses() as mocked:
         mocked.post(URL, exception=TimeoutError())
-        with pytest.raises(InDoubt, match="may have been accepted"):
+        with pytest.raises(InDoubt, match="may have been accepted") as caught:
             await api.send("923001234567", Part("text", body="hi"))
+    assert not caught.value.answered
 
 
 async def test_a_connect_timeout_is_not_in_doubt(api: CloudAPI) -> None:
@@ -301,3 +302,4 @@ async def test_a_200_whose_body_breaks_off_is_in_doubt_not_a_transport_error(bro
         server.close()
         await server.wait_closed()
     assert caught.value.http_status == STATUS_SEEN[broken]
+    assert caught.value.answered  # something came back: the API is up, this is no outage

@@ -1,0 +1,107 @@
+"""A send in doubt during an outage: the row waits for the API instead of failing, but its part
+is never sent more than MAX_IN_DOUBT_IN_OUTAGE times; an answer that came back is no outage."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import aiohttp
+import asyncpg
+import pytest
+from aioresponses import aioresponses
+
+import outbox
+from outbox.claims import Claim
+from outbox.events import EventLog
+from outbox.limiter import RateLimiter
+from outbox.pool import Pool
+from outbox.recorder import PartRecorder
+from outbox.retry import MAX_IN_DOUBT, MAX_IN_DOUBT_IN_OUTAGE
+from outbox.rows import RowSender
+from outbox.senders import Senders
+from outbox.whatsapp import CloudAPI
+
+PHONE = "1122334455"
+URL = f"http://127.0.0.1:9/v23.0/{PHONE}/messages"
+
+
+async def deliver_in_an_outage(database_url: str, in_doubt: int, **answer: object) -> str:
+    """Send one row that has been in doubt `in_doubt` times, while its sender is in an outage
+    of timeouts, with `answer` from the API; the row's status and reason afterwards."""
+    conn = await asyncpg.connect(database_url)
+    pool = Pool(database_url, size=2)
+    try:
+        token = uuid.uuid4()
+        row_id = await conn.fetchval(
+            "INSERT INTO outbox_messages (recipient, message, status, attempts, in_doubt, "
+            "lease_token, locked_until) VALUES ('923001234567', 'hi', 'sending', 1, $1, $2, "
+            "now() + interval '30 seconds') RETURNING id",
+            in_doubt,
+            token,
+        )
+        claim = Claim(
+            id=row_id,
+            recipient="923001234567",
+            message="hi",
+            media=[],
+            accepted=0,
+            attempts=1,
+            in_doubt=in_doubt,
+            token=token,
+            lease_until=asyncio.get_running_loop().time() + 30,
+            probe=True,
+        )
+        senders = Senders(PHONE, 60)
+        for n in range(5):  # five timeouts to three recipients: the sender is in an outage
+            senders.gate(PHONE).failed(1000 + n, f"92300000000{n % 3}", "timed out")
+        settings = outbox.Settings(database_url=database_url, quick_retries=1, request_timeout=5)
+        async with aiohttp.ClientSession() as http:
+            api = CloudAPI(
+                http,
+                base_url="http://127.0.0.1:9",
+                version="v23.0",
+                phone_number_id=PHONE,
+                access_token="t",
+            )
+            recorder = PartRecorder(pool, 30, on_idle=lambda: None)
+            recorder.start()
+            events = EventLog(pool)
+            rows = RowSender(
+                settings, pool, api, recorder, senders, RateLimiter(45, 6), lambda: None, events
+            )
+            with aioresponses() as mocked:
+                mocked.post(URL, **answer)
+                await rows.deliver(claim)
+            await recorder.close(5)
+        state = await conn.fetchrow(
+            "SELECT status, last_error FROM outbox_messages WHERE id = $1", row_id
+        )
+        return f"{state['status']}: {state['last_error']}"
+    finally:
+        await pool.close(5)
+        await conn.close()
+
+
+async def test_a_timeout_in_an_outage_waits_with_the_other_rows_past_the_usual_limit(
+    database_url: str,
+) -> None:
+    outcome = await deliver_in_an_outage(database_url, MAX_IN_DOUBT, exception=TimeoutError())
+    assert outcome.startswith("pending: waiting out an API outage")
+
+
+async def test_a_timeout_in_an_outage_fails_the_row_at_the_outage_limit(
+    database_url: str,
+) -> None:
+    outcome = await deliver_in_an_outage(
+        database_url, MAX_IN_DOUBT_IN_OUTAGE - 1, exception=TimeoutError()
+    )
+    assert outcome.startswith(f"failed: in doubt after {MAX_IN_DOUBT_IN_OUTAGE} sends")
+
+
+@pytest.mark.parametrize("body", ['{"messaging_product": "whatsapp"}', "{}"])
+async def test_a_2xx_without_an_id_in_an_outage_fails_at_the_usual_limit(
+    database_url: str, body: str
+) -> None:
+    outcome = await deliver_in_an_outage(database_url, MAX_IN_DOUBT - 1, status=200, body=body)
+    assert outcome.startswith(f"failed: in doubt after {MAX_IN_DOUBT} sends")
