@@ -304,11 +304,6 @@ class Daemon:
             self._exit_code = EXIT_PAUSED
             self.stop()
 
-    def _paused_senders(self) -> list[str]:
-        return [
-            sender for sender, gate in self.senders.known().items() if gate.state is State.PAUSED
-        ]
-
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         self._failure_delays = expo_delays(0.5, 10.0)
@@ -342,7 +337,7 @@ class Daemon:
             await self._expire_due(loop.time())
             claimed = await self._claim_some()
             if self.drain and not self._tasks and not claimed and await self._finished():
-                if self._paused_senders():
+                if self.senders.paused():
                     self._exit_code = EXIT_PAUSED
                     logger.info("drained: only the rows of paused numbers are left")
                 else:
@@ -516,7 +511,7 @@ class Daemon:
         return max(min(waits), 0.05)
 
     async def _finished(self) -> bool:
-        params = {"default_sender": self.senders.default, "paused": self._paused_senders()}
+        params = {"default_sender": self.senders.default, "paused": self.senders.paused()}
         async with self._pool.connect() as conn:
             row = await fetch_one(conn, store.HAS_UNFINISHED_WORK, params)
         return row is not None and not next(iter(row.values()))

@@ -144,7 +144,16 @@ class Pause:
     reason: str
 
 
-Outcome = Retry | Throttle | Fail | Pause | Doubt | HoldTemplate
+@dataclass(frozen=True)
+class WaitOutage:
+    """The API answers nobody: the row waits for it like every other row, its attempt given
+    back; `doubt` is 1 when this send's outcome is unknown (counted in in_doubt)."""
+
+    reason: str
+    doubt: int
+
+
+Outcome = Retry | Throttle | Fail | Pause | Doubt | HoldTemplate | WaitOutage
 
 
 def expo_delays(factor: float, cap: float) -> Iterator[float]:
@@ -168,14 +177,21 @@ def decide(
     base_delay: float,
     pair_strikes: int = 0,
     in_doubt: int = 0,
+    outage: bool = False,
 ) -> Outcome:
     """The row's outcome after `error` on its `attempts`-th counted attempt.
 
     `pair_strikes` counts the recent 131056 answers for this recipient: Meta asks for 4^X s.
-    `in_doubt` counts the row's earlier sends whose outcome was unknown.
+    `in_doubt` counts the row's earlier sends whose outcome was unknown. `outage`: the sender is
+    in an outage (nothing answers), so a failure without an answer is not the row's fault; a
+    send in doubt still fails the row at MAX_IN_DOUBT_IN_OUTAGE (its probes are the only sends).
     """
     reason = str(error)
     error_class = classify(error)
+    if outage and error_class is ErrorClass.TRANSIENT:
+        return WaitOutage(reason, doubt=0)
+    if outage and error_class is ErrorClass.IN_DOUBT and in_doubt + 1 < MAX_IN_DOUBT_IN_OUTAGE:
+        return WaitOutage(reason, doubt=1)
     if error_class is ErrorClass.PERMANENT:
         return Fail(reason)
     if error_class is ErrorClass.ACCOUNT:

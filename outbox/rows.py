@@ -32,7 +32,6 @@ from outbox.pool import Pool
 from outbox.rate import SharedRate
 from outbox.recorder import AcceptedPart, PartRecorder, RecordFailed
 from outbox.retry import (
-    MAX_IN_DOUBT_IN_OUTAGE,
     SENDER_THROUGHPUT_CODE,
     Doubt,
     ErrorClass,
@@ -41,6 +40,7 @@ from outbox.retry import (
     Pause,
     Retry,
     Throttle,
+    WaitOutage,
     classify,
     decide,
     pauses_every_sender,
@@ -320,7 +320,6 @@ class RowSender:
     async def _refused(self, claim: Claim, recipient: str, part: Part, error: SendError) -> None:
         error_class = classify(error)
         # A 2xx without a usable id, or a malformed answer, is in doubt but shows the API up.
-        in_doubt = isinstance(error, InDoubt)
         no_answer = error_class is ErrorClass.TRANSIENT or (
             isinstance(error, InDoubt) and not error.answered
         )
@@ -330,18 +329,6 @@ class RowSender:
         elif error_class is not ErrorClass.ACCOUNT:
             self._senders.answered(claim.sender)
         code = error.code if isinstance(error, GraphError) else None
-        if outage and no_answer and (not in_doubt or claim.in_doubt + 1 < MAX_IN_DOUBT_IN_OUTAGE):
-            # Not the row's fault: it waits for the API like every other row, attempt kept; a
-            # timeout still counts in in_doubt, but fails the row only at MAX_IN_DOUBT_IN_OUTAGE
-            # while nothing answers (its probes are the only sends then).
-            # A probe that failed steps aside until just after the next probe, so that probe
-            # tries another row: one row that always fails must not keep the sender in an outage.
-            gate = self._senders.gate(claim.sender)
-            delay = gate.seconds_to_probe() + 1.0 if claim.probe else 0.0
-            doubt = 1 if in_doubt else 0
-            reason = f"waiting out an API outage: {error}"
-            await self._reschedule(claim, delay, reason, give_back=1, doubt=doubt)
-            return
         outcome = decide(
             error,
             attempts=claim.attempts,
@@ -349,9 +336,17 @@ class RowSender:
             base_delay=self.settings.retry_delay,
             pair_strikes=self._limiter.strikes(claim.sender, recipient),
             in_doubt=claim.in_doubt,
+            outage=outage,
         )
         doubt = 1 if error_class is ErrorClass.IN_DOUBT else 0
-        if isinstance(outcome, Retry):
+        if isinstance(outcome, WaitOutage):
+            # A probe that failed steps aside until just after the next probe, so that probe
+            # tries another row: one row that always fails must not keep the sender in an outage.
+            gate = self._senders.gate(claim.sender)
+            delay = gate.seconds_to_probe() + 1.0 if claim.probe else 0.0
+            reason = f"waiting out an API outage: {outcome.reason}"
+            await self._reschedule(claim, delay, reason, give_back=1, doubt=outcome.doubt)
+        elif isinstance(outcome, Retry):
             logger.info(
                 "message %d: %s; retry in %.1fs",
                 claim.id,

@@ -41,6 +41,10 @@ class Senders:
         """The senders whose own gate is closed: their rows are not claimed."""
         return [sender for sender, gate in self._gates.items() if not gate.open]
 
+    def paused(self) -> list[str]:
+        """The senders paused by an account error of their own (not by an outage)."""
+        return [sender for sender, gate in self._gates.items() if gate.state is State.PAUSED]
+
     def known(self) -> dict[str, Gate]:
         return dict(self._gates)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
+from outbox.claims import Claim
 from outbox.daemon import Daemon
 from outbox.simulator import Simulator, Step
 
@@ -54,3 +56,20 @@ def sent(
 ) -> list[str]:
     """Callback ids (outbox:<row>:<part>) of accepted messages, in acceptance order."""
     return [a["callback"] for a in simulator.accepted if keep(a)]
+
+
+def claim_of(row_id: int, token: uuid.UUID, *, in_doubt: int = 0, probe: bool = False) -> Claim:
+    """The claim of a one-text row to 923001234567 that a test set `sending` with `token` and a
+    30 s lease, on its first attempt."""
+    return Claim(
+        id=row_id,
+        recipient="923001234567",
+        message="hi",
+        media=[],
+        accepted=0,
+        attempts=1,
+        in_doubt=in_doubt,
+        token=token,
+        lease_until=asyncio.get_running_loop().time() + 30,
+        probe=probe,
+    )

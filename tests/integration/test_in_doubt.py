@@ -3,7 +3,6 @@ is never sent more than MAX_IN_DOUBT_IN_OUTAGE times; an answer that came back i
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import aiohttp
@@ -12,7 +11,6 @@ import pytest
 from aioresponses import aioresponses
 
 import outbox
-from outbox.claims import Claim
 from outbox.events import EventLog
 from outbox.limiter import RateLimiter
 from outbox.pool import Pool
@@ -21,6 +19,7 @@ from outbox.retry import MAX_IN_DOUBT, MAX_IN_DOUBT_IN_OUTAGE
 from outbox.rows import RowSender
 from outbox.senders import Senders
 from outbox.whatsapp import CloudAPI
+from tests.daemon_helpers import claim_of
 
 PHONE = "1122334455"
 URL = f"http://127.0.0.1:9/v23.0/{PHONE}/messages"
@@ -40,18 +39,7 @@ async def deliver_in_an_outage(database_url: str, in_doubt: int, **answer: objec
             in_doubt,
             token,
         )
-        claim = Claim(
-            id=row_id,
-            recipient="923001234567",
-            message="hi",
-            media=[],
-            accepted=0,
-            attempts=1,
-            in_doubt=in_doubt,
-            token=token,
-            lease_until=asyncio.get_running_loop().time() + 30,
-            probe=True,
-        )
+        claim = claim_of(row_id, token, in_doubt=in_doubt, probe=True)
         senders = Senders(PHONE, 60)
         for n in range(5):  # five timeouts to three recipients: the sender is in an outage
             senders.gate(PHONE).failed(1000 + n, f"92300000000{n % 3}", "timed out")

@@ -26,6 +26,7 @@ from outbox.recorder import PartRecorder
 from outbox.rows import RowSender
 from outbox.senders import Senders
 from outbox.whatsapp import CloudAPI
+from tests.daemon_helpers import claim_of
 
 URL = "http://127.0.0.1:9/v23.0/1122334455/messages"
 CODES = [0, 1, 2, 4, 10, 33, 100, 190, 368, 130429, 131000, 131026, 131047, 131056, 132015]
@@ -138,18 +139,7 @@ async def _claim(conn: asyncpg.Connection, row_id: int) -> Claim:
         row_id,
         token,
     )
-    loop_time = asyncio.get_running_loop().time()
-    return Claim(
-        id=row_id,
-        recipient="923001234567",
-        message="hi",
-        media=[],
-        accepted=0,
-        attempts=1,
-        in_doubt=0,
-        token=token,
-        lease_until=loop_time + 30,
-    )
+    return claim_of(row_id, token)
 
 
 def _check(state: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ import pytest
 from outbox.errors import GraphError, InDoubt, TransportError
 from outbox.retry import (
     MAX_IN_DOUBT,
+    MAX_IN_DOUBT_IN_OUTAGE,
     MAX_RETRY_DELAY,
     MAX_SENDER_HOLD,
     TEMPLATE_PAUSE_HOLD,
@@ -16,6 +17,7 @@ from outbox.retry import (
     Pause,
     Retry,
     Throttle,
+    WaitOutage,
     classify,
     decide,
     retry_delay,
@@ -107,6 +109,34 @@ def test_a_row_fails_after_three_sends_in_doubt() -> None:
     outcome = decide(error, attempts=1, max_attempts=10, base_delay=1, in_doubt=MAX_IN_DOUBT - 1)
     assert isinstance(outcome, Fail)
     assert outcome.reason.startswith(f"in doubt after {MAX_IN_DOUBT} sends")
+
+
+def test_in_an_outage_a_transient_failure_waits_with_its_attempt_given_back() -> None:
+    outcome = decide(graph(131000, 500), attempts=10, max_attempts=10, base_delay=1, outage=True)
+    assert isinstance(outcome, WaitOutage)
+    assert outcome.doubt == 0
+
+
+def test_in_an_outage_a_timeout_waits_past_the_usual_in_doubt_limit() -> None:
+    error = InDoubt("request timed out")
+    outcome = decide(
+        error, attempts=1, max_attempts=10, base_delay=1, in_doubt=MAX_IN_DOUBT, outage=True
+    )
+    assert isinstance(outcome, WaitOutage)
+    assert outcome.doubt == 1
+
+
+def test_in_an_outage_a_timeout_still_fails_the_row_at_the_outage_limit() -> None:
+    error = InDoubt("request timed out")
+    outcome = decide(
+        error,
+        attempts=1,
+        max_attempts=10,
+        base_delay=1,
+        in_doubt=MAX_IN_DOUBT_IN_OUTAGE - 1,
+        outage=True,
+    )
+    assert isinstance(outcome, Fail)
 
 
 def test_a_sender_wide_hold_is_capped_at_a_minute() -> None:
