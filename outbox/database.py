@@ -123,6 +123,7 @@ def is_connection_error(exc: BaseException) -> bool:
             cause,
             OSError
             | asyncpg.InterfaceError
+            | asyncpg.InternalClientError  # the connection's protocol state, not the statement
             | asyncpg.PostgresConnectionError
             | sqlalchemy.exc.InterfaceError
             | sqlalchemy.exc.TimeoutError,

@@ -26,7 +26,13 @@ logger = logging.getLogger(__name__)
 PROBE_TIMEOUT = 3.0  # a direct connection hears its probe within milliseconds
 RECHECK_INTERVAL = 300.0  # between silent looks once LISTEN proved impossible
 QUERY_TIMEOUT = 5.0
-_CONNECTION_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+_CONNECTION_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 
 
 class ListenImpossible(Exception):

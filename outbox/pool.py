@@ -91,6 +91,11 @@ class Pool:
         conn = await pool.acquire(timeout=ACQUIRE_TIMEOUT)
         try:
             yield _connection(conn)
+        except asyncpg.InternalClientError:
+            # Its protocol state is broken, e.g. by the FATAL error a server that shuts down
+            # sends before it closes the connection: never hand it out again.
+            conn.terminate()
+            raise
         finally:
             await _release(pool, conn)
 

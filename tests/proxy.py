@@ -3,6 +3,8 @@
 cut() aborts every open connection and refuses new ones until restore(), as a failed network or a
 stopped server would look from the daemon's side, while the test keeps its own direct access.
 stall() is the nastier failure: connections stay open but nothing gets through (a black hole).
+close_delay holds back the end of a connection the server closed, as a busy host or network does:
+the client reads the server's last words (a FATAL error) well before the connection ends.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class PostgresProxy:
         self._open: set[asyncio.StreamWriter] = set()
         self.is_cut = False
         self.is_stalled = False
+        self.close_delay = 0.0
 
     async def start(self) -> str:
         """Start listening; the DSN that goes through the proxy."""
@@ -68,16 +71,22 @@ class PostgresProxy:
             return
         self._open.update((writer, up_writer))
         await asyncio.gather(
-            self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
+            self._pipe(reader, up_writer),
+            self._pipe(up_reader, writer, delay_close=True),
+            return_exceptions=True,
         )
         for side in (writer, up_writer):
             self._open.discard(side)
             side.transport.abort()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay_close: bool = False
+    ) -> None:
         with contextlib.suppress(OSError, ConnectionError):
             while data := await reader.read(65536):
                 if not self.is_stalled:  # a black hole swallows what it is sent
                     writer.write(data)
                     await writer.drain()
+        if delay_close and not self.is_cut:
+            await asyncio.sleep(self.close_delay)
         writer.transport.abort()

@@ -272,6 +272,39 @@ async def test_a_database_outage_longer_than_the_lease_resends_no_accepted_part(
         ]
 
 
+async def test_answers_arriving_while_the_server_ends_idle_connections_are_all_recorded(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, database_url: str
+) -> None:
+    """A server that shuts down sends each idle connection a FATAL error and only then closes
+    it. A statement started in between met asyncpg's "another operation is in progress", which
+    failed the row whose accepted part it was recording."""
+    proxy = PostgresProxy(database_url)
+    proxy.close_delay = 3.0
+    proxied = await proxy.start()
+    rows = [await enqueue(engine, r, "text") for r in RECIPIENTS[:5]]
+    for recipient in RECIPIENTS[:5]:
+        script(simulator, recipient, {"delay_ms": 1500})
+    daemon = Daemon(replace(settings, database_url=proxied, poll_interval=0.5))
+    task = asyncio.create_task(daemon.run())
+    try:
+        await eventually(lambda: _async(simulator.requests >= 5), 10, "the first sends")
+        conn = await asyncpg.connect(database_url)
+        try:
+            ended = await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await conn.close()
+        assert ended > 0
+        await eventually(lambda: _counted(database_url, "sent", 5), 30, "all rows sent")
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(task, 30)
+        await proxy.close()
+    assert sorted(sent(simulator)) == sorted(f"outbox:{row}:0" for row in rows)
+
+
 async def test_a_stop_while_the_database_is_away_is_bounded(
     engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, database_url: str
 ) -> None:

@@ -16,6 +16,7 @@ from outbox.database import is_connection_error
         asyncpg.exceptions.AdminShutdownError("terminating connection"),
         asyncpg.exceptions.TooManyConnectionsError("sorry, too many clients already"),
         asyncpg.exceptions.DeadlockDetectedError("deadlock detected"),
+        asyncpg.exceptions.InternalClientError("another operation (2) is in progress"),
     ],
     ids=lambda error: type(error).__name__,
 )
