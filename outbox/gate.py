@@ -4,7 +4,9 @@ An outage is the Graph API failing for everyone: transient failures (network, 5x
 Graph codes, timeouts) from several rows and recipients with no answer in between. Like a pause it
 stops claiming without using attempts, and one probe at a time finds out when sending works
 again: every `pause_probe` seconds while paused, on a backoff capped at 30 s in an outage.
-Any real answer from the API (an id, a permanent or throttling error) ends an outage.
+An outage's probe first looks the phone number up (a GET that sends nothing) and risks a message
+only once that is answered. Any real answer to a message (an id, a permanent or throttling
+error) ends an outage.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ class Gate:
         if self._failures >= OUTAGE_FAILURES and len(self._failed_recipients) >= OUTAGE_RECIPIENTS:
             logger.error(
                 "Graph API outage: %d sends to %d recipients failed with no answer in "
-                "between (%s); holding all sending, probing with one message",
+                "between (%s); holding all sending, probing with a lookup, then one message",
                 self._failures,
                 len(self._failed_recipients),
                 reason,

@@ -24,6 +24,7 @@ from outbox.connections import fetch_all, fetch_one
 from outbox.database import is_connection_error, persistently, short_error
 from outbox.errors import GraphError, InDoubt, InvalidMessage, SendError, clean
 from outbox.events import Event, EventLog
+from outbox.gate import State
 from outbox.limiter import RateLimiter
 from outbox.logs import bind_row
 from outbox.metrics.daemon import DaemonMetrics
@@ -137,6 +138,9 @@ class RowSender:
             self._limiter.seed(claim.sender, recipient, claim.pair_due_in)
         if claim.accepted >= len(parts):
             await self._write(store.FINISH_ACCEPTED, claim)
+            return
+        if claim.probe and not await self._api_answers(claim.sender):
+            await self._release(claim)  # nothing was sent: no attempt, no send in doubt
             return
         loop = asyncio.get_running_loop()
         for index in range(claim.accepted, len(parts)):
@@ -311,6 +315,17 @@ class RowSender:
             return 0.0
         until = self._template_holds.get(str(part.template.get("name")), 0.0)
         return max(0.0, until - time.monotonic())
+
+    async def _api_answers(self, sender: str) -> bool:
+        """In an outage, whether the API answers a lookup now: a probe sends a message only
+        then, so that however long nothing answers, no part is sent into the void (where each
+        send would be one more in doubt)."""
+        if self._senders.gate(sender).state is not State.OUTAGE:
+            return True
+        if await self._api.reachable(sender):
+            return True
+        logger.info("outage probe: the Graph API still does not answer; no message sent")
+        return False
 
     def _answered(self, sender: str, recipient: str) -> None:
         """The API answered: the sender works, whatever it said about this message."""

@@ -1,4 +1,5 @@
-"""A local stand-in for the Graph API's /messages endpoint, for demos, tests and benchmarks.
+"""A local stand-in for the Graph API's /messages endpoint (and the lookup of a phone number,
+GET /{version}/{phone_number_id}), for demos, tests and benchmarks.
 
 Validates requests as Meta does (token, phone number id, payload limits), answers in Meta's
 formats, and plays scripted faults per recipient. Accepted messages are kept in memory and served
@@ -256,7 +257,10 @@ class Simulator:
     # A phone number id named here is accepted besides `phone_number_id`.
     sender_scenario: dict[str, deque[Step]] = field(default_factory=dict)
     accepted: list[dict[str, Any]] = field(default_factory=list)
-    requests: int = 0
+    requests: int = 0  # POSTs to /messages that reached it
+    lookups: int = 0  # GETs of a phone number
+    # The API cannot be reached: every request is cut off unanswered before it is read.
+    unreachable: bool = False
     arrivals: list[float] = field(default_factory=list)  # time.time() of every request
     _sender_tokens: float = 0.0
     _sender_at: float = field(default_factory=time.monotonic)
@@ -274,6 +278,7 @@ class Simulator:
         app = web.Application(client_max_size=1024 * 1024)
         app.router.add_post("/{version}/{phone_number_id}/messages", self.handle_message)
         app.router.add_get("/_simulator/messages", self.handle_accepted)
+        app.router.add_get("/{version}/{phone_number_id}", self.handle_lookup)
         app.on_cleanup.append(self._close_notifier)
         return app
 
@@ -313,7 +318,8 @@ class Simulator:
         self._sender_tokens -= 1
         self._pairs[recipient] = (tokens - 1, now)
 
-    def _check_request(self, request: web.Request, body: object) -> dict[str, Any]:
+    def _check_sender(self, request: web.Request) -> None:
+        """The token, and the phone number id in the path, as Meta checks them."""
         authorization = request.headers.get("Authorization")
         if self.access_token is not None and authorization != f"Bearer {self.access_token}":
             raise Refusal(190, "Invalid OAuth access token - Cannot parse access token")
@@ -327,6 +333,28 @@ class Simulator:
                     "not support this operation",
                     subcode=33,
                 )
+
+    async def handle_lookup(self, request: web.Request) -> web.StreamResponse:
+        """GET /{version}/{phone_number_id}: the number's profile (what an outage probe asks)."""
+        self.lookups += 1
+        if self.unreachable:
+            return self._drop(request)
+        try:
+            self._check_sender(request)
+        except Refusal as refusal:
+            return refusal.response()
+        phone = request.match_info["phone_number_id"]
+        return web.json_response(
+            {
+                "id": phone,
+                "display_phone_number": "+1 555-0100",
+                "verified_name": "Outbox Simulator",
+                "quality_rating": "GREEN",
+            }
+        )
+
+    def _check_request(self, request: web.Request, body: object) -> dict[str, Any]:
+        self._check_sender(request)
         if not isinstance(body, dict) or body.get("messaging_product") != "whatsapp":
             raise Refusal(100, "The parameter messaging_product is required.")
         to = body.get("to")
@@ -358,6 +386,8 @@ class Simulator:
         return body
 
     async def handle_message(self, request: web.Request) -> web.StreamResponse:
+        if self.unreachable:
+            return self._drop(request)
         self.requests += 1
         received = time.time()
         self.arrivals.append(received)

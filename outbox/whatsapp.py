@@ -1,8 +1,9 @@
 """The WhatsApp Cloud API: message payloads and send(); where HTTP and Graph errors become ours.
 
-A part is accepted only when the answer is a 200 whose JSON holds a usable wamid. Everything else
-raises a SendError: InDoubt when Meta may have accepted it (a timeout, a 200 without a usable id).
-The access token is only ever in the Authorization header, never in text.
+A part is accepted only when the answer is a 2xx whose JSON holds a usable wamid. Everything else
+raises a SendError: InDoubt when Meta may have accepted it (a timeout, a 2xx without a usable id,
+a new connection closed after the request went out). The access token is only ever in the
+Authorization header, never in text.
 """
 
 from __future__ import annotations
@@ -243,6 +244,34 @@ class CloudAPI:
             # An answer aiohttp could not parse came after the whole request went out: Meta may
             # have accepted the part.
             raise InDoubt(f"a malformed answer: {exc.message}"[:200], answered=True) from None
+        except aiohttp.ClientConnectorError as exc:  # no connection: nothing went out
+            raise TransportError(_described(exc)) from None
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            # Closed or reset after the request went out: the API may have accepted the part
+            # first. (A kept-alive connection the server closed as the request left looks the
+            # same, and is as rare as it is harmless to hold in doubt.)
+            raise InDoubt(
+                f"no answer: {_described(exc)} (the part may have been accepted)"
+            ) from None
         except aiohttp.ClientError as exc:
-            # str() of aiohttp errors names host and port, never our headers.
-            raise TransportError(f"{type(exc).__name__}: {exc}") from None
+            raise TransportError(_described(exc)) from None
+
+    async def reachable(self, sender: str | None = None) -> bool:
+        """Whether the Graph API answers at all, asked without sending anything: a GET of the
+        phone number. An outage's probe asks this before it risks a message in doubt."""
+        try:
+            async with self._session.get(
+                f"{self._base}/{sender or self.phone_number_id}",
+                params={"fields": "id"},
+                headers=self._headers,
+                timeout=self._timeout,
+            ) as response:
+                await _read_capped(response)
+                return response.status < 500  # an error about the request is an answer too
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+
+def _described(exc: aiohttp.ClientError) -> str:
+    # str() of aiohttp errors names host and port, never our headers.
+    return f"{type(exc).__name__}: {exc}"

@@ -50,6 +50,24 @@ async def test_dropped_connections_repeat_only_parts_in_doubt(chaos: MakeRound) 
     assert_guarantees(await chaos_round.finish(invariants.in_doubt_limit))
 
 
+async def test_answers_lost_with_their_connection_are_settled_by_webhooks_not_resent(
+    chaos: MakeRound,
+) -> None:
+    """Meta accepted the part, then the connection broke before the answer: with the webhook
+    receiver running the part's status webhook settles it, and nothing goes out twice."""
+    chaos_round = await chaos("answers lost with the connection, receiver", scaled(RECIPIENTS))
+    script_some(chaos_round, [{"accept_and_drop": True}, "ok"], share=0.7)
+    await chaos_round.load.fill(scaled(80))
+    producing = asyncio.create_task(chaos_round.load.produce(scaled(40), seconds=1.5))
+    environ = await chaos_round.enter(chaos_round.receiver())
+    flags = {**FLAGS, "--reconcile-seconds": "10"}
+    await chaos_round.spawn(DAEMONS, flags=flags, environ=environ)
+    await settle(chaos_round, producing)
+    figures = await chaos_round.finish()
+    assert_guarantees(figures)
+    assert figures.duplicated == 0, "\n".join(figures.notes[:40])
+
+
 async def test_requests_hanging_past_the_timeout_repeat_only_parts_in_doubt(
     chaos: MakeRound,
 ) -> None:

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 import outbox
 from outbox import cli, serve
 from outbox import daemon as daemon_module
+from outbox import gate as gate_module
 from outbox.daemon import Daemon
 from outbox.simulator import Simulator
 from tests.daemon_helpers import IMAGE, drain, enqueue, script, sent, status
@@ -683,3 +684,29 @@ async def test_timeouts_through_a_whole_api_outage_fail_no_row(
     await eventually(
         lambda: _counted(database_url, "sent", len(rows)), 60, "every row sent after the outage"
     )
+
+
+async def test_an_unreachable_api_is_probed_with_lookups_and_no_part_is_sent_into_it(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+    database_url: str,
+    running: Callable[[outbox.Settings], Daemon],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each send into an API that cuts every connection is one more send in doubt: probing with
+    messages failed the probed rows after 6 of them, however long the outage lasted."""
+    monkeypatch.setattr(gate_module, "OUTAGE_PROBE_CAP", 0.2)  # many probes in a short test
+    simulator.unreachable = True
+    rows = [await enqueue(engine, r, f"booking {n}") for n in range(2) for r in RECIPIENTS[:5]]
+    daemon = running(replace(settings, retry_delay=0.2))
+    await eventually(lambda: _async(daemon.health()["status"] == "outage"), 15, "an outage")
+    await asyncio.sleep(4)  # probes every 0.2 s: twice MAX_IN_DOUBT_IN_OUTAGE of them
+    doubts = [(await fetch_row(database_url, row))["in_doubt"] for row in rows]
+    assert (await statuses(database_url))["failed"] == 0
+    simulator.unreachable = False
+    await eventually(
+        lambda: _counted(database_url, "sent", len(rows)), 30, "every row sent after the outage"
+    )
+    assert max(doubts) <= 1, "only the sends before the outage was known may be in doubt"
+    assert sorted(sent(simulator)) == sorted(f"outbox:{row}:0" for row in rows)

@@ -27,7 +27,8 @@ URL = f"http://127.0.0.1:9/v23.0/{PHONE}/messages"
 
 async def deliver_in_an_outage(database_url: str, in_doubt: int, **answer: object) -> str:
     """Send one row that has been in doubt `in_doubt` times, while its sender is in an outage
-    of timeouts, with `answer` from the API; the row's status and reason afterwards."""
+    of timeouts, with `answer` from the API to the message (its probe's lookup is answered);
+    the row's status and reason afterwards."""
     conn = await asyncpg.connect(database_url)
     pool = Pool(database_url, size=2)
     try:
@@ -59,6 +60,7 @@ async def deliver_in_an_outage(database_url: str, in_doubt: int, **answer: objec
                 settings, pool, api, recorder, senders, RateLimiter(45, 6), lambda: None, events
             )
             with aioresponses() as mocked:
+                mocked.get(f"http://127.0.0.1:9/v23.0/{PHONE}?fields=id", payload={"id": PHONE})
                 mocked.post(URL, **answer)
                 await rows.deliver(claim)
             await recorder.close(5)

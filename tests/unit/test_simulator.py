@@ -76,3 +76,39 @@ async def test_a_dropped_answer_closes_the_connection(sim: tuple[Simulator, str]
     with pytest.raises(aiohttp.ServerDisconnectedError):
         await post(f"{url}/111/messages", TEXT)
     assert len(simulator.accepted) == 1
+
+
+async def get(url: str, token: str = "right") -> tuple[int, dict[str, Any]]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, headers={"Authorization": f"Bearer {token}"}) as response,
+    ):
+        return response.status, await response.json()
+
+
+async def test_a_lookup_of_the_phone_number_answers_its_profile(sim: tuple[Simulator, str]) -> None:
+    simulator, url = sim
+    status, body = await get(f"{url}/111?fields=id")
+    assert (status, body["id"]) == (200, "111")
+    assert (simulator.lookups, simulator.requests) == (1, 0)  # a lookup is not a send
+
+
+async def test_a_lookup_checks_the_token_and_the_phone_number_id(
+    sim: tuple[Simulator, str],
+) -> None:
+    status, body = await get(f"{sim[1]}/111", token="wrong")
+    assert (status, body["error"]["code"]) == (401, 190)
+    status, body = await get(f"{sim[1]}/999")
+    assert (status, body["error"]["code"], body["error"]["error_subcode"]) == (400, 100, 33)
+
+
+async def test_an_unreachable_simulator_cuts_sends_and_lookups_off(
+    sim: tuple[Simulator, str],
+) -> None:
+    simulator, url = sim
+    simulator.unreachable = True
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await post(f"{url}/111/messages", TEXT)
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await get(f"{url}/111")
+    assert (simulator.requests, simulator.accepted) == (0, [])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -275,6 +276,49 @@ BROKEN_BODIES = {
 STATUS_SEEN = {"truncated": 200, "bad chunk": None}  # aiohttp refuses the whole bad-chunk answer
 
 
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@asynccontextmanager
+async def raw_api(answer: Handler) -> AsyncIterator[CloudAPI]:
+    """A CloudAPI whose Graph API is `answer`, on raw sockets."""
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            yield CloudAPI(
+                session,
+                base_url=f"http://127.0.0.1:{port}",
+                version="v23.0",
+                phone_number_id="1122334455",
+                access_token=TOKEN,
+                timeout=5,
+            )
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """One whole request: its headers, then the body its Content-Length announces."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lengths = [
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    ]
+    length = lengths[0] if lengths else 0
+    return head + await reader.readexactly(length)
+
+
+def accepted_answer() -> bytes:
+    body = json.dumps({"messaging_product": "whatsapp", "messages": [{"id": "wamid.OK"}]})
+    return (
+        f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n{body}"
+    ).encode()
+
+
 @pytest.mark.parametrize("broken", sorted(BROKEN_BODIES))
 async def test_a_200_whose_body_breaks_off_is_in_doubt_not_a_transport_error(broken: str) -> None:
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -284,22 +328,79 @@ async def test_a_200_whose_body_breaks_off_is_in_doubt_not_a_transport_error(bro
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        async with aiohttp.ClientSession() as session:
-            api = CloudAPI(
-                session,
-                base_url=f"http://127.0.0.1:{port}",
-                version="v23.0",
-                phone_number_id="1122334455",
-                access_token=TOKEN,
-                timeout=5,
-            )
-            with pytest.raises(InDoubt) as caught:
-                await api.send("923001234567", Part("text", body="hi"))
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with raw_api(answer) as api:
+        with pytest.raises(InDoubt) as caught:
+            await api.send("923001234567", Part("text", body="hi"))
     assert caught.value.http_status == STATUS_SEEN[broken]
     assert caught.value.answered  # something came back: the API is up, this is no outage
+
+
+@pytest.mark.parametrize("ending", ["close", "reset"])
+async def test_a_new_connection_ended_after_the_whole_request_is_in_doubt(ending: str) -> None:
+    """The API read the request and may have accepted it before the connection broke: a quick
+    resend could deliver the part twice."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        if ending == "reset":
+            writer.transport.abort()
+        else:
+            writer.close()
+
+    async with raw_api(answer) as api:
+        with pytest.raises(InDoubt, match="may have been accepted") as caught:
+            await api.send("923001234567", Part("text", body="hi"))
+    assert not caught.value.answered  # nothing came back: it counts towards an outage
+
+
+async def test_a_kept_alive_connection_ended_after_the_request_is_in_doubt_too() -> None:
+    """Most requests go out on a reused connection, so that is where most answers are lost. A
+    server that closed it just as the request left looks the same and is rare: held in doubt
+    too (HTTP clients do not replay a POST either)."""
+    requests = 0
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
+        await read_request(reader)
+        requests += 1
+        writer.write(accepted_answer())  # the first request is answered, keep-alive
+        await writer.drain()
+        await read_request(reader)
+        requests += 1
+        writer.close()
+
+    async with raw_api(answer) as api:
+        assert await api.send("923001234567", Part("text", body="hi")) == "wamid.OK"
+        with pytest.raises(InDoubt, match="may have been accepted"):
+            await api.send("923001234567", Part("text", body="again"))
+    assert requests == 2  # the second went out on the first one's connection
+
+
+async def test_a_refused_connection_is_a_transport_error(api: CloudAPI) -> None:
+    with pytest.raises(TransportError) as caught:
+        await api.send("923001234567", Part("text", body="hi"))  # nothing listens on port 9
+    assert not isinstance(caught.value, InDoubt)
+
+
+@pytest.mark.parametrize(
+    ("status", "reachable"), [(200, True), (400, True), (401, True), (500, False), (503, False)]
+)
+async def test_reachable_is_whether_the_api_answers_a_lookup_of_the_number(
+    api: CloudAPI, status: int, reachable: bool
+) -> None:
+    with aioresponses() as mocked:
+        mocked.get(
+            "http://127.0.0.1:9/v23.0/1122334455?fields=id",
+            status=status,
+            payload={"id": "1122334455"},
+        )
+        assert await api.reachable() is reachable
+        ((_, call),) = [(key, calls[0]) for key, calls in mocked.requests.items()]
+    assert call.kwargs["headers"]["Authorization"] == f"Bearer {TOKEN}"
+
+
+async def test_reachable_is_false_when_nothing_answers(api: CloudAPI) -> None:
+    assert not await api.reachable()  # port 9: refused
+    with aioresponses() as mocked:
+        mocked.get("http://127.0.0.1:9/v23.0/1122334455?fields=id", exception=TimeoutError())
+        assert not await api.reachable()
