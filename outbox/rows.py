@@ -139,7 +139,7 @@ class RowSender:
         if claim.accepted >= len(parts):
             await self._write(store.FINISH_ACCEPTED, claim)
             return
-        if claim.probe and not await self._api_answers(claim.sender):
+        if claim.probe and not await self._api_answers(claim):
             await self._release(claim)  # nothing was sent: no attempt, no send in doubt
             return
         loop = asyncio.get_running_loop()
@@ -316,15 +316,18 @@ class RowSender:
         until = self._template_holds.get(str(part.template.get("name")), 0.0)
         return max(0.0, until - time.monotonic())
 
-    async def _api_answers(self, sender: str) -> bool:
+    async def _api_answers(self, claim: Claim) -> bool:
         """In an outage, whether the API answers a lookup now: a probe sends a message only
         then, so that however long nothing answers, no part is sent into the void (where each
         send would be one more in doubt)."""
-        if self._senders.gate(sender).state is not State.OUTAGE:
+        gate = self._senders.gate(claim.sender)
+        if gate.state is not State.OUTAGE:
             return True
-        if await self._api.reachable(sender):
+        reason = await self._api.unreachable(claim.sender)
+        if reason is None:
             return True
-        logger.info("outage probe: the Graph API still does not answer; no message sent")
+        logger.info("outage probe: %s; no message sent", reason)
+        gate.failed(claim.id, claim.recipient, reason)  # what /readyz says now
         return False
 
     def _answered(self, sender: str, recipient: str) -> None:

@@ -256,9 +256,9 @@ class CloudAPI:
         except aiohttp.ClientError as exc:
             raise TransportError(_described(exc)) from None
 
-    async def reachable(self, sender: str | None = None) -> bool:
-        """Whether the Graph API answers at all, asked without sending anything: a GET of the
-        phone number. An outage's probe asks this before it risks a message in doubt."""
+    async def unreachable(self, sender: str | None = None) -> str | None:
+        """Why the Graph API does not answer at all, or None when it does, asked without sending
+        anything: a GET of the phone number. An outage's probe asks before it risks a message."""
         try:
             async with self._session.get(
                 f"{self._base}/{sender or self.phone_number_id}",
@@ -267,9 +267,13 @@ class CloudAPI:
                 timeout=self._timeout,
             ) as response:
                 await _read_capped(response)
-                return response.status < 500  # an error about the request is an answer too
-        except (aiohttp.ClientError, TimeoutError):
-            return False
+                if response.status >= 500:  # an error about the request is an answer too
+                    return f"a lookup of the phone number got HTTP {response.status}"
+                return None
+        except TimeoutError:
+            return "a lookup of the phone number timed out"
+        except aiohttp.ClientError as exc:
+            return f"a lookup of the phone number failed: {_described(exc)}"
 
 
 def _described(exc: aiohttp.ClientError) -> str:

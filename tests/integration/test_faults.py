@@ -702,6 +702,7 @@ async def test_an_unreachable_api_is_probed_with_lookups_and_no_part_is_sent_int
     daemon = running(replace(settings, retry_delay=0.2))
     await eventually(lambda: _async(daemon.health()["status"] == "outage"), 15, "an outage")
     await asyncio.sleep(4)  # probes every 0.2 s: twice MAX_IN_DOUBT_IN_OUTAGE of them
+    assert "a lookup of the phone number failed" in (daemon.health()["reason"] or "")
     doubts = [(await fetch_row(database_url, row))["in_doubt"] for row in rows]
     assert (await statuses(database_url))["failed"] == 0
     simulator.unreachable = False

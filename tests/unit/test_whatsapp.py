@@ -383,10 +383,10 @@ async def test_a_refused_connection_is_a_transport_error(api: CloudAPI) -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "reachable"), [(200, True), (400, True), (401, True), (500, False), (503, False)]
+    ("status", "answered"), [(200, True), (400, True), (401, True), (500, False), (503, False)]
 )
-async def test_reachable_is_whether_the_api_answers_a_lookup_of_the_number(
-    api: CloudAPI, status: int, reachable: bool
+async def test_a_lookup_of_the_number_shows_whether_the_api_answers(
+    api: CloudAPI, status: int, answered: bool
 ) -> None:
     with aioresponses() as mocked:
         mocked.get(
@@ -394,13 +394,14 @@ async def test_reachable_is_whether_the_api_answers_a_lookup_of_the_number(
             status=status,
             payload={"id": "1122334455"},
         )
-        assert await api.reachable() is reachable
+        reason = await api.unreachable()
         ((_, call),) = [(key, calls[0]) for key, calls in mocked.requests.items()]
+    assert (reason is None) is answered
     assert call.kwargs["headers"]["Authorization"] == f"Bearer {TOKEN}"
 
 
-async def test_reachable_is_false_when_nothing_answers(api: CloudAPI) -> None:
-    assert not await api.reachable()  # port 9: refused
+async def test_a_lookup_nothing_answers_says_why(api: CloudAPI) -> None:
+    assert "ClientConnectorError" in (await api.unreachable() or "")  # port 9: refused
     with aioresponses() as mocked:
         mocked.get("http://127.0.0.1:9/v23.0/1122334455?fields=id", exception=TimeoutError())
-        assert not await api.reachable()
+        assert await api.unreachable() == "a lookup of the phone number timed out"
