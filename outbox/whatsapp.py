@@ -2,7 +2,7 @@
 
 A part is accepted only when the answer is a 2xx whose JSON holds a usable wamid. Everything else
 raises a SendError: InDoubt when Meta may have accepted it (a timeout, a 2xx without a usable id,
-a new connection closed after the request went out). The access token is only ever in the
+a connection closed or reset after the request went out). The access token is only ever in the
 Authorization header, never in text.
 """
 
