@@ -1,7 +1,8 @@
 """Whether the daemon may send now: open, paused (an account-level error), or in an outage.
 
 An outage is the Graph API failing for everyone: transient failures (network, 5xx, transient
-Graph codes, timeouts) from several rows and recipients with no answer in between. Like a pause it
+Graph codes, timeouts) from several rows and recipients with no answer in between, or a send and
+then a lookup of the phone number both unanswered (however few rows are waiting). Like a pause it
 stops claiming without using attempts, and one probe at a time finds out when sending works
 again: every `pause_probe` seconds while paused, on a backoff capped at 30 s in an outage.
 An outage's probe first looks the phone number up (a GET that sends nothing) and risks a message
@@ -80,18 +81,23 @@ class Gate:
             self.reason = reason  # the next probe is already scheduled (probe_due)
             return True
         if self._failures >= OUTAGE_FAILURES and len(self._failed_recipients) >= OUTAGE_RECIPIENTS:
-            logger.error(
-                "Graph API outage: %d sends to %d recipients failed with no answer in "
-                "between (%s); holding all sending, probing with a lookup, then one message",
-                self._failures,
-                len(self._failed_recipients),
+            failures, recipients = self._failures, len(self._failed_recipients)
+            self._begin_outage(
                 reason,
+                f"{failures} sends to {recipients} recipients failed with no answer in between",
             )
-            self._outage_delays = expo_delays(1.0, OUTAGE_PROBE_CAP)
-            self._enter(State.OUTAGE, reason)
-            self._schedule_probe()
             return True
         return False
+
+    def unreachable(self, reason: str) -> bool:
+        """A send and then a lookup of the phone number went unanswered: the API is down, however
+        few rows and recipients failed. True when sending is in an outage (not while paused)."""
+        if self.state is State.PAUSED:
+            return False
+        if self.state is State.OPEN:
+            self._begin_outage(reason, "a send and a lookup of the phone number got no answer")
+        self.reason = reason
+        return True
 
     def answered(self) -> bool:
         """The API answered (an id, or an error about the message): True if that reopened
@@ -103,6 +109,17 @@ class Gate:
         logger.warning("sending resumed after a successful probe (was %s)", self.state.value)
         self._enter(State.OPEN, None)
         return True
+
+    def _begin_outage(self, reason: str, evidence: str) -> None:
+        logger.error(
+            "Graph API outage: %s (%s); holding all sending, probing with a lookup, then one "
+            "message",
+            evidence,
+            reason,
+        )
+        self._outage_delays = expo_delays(1.0, OUTAGE_PROBE_CAP)
+        self._enter(State.OUTAGE, reason)
+        self._schedule_probe()
 
     def _enter(self, state: State, reason: str | None) -> None:
         self.state, self.reason = state, reason

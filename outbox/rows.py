@@ -343,7 +343,10 @@ class RowSender:
         )
         outage = False
         if no_answer:
-            outage = self._senders.gate(claim.sender).failed(claim.id, recipient, str(error))
+            gate = self._senders.gate(claim.sender)
+            outage = gate.failed(claim.id, recipient, str(error))
+            if not outage and (down := await self._api.unreachable(claim.sender)) is not None:
+                outage = gate.unreachable(f"{error}; {down}")
         elif error_class is not ErrorClass.ACCOUNT:
             self._senders.answered(claim.sender)
         code = error.code if isinstance(error, GraphError) else None

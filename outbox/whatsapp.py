@@ -8,6 +8,7 @@ Authorization header, never in text.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -199,6 +200,7 @@ class CloudAPI:
         self.url = self.url_for(phone_number_id)
         self._headers = {"Authorization": f"Bearer {access_token}"}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._lookups: dict[str, asyncio.Future[str | None]] = {}
 
     def __repr__(self) -> str:
         return f"CloudAPI(url={self.url!r})"
@@ -258,10 +260,19 @@ class CloudAPI:
 
     async def unreachable(self, sender: str | None = None) -> str | None:
         """Why the Graph API does not answer at all, or None when it does, asked without sending
-        anything: a GET of the phone number. An outage's probe asks before it risks a message."""
+        anything: a GET of the phone number. An outage's probe asks before it risks a message.
+        Callers asking about one sender meanwhile share its lookup."""
+        sender = sender or self.phone_number_id
+        lookup = self._lookups.get(sender)
+        if lookup is None:
+            lookup = self._lookups[sender] = asyncio.ensure_future(self._look_up(sender))
+            lookup.add_done_callback(lambda _: self._lookups.pop(sender, None))
+        return await asyncio.shield(lookup)  # a caller cancelled does not cancel the others'
+
+    async def _look_up(self, sender: str) -> str | None:
         try:
             async with self._session.get(
-                f"{self._base}/{sender or self.phone_number_id}",
+                f"{self._base}/{sender}",
                 params={"fields": "id"},
                 headers=self._headers,
                 timeout=self._timeout,

@@ -711,3 +711,27 @@ async def test_an_unreachable_api_is_probed_with_lookups_and_no_part_is_sent_int
     )
     assert max(doubts) <= 1, "only the sends before the outage was known may be in doubt"
     assert sorted(sent(simulator)) == sorted(f"outbox:{row}:0" for row in rows)
+
+
+async def test_an_unreachable_api_is_an_outage_even_for_rows_to_one_or_two_recipients(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+    database_url: str,
+    running: Callable[[outbox.Settings], Daemon],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Outage detection needed failures to 3 recipients, so a small app's rows to one or two
+    people used up their sends in doubt and failed within seconds of the API going away."""
+    monkeypatch.setattr(gate_module, "OUTAGE_PROBE_CAP", 0.2)
+    simulator.unreachable = True
+    rows = [await enqueue(engine, r, f"booking {n}") for n in range(3) for r in RECIPIENTS[:2]]
+    daemon = running(replace(settings, retry_delay=0.2))
+    await eventually(lambda: _async(daemon.health()["status"] == "outage"), 15, "an outage")
+    await asyncio.sleep(4)  # probes every 0.2 s
+    assert (await statuses(database_url))["failed"] == 0
+    simulator.unreachable = False
+    await eventually(
+        lambda: _counted(database_url, "sent", len(rows)), 30, "every row sent after the outage"
+    )
+    assert sorted(sent(simulator)) == sorted(f"outbox:{row}:0" for row in rows)

@@ -94,3 +94,20 @@ def test_transient_failures_during_a_pause_do_not_turn_it_into_an_outage() -> No
     gate.pause("(#190) token expired")
     assert not fail_many(gate, OUTAGE_FAILURES, OUTAGE_RECIPIENTS)
     assert gate.state is State.PAUSED
+
+
+def test_a_send_and_a_lookup_both_unanswered_are_an_outage_for_one_recipient() -> None:
+    gate = Gate(pause_probe=60)
+    assert not gate.failed(1, "923000000001", "timed out")
+    assert gate.unreachable("timed out; a lookup of the phone number timed out")
+    assert (gate.state, gate.reason) == (
+        State.OUTAGE,
+        "timed out; a lookup of the phone number timed out",
+    )
+
+
+def test_an_unanswered_lookup_does_not_turn_a_pause_into_an_outage() -> None:
+    gate = Gate(pause_probe=60)
+    gate.pause("(#131031) Business account locked")
+    assert not gate.unreachable("a lookup of the phone number timed out")
+    assert gate.state is State.PAUSED

@@ -405,3 +405,11 @@ async def test_a_lookup_nothing_answers_says_why(api: CloudAPI) -> None:
     with aioresponses() as mocked:
         mocked.get("http://127.0.0.1:9/v23.0/1122334455?fields=id", exception=TimeoutError())
         assert await api.unreachable() == "a lookup of the phone number timed out"
+
+
+async def test_lookups_asked_meanwhile_share_one_request(api: CloudAPI) -> None:
+    with aioresponses() as mocked:
+        mocked.get("http://127.0.0.1:9/v23.0/1122334455?fields=id", exception=TimeoutError())
+        reasons = await asyncio.gather(*(api.unreachable() for _ in range(5)))
+        assert sum(len(calls) for calls in mocked.requests.values()) == 1
+    assert reasons == ["a lookup of the phone number timed out"] * 5
