@@ -225,12 +225,18 @@ async def _retry_or_cancel(conn: AsyncConnection, args: argparse.Namespace) -> i
             print(f"{'retried' if retry else 'cancelled'} {message_id}")
             continue
         refused += 1
-        reason = (
-            f"message {message_id} not found"
-            if status == ""
-            else f"message {message_id} is {status}; only {required} messages can be "
-            f"{'retried' if retry else 'cancelled'}"
-        )
+        if status == "":
+            reason = f"message {message_id} not found"
+        elif retry and status == "failed":  # refused only when Meta failed an accepted part
+            reason = (
+                f"message {message_id} failed after Meta accepted it (a status webhook said "
+                "so); a retry never sends an accepted part again: enqueue it again instead"
+            )
+        else:
+            action_done = "retried" if retry else "cancelled"
+            reason = (
+                f"message {message_id} is {status}; only {required} messages can be {action_done}"
+            )
         print(f"outbox: {reason}", file=sys.stderr)
     return 1 if refused else 0
 

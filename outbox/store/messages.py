@@ -93,9 +93,18 @@ DELIVERY_COLUMNS = (
 SELECT_MESSAGE = sa.select(*DELIVERY_COLUMNS).where(_m.c.id == _id())
 
 # Put a failed row back to pending with attempts reset; its accepted parts stay, never resent.
+# Not a row Meta failed after accepting one of its parts (a status webhook): the retry would only
+# have turned it `sent`.
 RETRY_FAILED = (
     sa.update(_m)
-    .where(_m.c.id == _id(), _m.c.status == sa.literal_column(f"'{FAILED}'"))
+    .where(
+        _m.c.id == _id(),
+        _m.c.status == sa.literal_column(f"'{FAILED}'"),
+        sa.text(
+            "NOT EXISTS (SELECT FROM jsonb_array_elements(outbox_messages.parts) AS p(part) "
+            "WHERE p.part ->> 'status' = 'failed')"
+        ),
+    )
     .values(
         status=PENDING,
         attempts=0,

@@ -127,6 +127,26 @@ def test_retry_requeues_a_failed_row_keeping_its_accepted_parts(
     assert rows == [("pending", 0, "wamid.1")]
 
 
+def test_retry_of_a_row_meta_failed_after_accepting_it_is_refused(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A retry never resends an accepted part, so requeueing a row whose accepted part Meta then
+    failed (by status webhook) would only have marked it sent: an untruthful status."""
+    message_id = enqueue(capsys, "923001234567", "hi")
+    sql(
+        cli_env,
+        "UPDATE outbox_messages SET status = 'failed', last_error = '(#131026) undeliverable', "
+        """parts = '[{"wamid": "wamid.1", "status": "failed"}]' """
+        f"WHERE id = {message_id}",
+    )
+    code, out, err = run(capsys, "retry", str(message_id))
+    assert (code, out) == (1, "")
+    assert err.startswith(f"outbox: message {message_id} failed after Meta accepted it")
+    assert "enqueue it again" in err
+    rows = sql(cli_env, f"SELECT status FROM outbox_messages WHERE id = {message_id}")
+    assert rows == [("failed",)]
+
+
 def test_retry_of_a_pending_row_is_refused(
     cli_env: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
