@@ -193,23 +193,23 @@ async def _stats(conn: AsyncConnection, args: argparse.Namespace) -> int:
         print(json.dumps(stats))
         return 0
     for status, count in stats["counts"].items():
-        print(f"{status:<22}{count}")
+        print(f"{status:<21} {count}")
     if len(stats["senders"]) > 1:
         for sender, counts in sorted(stats["senders"].items()):
             figures = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
-            print(f"{'sender ' + sender:<22}{figures}")
+            print(f"{'sender ' + sender:<21} {figures}")
     oldest = stats["oldest_pending_seconds"]
-    print(f"{'oldest pending (s)':<22}{'-' if oldest is None else oldest}")
-    print(f"{'sends per minute':<22}{stats['sends_per_minute']}")
+    print(f"{'oldest pending (s)':<21} {'-' if oldest is None else oldest}")
+    print(f"{'sends per minute':<21} {stats['sends_per_minute']}")
     if not stats["daemons"]:
-        print(f"{'daemons':<22}none running")
+        print(f"{'daemons':<21} none running")
     for daemon in stats["daemons"]:
         state = daemon["state"]
         if daemon["reason"]:
             state += f" since {daemon['since']}: {daemon['reason']}"
-        print(f"{'daemon ' + daemon['id']:<22}{state} ({daemon['in_flight']} in flight)")
+        print(f"{'daemon ' + daemon['id']:<21} {state} ({daemon['in_flight']} in flight)")
         for sender, other in sorted(daemon["senders"].items()):
-            print(f"{'  sender ' + sender:<22}{other['state']}: {other['reason']}")
+            print(f"{'  sender ' + sender:<21} {other['state']}: {other['reason']}")
     return 0
 
 

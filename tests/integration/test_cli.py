@@ -208,6 +208,19 @@ def test_stats_counts_every_status(cli_env: str, capsys: pytest.CaptureFixture[s
     assert stats["oldest_pending_seconds"] >= 0
 
 
+def test_stats_keeps_a_long_daemon_id_apart_from_its_state(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sql(
+        cli_env,
+        "INSERT INTO outbox_daemons (id, state, reason, state_since) "
+        "VALUES ('vm-1.example:26337:fb4ab871', 'outage', 'timed out', now())",
+    )
+    code, out, _ = run(capsys, "stats")
+    assert code == 0
+    assert "daemon vm-1.example:26337:fb4ab871 outage since " in out
+
+
 @pytest.mark.parametrize(
     "argv",
     [
