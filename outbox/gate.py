@@ -6,8 +6,8 @@ then a lookup of the phone number both unanswered (however few rows are waiting)
 stops claiming without using attempts, and one probe at a time finds out when sending works
 again: every `pause_probe` seconds while paused, on a backoff capped at 30 s in an outage.
 An outage's probe first looks the phone number up (a GET that sends nothing) and risks a message
-only once that is answered. Any real answer to a message (an id, a permanent or throttling
-error) ends an outage.
+only once that is answered (or, should lookups alone fail, every LOOKUP_MISSES-th time). Any real
+answer to a message (an id, a permanent or throttling error) ends an outage.
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ logger = logging.getLogger("outbox.daemon")
 OUTAGE_FAILURES = 5
 OUTAGE_RECIPIENTS = 3  # ... to this many distinct recipients: the API is down, not the rows
 OUTAGE_PROBE_CAP = 30.0
+# An outage probe whose lookup goes unanswered sends no message, except every LOOKUP_MISSES-th
+# time: lookups failing while messages work again must not hold sending forever.
+LOOKUP_MISSES = 10
 
 
 class State(StrEnum):
@@ -47,7 +50,9 @@ class Gate:
         self._outage_delays: Iterator[float] = expo_delays(1.0, OUTAGE_PROBE_CAP)
         self._failures = 0
         self._failed_recipients: set[str] = set()
+        self._lookup_misses = 0
         self.changes = 0  # bumped on every change of state, for whoever reports it
+        self.answers = 0  # answers from the API so far
 
     @property
     def open(self) -> bool:
@@ -89,19 +94,27 @@ class Gate:
             return True
         return False
 
-    def unreachable(self, reason: str) -> bool:
+    def unreachable(self, reason: str, answers: int) -> bool:
         """A send and then a lookup of the phone number went unanswered: the API is down, however
-        few rows and recipients failed. True when sending is in an outage (not while paused)."""
-        if self.state is State.PAUSED:
+        few rows and recipients failed, unless it answered since the send (`answers` was the
+        count of answers then). True when sending is in an outage."""
+        if self.state is State.PAUSED or self.answers != answers:
             return False
         if self.state is State.OPEN:
             self._begin_outage(reason, "a send and a lookup of the phone number got no answer")
         self.reason = reason
         return True
 
+    def lookup_missed(self, reason: str) -> bool:
+        """An outage probe's lookup went unanswered: True when its message goes anyway."""
+        self.reason = reason
+        self._lookup_misses += 1
+        return self._lookup_misses % LOOKUP_MISSES == 0
+
     def answered(self) -> bool:
         """The API answered (an id, or an error about the message): True if that reopened
         sending after a pause or an outage."""
+        self.answers += 1
         self._failures = 0
         self._failed_recipients.clear()
         if self.open:
@@ -126,6 +139,7 @@ class Gate:
         self.since = None if state is State.OPEN else self._clock()
         self._failures = 0
         self._failed_recipients.clear()
+        self._lookup_misses = 0
         self.changes += 1
 
     def _schedule_probe(self) -> None:

@@ -97,6 +97,7 @@ class RowSender:
         self.abandon = False
         # Template name -> held until (time.monotonic(): metrics may read it from another thread).
         self._template_holds: dict[str, float] = {}
+        self._lookups: set[asyncio.Task[None]] = set()  # outage checks under way
         self._pool = pool
         self._recorder = recorder
         self._senders = senders
@@ -326,9 +327,26 @@ class RowSender:
         reason = await self._api.unreachable(claim.sender)
         if reason is None:
             return True
+        if gate.lookup_missed(reason):  # what /readyz says now
+            logger.info("outage probe: %s; sending one message all the same", reason)
+            return True
         logger.info("outage probe: %s; no message sent", reason)
-        gate.failed(claim.id, claim.recipient, reason)  # what /readyz says now
         return False
+
+    def _look_up_later(self, sender: str, failure: str) -> None:
+        """After a send without an answer, look the phone number up, apart from the row (whose
+        outcome must not wait for it): unanswered too, and no answer since, is an outage."""
+        gate = self._senders.gate(sender)
+        answers = gate.answers
+
+        async def look_up() -> None:
+            down = await self._api.unreachable(sender)
+            if down is not None:
+                gate.unreachable(f"{failure}; {down}", answers=answers)
+
+        task = asyncio.create_task(look_up(), name=f"outbox-lookup-{sender}")
+        self._lookups.add(task)
+        task.add_done_callback(self._lookups.discard)
 
     def _answered(self, sender: str, recipient: str) -> None:
         """The API answered: the sender works, whatever it said about this message."""
@@ -345,8 +363,8 @@ class RowSender:
         if no_answer:
             gate = self._senders.gate(claim.sender)
             outage = gate.failed(claim.id, recipient, str(error))
-            if not outage and (down := await self._api.unreachable(claim.sender)) is not None:
-                outage = gate.unreachable(f"{error}; {down}")
+            if not outage:
+                self._look_up_later(claim.sender, str(error))
         elif error_class is not ErrorClass.ACCOUNT:
             self._senders.answered(claim.sender)
         code = error.code if isinstance(error, GraphError) else None

@@ -261,6 +261,9 @@ class Simulator:
     lookups: int = 0  # GETs of a phone number
     # The API cannot be reached: every request is cut off unanswered before it is read.
     unreachable: bool = False
+    # How every lookup of a phone number is answered instead, if set: a "drop", "hang" or
+    # "error" step (the lookup endpoint failing while messages may work).
+    lookup_fault: Step | None = None
     arrivals: list[float] = field(default_factory=list)  # time.time() of every request
     _sender_tokens: float = 0.0
     _sender_at: float = field(default_factory=time.monotonic)
@@ -337,8 +340,14 @@ class Simulator:
     async def handle_lookup(self, request: web.Request) -> web.StreamResponse:
         """GET /{version}/{phone_number_id}: the number's profile (what an outage probe asks)."""
         self.lookups += 1
-        if self.unreachable:
+        fault = self.lookup_fault
+        if self.unreachable or (fault is not None and fault.action == "drop"):
             return self._drop(request)
+        if fault is not None and fault.action == "hang":
+            await asyncio.sleep(fault.delay_ms / 1000)
+            return self._drop(request)
+        if fault is not None and fault.action == "error":
+            return Refusal(fault.code, http=fault.http).response()
         try:
             self._check_sender(request)
         except Refusal as refusal:

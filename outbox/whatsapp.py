@@ -9,6 +9,7 @@ Authorization header, never in text.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import re
@@ -277,10 +278,9 @@ class CloudAPI:
                 headers=self._headers,
                 timeout=self._timeout,
             ) as response:
-                await _read_capped(response)
-                if response.status >= 500:  # an error about the request is an answer too
-                    return f"a lookup of the phone number got HTTP {response.status}"
-                return None
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    await _read_capped(response)  # to keep the connection; the status is enough
+                return None  # any answer, an error too: the API can be reached
         except TimeoutError:
             return "a lookup of the phone number timed out"
         except aiohttp.ClientError as exc:

@@ -27,7 +27,7 @@ from outbox import cli, serve
 from outbox import daemon as daemon_module
 from outbox import gate as gate_module
 from outbox.daemon import Daemon
-from outbox.simulator import Simulator
+from outbox.simulator import Simulator, Step
 from tests.daemon_helpers import IMAGE, drain, enqueue, script, sent, status
 from tests.proxy import PostgresProxy
 
@@ -701,7 +701,9 @@ async def test_an_unreachable_api_is_probed_with_lookups_and_no_part_is_sent_int
     rows = [await enqueue(engine, r, f"booking {n}") for n in range(2) for r in RECIPIENTS[:5]]
     daemon = running(replace(settings, retry_delay=0.2))
     await eventually(lambda: _async(daemon.health()["status"] == "outage"), 15, "an outage")
-    await asyncio.sleep(4)  # probes every 0.2 s: twice MAX_IN_DOUBT_IN_OUTAGE of them
+    lookups = simulator.lookups
+    await asyncio.sleep(4)  # probes every 0.2 s: many times MAX_IN_DOUBT_IN_OUTAGE of them
+    probes = simulator.lookups - lookups
     assert "a lookup of the phone number failed" in (daemon.health()["reason"] or "")
     doubts = [(await fetch_row(database_url, row))["in_doubt"] for row in rows]
     assert (await statuses(database_url))["failed"] == 0
@@ -709,7 +711,9 @@ async def test_an_unreachable_api_is_probed_with_lookups_and_no_part_is_sent_int
     await eventually(
         lambda: _counted(database_url, "sent", len(rows)), 30, "every row sent after the outage"
     )
-    assert max(doubts) <= 1, "only the sends before the outage was known may be in doubt"
+    # Each row's first send, and one message per LOOKUP_MISSES unanswered lookups at most.
+    assert probes > 2 * gate_module.LOOKUP_MISSES
+    assert sum(doubts) <= len(rows) + probes // gate_module.LOOKUP_MISSES + 1
     assert sorted(sent(simulator)) == sorted(f"outbox:{row}:0" for row in rows)
 
 
@@ -735,3 +739,47 @@ async def test_an_unreachable_api_is_an_outage_even_for_rows_to_one_or_two_recip
         lambda: _counted(database_url, "sent", len(rows)), 30, "every row sent after the outage"
     )
     assert sorted(sent(simulator)) == sorted(f"outbox:{row}:0" for row in rows)
+
+
+async def test_sending_resumes_when_only_the_lookups_of_the_number_still_fail(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+    database_url: str,
+    running: Callable[[outbox.Settings], Daemon],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With every probe waiting for a lookup, a lookup endpoint that stayed down kept sending
+    stopped for good after the messages endpoint came back."""
+    monkeypatch.setattr(gate_module, "OUTAGE_PROBE_CAP", 0.2)
+    simulator.fail_rate = 1.0
+    simulator.lookup_fault = Step("drop")
+    rows = [await enqueue(engine, r, "check-in at 3 pm") for r in RECIPIENTS[:6]]
+    daemon = running(replace(settings, retry_delay=0.2))
+    await eventually(lambda: _async(daemon.health()["status"] == "outage"), 15, "an outage")
+    await eventually(lambda: _counted(database_url, "pending", len(rows)), 15, "rows waiting")
+    simulator.fail_rate = 0.0  # messages work again; lookups do not
+    await eventually(
+        lambda: _counted(database_url, "sent", len(rows)), 30, "every row sent after the outage"
+    )
+    assert daemon.health()["status"] == "ok"
+
+
+async def test_a_send_in_doubt_is_written_before_its_lookup_of_the_number_ends(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, database_url: str
+) -> None:
+    """The row's outcome waited for the lookup: a stop during a hanging lookup gave the row back
+    untouched, its send in doubt forgotten, and the next daemon resent the part at once."""
+    script(simulator, RECIPIENTS[0], {"hang_ms": 5_000})  # past the request timeout
+    simulator.lookup_fault = Step("hang", delay_ms=5_000)
+    row = await enqueue(engine, RECIPIENTS[0], "your key code is 4711")
+    daemon = Daemon(replace(settings, request_timeout=3, shutdown_timeout=1))
+    task = asyncio.create_task(daemon.run())
+    try:
+        await eventually(lambda: _async(simulator.lookups >= 1), 20, "the lookup after a timeout")
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(task, 30)
+    record = await fetch_row(database_url, row)
+    assert (record["status"], record["in_doubt"]) == ("pending", 1)
+    assert record["due_in"] > 0, "a send in doubt is never retried at once"

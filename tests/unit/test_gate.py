@@ -99,7 +99,7 @@ def test_transient_failures_during_a_pause_do_not_turn_it_into_an_outage() -> No
 def test_a_send_and_a_lookup_both_unanswered_are_an_outage_for_one_recipient() -> None:
     gate = Gate(pause_probe=60)
     assert not gate.failed(1, "923000000001", "timed out")
-    assert gate.unreachable("timed out; a lookup of the phone number timed out")
+    assert gate.unreachable("timed out; a lookup of the phone number timed out", gate.answers)
     assert (gate.state, gate.reason) == (
         State.OUTAGE,
         "timed out; a lookup of the phone number timed out",
@@ -109,5 +109,15 @@ def test_a_send_and_a_lookup_both_unanswered_are_an_outage_for_one_recipient() -
 def test_an_unanswered_lookup_does_not_turn_a_pause_into_an_outage() -> None:
     gate = Gate(pause_probe=60)
     gate.pause("(#131031) Business account locked")
-    assert not gate.unreachable("a lookup of the phone number timed out")
+    assert not gate.unreachable("a lookup of the phone number timed out", gate.answers)
     assert gate.state is State.PAUSED
+
+
+def test_a_lookup_unanswered_after_the_api_answered_again_is_no_outage() -> None:
+    """A slow lookup's verdict is stale once another send went through meanwhile."""
+    gate = Gate(pause_probe=60)
+    assert not gate.failed(1, "923000000001", "timed out")
+    answers = gate.answers  # the lookup starts
+    gate.answered()  # another row's send is accepted meanwhile
+    assert not gate.unreachable("a lookup of the phone number timed out", answers)
+    assert gate.open
