@@ -106,10 +106,17 @@ class TransportError(SendError):
 class InDoubt(TransportError):
     """The request reached Meta but its outcome is unknown (a timeout, a 200 without a usable
     id): the part may have been accepted, so it is never retried quickly. `answered`: something
-    came back (a 2xx without a usable id, a malformed answer), so the API is up."""
+    came back (a 2xx without a usable id, a malformed answer), so the API is up. `dropped`: the
+    connection ended before any answer, which a front end closing connections unread does too."""
 
     def __init__(
-        self, message: str, *, http_status: int | None = None, answered: bool = False
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        answered: bool = False,
+        dropped: bool = False,
     ) -> None:
         super().__init__(message, http_status=http_status)
         self.answered = answered or http_status is not None
+        self.dropped = dropped

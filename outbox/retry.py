@@ -192,6 +192,12 @@ def decide(
         return WaitOutage(reason, doubt=0)
     if outage and error_class is ErrorClass.IN_DOUBT and in_doubt + 1 < MAX_IN_DOUBT_IN_OUTAGE:
         return WaitOutage(reason, doubt=1)
+    if isinstance(error, InDoubt) and error.dropped and not outage:
+        # Closed before any answer: never resent at once (the caller waited for its webhook),
+        # but counted as an attempt, not a doubt: front ends close connections unread as well.
+        if attempts >= max_attempts:
+            return Fail(f"{reason} (gave up after {attempts} attempts)")
+        return Retry(retry_delay(attempts, base_delay), reason)
     if error_class is ErrorClass.PERMANENT:
         return Fail(reason)
     if error_class is ErrorClass.ACCOUNT:

@@ -251,10 +251,10 @@ class CloudAPI:
             raise TransportError(_described(exc)) from None
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             # Closed or reset after the request went out: the API may have accepted the part
-            # first. (A kept-alive connection the server closed as the request left looks the
-            # same, and is as rare as it is harmless to hold in doubt.)
+            # first, or never read it (a front end closing connections, a stale kept-alive
+            # one): retry.decide() counts it as an attempt outside an outage.
             raise InDoubt(
-                f"no answer: {_described(exc)} (the part may have been accepted)"
+                f"no answer: {_described(exc)} (the part may have been accepted)", dropped=True
             ) from None
         except aiohttp.ClientError as exc:
             raise TransportError(_described(exc)) from None

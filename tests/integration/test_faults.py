@@ -783,3 +783,20 @@ async def test_a_send_in_doubt_is_written_before_its_lookup_of_the_number_ends(
     record = await fetch_row(database_url, row)
     assert (record["status"], record["in_doubt"]) == ("pending", 1)
     assert record["due_in"] > 0, "a send in doubt is never retried at once"
+
+
+async def test_a_front_end_closing_connections_unread_fails_no_row(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, database_url: str
+) -> None:
+    """A balancer with a dead backend closes connections before the API reads them. Held in
+    doubt, three such closes failed a row "in doubt, it may have been sent" that never was."""
+    for recipient in RECIPIENTS[:2]:
+        script(simulator, recipient, {"drop": True, "times": 4})
+    rows = [
+        await enqueue(engine, r, f"your order {n} shipped")
+        for n in range(2)
+        for r in RECIPIENTS[:2]
+    ]
+    await drain(replace(settings, retry_delay=0.05))
+    assert [(await status(engine, row)).status for row in rows] == ["sent"] * len(rows)
+    assert sorted(sent(simulator)) == sorted(f"outbox:{row}:0" for row in rows)

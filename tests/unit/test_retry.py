@@ -111,6 +111,32 @@ def test_a_row_fails_after_three_sends_in_doubt() -> None:
     assert outcome.reason.startswith(f"in doubt after {MAX_IN_DOUBT} sends")
 
 
+DROPPED = "no answer: ServerDisconnectedError (the part may have been accepted)"
+
+
+def test_a_dropped_connection_is_resent_later_using_an_attempt_not_a_doubt() -> None:
+    """Closed before any answer: maybe accepted, so never resent at once, but a front end that
+    closes connections unread is common enough that three of them must not fail the row."""
+    error = InDoubt(DROPPED, dropped=True)
+    outcome = decide(error, attempts=3, max_attempts=10, base_delay=1, in_doubt=MAX_IN_DOUBT - 1)
+    assert isinstance(outcome, Retry)
+    assert outcome.delay >= 2
+
+
+def test_a_dropped_connection_fails_the_row_after_max_attempts() -> None:
+    error = InDoubt(DROPPED, dropped=True)
+    outcome = decide(error, attempts=10, max_attempts=10, base_delay=1)
+    assert isinstance(outcome, Fail)
+    assert "gave up after 10 attempts" in outcome.reason
+
+
+def test_in_an_outage_a_dropped_connection_counts_as_a_send_in_doubt() -> None:
+    error = InDoubt(DROPPED, dropped=True)
+    outcome = decide(error, attempts=10, max_attempts=10, base_delay=1, outage=True)
+    assert isinstance(outcome, WaitOutage)
+    assert outcome.doubt == 1
+
+
 def test_in_an_outage_a_transient_failure_waits_with_its_attempt_given_back() -> None:
     outcome = decide(graph(131000, 500), attempts=10, max_attempts=10, base_delay=1, outage=True)
     assert isinstance(outcome, WaitOutage)

@@ -351,6 +351,7 @@ async def test_a_new_connection_ended_after_the_whole_request_is_in_doubt(ending
         with pytest.raises(InDoubt, match="may have been accepted") as caught:
             await api.send("923001234567", Part("text", body="hi"))
     assert not caught.value.answered  # nothing came back: it counts towards an outage
+    assert caught.value.dropped
 
 
 async def test_a_kept_alive_connection_ended_after_the_request_is_in_doubt_too() -> None:
