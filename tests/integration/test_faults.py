@@ -686,6 +686,33 @@ async def test_timeouts_through_a_whole_api_outage_fail_no_row(
     )
 
 
+async def ride_out_an_unreachable_api(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+    database_url: str,
+    running: Callable[[outbox.Settings], Daemon],
+    rows: list[int],
+) -> tuple[int, list[int], str]:
+    """Run a daemon on `rows` while the API answers nothing, past many probes (every 0.2 s),
+    then bring the API back; each row must go once and none fail. The probes made meanwhile,
+    each row's sends in doubt, and the reason /readyz gave."""
+    simulator.unreachable = True
+    daemon = running(replace(settings, retry_delay=0.2))
+    await eventually(lambda: _async(daemon.health()["status"] == "outage"), 15, "an outage")
+    lookups = simulator.lookups
+    await asyncio.sleep(4)  # many times MAX_IN_DOUBT_IN_OUTAGE probes
+    probes, reason = simulator.lookups - lookups, daemon.health()["reason"] or ""
+    doubts = [(await fetch_row(database_url, row))["in_doubt"] for row in rows]
+    assert (await statuses(database_url))["failed"] == 0
+    simulator.unreachable = False
+    await eventually(
+        lambda: _counted(database_url, "sent", len(rows)), 30, "every row sent after the outage"
+    )
+    assert sorted(sent(simulator)) == sorted(f"outbox:{row}:0" for row in rows)
+    return probes, doubts, reason
+
+
 async def test_an_unreachable_api_is_probed_with_lookups_and_no_part_is_sent_into_it(
     engine: AsyncEngine,
     settings: outbox.Settings,
@@ -696,25 +723,15 @@ async def test_an_unreachable_api_is_probed_with_lookups_and_no_part_is_sent_int
 ) -> None:
     """Each send into an API that cuts every connection is one more send in doubt: probing with
     messages failed the probed rows after 6 of them, however long the outage lasted."""
-    monkeypatch.setattr(gate_module, "OUTAGE_PROBE_CAP", 0.2)  # many probes in a short test
-    simulator.unreachable = True
+    monkeypatch.setattr(gate_module, "OUTAGE_PROBE_CAP", 0.2)
     rows = [await enqueue(engine, r, f"booking {n}") for n in range(2) for r in RECIPIENTS[:5]]
-    daemon = running(replace(settings, retry_delay=0.2))
-    await eventually(lambda: _async(daemon.health()["status"] == "outage"), 15, "an outage")
-    lookups = simulator.lookups
-    await asyncio.sleep(4)  # probes every 0.2 s: many times MAX_IN_DOUBT_IN_OUTAGE of them
-    probes = simulator.lookups - lookups
-    assert "a lookup of the phone number failed" in (daemon.health()["reason"] or "")
-    doubts = [(await fetch_row(database_url, row))["in_doubt"] for row in rows]
-    assert (await statuses(database_url))["failed"] == 0
-    simulator.unreachable = False
-    await eventually(
-        lambda: _counted(database_url, "sent", len(rows)), 30, "every row sent after the outage"
+    probes, doubts, reason = await ride_out_an_unreachable_api(
+        engine, settings, simulator, database_url, running, rows
     )
+    assert "a lookup of the phone number failed" in reason
     # Each row's first send, and one message per LOOKUP_MISSES unanswered lookups at most.
     assert probes > 2 * gate_module.LOOKUP_MISSES
     assert sum(doubts) <= len(rows) + probes // gate_module.LOOKUP_MISSES + 1
-    assert sorted(sent(simulator)) == sorted(f"outbox:{row}:0" for row in rows)
 
 
 async def test_an_unreachable_api_is_an_outage_even_for_rows_to_one_or_two_recipients(
@@ -728,17 +745,8 @@ async def test_an_unreachable_api_is_an_outage_even_for_rows_to_one_or_two_recip
     """Outage detection needed failures to 3 recipients, so a small app's rows to one or two
     people used up their sends in doubt and failed within seconds of the API going away."""
     monkeypatch.setattr(gate_module, "OUTAGE_PROBE_CAP", 0.2)
-    simulator.unreachable = True
     rows = [await enqueue(engine, r, f"booking {n}") for n in range(3) for r in RECIPIENTS[:2]]
-    daemon = running(replace(settings, retry_delay=0.2))
-    await eventually(lambda: _async(daemon.health()["status"] == "outage"), 15, "an outage")
-    await asyncio.sleep(4)  # probes every 0.2 s
-    assert (await statuses(database_url))["failed"] == 0
-    simulator.unreachable = False
-    await eventually(
-        lambda: _counted(database_url, "sent", len(rows)), 30, "every row sent after the outage"
-    )
-    assert sorted(sent(simulator)) == sorted(f"outbox:{row}:0" for row in rows)
+    await ride_out_an_unreachable_api(engine, settings, simulator, database_url, running, rows)
 
 
 async def test_sending_resumes_when_only_the_lookups_of_the_number_still_fail(
