@@ -279,6 +279,7 @@ class Daemon:
         # longer carries our token, so releasing it changes nothing.
         claims = list(self._in_flight.values())
         self._sender.abandon = True  # no new part goes out; retried writes give up
+        self._sender.stop_lookups()
         # Accepted parts are written before their rows are given back, or they would be lost.
         await self._recorder.close(_left(deadline))
         for task in self._tasks:

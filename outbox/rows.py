@@ -341,12 +341,17 @@ class RowSender:
 
         async def look_up() -> None:
             down = await self._api.unreachable(sender)
-            if down is not None:
+            if down is not None and not self.abandon:  # a stop closes the HTTP session
                 gate.unreachable(f"{failure}; {down}", answers=answers)
 
         task = asyncio.create_task(look_up(), name=f"outbox-lookup-{sender}")
         self._lookups.add(task)
         task.add_done_callback(self._lookups.discard)
+
+    def stop_lookups(self) -> None:
+        """At shutdown: the outage checks under way no longer matter."""
+        for task in self._lookups:
+            task.cancel()
 
     def _answered(self, sender: str, recipient: str) -> None:
         """The API answered: the sender works, whatever it said about this message."""

@@ -773,11 +773,11 @@ async def test_sending_resumes_when_only_the_lookups_of_the_number_still_fail(
     assert daemon.health()["status"] == "ok"
 
 
-async def test_a_send_in_doubt_is_written_before_its_lookup_of_the_number_ends(
-    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, database_url: str
-) -> None:
-    """The row's outcome waited for the lookup: a stop during a hanging lookup gave the row back
-    untouched, its send in doubt forgotten, and the next daemon resent the part at once."""
+async def stop_during_a_hanging_lookup(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> tuple[Daemon, int]:
+    """A send times out, the lookup of the number after it hangs, and the daemon is stopped
+    meanwhile; the daemon, once stopped and a moment later, and the row."""
     script(simulator, RECIPIENTS[0], {"hang_ms": 5_000})  # past the request timeout
     simulator.lookup_fault = Step("hang", delay_ms=5_000)
     row = await enqueue(engine, RECIPIENTS[0], "your key code is 4711")
@@ -788,9 +788,32 @@ async def test_a_send_in_doubt_is_written_before_its_lookup_of_the_number_ends(
     finally:
         daemon.stop()
         await asyncio.wait_for(task, 30)
+    await asyncio.sleep(0.5)  # whatever the stop left running has ended
+    return daemon, row
+
+
+async def test_a_send_in_doubt_is_written_before_its_lookup_of_the_number_ends(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, database_url: str
+) -> None:
+    """The row's outcome waited for the lookup: a stop during a hanging lookup gave the row back
+    untouched, its send in doubt forgotten, and the next daemon resent the part at once."""
+    _, row = await stop_during_a_hanging_lookup(engine, settings, simulator)
     record = await fetch_row(database_url, row)
     assert (record["status"], record["in_doubt"]) == ("pending", 1)
     assert record["due_in"] > 0, "a send in doubt is never retried at once"
+
+
+async def test_a_stop_during_a_lookup_of_the_number_declares_no_outage(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The lookup outlived the daemon's HTTP session, failed with 'Connector is closed', and
+    declared an outage as the daemon exited."""
+    daemon, _ = await stop_during_a_hanging_lookup(engine, settings, simulator)
+    assert daemon.health()["status"] == "ok"
+    assert "Graph API outage" not in caplog.text
 
 
 async def test_a_front_end_closing_connections_unread_fails_no_row(
