@@ -233,10 +233,8 @@ async def _retry_or_cancel(conn: AsyncConnection, args: argparse.Namespace) -> i
                 "so); a retry never sends an accepted part again: enqueue it again instead"
             )
         else:
-            action_done = "retried" if retry else "cancelled"
-            reason = (
-                f"message {message_id} is {status}; only {required} messages can be {action_done}"
-            )
+            done = "retried" if retry else "cancelled"
+            reason = f"message {message_id} is {status}; only {required} messages can be {done}"
         print(f"outbox: {reason}", file=sys.stderr)
     return 1 if refused else 0
 

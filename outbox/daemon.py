@@ -59,9 +59,6 @@ CLAIM_WHEN_FREE = 4  # while rows are in flight, claim once 1/4 of the in-flight
 # of a lease that ran out during the outage has accepted parts to record first (its recorder
 # retries at least every second), or it would send them again.
 TAKEOVER_GRACE = 10.0
-# Nor does any daemon take over a lease the moment it expires: its owner may be alive but cut
-# off from the database for a moment, holding an accepted wamid to record. The grace is the
-# lease itself, at most TAKEOVER_GRACE: a crashed daemon's rows come back that much later.
 # Liveness: a turn runs a few statements, each bounded by STATEMENT_TIMEOUT (and the connect
 # before it): one that runs longer than this is stuck. Between turns the loop sleeps for a
 # timeout it chose; one that does not wake up within LIVENESS_GRACE after it is stuck too.
@@ -391,6 +388,9 @@ class Daemon:
         return free >= max(1, limit // CLAIM_WHEN_FREE)
 
     def _takeover_grace(self) -> float:
+        """How long after a lease expired another daemon may take its row: its owner may be
+        alive but cut off from the database for a moment, holding an accepted wamid to record.
+        The lease itself, at most TAKEOVER_GRACE: a crashed daemon's rows come back that late."""
         return min(TAKEOVER_GRACE, self.settings.lease_seconds)
 
     def _sending(self) -> int:

@@ -364,9 +364,9 @@ class RowSender:
         no_answer = error_class is ErrorClass.TRANSIENT or (
             isinstance(error, InDoubt) and not error.answered
         )
+        gate = self._senders.gate(claim.sender)
         outage = False
         if no_answer:
-            gate = self._senders.gate(claim.sender)
             outage = gate.failed(claim.id, recipient, str(error))
             if not outage:
                 self._look_up_later(claim.sender, str(error))
@@ -386,7 +386,6 @@ class RowSender:
         if isinstance(outcome, WaitOutage):
             # A probe that failed steps aside until just after the next probe, so that probe
             # tries another row: one row that always fails must not keep the sender in an outage.
-            gate = self._senders.gate(claim.sender)
             delay = gate.seconds_to_probe() + 1.0 if claim.probe else 0.0
             reason = f"waiting out an API outage: {outcome.reason}"
             await self._reschedule(claim, delay, reason, give_back=1, doubt=outcome.doubt)

@@ -340,14 +340,11 @@ class Simulator:
     async def handle_lookup(self, request: web.Request) -> web.StreamResponse:
         """GET /{version}/{phone_number_id}: the number's profile (what an outage probe asks)."""
         self.lookups += 1
+        if self.unreachable:
+            return self._drop(request)
         fault = self.lookup_fault
-        if self.unreachable or (fault is not None and fault.action == "drop"):
-            return self._drop(request)
-        if fault is not None and fault.action == "hang":
-            await asyncio.sleep(fault.delay_ms / 1000)
-            return self._drop(request)
-        if fault is not None and fault.action == "error":
-            return Refusal(fault.code, http=fault.http).response()
+        if fault is not None and (failed := await self._failed(fault, request)) is not None:
+            return failed
         try:
             self._check_sender(request)
         except Refusal as refusal:
@@ -411,13 +408,8 @@ class Simulator:
         recipient = str(body["to"]).lstrip("+")
         sender = request.match_info["phone_number_id"]
         step = self._next_step(recipient, sender)
-        if step.action == "error":
-            return Refusal(step.code, http=step.http, retry_after=step.retry_after).response()
-        if step.action == "drop":
-            return self._drop(request)
-        if step.action == "hang":
-            await asyncio.sleep(step.delay_ms / 1000)
-            return self._drop(request)
+        if (failed := await self._failed(step, request)) is not None:
+            return failed
         if step.action == "raw":
             return web.Response(
                 body=step.body.encode("utf-8", "surrogatepass"),
@@ -466,6 +458,18 @@ class Simulator:
                 "messages": [message],
             }
         )
+
+    async def _failed(self, step: Step, request: web.Request) -> web.StreamResponse | None:
+        """The answer of a step that fails the request unaccepted (error, drop, hang), else
+        None."""
+        if step.action == "error":
+            return Refusal(step.code, http=step.http, retry_after=step.retry_after).response()
+        if step.action == "drop":
+            return self._drop(request)
+        if step.action == "hang":
+            await asyncio.sleep(step.delay_ms / 1000)
+            return self._drop(request)
+        return None
 
     @staticmethod
     async def _hang(request: web.Request) -> web.StreamResponse:

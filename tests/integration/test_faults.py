@@ -686,48 +686,53 @@ async def test_timeouts_through_a_whole_api_outage_fail_no_row(
     )
 
 
-async def ride_out_an_unreachable_api(
-    engine: AsyncEngine,
+Outcome = tuple[int, list[int], str]
+
+
+@pytest.fixture
+def fast_outage_probes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outage probes every 0.2 s: many of them in a short test."""
+    monkeypatch.setattr(gate_module, "OUTAGE_PROBE_CAP", 0.2)
+
+
+@pytest.fixture
+def ride_out_an_unreachable_api(
     settings: outbox.Settings,
     simulator: Simulator,
     database_url: str,
     running: Callable[[outbox.Settings], Daemon],
-    rows: list[int],
-) -> tuple[int, list[int], str]:
-    """Run a daemon on `rows` while the API answers nothing, past many probes (every 0.2 s),
-    then bring the API back; each row must go once and none fail. The probes made meanwhile,
-    each row's sends in doubt, and the reason /readyz gave."""
-    simulator.unreachable = True
-    daemon = running(replace(settings, retry_delay=0.2))
-    await eventually(lambda: _async(daemon.health()["status"] == "outage"), 15, "an outage")
-    lookups = simulator.lookups
-    await asyncio.sleep(4)  # many times MAX_IN_DOUBT_IN_OUTAGE probes
-    probes, reason = simulator.lookups - lookups, daemon.health()["reason"] or ""
-    doubts = [(await fetch_row(database_url, row))["in_doubt"] for row in rows]
-    assert (await statuses(database_url))["failed"] == 0
-    simulator.unreachable = False
-    await eventually(
-        lambda: _counted(database_url, "sent", len(rows)), 30, "every row sent after the outage"
-    )
-    assert sorted(sent(simulator)) == sorted(f"outbox:{row}:0" for row in rows)
-    return probes, doubts, reason
+    fast_outage_probes: None,
+) -> Callable[[list[int]], Awaitable[Outcome]]:
+    """Run a daemon on some rows while the API answers nothing, past many probes, then bring
+    the API back; each row must go once and none fail. The probes made meanwhile, each row's
+    sends in doubt, and the reason /readyz gave."""
+
+    async def ride_out(rows: list[int]) -> Outcome:
+        simulator.unreachable = True
+        daemon = running(replace(settings, retry_delay=0.2))
+        await eventually(lambda: _async(daemon.health()["status"] == "outage"), 15, "an outage")
+        lookups = simulator.lookups
+        await asyncio.sleep(4)  # many times MAX_IN_DOUBT_IN_OUTAGE probes
+        probes, reason = simulator.lookups - lookups, daemon.health()["reason"] or ""
+        doubts = [(await fetch_row(database_url, row))["in_doubt"] for row in rows]
+        assert (await statuses(database_url))["failed"] == 0
+        simulator.unreachable = False
+        await eventually(
+            lambda: _counted(database_url, "sent", len(rows)), 30, "every row sent after it"
+        )
+        assert sorted(sent(simulator)) == sorted(f"outbox:{row}:0" for row in rows)
+        return probes, doubts, reason
+
+    return ride_out
 
 
 async def test_an_unreachable_api_is_probed_with_lookups_and_no_part_is_sent_into_it(
-    engine: AsyncEngine,
-    settings: outbox.Settings,
-    simulator: Simulator,
-    database_url: str,
-    running: Callable[[outbox.Settings], Daemon],
-    monkeypatch: pytest.MonkeyPatch,
+    engine: AsyncEngine, ride_out_an_unreachable_api: Callable[[list[int]], Awaitable[Outcome]]
 ) -> None:
     """Each send into an API that cuts every connection is one more send in doubt: probing with
     messages failed the probed rows after 6 of them, however long the outage lasted."""
-    monkeypatch.setattr(gate_module, "OUTAGE_PROBE_CAP", 0.2)
     rows = [await enqueue(engine, r, f"booking {n}") for n in range(2) for r in RECIPIENTS[:5]]
-    probes, doubts, reason = await ride_out_an_unreachable_api(
-        engine, settings, simulator, database_url, running, rows
-    )
+    probes, doubts, reason = await ride_out_an_unreachable_api(rows)
     assert "a lookup of the phone number failed" in reason
     # Each row's first send, and one message per LOOKUP_MISSES unanswered lookups at most.
     assert probes > 2 * gate_module.LOOKUP_MISSES
@@ -735,18 +740,12 @@ async def test_an_unreachable_api_is_probed_with_lookups_and_no_part_is_sent_int
 
 
 async def test_an_unreachable_api_is_an_outage_even_for_rows_to_one_or_two_recipients(
-    engine: AsyncEngine,
-    settings: outbox.Settings,
-    simulator: Simulator,
-    database_url: str,
-    running: Callable[[outbox.Settings], Daemon],
-    monkeypatch: pytest.MonkeyPatch,
+    engine: AsyncEngine, ride_out_an_unreachable_api: Callable[[list[int]], Awaitable[Outcome]]
 ) -> None:
     """Outage detection needed failures to 3 recipients, so a small app's rows to one or two
     people used up their sends in doubt and failed within seconds of the API going away."""
-    monkeypatch.setattr(gate_module, "OUTAGE_PROBE_CAP", 0.2)
     rows = [await enqueue(engine, r, f"booking {n}") for n in range(3) for r in RECIPIENTS[:2]]
-    await ride_out_an_unreachable_api(engine, settings, simulator, database_url, running, rows)
+    await ride_out_an_unreachable_api(rows)
 
 
 async def test_sending_resumes_when_only_the_lookups_of_the_number_still_fail(
@@ -755,11 +754,10 @@ async def test_sending_resumes_when_only_the_lookups_of_the_number_still_fail(
     simulator: Simulator,
     database_url: str,
     running: Callable[[outbox.Settings], Daemon],
-    monkeypatch: pytest.MonkeyPatch,
+    fast_outage_probes: None,
 ) -> None:
     """With every probe waiting for a lookup, a lookup endpoint that stayed down kept sending
     stopped for good after the messages endpoint came back."""
-    monkeypatch.setattr(gate_module, "OUTAGE_PROBE_CAP", 0.2)
     simulator.fail_rate = 1.0
     simulator.lookup_fault = Step("drop")
     rows = [await enqueue(engine, r, "check-in at 3 pm") for r in RECIPIENTS[:6]]

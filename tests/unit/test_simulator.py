@@ -112,3 +112,13 @@ async def test_an_unreachable_simulator_cuts_sends_and_lookups_off(
     with pytest.raises(aiohttp.ServerDisconnectedError):
         await get(f"{url}/111")
     assert (simulator.requests, simulator.accepted) == (0, [])
+
+
+async def test_a_lookup_fault_answers_lookups_and_leaves_sends_alone(
+    sim: tuple[Simulator, str],
+) -> None:
+    simulator, url = sim
+    simulator.lookup_fault = Step("error", code=2, http=503)
+    status, body = await get(f"{url}/111")
+    assert (status, body["error"]["code"]) == (503, 2)
+    assert (await post(f"{url}/111/messages", TEXT))[0] == 200
