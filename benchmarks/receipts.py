@@ -27,6 +27,7 @@ from aiohttp import web
 
 import outbox
 from benchmarks.scratch import scratch_database
+from outbox.callbacks import callback_data
 from outbox.daemon import Daemon
 from outbox.simulator import Simulator, Step, serve
 from outbox.status_webhooks import StatusNotifier
@@ -87,10 +88,21 @@ async def receiver_rate(messages: int, clients: int) -> None:
             "'status', 'sent')), now() FROM generate_series(1, $1) AS i",
             messages,
         )
+        await conn.execute(
+            "INSERT INTO outbox_part_wamids (wamid, message_id, part) "
+            "SELECT message_id, id, 0 FROM outbox_messages"
+        )
         ids = [row[0] for row in await conn.fetch("SELECT id FROM outbox_messages ORDER BY id")]
+        installation = await conn.fetchval("SELECT id FROM outbox_installation")
         notifier = StatusNotifier(url, SECRET, PHONE)
         bodies = [
-            notifier.body(f"wamid.bench{n}", "923000000000", f"outbox:{row}:0", status, None)
+            notifier.body(
+                f"wamid.bench{n}",
+                "923000000000",
+                callback_data(installation, row, 0),
+                status,
+                None,
+            )
             for status in ("sent", "delivered", "read")
             for n, row in enumerate(ids, 1)
         ]

@@ -210,6 +210,14 @@ async def _stats(conn: AsyncConnection, args: argparse.Namespace) -> int:
         print(f"{'daemon ' + daemon['id']:<21} {state} ({daemon['in_flight']} in flight)")
         for sender, other in sorted(daemon["senders"].items()):
             print(f"{'  sender ' + sender:<21} {other['state']}: {other['reason']}")
+    for error in stats["meta_errors_last_day"]:
+        what = f"(#{error['code']}) {error['title'] or 'error'}"
+        if error["detail"]:
+            what += f": {error['detail']}"
+        print(
+            f"{'Meta reported':<21} {what} for number {error['phone_number_id'] or '?'}, "
+            f"{error['count']} times in the last day, last at {error['last_at']}"
+        )
     return 0
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 
 from outbox import migrate, store
+from outbox.callbacks import installation_id
 from outbox.claims import Claim, leases
 from outbox.connections import fetch_all, fetch_one
 from outbox.database import (
@@ -243,6 +244,7 @@ class Daemon:
             self._on_pause,
             self._events,
             self.metrics,
+            installation=await installation_id(pool),
         )
         backlog = BacklogGauges(pool, self.metrics.pending, self.metrics.oldest_pending)
         listen_dsn = asyncpg_dsn(self.settings.listen_url) if self.settings.listen_url else dsn

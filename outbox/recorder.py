@@ -4,7 +4,8 @@ Writes from all rows in flight are batched into one UPDATE per round trip, so a 
 most one database round trip however many rows are sending. A lost database is retried with
 backoff: the wamid stays in memory until written (the duplicate window is only a crash then).
 Any other error is one part's problem: the batch is retried part by part, and the part that still
-fails is reported to its row alone, so one bad item never blocks the others.
+fails is reported to its row alone, so one bad item never blocks the others. Status webhooks that
+arrived before their part was recorded are applied right after it is, off the send path.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class PartRecorder:
         self._unwritten = 0
         self._abandon = False
         self._writing_since: float | None = None
+        self._applying: set[asyncio.Task[None]] = set()  # statuses that waited for their part
 
     @property
     def busy(self) -> bool:
@@ -90,9 +92,12 @@ class PartRecorder:
             await asyncio.wait_for(self._queue.join(), within)
         except TimeoutError:
             self._abandon = True
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in (self._task, *self._applying):
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(
+            *(t for t in (self._task, *self._applying) if t), return_exceptions=True
+        )
         while not self._queue.empty():
             part, _ = self._queue.get_nowait()
             logger.error(
@@ -160,7 +165,34 @@ class PartRecorder:
                     "default_sender": self._default_sender,
                 },
             )
+        waiting = [int(status) for row in rows for status in row["waiting"]]
+        if waiting:
+            task = asyncio.create_task(self._apply_waiting(waiting), name="outbox-apply-waiting")
+            self._applying.add(task)
+            task.add_done_callback(self._applying.discard)
         return {int(row["id"]) for row in rows if row["going_on"]}
+
+    async def _apply_waiting(self, status_ids: list[int]) -> None:
+        """Apply the statuses that came before their parts were recorded (the webhook beat the
+        write, or a send in doubt was settled by one); retried while the database is away."""
+        try:
+            await persistently(
+                self._apply_statuses,
+                status_ids,
+                what=f"applying {len(status_ids)} statuses that waited for their part",
+                give_up=lambda: self._abandon,
+                max_delay=5.0,
+            )
+        except Exception as exc:
+            logger.error(
+                "statuses %s could not be applied (%s); they stay waiting",
+                status_ids,
+                short_error(exc),
+            )
+
+    async def _apply_statuses(self, status_ids: list[int]) -> None:
+        async with self._pool.connect() as conn:
+            await store.apply_statuses(conn, status_ids)
 
 
 def _settle(

@@ -19,8 +19,9 @@ import backoff
 import sqlalchemy as sa
 
 from outbox import store
+from outbox.callbacks import callback_data, same_customer
 from outbox.claims import Claim, leases
-from outbox.connections import fetch_all, fetch_one
+from outbox.connections import fetch_all
 from outbox.database import is_connection_error, persistently, short_error
 from outbox.errors import GraphError, InDoubt, InvalidMessage, SendError, clean
 from outbox.events import Event, EventLog
@@ -92,8 +93,11 @@ class RowSender:
         metrics: DaemonMetrics | None = None,
         rate: SharedRate | None = None,
         pace: InFlightTarget | None = None,
+        *,
+        installation: str,
     ) -> None:
         self.settings = settings
+        self._installation = installation  # goes into every send's callback data
         self.abandon = False
         # Template name -> held until (time.monotonic(): metrics may read it from another thread).
         self._template_holds: dict[str, float] = {}
@@ -161,7 +165,7 @@ class RowSender:
             if claim.taken_over and index == claim.accepted:
                 # Its last holder lost the lease, not necessarily its request: if Meta accepted
                 # that part, its status webhook says so, and the part is recorded, not resent.
-                settled = await self._reconciled(claim, index)
+                settled = await self._reconciled(claim, recipient, index)
                 if settled is not None:  # not counted as sent: another worker's request
                     if not await self._record(claim, index, settled, len(parts)):
                         return
@@ -177,14 +181,12 @@ class RowSender:
                 await self._fail(claim, "expired: not sent before its deadline")
                 return
             try:
-                wamid = await self._send(
-                    claim, recipient, parts[index], f"outbox:{claim.id}:{index}"
-                )
+                wamid = await self._send(claim, recipient, parts[index], index)
             except LeaseLost:
                 logger.warning("message %d: lease lost to another worker; stopping", claim.id)
                 return
             except InDoubt as error:
-                settled = await self._reconciled(claim, index)
+                settled = await self._reconciled(claim, recipient, index)
                 if settled is None:
                     await self._refused(claim, recipient, parts[index], error)
                     return
@@ -211,9 +213,9 @@ class RowSender:
             await self._fail(claim, str(exc))
         return False
 
-    async def _send_once(self, claim: Claim, recipient: str, part: Part, callback: str) -> str:
+    async def _send_once(self, claim: Claim, recipient: str, part: Part, index: int) -> str:
         """One request, its outcome appended to the row's history and to the metrics."""
-        _, row, index = callback.split(":")
+        callback = callback_data(self._installation, claim.id, index)
         sender = claim.sender
         await self._rate.acquire(sender)  # every request, retries too, takes a slot
         # Last, after every wait (a slot, pacing, a database away): the lease must outlast the
@@ -230,8 +232,8 @@ class RowSender:
             self._metrics.requested(seconds, error, error_class)
             self._events.record(
                 Event(
-                    int(row),
-                    int(index),
+                    claim.id,
+                    index,
                     error_class,
                     http_status=error.http_status,
                     error_code=error.code if isinstance(error, GraphError) else None,
@@ -245,24 +247,37 @@ class RowSender:
         self._metrics.requested(seconds, None)
         self._metrics.accepted(part.type)
         self._events.record(
-            Event(int(row), int(index), "accepted", 200, detail=wamid, latency_ms=seconds * 1000)
+            Event(claim.id, index, "accepted", 200, detail=wamid, latency_ms=seconds * 1000)
         )
         return wamid
 
-    async def _reconciled(self, claim: Claim, index: int) -> str | None:
+    async def _reconciled(self, claim: Claim, recipient: str, index: int) -> str | None:
         """The wamid of a send in doubt, from a status webhook naming its callback data, if one
-        comes within the reconcile window: then the part was accepted and is not sent again."""
+        comes within the reconcile window: then the part was accepted and is not sent again.
+        Only a status of this installation (the receiver keeps that apart), about this row's
+        recipient and from after the row was created counts: anything else says nothing about
+        our request."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.reconcile_window
         if claim.deadline is not None:
             deadline = min(deadline, claim.deadline)  # an expiring row does not wait past it
         while True:
             async with self._pool.connect() as conn:
-                row = await fetch_one(conn, store.RECONCILED_WAMID, {"id": claim.id, "part": index})
-            if row is not None:
+                rows = await fetch_all(
+                    conn, store.RECONCILED_WAMID, {"id": claim.id, "part": index}
+                )
+            wamid = next(
+                (
+                    str(row["wamid"])
+                    for row in rows
+                    if row["recipient"] is not None and same_customer(recipient, row["recipient"])
+                ),
+                None,
+            )
+            if wamid is not None:
                 logger.info("message %d: part %d in doubt was accepted (webhook)", claim.id, index)
-                self._events.record(Event(claim.id, index, "reconciled", detail=row["wamid"]))
-                return str(row["wamid"])
+                self._events.record(Event(claim.id, index, "reconciled", detail=wamid))
+                return wamid
             if loop.time() >= deadline or claim.lost:
                 return None
             await asyncio.sleep(min(RECONCILE_POLL, max(0.0, deadline - loop.time())))

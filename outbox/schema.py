@@ -169,7 +169,7 @@ messages = sa.Table(
         postgresql_where=sa.text(f"status = '{PENDING}' AND expires_at IS NOT NULL"),
     ),
     sa.Index("ix_outbox_messages_recipient", "recipient", "id"),
-    # Status webhooks without our callback data find the row by its last part's wamid.
+    # A row by its wamid (the text's, or the last part's), for apps and `outbox status`.
     sa.Index("ix_outbox_messages_message_id", "message_id"),
     sa.Index("ix_outbox_messages_status", "status", "id"),
 )
@@ -260,7 +260,12 @@ statuses = sa.Table(
         "received_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
     sa.Column("applied_at", sa.DateTime(timezone=True), nullable=True),
-    sa.Index("ix_outbox_statuses_wamid", "wamid"),
+    # The customer Meta reports it for (recipient_id): a send in doubt is settled only by a
+    # status about its own recipient.
+    sa.Column("recipient", sa.Text, nullable=True),
+    # A status is stored once per (wamid, status): Meta's replays, even concurrent ones, are
+    # stored and applied once.
+    sa.UniqueConstraint("wamid", "status"),
     sa.Index("ix_outbox_statuses_message", "message_id", "part"),
     sa.Index("ix_outbox_statuses_unapplied", "id", postgresql_where=sa.text("applied_at IS NULL")),
 )
@@ -272,12 +277,64 @@ inbound = sa.Table(
     sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
     sa.Column("wamid", sa.Text, nullable=False),
     sa.Column("phone_number_id", sa.Text, nullable=False),
-    sa.Column("customer", sa.Text, nullable=False),
+    # The customer's phone number (`from`); null for a user known only by a username, whose
+    # business-scoped user id (`from_user_id`) is then `user_id`.
+    sa.Column("customer", sa.Text, nullable=True),
+    sa.Column("user_id", sa.Text, nullable=True),
     sa.Column("type", sa.Text, nullable=False),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    # Meta could not handle the message (e.g. 131051 for an unsupported type).
+    sa.Column("error_code", sa.Integer, nullable=True),
+    sa.Column("error_title", sa.Text, nullable=True),
     sa.Column(
         "received_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
     sa.UniqueConstraint("wamid"),
+    sa.CheckConstraint("customer IS NOT NULL OR user_id IS NOT NULL", name="customer_known"),
     sa.Index("ix_outbox_inbound_customer", "customer", "at"),
+)
+
+# Which row and part each accepted wamid is: a status webhook without our callback data finds its
+# part here, whichever part it is. Written with the part; deleted with its row.
+part_wamids = sa.Table(
+    "outbox_part_wamids",
+    metadata,
+    sa.Column("wamid", sa.Text, primary_key=True),
+    sa.Column(
+        "message_id",
+        sa.BigInteger,
+        sa.ForeignKey("outbox_messages.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("part", sa.Integer, nullable=False),
+    sa.Index("ix_outbox_part_wamids_message", "message_id"),
+)
+
+# Errors Meta reports about the number or the app rather than one message
+# (`entry.changes.value.errors`, e.g. 130429): shown by `outbox stats` and counted in metrics.
+webhook_errors = sa.Table(
+    "outbox_webhook_errors",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+    sa.Column("phone_number_id", sa.Text, nullable=True),
+    sa.Column("code", sa.Integer, nullable=True),
+    sa.Column("title", sa.Text, nullable=True),
+    sa.Column("detail", sa.Text, nullable=True),
+    sa.Column(
+        "received_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Index("ix_outbox_webhook_errors_received", "received_at"),
+)
+
+# This database's deployment of outbox: one row whose id goes into every send's callback data
+# (`outbox:<installation>:<row>:<part>`), so that a status naming another deployment's row
+# (staging and production on one number) never settles one of ours.
+installation = sa.Table(
+    "outbox_installation",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.CheckConstraint("id ~ '^[a-z0-9]{8,32}$'", name="id_shape"),
 )

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
+from outbox.callbacks import parse_callback
 from outbox.claims import Claim
 from outbox.daemon import Daemon
 from outbox.simulator import Simulator, Step
@@ -54,8 +55,16 @@ async def status(engine: AsyncEngine, message_id: int) -> outbox.Delivery:
 def sent(
     simulator: Simulator, keep: Callable[[dict[str, Any]], bool] = lambda a: True
 ) -> list[str]:
-    """Callback ids (outbox:<row>:<part>) of accepted messages, in acceptance order."""
-    return [a["callback"] for a in simulator.accepted if keep(a)]
+    """The rows and parts (outbox:<row>:<part>) of accepted messages, in acceptance order; the
+    installation id of their callback data is left out."""
+    return [short_callback(a["callback"]) for a in simulator.accepted if keep(a)]
+
+
+def short_callback(callback: object) -> str:
+    """`outbox:<row>:<part>` for our callback data in either form."""
+    parsed = parse_callback(callback)
+    assert parsed is not None, f"not our callback data: {callback!r}"
+    return f"outbox:{parsed.row}:{parsed.part}"
 
 
 def claim_of(row_id: int, token: uuid.UUID, *, in_doubt: int = 0, probe: bool = False) -> Claim:

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import outbox
+from outbox.callbacks import parse_callback
 from outbox.demo.stage import DAEMON_FLAGS, PHOTOS, Stage, book
 from outbox.schema import STATUSES
 from outbox.simulator import Step
@@ -244,9 +245,12 @@ async def daemon_killed(stage: Stage) -> int:
     say(f"once the dead daemon's lease ({LEASE} s) has run out")
     done = await stage.settled([listing, late], ["read"], within=60)
     say(f"nothing lost: messages {listing} and {late} {_together(done)}")
-    prefix = f"outbox:{listing}:"
-    accepted = [a for a in simulator.accepted if str(a.get("callback")).startswith(prefix)]
-    numbers = [int(str(a["callback"]).rsplit(":", 1)[1]) + 1 for a in accepted]
+    accepted, numbers = [], []
+    for entry in simulator.accepted:
+        callback = parse_callback(entry.get("callback"))
+        if callback is not None and callback.row == listing:
+            accepted.append(entry)
+            numbers.append(callback.part + 1)
     before = [n for a, n in zip(accepted, numbers, strict=True) if a["at"] < killed_at]
     after = [n for a, n in zip(accepted, numbers, strict=True) if a["at"] >= killed_at]
     twice = sorted(n for n, count in Counter(numbers).items() if count > 1)

@@ -15,6 +15,7 @@ from outbox.store.delivery import (
     FINISH_ACCEPTED,
     FORGET_DAEMON,
     HAS_UNFINISHED_WORK,
+    INSTALLATION_ID,
     MARK_FAILED,
     PRUNE_PAIRS,
     RECONCILED_WAMID,
@@ -40,13 +41,13 @@ from outbox.store.messages import (
 )
 from outbox.store.webhooks import (
     apply_statuses,
-    apply_waiting,
     insert_webhook,
     next_unapplied_webhook,
     prune_webhooks,
-    select_waiting,
+    recheck_waiting,
     set_lock_timeout,
     store_contents,
+    waiting_watermark,
 )
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "FORGET_DAEMON",
     "HAS_UNFINISHED_WORK",
     "INSERT_MESSAGE",
+    "INSTALLATION_ID",
     "MARK_FAILED",
     "PRUNE_PAIRS",
     "RECONCILED_WAMID",
@@ -71,7 +73,6 @@ __all__ = [
     "SLOW_DOWN",
     "TAKE_TOKENS",
     "apply_statuses",
-    "apply_waiting",
     "backlog_stats",
     "cancel_pending",
     "insert_message",
@@ -80,11 +81,12 @@ __all__ = [
     "next_unapplied_webhook",
     "prune_finished",
     "prune_webhooks",
+    "recheck_waiting",
     "retry_failed",
     "select_events",
     "select_message",
     "select_messages",
-    "select_waiting",
     "set_lock_timeout",
     "store_contents",
+    "waiting_watermark",
 ]

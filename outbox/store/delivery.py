@@ -126,6 +126,9 @@ RELEASE_LANES = sa.text(
 # (sender, recipient) pair's pacing clock in outbox_limits (GCRA, one send per :pair_interval),
 # so that whichever daemon sends that conversation's next row paces it from there (the claim
 # returns `pair_due_in`): only one row of a lane is ever in flight, so the clock has one writer.
+# Each wamid is made findable by status webhooks (outbox_part_wamids), and the statuses that
+# arrived for it before it was recorded are returned (`waiting`), for the recorder to apply: a
+# waiting status is matched when its part is recorded, not by rescans of every waiting status.
 RECORD_PARTS = sa.text(
     """
     WITH recorded AS (
@@ -150,7 +153,12 @@ RECORD_PARTS = sa.text(
         WHERE m.id = v.id AND m.lease_token = v.token AND m.status IN ('sending', 'failed')
           AND jsonb_array_length(m.parts) = v.index
         RETURNING m.id, m.recipient, coalesce(m.sender, :default_sender) AS sender,
-                  m.status <> 'failed' AS going_on
+                  m.status <> 'failed' AS going_on, v.wamid, v.index
+    ), findable AS (
+        INSERT INTO outbox_part_wamids (wamid, message_id, part)
+        SELECT r.wamid, r.id, r.index FROM recorded r
+        ON CONFLICT (wamid) DO NOTHING
+        RETURNING wamid
     ), paced AS (
         INSERT INTO outbox_limits AS l (key, tat)
         SELECT 'pair:' || r.sender || ':' || r.recipient,
@@ -160,7 +168,11 @@ RECORD_PARTS = sa.text(
         SET tat = greatest(l.tat, now()) + (excluded.tat - now())
         RETURNING l.key
     )
-    SELECT id, going_on, (SELECT count(*) FROM paced) AS paced FROM recorded
+    SELECT id, going_on, (SELECT count(*) FROM paced) AS paced,
+           (SELECT count(*) FROM findable) AS findable,
+           ARRAY(SELECT s.id FROM outbox_statuses s
+                 WHERE s.wamid = recorded.wamid AND s.applied_at IS NULL) AS waiting
+    FROM recorded
     """
 )
 
@@ -335,12 +347,19 @@ APPEND_EVENTS = sa.text(
     """
 )
 
-# The first status webhook that names a part (by our callback data): its wamid settles a send
-# in doubt. Even `failed` says Meta accepted the request (and then could not deliver it).
+# The status webhooks that name a part by our callback data (of this installation: the receiver
+# stores another deployment's without a row) and come from after the row was created (with a
+# margin for clocks): their wamid settles a send in doubt once their recipient is checked too
+# (rows.py). Even `failed` says Meta accepted the request (and then could not deliver it).
 RECONCILED_WAMID = sa.text(
     """
-    SELECT wamid FROM outbox_statuses
-    WHERE message_id = :id AND part = :part
-    ORDER BY id LIMIT 1
+    SELECT s.wamid, s.recipient FROM outbox_statuses s
+    JOIN outbox_messages m ON m.id = s.message_id
+    WHERE s.message_id = :id AND s.part = :part
+      AND s.at >= m.created_at - interval '2 minutes' AND s.at <= now() + interval '2 minutes'
+    ORDER BY s.id
     """
 )
+
+# This database's installation id, for the callback data of every send.
+INSTALLATION_ID = sa.text("SELECT id FROM outbox_installation LIMIT 1")

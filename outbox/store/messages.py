@@ -168,6 +168,21 @@ LIVE_DAEMONS = sa.text(
 )
 
 
+# Errors Meta reported about a number or the app (value-level webhook errors) in the last day,
+# by number and code: how many, the last title and details, and when the last came.
+RECENT_WEBHOOK_ERRORS = sa.text(
+    """
+    SELECT DISTINCT ON (phone_number_id, code)
+           phone_number_id, code, title, detail, received_at AS last_at,
+           count(*) OVER (PARTITION BY phone_number_id, code) AS count
+    FROM outbox_webhook_errors
+    WHERE received_at > now() - interval '1 day'
+    ORDER BY phone_number_id, code, received_at DESC
+    LIMIT 50
+    """
+)
+
+
 # One row's history, oldest first.
 SELECT_EVENTS = sa.text(
     """
@@ -289,7 +304,8 @@ async def prune_finished(conn: AsyncConnection, older_than: timedelta, *, batch:
 
 
 async def backlog_stats(conn: AsyncConnection) -> dict[str, Any]:
-    """Counts by status (every status listed), oldest due pending age, sends per minute."""
+    """Counts by status (every status listed), oldest due pending age, sends per minute, the
+    daemons' states and the errors Meta reported about numbers or the app in the last day."""
     counts = dict.fromkeys(STATUSES, 0)
     by_sender: dict[str, dict[str, int]] = {}
     for row in await fetch_all(conn, COUNT_BY_STATUS):
@@ -312,10 +328,22 @@ async def backlog_stats(conn: AsyncConnection) -> dict[str, Any]:
         }
         for row in await fetch_all(conn, LIVE_DAEMONS)
     ]
+    reported = [
+        {
+            "phone_number_id": row["phone_number_id"],
+            "code": row["code"],
+            "title": row["title"],
+            "detail": row["detail"],
+            "count": int(row["count"]),
+            "last_at": row["last_at"].isoformat(),
+        }
+        for row in await fetch_all(conn, RECENT_WEBHOOK_ERRORS)
+    ]
     return {
         "counts": counts,
         "senders": by_sender,
         "oldest_pending_seconds": None if oldest is None else round(float(oldest), 3),
         "sends_per_minute": round(int(figures["sent_last_5_minutes"]) / 5, 1),
         "daemons": daemons,
+        "meta_errors_last_day": reported,
     }

@@ -24,69 +24,100 @@ INSERT_WEBHOOK = sa.text("INSERT INTO outbox_webhooks (body) VALUES (:body) RETU
 # Bound the wait for a row lock while applying on the request path (the rest of the transaction).
 SET_LOCK_TIMEOUT = sa.text("SELECT set_config('lock_timeout', :lock_timeout, true) AS value")
 
-# Store a body's statuses (a (wamid, status) already stored is a replay: skipped) and inbound
-# messages, and mark the body applied. Returns the ids of the statuses to apply.
+# Store a body's statuses, inbound messages and reported errors, and mark the body applied.
+# Returns the ids of the statuses to apply. A (wamid, status) already stored is a replay: skipped,
+# also when a concurrent request stores it (the unique constraint makes the later one wait, then
+# skip). Callback data names one of our rows only when its installation is ours, or, in the old
+# form without one, when the row was created before installations existed; anything else is
+# another deployment's (or integration's) and is stored without a row, findable by wamid alone.
 STORE_CONTENTS = sa.text(
     """
-    WITH new_statuses AS (
-        INSERT INTO outbox_statuses (wamid, message_id, part, status, at, error_code,
-                                     error_title)
-        SELECT DISTINCT ON (v.wamid, v.status)
-               v.wamid, v.row_id, v.part, v.status, v.at, v.code, v.title
-        FROM unnest(CAST(:wamids AS text[]), CAST(:row_ids AS bigint[]), CAST(:parts AS int[]),
+    WITH installation AS (SELECT id, created_at FROM outbox_installation LIMIT 1),
+    incoming AS (
+        SELECT v.*,
+               CASE WHEN v.installation = (SELECT i.id FROM installation i) THEN v.row_id
+                    WHEN v.installation IS NULL AND EXISTS (
+                        SELECT 1 FROM outbox_messages m, installation i
+                        WHERE m.id = v.row_id AND m.created_at < i.created_at) THEN v.row_id
+               END AS ours
+        FROM unnest(CAST(:wamids AS text[]), CAST(:installations AS text[]),
+                    CAST(:row_ids AS bigint[]), CAST(:parts AS int[]),
                     CAST(:statuses AS text[]), CAST(:ats AS timestamptz[]),
-                    CAST(:codes AS int[]), CAST(:titles AS text[]))
-             WITH ORDINALITY AS v(wamid, row_id, part, status, at, code, title, n)
-        WHERE NOT EXISTS (SELECT 1 FROM outbox_statuses s
-                          WHERE s.wamid = v.wamid AND s.status = v.status)
+                    CAST(:codes AS int[]), CAST(:titles AS text[]),
+                    CAST(:recipients AS text[]))
+             WITH ORDINALITY AS v(wamid, installation, row_id, part, status, at, code, title,
+                                  recipient, n)),
+    new_statuses AS (
+        INSERT INTO outbox_statuses (wamid, message_id, part, status, at, error_code,
+                                     error_title, recipient)
+        SELECT DISTINCT ON (v.wamid, v.status)
+               v.wamid, v.ours, CASE WHEN v.ours IS NOT NULL THEN v.part END, v.status, v.at,
+               v.code, v.title, v.recipient
+        FROM incoming v
         ORDER BY v.wamid, v.status, v.n
+        ON CONFLICT (wamid, status) DO NOTHING
         RETURNING id),
     new_inbound AS (
-        INSERT INTO outbox_inbound (wamid, phone_number_id, customer, type, at)
-        SELECT v.wamid, v.phone, v.customer, v.type, v.at
+        INSERT INTO outbox_inbound (wamid, phone_number_id, customer, user_id, type, at,
+                                    error_code, error_title)
+        SELECT v.wamid, v.phone, v.customer, v.user_id, v.type, v.at, v.code, v.title
         FROM unnest(CAST(:inbound_wamids AS text[]), CAST(:inbound_phones AS text[]),
-                    CAST(:inbound_customers AS text[]), CAST(:inbound_types AS text[]),
-                    CAST(:inbound_ats AS timestamptz[])) AS v(wamid, phone, customer, type, at)
+                    CAST(:inbound_customers AS text[]), CAST(:inbound_user_ids AS text[]),
+                    CAST(:inbound_types AS text[]), CAST(:inbound_ats AS timestamptz[]),
+                    CAST(:inbound_codes AS int[]), CAST(:inbound_titles AS text[]))
+             AS v(wamid, phone, customer, user_id, type, at, code, title)
         ON CONFLICT (wamid) DO NOTHING
+        RETURNING id),
+    new_errors AS (
+        INSERT INTO outbox_webhook_errors (phone_number_id, code, title, detail)
+        SELECT v.phone, v.code, v.title, v.detail
+        FROM unnest(CAST(:error_phones AS text[]), CAST(:error_codes AS int[]),
+                    CAST(:error_titles AS text[]), CAST(:error_details AS text[]))
+             AS v(phone, code, title, detail)
         RETURNING id),
     body AS (
         UPDATE outbox_webhooks SET applied_at = now() WHERE id = :webhook_id RETURNING id)
     SELECT coalesce((SELECT array_agg(id ORDER BY id) FROM new_statuses), '{}') AS status_ids,
            (SELECT count(*) FROM new_inbound) AS inbound,
+           (SELECT count(*) FROM new_errors) AS errors,
            (SELECT count(*) FROM body) AS bodies
     """
 )
 
-# The statuses of a batch (the CTE `batch`), applied. Each gets an outcome:
+# The statuses of a batch (the CTE `batch`), applied. A status finds its part by our callback
+# data, else by its wamid among every recorded part's (outbox_part_wamids). Each gets an outcome:
 #   applied     its part holds its wamid: merged into the part and the row, and an event appended
 #   other_copy  the part holds another wamid (a copy of a resent part): stored, nothing changed
 #   no_row      our callback data names a row that does not exist (pruned): nothing changed
-#   waiting     the part is not recorded yet (or no row has the wamid): left unapplied
+#   waiting     the part is not recorded yet (or no part has the wamid): left unapplied, until
+#               the daemon records that wamid (see RECORD_PARTS)
 # The row's status follows its parts only while it is sent, delivered or read (the least advanced
-# part, never backwards); a part failing fails the row unless the row is pending or cancelled. A
-# failed part stays failed, and a failed status for a delivered or read part changes nothing.
+# part, never backwards); a part failing fails the row unless the row is cancelled: a row waiting
+# for a retry (pending) sends nothing more. A failed part stays failed, and a failed status for a
+# delivered or read part changes nothing. Statuses without a rank (played, deleted, warning) and
+# statuses after a failure go to the history only.
 _APPLY = """
     WITH batch AS ({batch}),
     located AS (
-        SELECT b.*, coalesce(b.message_id,
-                             (SELECT m.id FROM outbox_messages m WHERE m.message_id = b.wamid
-                              ORDER BY m.id DESC LIMIT 1)) AS row_id
-        FROM batch b),
+        SELECT b.*, coalesce(b.message_id, w.message_id) AS row_id,
+               CASE WHEN b.message_id IS NOT NULL THEN b.part ELSE w.part END AS at_part
+        FROM batch b LEFT JOIN outbox_part_wamids w ON b.message_id IS NULL
+                                                  AND w.wamid = b.wamid),
     locked AS (
         SELECT m.id, m.parts FROM outbox_messages m
         WHERE m.id = ANY(ARRAY(SELECT l.row_id FROM located l))
         ORDER BY m.id
         FOR UPDATE),
     judged AS (
-        SELECT l.*, p.part AS at_part,
+        SELECT l.*,
                CASE WHEN k.id IS NULL AND l.message_id IS NOT NULL THEN 'no_row'
-                    WHEN k.id IS NULL OR p.part < 0 OR p.part >= jsonb_array_length(k.parts)
-                         THEN 'waiting'
-                    WHEN k.parts -> p.part ->> 'wamid' IS DISTINCT FROM l.wamid THEN 'other_copy'
+                    WHEN k.id IS NULL OR l.at_part < 0
+                         OR l.at_part >= jsonb_array_length(k.parts) THEN 'waiting'
+                    WHEN k.parts -> l.at_part ->> 'wamid' IS DISTINCT FROM l.wamid
+                         THEN 'other_copy'
                     ELSE 'applied' END AS outcome
         FROM located l
-        LEFT JOIN locked k ON k.id = l.row_id
-        CROSS JOIN LATERAL (SELECT coalesce(l.part, jsonb_array_length(k.parts) - 1) AS part) p),
+        LEFT JOIN locked k ON k.id = l.row_id),
     hits AS (
         SELECT j.row_id, j.at_part AS part, j.wamid,
                max(CASE j.status WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2 WHEN 'read' THEN 3
@@ -124,7 +155,8 @@ _APPLY = """
                 FROM (
                     SELECT a.*,
                            CASE WHEN a.new_failure IS NOT NULL AND m.status IN
-                                     ('sending', 'sent', 'delivered', 'read', 'failed')
+                                     ('pending', 'sending', 'sent', 'delivered', 'read',
+                                      'failed')
                                 THEN 'failed'
                                 WHEN m.status NOT IN ('sent', 'delivered', 'read') THEN m.status
                                 WHEN a.old_failure IS NOT NULL THEN 'failed'
@@ -214,43 +246,30 @@ APPLY_STATUSES = sa.text(
     )
 )
 
-# Apply up to :limit waiting statuses, oldest first, that can apply now: their part is recorded
-# (or a row has their wamid). Statuses that cannot (yet) apply are not even locked, so however
-# many wait for parts that never come, they hold back none that can. :skip lists statuses whose
-# application failed recently.
-APPLY_WAITING = sa.text(
-    _APPLY.format(
-        batch=f"""
-        SELECT {_BATCH_COLUMNS} FROM outbox_statuses s
-        WHERE s.applied_at IS NULL AND s.received_at > now() - {MAX_WAIT}
-          AND s.id <> ALL(CAST(:skip AS bigint[]))
-          AND ((s.message_id IS NOT NULL
-                AND EXISTS (SELECT 1 FROM outbox_messages m
-                            WHERE m.id = s.message_id
-                              AND jsonb_array_length(m.parts) > s.part))
-               OR (s.message_id IS NULL
-                   AND EXISTS (SELECT 1 FROM outbox_messages m
-                               WHERE m.message_id = s.wamid)))
-        ORDER BY s.id
-        LIMIT :limit
-        FOR UPDATE OF s SKIP LOCKED"""
-    )
+# Waiting statuses received after the :after watermark, at least :settle seconds ago, oldest
+# first, for one more look each: a status and the daemon's record of its part, written at the same
+# moment, can each miss the other. Every other waiting status is applied when its part is recorded
+# (RECORD_PARTS), so this costs one look per status however many wait for parts that never come
+# (another integration's messages on the same number).
+RECHECK_WAITING = sa.text(
+    """
+    SELECT id FROM outbox_statuses
+    WHERE applied_at IS NULL AND id > :after
+      AND received_at <= now() - make_interval(secs => :settle)
+    ORDER BY id
+    LIMIT :limit
+    """
 )
 
-# The ids APPLY_WAITING would take, without applying them (to apply them one by one after a
-# batch failed).
-SELECT_WAITING = sa.text(
-    f"""
-    SELECT s.id FROM outbox_statuses s
-    WHERE s.applied_at IS NULL AND s.received_at > now() - {MAX_WAIT}
-      AND s.id <> ALL(CAST(:skip AS bigint[]))
-      AND ((s.message_id IS NOT NULL
-            AND EXISTS (SELECT 1 FROM outbox_messages m
-                        WHERE m.id = s.message_id AND jsonb_array_length(m.parts) > s.part))
-           OR (s.message_id IS NULL
-               AND EXISTS (SELECT 1 FROM outbox_messages m WHERE m.message_id = s.wamid)))
-    ORDER BY s.id
-    LIMIT :limit
+# Where a receiver starting now resumes its second looks: just before the oldest status still
+# waiting from the last :horizon seconds, else the newest status.
+WAITING_WATERMARK = sa.text(
+    """
+    SELECT coalesce(
+        (SELECT min(id) - 1 FROM outbox_statuses
+         WHERE applied_at IS NULL AND received_at > now() - make_interval(secs => :horizon)),
+        (SELECT max(id) FROM outbox_statuses),
+        0) AS after
     """
 )
 
@@ -291,6 +310,17 @@ PRUNE_STATUSES = sa.text(
 )
 
 
+# Delete up to :batch errors Meta reported about numbers or the app, received before :cutoff.
+PRUNE_WEBHOOK_ERRORS = sa.text(
+    """
+    DELETE FROM outbox_webhook_errors
+    WHERE id IN (SELECT id FROM outbox_webhook_errors WHERE received_at < :cutoff
+                 ORDER BY received_at LIMIT :batch)
+    RETURNING id
+    """
+)
+
+
 async def insert_webhook(conn: AsyncConnectionLike, body: bytes) -> int:
     row = await fetch_one(conn, INSERT_WEBHOOK, {"body": body})
     assert row is not None
@@ -307,19 +337,24 @@ async def store_contents(
     webhook_id: int,
     statuses: list[dict[str, Any]],
     inbound: list[dict[str, Any]],
+    errors: list[dict[str, Any]] | None = None,
 ) -> list[int]:
-    """Store a body's statuses and inbound messages and mark it applied; the new status ids.
-    Each status is a dict of wamid, row_id, part, status, at, code, title; each inbound message
-    one of wamid, phone, customer, type, at."""
+    """Store a body's statuses, inbound messages and reported errors and mark it applied; the
+    new status ids. Each status is a dict of wamid, installation, row_id, part, status, at, code,
+    title, recipient; each inbound message one of wamid, phone, customer, user_id, type, at,
+    code, title; each error one of phone, code, title, detail."""
 
     def column(items: list[dict[str, Any]], name: str) -> list[Any]:
         return [item[name] for item in items]
 
     params: dict[str, Any] = {"webhook_id": webhook_id}
-    for name in ("wamid", "row_id", "part", "status", "at", "code", "title"):
-        params["statuses" if name == "status" else f"{name}s"] = column(statuses, name)
-    for name in ("wamid", "phone", "customer", "type", "at"):
+    for name in ("wamid", "installation", "row_id", "part", "at", "code", "title", "recipient"):
+        params[f"{name}s"] = column(statuses, name)
+    params["statuses"] = column(statuses, "status")
+    for name in ("wamid", "phone", "customer", "user_id", "type", "at", "code", "title"):
         params[f"inbound_{name}s"] = column(inbound, name)
+    for name in ("phone", "code", "title", "detail"):
+        params[f"error_{name}s"] = column(errors or [], name)
     row = await fetch_one(conn, STORE_CONTENTS, params)
     assert row is not None
     return [int(status_id) for status_id in row["status_ids"]]
@@ -332,14 +367,21 @@ async def apply_statuses(conn: AsyncConnectionLike, ids: list[int]) -> list[Row]
     return await fetch_all(conn, APPLY_STATUSES, {"ids": ids})
 
 
-async def apply_waiting(conn: AsyncConnectionLike, limit: int, skip: list[int]) -> list[Row]:
-    """Apply up to `limit` waiting statuses whose part is now recorded, oldest first."""
-    return await fetch_all(conn, APPLY_WAITING, {"limit": limit, "skip": skip})
-
-
-async def select_waiting(conn: AsyncConnectionLike, limit: int, skip: list[int]) -> list[int]:
-    rows = await fetch_all(conn, SELECT_WAITING, {"limit": limit, "skip": skip})
+async def recheck_waiting(
+    conn: AsyncConnectionLike, after: int, settle: float, limit: int
+) -> list[int]:
+    """Up to `limit` waiting statuses past the `after` watermark, received `settle` seconds ago
+    or more, for a second look."""
+    rows = await fetch_all(
+        conn, RECHECK_WAITING, {"after": after, "settle": settle, "limit": limit}
+    )
     return [int(row["id"]) for row in rows]
+
+
+async def waiting_watermark(conn: AsyncConnectionLike, horizon: float) -> int:
+    row = await fetch_one(conn, WAITING_WATERMARK, {"horizon": horizon})
+    assert row is not None
+    return int(row["after"])
 
 
 async def next_unapplied_webhook(
@@ -351,8 +393,11 @@ async def next_unapplied_webhook(
 
 
 async def prune_webhooks(conn: AsyncConnectionLike, cutoff: datetime, batch: int) -> bool:
-    """Delete up to `batch` applied bodies and as many finished statuses received before
-    `cutoff`; True while there may be more."""
-    bodies = await fetch_all(conn, PRUNE_WEBHOOKS, {"cutoff": cutoff, "batch": batch})
-    statuses = await fetch_all(conn, PRUNE_STATUSES, {"cutoff": cutoff, "batch": batch})
-    return len(bodies) >= batch or len(statuses) >= batch
+    """Delete up to `batch` applied bodies, as many finished statuses and as many reported
+    errors received before `cutoff`; True while there may be more."""
+    params = {"cutoff": cutoff, "batch": batch}
+    deleted = [
+        await fetch_all(conn, statement, params)
+        for statement in (PRUNE_WEBHOOKS, PRUNE_STATUSES, PRUNE_WEBHOOK_ERRORS)
+    ]
+    return any(len(rows) >= batch for rows in deleted)

@@ -2,8 +2,10 @@
 
 The raw body is written first and committed whatever happens next (Meta cannot send a lost
 webhook again). Its statuses and inbound messages are stored and applied under a savepoint, so an
-unexpected failure leaves the body stored but unapplied, for the background task. That task also
-applies statuses that arrived before the daemon recorded their part. Metrics count what a
+unexpected failure leaves the body stored but unapplied, for the background task. A status that
+arrived before the daemon recorded its part is applied by the daemon when it records it; the
+background task gives each one a single second look, for the moment both were written at once.
+Metrics count what a
 transaction committed, after the commit.
 """
 
@@ -25,6 +27,8 @@ logger = logging.getLogger("outbox.webhooks")
 
 RETRY_INTERVAL = 0.5  # seconds between rounds of the background task when it found no work
 BATCH = 500  # waiting statuses applied per statement
+SETTLE = 2.0  # seconds after which a waiting status gets its second look (see RECHECK_WAITING)
+WATERMARK_HORIZON = 60.0  # on start, waiting statuses this recent get their second look
 BODIES_PER_ROUND = 50
 LOCK_TIMEOUT = 1.0  # a request waits this long for a row lock, then leaves the body to the task
 MAX_BACKOFF = 300.0  # longest wait before a body or status that failed is tried again
@@ -67,12 +71,14 @@ def _status_params(envelope: Envelope) -> list[dict[str, Any]]:
     return [
         {
             "wamid": status.wamid,
+            "installation": status.installation,
             "row_id": status.row_id,
             "part": status.part,
             "status": status.status,
             "at": status.at,
             "code": _int32(status.error_code),
             "title": status.error_title,
+            "recipient": status.recipient,
         }
         for status in envelope.statuses
     ]
@@ -84,10 +90,25 @@ def _inbound_params(envelope: Envelope) -> list[dict[str, Any]]:
             "wamid": message.wamid,
             "phone": message.phone_number_id,
             "customer": message.customer,
+            "user_id": message.user_id,
             "type": message.type,
             "at": message.at,
+            "code": _int32(message.error_code),
+            "title": message.error_title,
         }
         for message in envelope.inbound
+    ]
+
+
+def _error_params(envelope: Envelope) -> list[dict[str, Any]]:
+    return [
+        {
+            "phone": error.phone_number_id,
+            "code": _int32(error.code),
+            "title": error.title,
+            "detail": error.detail,
+        }
+        for error in envelope.errors
     ]
 
 
@@ -97,7 +118,7 @@ class Applier:
     def __init__(self, engine: AsyncEngine, metrics: ReceiverMetrics | None = None) -> None:
         self._engine = engine
         self._bodies = Backoff()
-        self._statuses = Backoff()
+        self._watermark: int | None = None  # statuses up to this id had their second look
         self._metrics = metrics or ReceiverMetrics()
 
     async def receive(self, body: bytes, envelope: Envelope) -> bool:
@@ -133,7 +154,7 @@ class Applier:
             busy = False
             try:
                 busy = await self._retry_bodies()
-                busy = await self._retry_statuses() or busy
+                busy = await self._recheck_statuses() or busy
             except Exception as exc:
                 failures += 1
                 logger.warning(
@@ -152,7 +173,11 @@ class Applier:
         """Store and apply the body's contents: the number of duplicate statuses (stored
         before), and the outcome of each new one."""
         ids = await store.store_contents(
-            conn, webhook_id, _status_params(envelope), _inbound_params(envelope)
+            conn,
+            webhook_id,
+            _status_params(envelope),
+            _inbound_params(envelope),
+            _error_params(envelope),
         )
         results = await store.apply_statuses(conn, ids)
         self._log(results)
@@ -187,44 +212,44 @@ class Applier:
             logger.info("webhook %d applied on retry", webhook_id)
         return True
 
-    async def _retry_statuses(self) -> bool:
-        """Apply a batch of waiting statuses that can apply now; True when there may be more.
-        A batch the database refuses is applied status by status, to isolate the culprit."""
-        skip = self._statuses.skipped()
+    async def _recheck_statuses(self) -> bool:
+        """Give the waiting statuses that came since the watermark their one second look (see
+        store.RECHECK_WAITING); True when there may be more. A batch the database refuses is
+        applied status by status, and a status that still fails is logged and left waiting."""
+        async with self._engine.connect() as conn:
+            if self._watermark is None:
+                self._watermark = await store.waiting_watermark(conn, WATERMARK_HORIZON)
+            ids = await store.recheck_waiting(conn, self._watermark, SETTLE, BATCH)
+        if not ids:
+            return False
         try:
             async with self._engine.begin() as conn:
-                results = await store.apply_waiting(conn, BATCH, skip)
+                results = await store.apply_statuses(conn, ids)
         except Exception as exc:
             if is_connection_error(exc):
                 raise
             logger.warning("applying waiting statuses failed (%s); one by one", short_error(exc))
-            return await self._retry_one_by_one(skip)
+            results = await self._apply_one_by_one(ids)
+        self._watermark = max(ids)
         self._log(results)
         self._count(results, duplicates=None)
-        return len(results) >= BATCH
+        return len(ids) >= BATCH
 
-    async def _retry_one_by_one(self, skip: list[int]) -> bool:
-        async with self._engine.connect() as conn:
-            ids = await store.select_waiting(conn, BATCH, skip)
+    async def _apply_one_by_one(self, ids: list[int]) -> list[Row]:
+        applied: list[Row] = []
         for status_id in ids:
             try:
                 async with self._engine.begin() as conn:
-                    results = await store.apply_statuses(conn, [status_id])
-                self._log(results)
-                self._count(results, duplicates=None)
+                    applied.extend(await store.apply_statuses(conn, [status_id]))
             except Exception as exc:
                 if is_connection_error(exc):
                     raise
-                delay = self._statuses.failed(status_id)
                 logger.error(
-                    "status %d could not be applied (%s); next try in %.0fs",
+                    "status %d could not be applied (%s); it waits for its part to be recorded",
                     status_id,
                     short_error(exc),
-                    delay,
                 )
-            else:
-                self._statuses.succeeded(status_id)
-        return len(ids) >= BATCH
+        return applied
 
     def _count(self, results: list[Row], *, duplicates: int | None) -> None:
         """Count committed statuses: applied ones by status (a failed status ignored for a part

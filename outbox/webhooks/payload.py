@@ -1,6 +1,8 @@
-"""Meta's webhook envelope: verify its signature, then read statuses and inbound messages.
+"""Meta's webhook envelope: verify its signature, then read statuses, inbound messages and the
+errors Meta reports about the number or app.
 
-Only what outbox acts on is extracted; the raw body is stored as received. A body that is not
+Every status Meta sends for a message is read, also those that move no row (played, deleted,
+warning): they belong in its history. The raw body is stored as received. A body that is not
 Meta's envelope raises NotAnEnvelope (the receiver answers 400, never 500).
 """
 
@@ -9,16 +11,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from outbox.callbacks import parse_callback
 from outbox.errors import clean
 
 STATUS_RANK = {"sent": 1, "delivered": 2, "read": 3}  # failed is apart: see apply.py
-KNOWN_STATUSES = (*STATUS_RANK, "failed")
-CALLBACK = re.compile(r"^outbox:(\d{1,18}):(\d{1,4})$")
+# Statuses kept in a message's history without moving it: a voice message played, a message the
+# customer deleted, a warning (e.g. a catalogue item that is no longer available).
+HISTORY_ONLY = ("played", "deleted", "warning")
+KNOWN_STATUSES = (*STATUS_RANK, "failed", *HISTORY_ONLY)
 
 
 class NotAnEnvelope(ValueError):
@@ -46,7 +50,10 @@ class Status:
     status: str
     at: datetime
     recipient: str | None
-    row_id: int | None  # from biz_opaque_callback_data "outbox:<row>:<part>"
+    # From biz_opaque_callback_data "outbox:<installation>:<row>:<part>" (installation None for
+    # the old form "outbox:<row>:<part>"); whose installation it is, the store decides.
+    installation: str | None
+    row_id: int | None
     part: int | None
     error_code: int | None
     error_title: str | None
@@ -58,15 +65,29 @@ class Inbound:
 
     wamid: str
     phone_number_id: str
-    customer: str
+    customer: str | None  # `from`: null for a user known only by a username
+    user_id: str | None  # `from_user_id`: the business-scoped user id
     at: datetime
     type: str
+    error_code: int | None  # Meta could not handle it (e.g. 131051, unsupported type)
+    error_title: str | None
+
+
+@dataclass(frozen=True)
+class ReportedError:
+    """An error Meta reports about the number or the app (`value.errors[]`), not one message."""
+
+    phone_number_id: str | None
+    code: int | None
+    title: str | None
+    detail: str | None
 
 
 @dataclass(frozen=True)
 class Envelope:
     statuses: list[Status]
     inbound: list[Inbound]
+    errors: list[ReportedError] = field(default_factory=list)
 
 
 def parse(body: bytes) -> Envelope:
@@ -82,6 +103,7 @@ def parse(body: bytes) -> Envelope:
         raise NotAnEnvelope('"entry" must be a list')
     statuses: list[Status] = []
     inbound: list[Inbound] = []
+    errors: list[ReportedError] = []
     for entry in entries:
         changes = entry.get("changes") if isinstance(entry, dict) else None
         if not isinstance(changes, list):
@@ -92,7 +114,8 @@ def parse(body: bytes) -> Envelope:
                 continue  # other fields (quality updates, templates) are not ours to apply
             statuses.extend(_statuses(value))
             inbound.extend(_inbound(value))
-    return Envelope(statuses, inbound)
+            errors.extend(_reported_errors(value))
+    return Envelope(statuses, inbound, errors)
 
 
 def _statuses(value: dict[str, Any]) -> list[Status]:
@@ -100,25 +123,20 @@ def _statuses(value: dict[str, Any]) -> list[Status]:
     for item in _list(value.get("statuses")):
         wamid, status = item.get("id"), item.get("status")
         if not isinstance(wamid, str) or not wamid or status not in KNOWN_STATUSES:
-            continue  # e.g. "played" for voice notes, or a malformed entry
-        row_id = part = None
-        match = CALLBACK.match(str(item.get("biz_opaque_callback_data") or ""))
-        if match:
-            row_id, part = int(match.group(1)), int(match.group(2))
-        errors = _list(item.get("errors"))
-        error = errors[0] if errors else {}
-        code = error.get("code")
-        title = error.get("title") or error.get("message")
+            continue  # a malformed entry, or a status Meta may add one day (the body keeps it)
+        callback = parse_callback(item.get("biz_opaque_callback_data"))
+        code, title = _first_error(item)
         found.append(
             Status(
                 wamid=clean(wamid, 512),
                 status=str(status),
                 at=_timestamp(item.get("timestamp")),
                 recipient=_text(item.get("recipient_id")),
-                row_id=row_id,
-                part=part,
-                error_code=code if isinstance(code, int) and not isinstance(code, bool) else None,
-                error_title=clean(str(title)) if title else None,
+                installation=callback.installation if callback else None,
+                row_id=callback.row if callback else None,
+                part=callback.part if callback else None,
+                error_code=code,
+                error_title=title,
             )
         )
     return found
@@ -129,19 +147,58 @@ def _inbound(value: dict[str, Any]) -> list[Inbound]:
     phone = metadata.get("phone_number_id") if isinstance(metadata, dict) else None
     found = []
     for item in _list(value.get("messages")):
-        wamid, customer = item.get("id"), item.get("from")
-        if not isinstance(wamid, str) or not isinstance(customer, str):
+        wamid = item.get("id")
+        customer, user_id = _text(item.get("from")), _text(item.get("from_user_id"))
+        if not isinstance(wamid, str) or not wamid or (customer is None and user_id is None):
             continue
+        code, title = _first_error(item)
         found.append(
             Inbound(
                 wamid=clean(wamid, 512),
                 phone_number_id=clean(str(phone or ""), 64),
-                customer=clean(customer, 64),
+                customer=customer,
+                user_id=user_id,
                 at=_timestamp(item.get("timestamp")),
                 type=clean(str(item.get("type") or "unknown"), 32),
+                error_code=code,
+                error_title=title,
             )
         )
     return found
+
+
+def _reported_errors(value: dict[str, Any]) -> list[ReportedError]:
+    metadata = value.get("metadata")
+    phone = metadata.get("phone_number_id") if isinstance(metadata, dict) else None
+    found = []
+    for item in _list(value.get("errors")):
+        code, title = _error_of(item)
+        data = item.get("error_data")
+        detail = data.get("details") if isinstance(data, dict) else None
+        found.append(
+            ReportedError(
+                phone_number_id=_text(phone if isinstance(phone, str) else None),
+                code=code,
+                title=title,
+                detail=clean(detail) if isinstance(detail, str) and detail else None,
+            )
+        )
+    return found
+
+
+def _first_error(item: dict[str, Any]) -> tuple[int | None, str | None]:
+    """The code and title of an entry's first `errors[]` item."""
+    errors = _list(item.get("errors"))
+    return _error_of(errors[0]) if errors else (None, None)
+
+
+def _error_of(error: dict[str, Any]) -> tuple[int | None, str | None]:
+    code = error.get("code")
+    title = error.get("title") or error.get("message")
+    return (
+        code if isinstance(code, int) and not isinstance(code, bool) else None,
+        clean(str(title)) if title else None,
+    )
 
 
 def _list(value: object) -> list[dict[str, Any]]:

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from outbox.callbacks import parse_callback
+
 KILL_WINDOW = 2.0  # seconds from an accepted answer to its wamid's write, at the most
 DOUBTFUL_STEPS = ("accept_and_drop", "delay")  # the simulator accepted; the answer was lost
 TERMINAL = ("sent", "delivered", "read", "failed", "cancelled")
@@ -112,8 +114,9 @@ def count(scenario: str, evidence: Evidence, allow_failure: AllowFailure = never
 def _sends_by_part(accepted: list[dict[str, Any]]) -> dict[tuple[int, int], list[dict[str, Any]]]:
     sends: dict[tuple[int, int], list[dict[str, Any]]] = defaultdict(list)
     for entry in accepted:
-        _, row, part = str(entry["callback"]).split(":")
-        sends[int(row), int(part)].append(entry)
+        callback = parse_callback(entry["callback"])
+        assert callback is not None, f"not our callback data: {entry['callback']!r}"
+        sends[callback.row, callback.part].append(entry)
     return sends
 
 
@@ -195,8 +198,9 @@ def _check_order(figures: Figures, evidence: Evidence) -> None:
     latest: dict[str, tuple[int, int]] = {}
     seen: set[tuple[int, int]] = set()
     for entry in evidence.accepted:
-        _, row, part = str(entry["callback"]).split(":")
-        key = (int(row), int(part))
+        callback = parse_callback(entry["callback"])
+        assert callback is not None, f"not our callback data: {entry['callback']!r}"
+        key = (callback.row, callback.part)
         if key in seen or key[0] not in evidence.committed:
             continue
         seen.add(key)

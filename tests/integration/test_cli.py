@@ -221,6 +221,24 @@ def test_stats_keeps_a_long_daemon_id_apart_from_its_state(
     assert "daemon vm-1.example:26337:fb4ab871 outage since " in out
 
 
+def test_stats_shows_the_errors_meta_reported_about_a_number_in_the_last_day(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sql(
+        cli_env,
+        "INSERT INTO outbox_webhook_errors (phone_number_id, code, title, detail, received_at) "
+        "VALUES ('106540352242922', 130429, 'Rate limit hit', 'throughput reached', now()), "
+        "('106540352242922', 130429, 'Rate limit hit', 'throughput reached', now()), "
+        "('106540352242922', 131000, 'Old', NULL, now() - interval '2 days')",
+    )
+    code, out, _ = run(capsys, "stats")
+    assert code == 0
+    [line] = [line for line in out.splitlines() if line.startswith("Meta reported")]
+    assert (
+        "(#130429) Rate limit hit: throughput reached for number 106540352242922, 2 times" in line
+    )
+
+
 @pytest.mark.parametrize(
     "argv",
     [

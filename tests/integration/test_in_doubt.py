@@ -11,6 +11,7 @@ import pytest
 from aioresponses import aioresponses
 
 import outbox
+from outbox.callbacks import installation_id
 from outbox.events import EventLog
 from outbox.limiter import RateLimiter
 from outbox.pool import Pool
@@ -57,7 +58,15 @@ async def deliver_in_an_outage(database_url: str, in_doubt: int, **answer: objec
             recorder.start()
             events = EventLog(pool)
             rows = RowSender(
-                settings, pool, api, recorder, senders, RateLimiter(45, 6), lambda: None, events
+                settings,
+                pool,
+                api,
+                recorder,
+                senders,
+                RateLimiter(45, 6),
+                lambda: None,
+                events,
+                installation=await installation_id(pool),
             )
             with aioresponses() as mocked:
                 mocked.get(f"http://127.0.0.1:9/v23.0/{PHONE}?fields=id", payload={"id": PHONE})

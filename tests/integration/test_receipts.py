@@ -143,8 +143,8 @@ async def test_a_row_taken_over_from_an_expired_lease_is_settled_by_its_webhook(
             "now() - interval '1 second') RETURNING id"
         )
         await conn.execute(
-            "INSERT INTO outbox_statuses (wamid, message_id, part, status, at) "
-            "VALUES ('wamid.accepted-by-the-lost-daemon', $1, 0, 'sent', now())",
+            "INSERT INTO outbox_statuses (wamid, message_id, part, status, at, recipient) "
+            "VALUES ('wamid.accepted-by-the-lost-daemon', $1, 0, 'sent', now(), '923001234567')",
             row,
         )
     finally:

@@ -48,7 +48,7 @@ async def test_a_row_goes_from_the_sender_it_names(
     named = await enqueue(engine, GUEST, "from the second number", sender=OTHER)
     default = await enqueue(engine, "923007654321", "from the default number")
     assert await drain(settings) == 0
-    sent_from = {a["callback"].split(":")[1]: a["from"] for a in simulator.accepted}
+    sent_from = {a["callback"].split(":")[2]: a["from"] for a in simulator.accepted}
     assert sent_from == {str(named): OTHER, str(default): PHONE}
     assert (await status(engine, named)).sender == OTHER
     assert (await status(engine, default)).sender is None

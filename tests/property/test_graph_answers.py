@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import outbox
+from outbox.callbacks import installation_id
 from outbox.claims import Claim
 from outbox.events import EventLog
 from outbox.limiter import RateLimiter
@@ -113,6 +114,7 @@ async def _deliver_once(database_url: str, status: int, header: str | None, body
                 RateLimiter(45, 6),
                 lambda: None,
                 EventLog(pool),
+                installation=await installation_id(pool),
             )
             with aioresponses() as mocked:
                 mocked.post(URL, status=status, body=body, headers=headers, repeat=True)

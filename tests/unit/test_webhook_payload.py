@@ -141,9 +141,9 @@ def test_callback_data_not_ours_names_no_row(callback: str) -> None:
     assert (found.row_id, found.part) == (None, None)
 
 
-def test_played_and_malformed_statuses_are_skipped() -> None:
+def test_malformed_statuses_are_skipped() -> None:
     statuses = [
-        status(status="played"),
+        status(status="exploded"),
         status(id=""),
         status(id=7),
         "not an object",
@@ -231,3 +231,71 @@ def test_a_signature_with_another_secret_does_not_match() -> None:
 @pytest.mark.parametrize("header", ["", "sha256=", "sha256=zz", "sha256=é", "garbage"])
 def test_a_malformed_signature_header_does_not_match(header: str) -> None:
     assert not signature_matches(SECRET, b"{}", header)
+
+
+def test_callback_data_with_an_installation_names_it_with_the_row_and_part() -> None:
+    callback = "outbox:5f3a9c0e1b2d4e6f:42:3"
+    [found] = parse(with_value(statuses=[status(biz_opaque_callback_data=callback)])).statuses
+    assert (found.installation, found.row_id, found.part) == ("5f3a9c0e1b2d4e6f", 42, 3)
+
+
+@pytest.mark.parametrize("kind", ["played", "deleted", "warning"])
+def test_statuses_that_move_no_row_are_still_read_for_the_history(kind: str) -> None:
+    [found] = parse(with_value(statuses=[status(status=kind)])).statuses
+    assert found.status == kind
+
+
+def test_a_warning_carries_its_error() -> None:
+    warning = status(status="warning", errors=[{"code": 131059, "title": "Item unavailable"}])
+    [found] = parse(with_value(statuses=[warning])).statuses
+    assert (found.error_code, found.error_title) == (131059, "Item unavailable")
+
+
+def test_value_level_errors_are_read_with_their_phone_number() -> None:
+    body = with_value(
+        metadata={"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+        errors=[
+            {
+                "code": 130429,
+                "title": "Rate limit hit",
+                "message": "(#130429) Rate limit hit",
+                "error_data": {"details": "Cloud API message throughput has been reached."},
+            }
+        ],
+    )
+    [error] = parse(body).errors
+    assert (error.phone_number_id, error.code, error.title, error.detail) == (
+        "106540352242922",
+        130429,
+        "Rate limit hit",
+        "Cloud API message throughput has been reached.",
+    )
+
+
+def test_an_inbound_message_meta_could_not_handle_carries_its_error() -> None:
+    unsupported = {
+        "from": "16505551234",
+        "id": "wamid.IN",
+        "timestamp": "1698266945",
+        "type": "unsupported",
+        "errors": [{"code": 131051, "title": "Message type unknown"}],
+    }
+    [found] = parse(with_value(messages=[unsupported])).inbound
+    assert (found.customer, found.type, found.error_code, found.error_title) == (
+        "16505551234",
+        "unsupported",
+        131051,
+        "Message type unknown",
+    )
+
+
+def test_an_inbound_message_from_a_user_without_a_phone_number_is_read_by_user_id() -> None:
+    by_username = {
+        "from_user_id": "US.13491208655302741918",
+        "id": "wamid.IN",
+        "timestamp": "1698266945",
+        "type": "text",
+        "text": {"body": "hi"},
+    }
+    [found] = parse(with_value(messages=[by_username])).inbound
+    assert (found.customer, found.user_id) == (None, "US.13491208655302741918")

@@ -1,0 +1,388 @@
+"""No row says more than Meta said: a status settles a send in doubt only when it is about our
+installation, our row's recipient and our row's time; every part's statuses are found; every
+status lands once; a failed part stops its row."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+import outbox
+from outbox import store
+from outbox.callbacks import callback_data
+from outbox.simulator import Simulator
+from outbox.webhooks import create_app
+from outbox.webhooks.apply import Applier
+from tests.daemon_helpers import drain, enqueue, script, sent, status
+from tests.integration.test_webhooks import (
+    SECRET,
+    VERIFY_TOKEN,
+    envelope,
+    example_status,
+    post,
+    scalar,
+    sent_row,
+)
+
+CUSTOMER = "923001234567"
+STRANGER = "447700900000"  # the repro's recipient_id: not our row's customer
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+async def client(database_url: str) -> AsyncIterator[TestClient[Any, Any]]:
+    receiver = outbox.Settings(
+        database_url=database_url, app_secret=SECRET, webhook_verify_token=VERIFY_TOKEN
+    )
+    async with TestClient(TestServer(create_app(receiver))) as client:
+        yield client
+
+
+@pytest.fixture
+async def installation(engine: AsyncEngine) -> str:
+    return str(await scalar(engine, "SELECT id FROM outbox_installation"))
+
+
+def delivered(
+    wamid: str, callback: str, *, recipient: str = CUSTOMER, at: float | None = None
+) -> bytes:
+    """A signed-ready `delivered` status body about `recipient`, stamped now unless `at`."""
+    entry = example_status(wamid=wamid, callback=callback, timestamp=int(at or time.time()))
+    entry["recipient_id"] = recipient
+    return envelope(entry)
+
+
+def in_doubt_once(settings: outbox.Settings, simulator: Simulator) -> outbox.Settings:
+    """The first send hangs past the request timeout (in doubt, never accepted), the next one
+    is accepted; the daemon waits 3 s for a webhook to settle the first."""
+    script(simulator, CUSTOMER, {"hang_ms": 4000})
+    return replace(settings, request_timeout=1.0, reconcile_seconds=3.0)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def assert_not_settled_by(engine: AsyncEngine, simulator: Simulator, row: int) -> None:
+    """The part was sent again and accepted, and the row says only that."""
+    delivery = await status(engine, row)
+    assert (delivery.status, delivery.delivered_at) == ("sent", None)
+    assert delivery.message_id == simulator.accepted[0]["wamid"] != "wamid.OTHER"
+    assert sent(simulator) == [f"outbox:{row}:0"]
+
+
+# --- a send in doubt is settled only by a status that is about it ----------------------------
+
+
+async def test_a_status_naming_our_row_in_the_old_form_does_not_settle_a_new_send_in_doubt(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+    client: TestClient[Any, Any],
+) -> None:
+    """The reproduction: another deployment's row with the same id, on the same number."""
+    row = await enqueue(engine, CUSTOMER, "your booking")
+    assert (
+        await post(client, delivered("wamid.OTHER", f"outbox:{row}:0", recipient=STRANGER)) == 200
+    )
+    assert await drain(in_doubt_once(settings, simulator)) == 0
+    await assert_not_settled_by(engine, simulator, row)
+
+
+async def test_a_status_of_another_installation_does_not_settle_a_send_in_doubt(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+    client: TestClient[Any, Any],
+) -> None:
+    row = await enqueue(engine, CUSTOMER, "your booking")
+    staging = callback_data("0123456789abcdef", row, 0)
+    assert await post(client, delivered("wamid.OTHER", staging)) == 200
+    assert await drain(in_doubt_once(settings, simulator)) == 0
+    await assert_not_settled_by(engine, simulator, row)
+
+
+async def test_a_status_about_another_recipient_does_not_settle_a_send_in_doubt(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+    client: TestClient[Any, Any],
+    installation: str,
+) -> None:
+    row = await enqueue(engine, CUSTOMER, "your booking")
+    ours = callback_data(installation, row, 0)
+    assert await post(client, delivered("wamid.OTHER", ours, recipient=STRANGER)) == 200
+    assert await drain(in_doubt_once(settings, simulator)) == 0
+    await assert_not_settled_by(engine, simulator, row)
+
+
+async def test_a_status_from_before_the_row_existed_does_not_settle_a_send_in_doubt(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+    client: TestClient[Any, Any],
+    installation: str,
+) -> None:
+    row = await enqueue(engine, CUSTOMER, "your booking")
+    ours = callback_data(installation, row, 0)
+    an_hour_ago = time.time() - 3600
+    assert await post(client, delivered("wamid.OTHER", ours, at=an_hour_ago)) == 200
+    assert await drain(in_doubt_once(settings, simulator)) == 0
+    await assert_not_settled_by(engine, simulator, row)
+
+
+async def test_a_status_about_our_row_settles_its_send_in_doubt_and_then_applies(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+    client: TestClient[Any, Any],
+    installation: str,
+) -> None:
+    """Meta accepted the request whose answer was lost: its status names our installation, row,
+    part and recipient. The part is recorded with Meta's wamid, not sent again, and the status
+    that waited for it applies as soon as it is recorded."""
+    row = await enqueue(engine, CUSTOMER, "your booking")
+    ours = callback_data(installation, row, 0)
+    assert await post(client, delivered("wamid.MINE", ours)) == 200
+    assert await drain(in_doubt_once(settings, simulator)) == 0
+    assert simulator.accepted == []
+
+    async def delivered_by_its_status() -> bool:
+        return (await status(engine, row)).status == "delivered"
+
+    await eventually(delivered_by_its_status)
+    assert (await status(engine, row)).message_id == "wamid.MINE"
+
+
+# --- every part's statuses ---------------------------------------------------------------------
+
+
+async def test_statuses_for_a_non_last_part_without_callback_data_are_applied_by_wamid(
+    engine: AsyncEngine, client: TestClient[Any, Any]
+) -> None:
+    row = await sent_row(engine, "wamid.IMG", "wamid.TEXT", media=1)
+    for wamid in ("wamid.IMG", "wamid.TEXT"):
+        assert await post(client, envelope(example_status(wamid=wamid))) == 200
+    delivery = await status(engine, row)
+    assert [part.status for part in delivery.parts] == ["delivered", "delivered"]
+    assert delivery.status == "delivered"
+
+
+async def test_a_failed_status_for_a_non_last_part_without_callback_data_fails_the_row(
+    engine: AsyncEngine, client: TestClient[Any, Any]
+) -> None:
+    row = await sent_row(engine, "wamid.IMG", "wamid.TEXT", media=1)
+    failed = example_status("status_webhook_failed_130472.json", wamid="wamid.IMG")
+    assert await post(client, envelope(failed)) == 200
+    delivery = await status(engine, row)
+    assert (delivery.status, delivery.error_code) == ("failed", 130472)
+
+
+# --- every status lands once ---------------------------------------------------------------------
+
+
+async def test_concurrent_deliveries_of_one_webhook_store_and_apply_it_once(
+    engine: AsyncEngine, client: TestClient[Any, Any]
+) -> None:
+    row = await sent_row(engine, "wamid.A")
+    body = envelope(example_status(wamid="wamid.A"))
+    answers = await asyncio.gather(*(post(client, body) for _ in range(10)))
+    assert answers == [200] * 10
+    assert await scalar(engine, "SELECT count(*) FROM outbox_statuses") == 1
+    assert (
+        await scalar(engine, "SELECT count(*) FROM outbox_events WHERE message_id = :id", id=row)
+        == 1
+    )
+
+
+async def test_two_transactions_storing_one_status_at_once_store_it_once(
+    engine: AsyncEngine,
+) -> None:
+    """The second waits for the first to commit, then finds the status stored: a replay."""
+    entry = {
+        "wamid": "wamid.A",
+        "installation": None,
+        "row_id": None,
+        "part": None,
+        "status": "delivered",
+        "at": datetime.now(UTC),
+        "code": None,
+        "title": None,
+        "recipient": CUSTOMER,
+    }
+    async with engine.connect() as first, engine.connect() as second:
+        await first.begin()
+        await second.begin()
+        stored = await store.store_contents(
+            first, await store.insert_webhook(first, b"{}"), [entry], []
+        )
+        body = await store.insert_webhook(second, b"{}")
+        replay = asyncio.create_task(store.store_contents(second, body, [entry], []))
+        await asyncio.sleep(0.5)  # the replay reaches the insert while the first is uncommitted
+        await first.commit()
+        assert await replay == []
+        await second.commit()
+    assert len(stored) == 1
+    assert await scalar(engine, "SELECT count(*) FROM outbox_statuses") == 1
+
+
+@pytest.mark.parametrize("kind", ["played", "deleted", "warning"])
+async def test_statuses_that_move_no_row_land_in_its_history(
+    engine: AsyncEngine, client: TestClient[Any, Any], kind: str
+) -> None:
+    row = await sent_row(engine, "wamid.A")
+    entry = example_status(wamid="wamid.A", status=kind)
+    if kind == "warning":
+        entry["errors"] = [{"code": 131059, "title": "Item unavailable"}]
+    assert await post(client, envelope(entry)) == 200
+    async with engine.connect() as conn:
+        history = await outbox.status.get_history(conn, row)
+    assert [event.kind for event in history] == [f"status:{kind}"]
+    assert (await status(engine, row)).status == "sent"
+
+
+async def test_a_warning_keeps_its_error_in_the_history(
+    engine: AsyncEngine, client: TestClient[Any, Any]
+) -> None:
+    row = await sent_row(engine, "wamid.A")
+    entry = example_status(wamid="wamid.A", status="warning")
+    entry["errors"] = [{"code": 131059, "title": "Item unavailable"}]
+    assert await post(client, envelope(entry)) == 200
+    async with engine.connect() as conn:
+        [event] = await outbox.status.get_history(conn, row)
+    assert (event.error_code, event.detail) == (131059, "Item unavailable")
+
+
+async def test_value_level_errors_are_stored_with_their_number(
+    engine: AsyncEngine, client: TestClient[Any, Any]
+) -> None:
+    data = json.loads(envelope())
+    value = data["entry"][0]["changes"][0]["value"]
+    value.pop("statuses")
+    value["errors"] = [
+        {
+            "code": 130429,
+            "title": "Rate limit hit",
+            "error_data": {"details": "Cloud API message throughput has been reached."},
+        }
+    ]
+    assert await post(client, json.dumps(data).encode()) == 200
+    async with engine.connect() as conn:
+        stored = (
+            (await conn.execute(sa.text("SELECT * FROM outbox_webhook_errors"))).mappings().one()
+        )
+    assert (stored["code"], stored["title"], stored["detail"]) == (
+        130429,
+        "Rate limit hit",
+        "Cloud API message throughput has been reached.",
+    )
+    assert stored["phone_number_id"] == value["metadata"]["phone_number_id"]
+
+
+async def test_inbound_messages_keep_their_error_and_users_without_a_number(
+    engine: AsyncEngine, client: TestClient[Any, Any]
+) -> None:
+    messages = [
+        {
+            "from": CUSTOMER,
+            "id": "wamid.UNSUPPORTED",
+            "timestamp": "1698266945",
+            "type": "unsupported",
+            "errors": [{"code": 131051, "title": "Message type unknown"}],
+        },
+        {"from_user_id": "US.1349120865", "id": "wamid.BY-USERNAME", "type": "text"},
+    ]
+    assert await post(client, envelope(messages=messages)) == 200
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                sa.text(
+                    "SELECT wamid, customer, user_id, error_code FROM outbox_inbound ORDER BY wamid"
+                )
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("wamid.BY-USERNAME", None, "US.1349120865", None),
+        ("wamid.UNSUPPORTED", CUSTOMER, None, 131051),
+    ]
+
+
+# --- a failed part stops its row -------------------------------------------------------------
+
+
+async def test_a_row_whose_accepted_part_fails_while_it_waits_for_a_retry_sends_nothing_more(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+    client: TestClient[Any, Any],
+    installation: str,
+) -> None:
+    script(simulator, CUSTOMER, "ok", {"error": 131000, "times": 10})
+    row = await enqueue(
+        engine, CUSTOMER, "caption", media_urls={"images": ["https://x.test/a.jpg"]}
+    )
+    daemon = outbox.Daemon(replace(settings, retry_delay=600))
+    task = asyncio.create_task(daemon.run())
+    try:
+
+        async def waiting_for_a_retry() -> bool:
+            delivery = await status(engine, row)
+            return delivery.status == "pending" and delivery.part_ids[0] is not None
+
+        await eventually(waiting_for_a_retry)
+        image = simulator.accepted[0]["wamid"]
+        failed = example_status(
+            "status_webhook_failed_130472.json",
+            wamid=image,
+            callback=callback_data(installation, row, 0),
+        )
+        assert await post(client, envelope(failed)) == 200
+    finally:
+        daemon.stop()
+        await task
+    delivery = await status(engine, row)
+    assert (delivery.status, delivery.error_code) == ("failed", 130472)
+    async with engine.begin() as conn:  # the retry falls due: nothing is claimed or sent
+        await conn.execute(sa.text("UPDATE outbox_messages SET available_at = now()"))
+    assert await drain(settings) == 0
+    assert sent(simulator) == [f"outbox:{row}:0"]
+    assert (await status(engine, row)).status == "failed"
+
+
+# --- waiting statuses cost one look each -------------------------------------------------------
+
+
+async def test_a_status_for_a_wamid_never_recorded_gets_one_second_look_only(
+    engine: AsyncEngine,
+) -> None:
+    """Another integration's messages on the number: their statuses wait for a part that never
+    comes, and must not be rescanned round after round."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "INSERT INTO outbox_statuses (wamid, status, at, received_at) "
+                "SELECT 'wamid.elsewhere-' || n, 'delivered', now(), now() - interval '5 seconds' "
+                "FROM generate_series(1, 1200) n"
+            )
+        )
+    applier = Applier(engine)
+    looks = 0
+    while await applier._recheck_statuses():
+        looks += 1
+    assert looks == 2  # 1,200 statuses: two full batches of 500, then the rest
+    assert not await applier._recheck_statuses()
+    waiting = await scalar(engine, "SELECT count(*) FROM outbox_statuses WHERE applied_at IS NULL")
+    assert waiting == 1200  # they stay, waiting for a part, until pruned after 7 days
