@@ -7,7 +7,9 @@ from outbox.errors import (
     ConfigurationError,
     InvalidMessage,
     MessageNotFound,
+    NotInTransaction,
     OutboxError,
+    SchemaMissing,
     StateConflict,
 )
 from outbox.settings import Settings
@@ -20,8 +22,10 @@ __all__ = [
     "Delivery",
     "InvalidMessage",
     "MessageNotFound",
+    "NotInTransaction",
     "OutboxError",
     "Part",
+    "SchemaMissing",
     "Settings",
     "StateConflict",
     "Template",

@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Any, TypeAlias
 
 import asyncpg
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
@@ -32,6 +32,34 @@ def _compiled_for_asyncpg(statement: Executable) -> SQLCompiler:
     compiled = statement.compile(dialect=_DIALECT)  # type: ignore[attr-defined]
     assert isinstance(compiled, SQLCompiler)
     return compiled
+
+
+def transaction_problem(conn: object) -> str | None:
+    """Why `conn` cannot hold the caller's transaction, or None when it can: an asyncpg
+    connection outside a transaction, or a SQLAlchemy one in autocommit, commits every statement
+    at once. (A SQLAlchemy connection or session not begun yet begins one: the caller commits.)"""
+    if isinstance(conn, asyncpg.Connection):
+        return None if conn.is_in_transaction() else "asyncpg connection"
+    if isinstance(conn, AsyncSession | Session):
+        bind = conn.get_bind()
+        engine = bind if isinstance(bind, Engine) else bind.engine
+        return "session in autocommit" if _autocommits(engine) else None
+    if isinstance(conn, AsyncConnection | Connection):
+        sync = conn.sync_connection if isinstance(conn, AsyncConnection) else conn
+        if sync is None:  # an AsyncConnection not started yet: only its engine can say
+            assert isinstance(conn, AsyncConnection)
+            return "connection in autocommit" if _autocommits(conn.sync_engine) else None
+        # SQLAlchemy 2.x: the connection's own isolation option, else its engine's.
+        autocommit = getattr(sync, "_is_autocommit_isolation", lambda: _autocommits(sync.engine))
+        return "connection in autocommit" if autocommit() else None
+    return None  # fetch_all names the types it takes
+
+
+def _autocommits(engine: Engine) -> bool:
+    level = engine.get_execution_options().get("isolation_level") or getattr(
+        engine.dialect, "_on_connect_isolation_level", None
+    )
+    return bool(level == "AUTOCOMMIT")
 
 
 async def fetch_all(

@@ -10,7 +10,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from outbox import store
-from outbox.connections import AsyncConnectionLike, SyncConnectionLike
+from outbox.connections import AsyncConnectionLike, SyncConnectionLike, transaction_problem
+from outbox.database import causes
+from outbox.errors import NotInTransaction, SchemaMissing
 from outbox.templates import Template, template_object
 from outbox.validation import NewMessage, validate
 
@@ -34,8 +36,10 @@ async def enqueue(
     `conn` is a SQLAlchemy AsyncSession or AsyncConnection, or an asyncpg Connection. A message
     is text and/or media, or a `template` alone, sent from `sender` (a phone number id; None:
     META_PHONE_NUMBER_ID). Raises InvalidMessage, before any SQL runs, when
-    an argument breaks a rule. A message still unsent at `expires_at` fails as expired instead
-    of going out late.
+    an argument breaks a rule, NotInTransaction when `conn` would commit the row at once (an
+    asyncpg connection outside `conn.transaction()`, or autocommit), and SchemaMissing when the
+    outbox tables are not there. A message still unsent at `expires_at` fails as expired
+    instead of going out late.
 
     Through PgBouncer in transaction mode, `conn` must not keep prepared statements on the server:
     on asyncpg (directly or under SQLAlchemy) open it with `statement_cache_size=0`, and give
@@ -45,7 +49,12 @@ async def enqueue(
     new = _checked(
         recipient, message, media_urls, template, sender, idempotency_key, send_at, expires_at
     )
-    return await store.insert_message(conn, new)
+    _in_transaction(conn)
+    try:
+        return await store.insert_message(conn, new)
+    except Exception as exc:
+        _raise_if_schema_missing(exc)
+        raise
 
 
 def enqueue_sync(
@@ -64,7 +73,25 @@ def enqueue_sync(
     new = _checked(
         recipient, message, media_urls, template, sender, idempotency_key, send_at, expires_at
     )
-    return store.insert_message_sync(conn, new)
+    _in_transaction(conn)
+    try:
+        return store.insert_message_sync(conn, new)
+    except Exception as exc:
+        _raise_if_schema_missing(exc)
+        raise
+
+
+def _in_transaction(conn: object) -> None:
+    problem = transaction_problem(conn)
+    if problem is not None:
+        raise NotInTransaction(problem)
+
+
+def _raise_if_schema_missing(exc: BaseException) -> None:
+    """An insert into a table that does not exist (SQLSTATE 42P01) says what to run."""
+    for cause in causes(exc):
+        if (getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)) == "42P01":
+            raise SchemaMissing from exc
 
 
 def _checked(

@@ -4,7 +4,9 @@ OutboxError
 ├── InvalidMessage (ValueError)      bad input to enqueue; names the field and the rule
 ├── MessageNotFound (LookupError)    no row with that id
 ├── ConfigurationError               missing or malformed settings, unsafe OUTBOX_HOME
+│   └── SchemaMissing                the outbox tables are not there: run `outbox migrate`
 └── StateConflict                    retry/cancel asked of a row in the wrong state
+NotInTransaction (RuntimeError)      enqueue on a connection that would commit at once
 SendError                            a part the Cloud API did not accept (see whatsapp.py)
 ├── GraphError                       Graph's error envelope, with its code
 └── TransportError                   no usable answer: connection refused, 5xx HTML, ...
@@ -50,6 +52,25 @@ class MessageNotFound(OutboxError, LookupError):
 
 class ConfigurationError(OutboxError):
     """A setting is missing, malformed, or would be unsafe to use."""
+
+
+class SchemaMissing(ConfigurationError):
+    """The outbox tables are not in this database."""
+
+    def __init__(self) -> None:
+        super().__init__("the outbox schema is missing: run `outbox migrate` first")
+
+
+class NotInTransaction(OutboxError, RuntimeError):
+    """enqueue() was given a connection outside a transaction (or in autocommit): the row would
+    be committed at once, apart from the caller's business change. Nothing was written."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(
+            f"enqueue needs an open transaction, and this {kind} has none: the row would be "
+            "committed on its own, apart from your change. Call it inside "
+            "`async with conn.transaction():` (asyncpg) or `session.begin()` (SQLAlchemy)"
+        )
 
 
 class StateConflict(OutboxError):

@@ -65,16 +65,27 @@ def check_storable(value: str, field: str) -> str:
 
 
 def recipient_digits(recipient: object, field: str = "recipient") -> str:
-    """The digits of a recipient written with spaces, dashes, dots, parentheses, one leading '+'."""
+    """The digits of a recipient written with spaces, dashes, dots, parentheses, and one leading
+    '+' or the international prefix 00; a national number (a leading 0) is refused with how to
+    write it."""
     if not isinstance(recipient, str):
         raise InvalidMessage(field, "must be a string of digits")
     value = recipient.strip()
-    body = value[1:] if value.startswith("+") else value
-    digits = _RECIPIENT_PUNCTUATION.sub("", body)
+    plus = value.startswith("+")
+    digits = _RECIPIENT_PUNCTUATION.sub("", value[1:] if plus else value)
     if digits and not (digits.isascii() and digits.isdigit()):
         raise InvalidMessage(
             field,
-            "may hold only digits, spaces, dashes, dots, parentheses and one leading '+'",
+            "may hold only digits, spaces, dashes, dots, parentheses and one leading '+' (or 00)",
+        )
+    if not plus and digits.startswith("00"):
+        digits = digits[2:]  # the international call prefix most countries dial: 0092... is +92...
+    elif not plus and digits.startswith("0"):
+        raise InvalidMessage(
+            field,
+            f"{value} is written as a national number (it starts with 0); write it with its "
+            "country code instead, as +<country code> and the number without its leading 0 "
+            "(for example +92 300 1234567 for 0300 1234567 in Pakistan)",
         )
     if not 7 <= len(digits) <= 15:
         raise InvalidMessage(field, f"must have 7 to 15 digits, got {len(digits)}")

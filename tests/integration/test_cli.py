@@ -382,7 +382,7 @@ def test_status_json_has_expires_at(cli_env: str, capsys: pytest.CaptureFixture[
 @pytest.mark.parametrize(
     ("recipient", "rule"),
     [
-        ("00923001234567", "+00923001234567 has no valid country code"),
+        ("00999123456789", "+999123456789 has no valid country code"),
         ("+0 123 4567890", "+01234567890 has no valid country code"),
         ("+1 234 567", "+1234567 has too few digits for country code 1"),
     ],

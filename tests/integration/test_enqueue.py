@@ -65,7 +65,7 @@ UNSTORABLE: list[tuple[str, dict[str, Any], str]] = [
         {"message": "hi", "idempotency_key": "k\ud800"},
         "idempotency_key",
     ),
-    ("impossible-recipient", {"recipient": "00923001234567", "message": "hi"}, "recipient"),
+    ("impossible-recipient", {"recipient": "0300 1234567", "message": "hi"}, "recipient"),
     (
         "too-many-media-parts",
         {"media_urls": {"images": [IMAGE] * (MAX_MEDIA_PARTS + 1)}},
@@ -462,3 +462,47 @@ def test_enqueue_sync_stores_times_with_any_python_offset(
     finally:
         engine.dispose()
     assert tuple(stored) == (when, when + timedelta(hours=1))
+
+
+async def test_enqueue_on_asyncpg_outside_a_transaction_raises_and_writes_nothing(
+    database_url: str,
+) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        with pytest.raises(outbox.NotInTransaction, match="needs an open transaction"):
+            await outbox.enqueue(conn, "923001234567", "would be committed at once")
+    finally:
+        await conn.close()
+    assert await count_rows(database_url) == 0
+
+
+async def test_enqueue_on_an_autocommit_connection_raises_and_writes_nothing(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        with pytest.raises(outbox.NotInTransaction, match="connection in autocommit"):
+            await outbox.enqueue(conn, "923001234567", "would be committed at once")
+    assert await count_rows(database_url) == 0
+
+
+def test_enqueue_sync_on_an_autocommit_session_raises_and_writes_nothing(
+    database_url: str,
+) -> None:
+    autocommit = sync_engine(database_url).execution_options(isolation_level="AUTOCOMMIT")
+    with Session(autocommit) as session, pytest.raises(outbox.NotInTransaction):
+        outbox.enqueue_sync(session, "923001234567", "would be committed at once")
+    with sync_engine(database_url).connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM outbox_messages")).scalar() == 0
+
+
+async def test_enqueue_into_a_database_without_the_schema_says_to_migrate(
+    empty_database_url: str,
+) -> None:
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        with pytest.raises(outbox.SchemaMissing, match="run `outbox migrate` first"):
+            async with conn.transaction():
+                await outbox.enqueue(conn, "923001234567", "hello")
+    finally:
+        await conn.close()

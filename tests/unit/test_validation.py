@@ -155,7 +155,7 @@ def test_invalid_message_is_a_value_error_naming_field_and_rule() -> None:
 @pytest.mark.parametrize(
     ("recipient", "rule"),
     [
-        ("00923001234567", "+00923001234567 has no valid country code"),
+        ("00999123456789", "+999123456789 has no valid country code"),
         ("+0 123 4567890", "+01234567890 has no valid country code"),
         ("+999 123 456 789", "+999123456789 has no valid country code"),
         ("+1 234 567", "+1234567 has too few digits for country code 1"),
@@ -189,9 +189,23 @@ def test_mexican_whatsapp_id_with_the_mobile_1_is_accepted() -> None:
     assert validate("5215512345678", "hi").recipient == "5215512345678"
 
 
+@pytest.mark.parametrize("written", ["0092 300 1234567", "00923001234567", "0092-300-123-4567"])
+def test_a_recipient_written_with_the_international_prefix_00_is_accepted(written: str) -> None:
+    assert validate(written, "hi").recipient == "923001234567"
+
+
+def test_a_national_number_is_refused_with_how_to_write_it() -> None:
+    with pytest.raises(InvalidMessage) as caught:
+        validate("03001234567", "hi")
+    message = str(caught.value)
+    assert message.startswith("recipient: 03001234567 is written as a national number")
+    assert "with its country code" in message
+    assert "+03001234567" not in message  # never a '+' the user did not type
+
+
 def test_normalize_recipient_names_the_given_field() -> None:
     with pytest.raises(InvalidMessage) as caught:
-        normalize_recipient("00923001234567", "to")
+        normalize_recipient("0300 1234567", "to")
     assert caught.value.field == "to"
 
 
