@@ -59,6 +59,11 @@ class LeaseLost(Exception):
     """Another daemon holds the row now: this one sends nothing more of it."""
 
 
+class Expired(Exception):
+    """The row's deadline passed while its request waited (a rate slot, the lease): nothing of
+    it may be sent any more."""
+
+
 MAX_INLINE_PACING = 2.0  # wait this long in-process for a rate slot; longer: reschedule
 LEASE_MARGIN = 2.0  # a part goes out only with this much lease left after its request timeout
 RECONCILE_POLL = 0.5  # how often a send in doubt looks for its status webhook
@@ -183,6 +188,9 @@ class RowSender:
             except LeaseLost:
                 logger.warning("message %d: lease lost to another worker; stopping", claim.id)
                 return
+            except Expired:
+                await self._fail(claim, "expired: not sent before its deadline")
+                return
             except InDoubt as error:
                 settled = await self._reconciled(claim, index)
                 if settled is None:
@@ -215,11 +223,22 @@ class RowSender:
         """One request, its outcome appended to the row's history and to the metrics."""
         _, row, index = callback.split(":")
         sender = claim.sender
-        await self._rate.acquire(sender)  # every request, retries too, takes a slot
+        # Every request, retries too, takes a slot; a row with a deadline waits no longer.
+        deadline = asyncio.timeout_at(claim.deadline)
+        try:
+            async with deadline:
+                await self._rate.acquire(sender)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise Expired from None
         # Last, after every wait (a slot, pacing, a database away): the lease must outlast the
-        # request, or another daemon may have taken the row over and sent this part.
+        # request, or another daemon may have taken the row over and sent this part; and the
+        # deadline must not have passed meanwhile.
         if not await self._lease_holds(claim):
             raise LeaseLost
+        if claim.deadline is not None and asyncio.get_running_loop().time() >= claim.deadline:
+            raise Expired
         started = time.perf_counter()
         try:
             wamid = await self._api.send(recipient, part, callback, sender)

@@ -28,7 +28,7 @@ from outbox import daemon as daemon_module
 from outbox import gate as gate_module
 from outbox.daemon import Daemon
 from outbox.simulator import Simulator, Step
-from tests.daemon_helpers import IMAGE, drain, enqueue, script, sent, status
+from tests.daemon_helpers import IMAGE, cli_path, daemon_env, drain, enqueue, script, sent, status
 from tests.proxy import PostgresProxy
 
 pytestmark = pytest.mark.timeout(90)
@@ -388,6 +388,41 @@ async def test_a_row_past_its_expiry_fails_as_expired_and_is_never_sent(
     assert (delivery.status, (delivery.last_error or "")[:7]) == ("failed", "expired")
     assert (await status(engine, fresh)).status == "sent"
     assert sent(simulator) == [f"outbox:{fresh}:0"]
+
+
+async def test_no_request_reaches_the_api_after_its_rows_deadline_at_a_low_rate(
+    engine: AsyncEngine, simulator: Simulator, database_url: str
+) -> None:
+    # Issue 15.10: the deadline was checked before the wait for a rate slot; at --rate 2, 9 of
+    # 16 rows went out up to 4 s late.
+    conn = await asyncpg.connect(database_url)
+    try:
+        deadlines = dict(
+            await conn.fetch(
+                "INSERT INTO outbox_messages (recipient, message, expires_at) "
+                "SELECT '92300' || lpad(i::text, 7, '0'), 'soon', now() + interval '3 seconds' "
+                "FROM generate_series(1, 16) AS i RETURNING id, expires_at"
+            )
+        )
+    finally:
+        await conn.close()
+    process = await asyncio.create_subprocess_exec(
+        str(cli_path()),
+        *("run", "--drain", "--rate", "2", "--poll-interval", "0.2"),
+        env=daemon_env(database_url, simulator),
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert await asyncio.wait_for(process.wait(), 60) == 0
+    late = [
+        send["callback"]
+        for send in simulator.accepted
+        if send["received"] > deadlines[int(send["callback"].split(":")[-2])].timestamp()
+    ]
+    assert late == []
+    assert simulator.requests == len(simulator.accepted)
+    outcomes = await statuses(database_url)
+    assert outcomes["sent"] + outcomes["failed"] == 16
+    assert outcomes["failed"] > 0  # --rate 2 cannot send 16 rows in 3 s
 
 
 async def test_max_age_expires_rows_without_their_own_deadline(
