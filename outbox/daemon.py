@@ -136,7 +136,8 @@ class Daemon:
         sender = self.senders.default if sender is None else sender
         state, reason = self.senders.state(sender)
         if state is State.OPEN and self.limiter.hold_remaining(sender) > 0:
-            return "held", "throttled by Meta; sending resumes when the hold ends"
+            reason = self.limiter.hold_reason(sender) or "throttled by Meta"
+            return "held", f"{reason}; sending resumes when the hold ends"
         return state.value, reason
 
     def _senders_states(self) -> dict[str, dict[str, Any]]:

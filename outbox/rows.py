@@ -33,10 +33,13 @@ from outbox.pool import Pool
 from outbox.rate import SharedRate
 from outbox.recorder import AcceptedPart, PartRecorder, RecordFailed
 from outbox.retry import (
+    MAX_RETRY_DELAY,
+    MAX_SPAM_HOLD,
     SENDER_THROUGHPUT_CODE,
     Doubt,
     ErrorClass,
     Fail,
+    HoldSender,
     HoldTemplate,
     Pause,
     Retry,
@@ -400,6 +403,7 @@ class RowSender:
             pair_strikes=self._limiter.strikes(claim.sender, recipient),
             in_doubt=claim.in_doubt,
             outage=outage,
+            sender_strikes=self._limiter.spam_strikes(claim.sender, MAX_SPAM_HOLD),
         )
         doubt = 1 if error_class is ErrorClass.IN_DOUBT else 0
         if isinstance(outcome, WaitOutage):
@@ -432,6 +436,20 @@ class RowSender:
                     await self._rate.slow_down(claim.sender)
             reason = f"throttled: {outcome.reason}"
             await self._reschedule(claim, outcome.delay, reason, give_back=1, code=code)
+        elif isinstance(outcome, HoldSender):
+            self._limiter.hold_for_spam(
+                claim.sender, outcome.delay, f"held by Meta: {outcome.reason}", MAX_SPAM_HOLD
+            )
+            held = self._limiter.hold_remaining(claim.sender)
+            logger.warning(
+                "sender %s held %.0fs by Meta's spam rate limit",
+                claim.sender,
+                held,
+                extra={"code": code},
+            )
+            reason = f"held: {outcome.reason}"
+            delay = min(held, MAX_RETRY_DELAY)  # a row waits an hour at most: then it looks again
+            await self._reschedule(claim, delay, reason, give_back=1, code=code)
         elif isinstance(outcome, HoldTemplate):
             name = str((part.template or {}).get("name"))
             self._template_holds[name] = time.monotonic() + outcome.delay
