@@ -29,6 +29,7 @@ REVISION_TABLES = {
     "0004": "outbox_messages",
     "0005": "outbox_limits",
     "0006": "outbox_messages",
+    "0009": "outbox_messages",
 }
 
 

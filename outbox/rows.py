@@ -36,6 +36,7 @@ from outbox.retry import (
     MAX_RETRY_DELAY,
     MAX_SPAM_HOLD,
     SENDER_THROUGHPUT_CODE,
+    TEMPLATE_PAUSED,
     Doubt,
     ErrorClass,
     Fail,
@@ -164,7 +165,8 @@ class RowSender:
             held = self._template_held(parts[index])
             if held > 0:
                 reason = "waiting: its template is paused by Meta"
-                await self._reschedule(claim, held, reason, give_back=1)
+                # Its code marks it as held: it no longer holds back its lane (migration 0009).
+                await self._reschedule(claim, held, reason, give_back=1, code=TEMPLATE_PAUSED)
                 return
             if claim.taken_over and index == claim.accepted:
                 # Its last holder lost the lease, not necessarily its request: if Meta accepted
