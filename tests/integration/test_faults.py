@@ -328,6 +328,30 @@ async def test_a_stop_while_the_database_is_away_is_bounded(
         await proxy.close()
 
 
+async def test_a_daemon_started_while_postgres_shuts_down_waits_for_it(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Issue 15.9: `outbox run` exited 1 with "PostgreSQL refused it: the database system is
+    # shutting down" when it started during a restart.
+    row = await enqueue(engine, RECIPIENTS[0], "hello")
+    connect = asyncpg.connect
+    refusals = [0]
+
+    async def restarting(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+        if refusals[0] < 2:
+            refusals[0] += 1
+            raise asyncpg.exceptions.CannotConnectNowError("the database system is shutting down")
+        return await connect(*args, **kwargs)
+
+    monkeypatch.setattr(asyncpg, "connect", restarting)
+    assert await drain(settings) == 0
+    assert refusals[0] == 2
+    assert (await status(engine, row)).status == "sent"
+
+
 # --- 8. Idle loops do not burn the database --------------------------------------------------
 
 
