@@ -211,6 +211,25 @@ async def test_a_huge_retry_after_on_a_row_is_capped_at_an_hour(
     assert (await fetch_row(database_url, row))["due_in"] <= 3600
 
 
+async def test_the_spam_rate_limit_holds_its_sender_whatever_a_probe_would_say(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+    running: Callable[[outbox.Settings], Daemon],
+) -> None:
+    # Issue 15.12: 131048 paused the sender; the next probe to another recipient succeeded,
+    # lifted the pause, and the backlog ran into the limit again.
+    script(simulator, RECIPIENTS[0], {"error": 131048})
+    rows = [await enqueue(engine, recipient, "offer") for recipient in RECIPIENTS[:3]]
+    daemon = running(replace(settings, concurrency=1))  # one row in flight: the others wait
+    await eventually(lambda: _async(daemon.health()["status"] == "held"), 10, "a hold")
+    await asyncio.sleep(10 * settings.pause_probe)  # a pause would have been probed by now
+    assert simulator.requests == 1
+    assert "131048" in (daemon.health()["reason"] or "")
+    assert [(await status(engine, row)).status for row in rows] == ["pending"] * 3
+    assert (await status(engine, rows[0])).attempts == 0
+
+
 # --- 5. Answers in doubt are never resent quickly, and only a few times --------------------
 
 
