@@ -35,6 +35,7 @@ from outbox.recorder import AcceptedPart, PartRecorder, RecordFailed
 from outbox.retry import (
     MAX_RETRY_DELAY,
     MAX_SPAM_HOLD,
+    PAIR_RATE_LIMIT,
     SENDER_THROUGHPUT_CODE,
     TEMPLATE_PAUSED,
     Doubt,
@@ -431,7 +432,8 @@ class RowSender:
             await self._reschedule(claim, outcome.delay, reason, give_back=1, doubt=1)
         elif isinstance(outcome, Throttle):
             if outcome.recipient_only:
-                self._limiter.penalize(claim.sender, recipient, outcome.delay)
+                if code == PAIR_RATE_LIMIT:  # not a flow's throttle: the row alone waits
+                    self._limiter.penalize(claim.sender, recipient, outcome.delay)
             else:
                 self._limiter.hold(claim.sender, outcome.delay)
                 if code == SENDER_THROUGHPUT_CODE:
