@@ -112,8 +112,9 @@ async def test_postgres_stopped_longer_than_the_lease_loses_and_repeats_nothing(
 async def test_a_daemon_rides_out_postgres_restarted_again_and_again(
     chaos: MakeRound, chaos_postgres: PrivatePostgres
 ) -> None:
-    # Issue 15.9: one `outbox run` exited 1 ("the database system is shutting down") in the
-    # second of four restarts. Every answer of a server going down or coming up is an outage.
+    # Issue 15.9: `outbox run` exited 1 ("the database system is shutting down") while its
+    # PostgreSQL was restarted four times. Every answer of a server going down or coming up is
+    # an outage to wait out, and no part may go out twice.
     chaos_round = await chaos("PostgreSQL restarted 4 times", scaled(20))
     chaos_round.simulator.latency_ms = 20  # requests in flight at every stop
     await chaos_round.load.fill(scaled(60))
