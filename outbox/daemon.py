@@ -28,6 +28,7 @@ from outbox.connections import fetch_all, fetch_one
 from outbox.database import (
     asyncpg_dsn,
     create_engine,
+    is_connection_error,
     persistently,
     resolve_dsn,
     short_error,
@@ -66,6 +67,9 @@ TAKEOVER_GRACE = 10.0
 STUCK_TURN = 5 * STATEMENT_TIMEOUT
 LIVENESS_GRACE = 30.0
 CLOSE_TIMEOUT = 3.0  # a database that swallows everything does not hold up the exit
+# A database restarting or failing over as the daemon starts is waited out this long; past it
+# (a wrong host or port, a server that is not coming) `outbox run` exits with the reason.
+STARTUP_WAIT = 120.0
 
 
 def _left(deadline: float, cap: float | None = None) -> float:
@@ -137,7 +141,8 @@ class Daemon:
         sender = self.senders.default if sender is None else sender
         state, reason = self.senders.state(sender)
         if state is State.OPEN and self.limiter.hold_remaining(sender) > 0:
-            return "held", "throttled by Meta; sending resumes when the hold ends"
+            reason = self.limiter.hold_reason(sender) or "throttled by Meta"
+            return "held", f"{reason}; sending resumes when the hold ends"
         return state.value, reason
 
     def _senders_states(self) -> dict[str, dict[str, Any]]:
@@ -197,6 +202,33 @@ class Daemon:
                 "run `outbox migrate` first"
             )
 
+    async def _check_schema_patiently(self, dsn: str) -> bool:
+        """The schema check, waiting out a database that cannot answer yet (shutting down,
+        starting up, in recovery, refusing connections) for STARTUP_WAIT at most; False when
+        stop() came meanwhile. Any other error, or one that outlasts the wait, is raised."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STARTUP_WAIT
+        delays = expo_delays(0.5, 5.0)
+        while True:
+            try:
+                await self._check_schema(dsn)
+                self._database_error = None
+                return True
+            except Exception as exc:
+                if not is_connection_error(exc) or loop.time() >= deadline:
+                    raise
+                self._database_error = short_error(exc)
+                delay = min(next(delays), max(0.1, deadline - loop.time()))
+                logger.warning(
+                    "database unavailable at startup (%s); retrying in %.1fs",
+                    self._database_error,
+                    delay,
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            if self._stopping.is_set():
+                return False
+
     async def run(self) -> int:
         """Deliver until stopped; 0, or 3 when a drain ended because sending is paused."""
         token, phone = self._check_configuration()
@@ -204,7 +236,8 @@ class Daemon:
         loop = type(asyncio.get_running_loop())
         logger.debug("starting with %r on %s.%s", settings, loop.__module__, loop.__name__)
         dsn = await resolve_dsn(settings)
-        await self._check_schema(dsn)
+        if not await self._check_schema_patiently(dsn):
+            return self._exit_code  # stopped before the database came back: nothing claimed
         pool = Pool(dsn, size=4, command_timeout=STATEMENT_TIMEOUT)
         try:
             connector = aiohttp.TCPConnector(limit=settings.concurrency)

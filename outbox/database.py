@@ -86,10 +86,11 @@ def short_error(exc: BaseException) -> str:
 
 # SQLSTATE classes and codes that say "the database is unreachable or busy", not "this data is
 # wrong": connection exceptions, shutdowns, lack of resources, serialisation failures, deadlocks,
-# a statement cancelled (statement_timeout, an operator), a read-only server (mid-failover).
+# a statement cancelled (statement_timeout, an operator), a read-only server (mid-failover), a
+# session the server ended for idling (idle_session_timeout).
 _RETRYABLE_SQLSTATES = (
     *("08", "53", "57P01", "57P02", "57P03", "40001", "40P01"),
-    *("57014", "25006"),
+    *("57014", "25006", "57P05"),
 )
 
 

@@ -38,6 +38,8 @@ class RateLimiter:
         self._pairs: dict[str, _Cell] = {}
         self._strikes: dict[str, int] = {}
         self._hold_until: dict[str, float] = {}  # sender -> held until
+        self._hold_reason: dict[str, str] = {}  # sender -> why, for a hold that is not a throttle
+        self._spam_strikes: dict[str, tuple[int, float]] = {}  # sender -> (strikes, last strike)
 
     def reserve(self, sender: str, recipient: str, max_wait: float) -> float | None:
         """Seconds to wait before `sender` sends to `recipient` (the slot is taken), or None,
@@ -64,7 +66,29 @@ class RateLimiter:
     def hold(self, sender: str, seconds: float) -> None:
         """The sender hit its throughput limit: it sends nothing for `seconds`."""
         until = max(self._hold_until.get(sender, 0.0), self._clock() + seconds)
+        if until > self._hold_until.get(sender, 0.0) and self.hold_remaining(sender) <= 0:
+            self._hold_reason.pop(sender, None)  # a new hold: a throttle's
         self._hold_until[sender] = until
+
+    def spam_strikes(self, sender: str, forget_after: float) -> int:
+        """The sender's spam-limit holds (131048) so far; forgotten after `forget_after` seconds
+        without one."""
+        strikes, last = self._spam_strikes.get(sender, (0, 0.0))
+        return strikes if self._clock() - last < forget_after else 0
+
+    def hold_for_spam(self, sender: str, seconds: float, reason: str, forget_after: float) -> None:
+        """Meta's spam rate limit: hold the sender `seconds`, counting one strike. Rows in flight
+        when it began hit it too: while the hold lasts they neither strike nor lengthen it."""
+        if self._hold_reason.get(sender) and self.hold_remaining(sender) > 0:
+            return
+        strikes = self.spam_strikes(sender, forget_after)
+        self._spam_strikes[sender] = (strikes + 1, self._clock())
+        self._hold_reason[sender] = reason
+        self._hold_until[sender] = max(self._hold_until.get(sender, 0.0), self._clock() + seconds)
+
+    def hold_reason(self, sender: str) -> str | None:
+        """Why the sender is held, when that is more than a throttle (None otherwise)."""
+        return self._hold_reason.get(sender) if self.hold_remaining(sender) > 0 else None
 
     def hold_remaining(self, sender: str) -> float:
         """Seconds left of this sender's hold (0 when none)."""

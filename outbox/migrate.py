@@ -30,6 +30,7 @@ REVISION_TABLES = {
     "0005": "outbox_limits",
     "0006": "outbox_messages",
     "0007": "outbox_installation",
+    "0008": "outbox_messages",
 }
 
 

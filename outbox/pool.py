@@ -107,7 +107,7 @@ class Pool:
 
     async def close(self, within: float) -> None:
         """Close the connections gracefully, or drop them when the database does not answer
-        within `within` seconds."""
+        within `within` seconds or fails meanwhile (a restart): never an error of its own."""
         pool, self._pool = self._pool, None
         if pool is None:
             return
@@ -116,4 +116,7 @@ class Pool:
                 await pool.close()
         except TimeoutError:
             logger.warning("the database did not answer while closing connections; dropping them")
+            pool.terminate()
+        except Exception as exc:
+            logger.debug("dropped the connections the database failed to close (%r)", exc)
             pool.terminate()

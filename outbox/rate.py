@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from outbox import store
 from outbox.connections import fetch_one
@@ -78,11 +79,9 @@ class SharedRate:
             bucket.waiting -= 1
 
     async def slow_down(self, sender: str) -> None:
-        """Meta said 130429: every daemon sends slower to this number for a while."""
-        async with self._pool.connect() as conn:
-            row = await fetch_one(
-                conn, store.SLOW_DOWN, {"key": _key(sender), "seconds": SLOW_SECONDS}
-            )
+        """Meta said 130429: every daemon sends slower to this number for a while (once the
+        database answers, if it is away)."""
+        row = await persistently(self._slow_down, sender, what="slowing the sender down")
         factor = float(row["factor"]) if row else 0.5
         logger.warning(
             "Meta throttled sender %s (130429): sending at %.0f%% of the rate for %.0fs",
@@ -90,6 +89,12 @@ class SharedRate:
             factor * 100,
             SLOW_SECONDS,
         )
+
+    async def _slow_down(self, sender: str) -> dict[str, Any] | None:
+        async with self._pool.connect() as conn:
+            return await fetch_one(
+                conn, store.SLOW_DOWN, {"key": _key(sender), "seconds": SLOW_SECONDS}
+            )
 
     async def _take(self, sender: str, want: int) -> tuple[int, float]:
         async with self._pool.connect() as conn:

@@ -37,15 +37,24 @@ class ErrorClass(StrEnum):
 
 TRANSIENT_CODES = frozenset({1, 2, 131000, 131016, 133004})
 SENDER_THROUGHPUT_CODE = 130429  # the number sends faster than its tier allows
-THROTTLE_CODES = frozenset({4, 613, 80007, 130429, 131056, 131057, 132069, 133016})
+# 131048 (spam rate limit): Meta limits how many messages the number may send, for its quality;
+# one message getting through says nothing about the limit, so it holds the whole sender for a
+# long time instead of pausing it until a probe succeeds (see HoldSender).
+SPAM_RATE_LIMIT = 131048
+SPAM_HOLD = 3600.0  # the first hold; it doubles with each strike ...
+MAX_SPAM_HOLD = 86400.0  # ... up to a day
+THROTTLE_CODES = frozenset({4, 613, 80007, 130429, 131048, 131056, 131057, 132069, 133016})
+# 131064: the account reached a messaging limit for template classification violations; it
+# covers every message, templates or not, until Meta lifts it: an account error, not the row's.
 ACCOUNT_CODES = frozenset(
-    {0, 3, 10, 33, 190, 368, 131005, 131031, 131037, 131042, 131045, 131048}
+    {0, 3, 10, 33, 190, 368, 131005, 131031, 131037, 131042, 131045, 131064}
     | {133000, 133005, 133006, 133008, 133009, 133010, 133015}
     | set(range(200, 300))
 )
+# 131063: the business may not message users in the recipient's country (like 130497).
 PERMANENT_CODES = frozenset(
     {100, 130472, 130497, 131008, 131009, 131021, 131026, 131030, 131047, 131049, 131050}
-    | {131051, 131052, 131053, 135000}
+    | {131051, 131052, 131053, 131063, 135000}
     | (set(range(132000, 133000)) - THROTTLE_CODES)
 )
 TEMPLATE_PAUSED = 132015
@@ -56,6 +65,7 @@ TEMPLATE_PAUSE_HOLD = 3600.0  # Meta pauses for 3 h, then 6 h: look again within
 TOKEN_CODES = frozenset({0, 3, 10, 190} | set(range(200, 300)))
 OBJECT_DOES_NOT_EXIST = 33  # error_subcode of code 100: the phone number id is wrong
 PAIR_RATE_LIMIT = 131056
+FLOW_THROTTLED = 132069  # ten sends per hour per flow: that row waits, not the sender
 
 # Waits when Meta sends no Retry-After: seconds for throughput, minutes for app-level limits.
 THROTTLE_DELAYS = {4: 60.0, 613: 60.0, 80007: 300.0, 130429: 2.0, 131057: 60.0, 132069: 3600.0}
@@ -129,6 +139,16 @@ class HoldTemplate:
 
 
 @dataclass(frozen=True)
+class HoldSender:
+    """Meta limits what the sender may send (131048): it sends nothing for `delay` seconds, and
+    the row waits with its attempt given back. Longer than a throttle, and not lifted early by
+    a message that gets through."""
+
+    delay: float
+    reason: str
+
+
+@dataclass(frozen=True)
 class Doubt:
     """Meta may have accepted the part: resend after `delay` seconds, counting one more send in
     doubt but not an attempt."""
@@ -153,7 +173,7 @@ class WaitOutage:
     doubt: int
 
 
-Outcome = Retry | Throttle | Fail | Pause | Doubt | HoldTemplate | WaitOutage
+Outcome = Retry | Throttle | Fail | Pause | Doubt | HoldTemplate | HoldSender | WaitOutage
 
 
 def expo_delays(factor: float, cap: float) -> Iterator[float]:
@@ -178,10 +198,12 @@ def decide(
     pair_strikes: int = 0,
     in_doubt: int = 0,
     outage: bool = False,
+    sender_strikes: int = 0,
 ) -> Outcome:
     """The row's outcome after `error` on its `attempts`-th counted attempt.
 
     `pair_strikes` counts the recent 131056 answers for this recipient: Meta asks for 4^X s.
+    `sender_strikes` counts the sender's earlier spam-limit holds (131048): each doubles the next.
     `in_doubt` counts the row's earlier sends whose outcome was unknown. `outage`: the sender is
     in an outage (nothing answers), so a failure without an answer is not the row's fault; a
     send in doubt still fails the row at MAX_IN_DOUBT_IN_OUTAGE (its probes are the only sends).
@@ -212,6 +234,11 @@ def decide(
         code = error.code if isinstance(error, GraphError) else None
         if code == PAIR_RATE_LIMIT:
             delay = error.retry_after or float(4 ** min(pair_strikes, 5))
+            return Throttle(min(delay, MAX_RETRY_DELAY), reason, recipient_only=True)
+        if code == SPAM_RATE_LIMIT:
+            return HoldSender(min(SPAM_HOLD * 2 ** min(sender_strikes, 16), MAX_SPAM_HOLD), reason)
+        if code == FLOW_THROTTLED:
+            delay = error.retry_after or THROTTLE_DELAYS[FLOW_THROTTLED]
             return Throttle(min(delay, MAX_RETRY_DELAY), reason, recipient_only=True)
         delay = error.retry_after or THROTTLE_DELAYS.get(code or 0, DEFAULT_THROTTLE_DELAY)
         return Throttle(min(delay, MAX_SENDER_HOLD), reason, recipient_only=False)

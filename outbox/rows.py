@@ -34,10 +34,15 @@ from outbox.pool import Pool
 from outbox.rate import SharedRate
 from outbox.recorder import AcceptedPart, PartRecorder, RecordFailed
 from outbox.retry import (
+    MAX_RETRY_DELAY,
+    MAX_SPAM_HOLD,
+    PAIR_RATE_LIMIT,
     SENDER_THROUGHPUT_CODE,
+    TEMPLATE_PAUSED,
     Doubt,
     ErrorClass,
     Fail,
+    HoldSender,
     HoldTemplate,
     Pause,
     Retry,
@@ -58,6 +63,11 @@ logger = logging.getLogger("outbox.daemon")
 
 class LeaseLost(Exception):
     """Another daemon holds the row now: this one sends nothing more of it."""
+
+
+class Expired(Exception):
+    """The row's deadline passed while its request waited (a rate slot, the lease): nothing of
+    it may be sent any more."""
 
 
 MAX_INLINE_PACING = 2.0  # wait this long in-process for a rate slot; longer: reschedule
@@ -160,7 +170,8 @@ class RowSender:
             held = self._template_held(parts[index])
             if held > 0:
                 reason = "waiting: its template is paused by Meta"
-                await self._reschedule(claim, held, reason, give_back=1)
+                # Its code marks it as held: it no longer holds back its lane (migration 0008).
+                await self._reschedule(claim, held, reason, give_back=1, code=TEMPLATE_PAUSED)
                 return
             if claim.taken_over and index == claim.accepted:
                 # Its last holder lost the lease, not necessarily its request: if Meta accepted
@@ -184,6 +195,9 @@ class RowSender:
                 wamid = await self._send(claim, recipient, parts[index], index)
             except LeaseLost:
                 logger.warning("message %d: lease lost to another worker; stopping", claim.id)
+                return
+            except Expired:
+                await self._fail(claim, "expired: not sent before its deadline")
                 return
             except InDoubt as error:
                 settled = await self._reconciled(claim, recipient, index)
@@ -217,11 +231,22 @@ class RowSender:
         """One request, its outcome appended to the row's history and to the metrics."""
         callback = callback_data(self._installation, claim.id, index)
         sender = claim.sender
-        await self._rate.acquire(sender)  # every request, retries too, takes a slot
+        # Every request, retries too, takes a slot; a row with a deadline waits no longer.
+        deadline = asyncio.timeout_at(claim.deadline)
+        try:
+            async with deadline:
+                await self._rate.acquire(sender)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise Expired from None
         # Last, after every wait (a slot, pacing, a database away): the lease must outlast the
-        # request, or another daemon may have taken the row over and sent this part.
+        # request, or another daemon may have taken the row over and sent this part; and the
+        # deadline must not have passed meanwhile.
         if not await self._lease_holds(claim):
             raise LeaseLost
+        if claim.deadline is not None and asyncio.get_running_loop().time() >= claim.deadline:
+            raise Expired
         started = time.perf_counter()
         try:
             wamid = await self._api.send(recipient, part, callback, sender)
@@ -396,6 +421,7 @@ class RowSender:
             pair_strikes=self._limiter.strikes(claim.sender, recipient),
             in_doubt=claim.in_doubt,
             outage=outage,
+            sender_strikes=self._limiter.spam_strikes(claim.sender, MAX_SPAM_HOLD),
         )
         doubt = 1 if error_class is ErrorClass.IN_DOUBT else 0
         if isinstance(outcome, WaitOutage):
@@ -421,13 +447,28 @@ class RowSender:
             await self._reschedule(claim, outcome.delay, reason, give_back=1, doubt=1)
         elif isinstance(outcome, Throttle):
             if outcome.recipient_only:
-                self._limiter.penalize(claim.sender, recipient, outcome.delay)
+                if code == PAIR_RATE_LIMIT:  # not a flow's throttle: the row alone waits
+                    self._limiter.penalize(claim.sender, recipient, outcome.delay)
             else:
                 self._limiter.hold(claim.sender, outcome.delay)
                 if code == SENDER_THROUGHPUT_CODE:
                     await self._rate.slow_down(claim.sender)
             reason = f"throttled: {outcome.reason}"
             await self._reschedule(claim, outcome.delay, reason, give_back=1, code=code)
+        elif isinstance(outcome, HoldSender):
+            self._limiter.hold_for_spam(
+                claim.sender, outcome.delay, f"held by Meta: {outcome.reason}", MAX_SPAM_HOLD
+            )
+            held = self._limiter.hold_remaining(claim.sender)
+            logger.warning(
+                "sender %s held %.0fs by Meta's spam rate limit",
+                claim.sender,
+                held,
+                extra={"code": code},
+            )
+            reason = f"held: {outcome.reason}"
+            delay = min(held, MAX_RETRY_DELAY)  # a row waits an hour at most: then it looks again
+            await self._reschedule(claim, delay, reason, give_back=1, code=code)
         elif isinstance(outcome, HoldTemplate):
             name = str((part.template or {}).get("name"))
             self._template_holds[name] = time.monotonic() + outcome.delay

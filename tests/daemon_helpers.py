@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import uuid
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,6 +23,11 @@ TOKEN = "test-token"
 PHONE = "1234567890"
 IMAGE = "https://cdn.example.com/room.jpg"
 VIDEO = "https://cdn.example.com/tour.mp4"
+
+
+def cli_path() -> Path:
+    """The `outbox` console script of the interpreter running the tests."""
+    return Path(sys.executable).parent / "outbox"
 
 
 def daemon_env(database_url: str, simulator: Simulator) -> dict[str, str]:

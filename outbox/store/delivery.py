@@ -14,7 +14,8 @@ import sqlalchemy as sa
 # recipient has an older unfinished row from the same sender (per-lane FIFO). :only, when not
 # null, claims that sender's rows alone (its probe); :fresh leaves out rows that failed before
 # (a probe tries a row with no error of its own first). A row scheduled for later does not block; a
-# row waiting for a retry (it has an error) does. A lease is claimable :grace seconds after it
+# row waiting for a retry (it has an error) does, unless it waits for its template Meta paused
+# (132015, for hours: migration 0008). A lease is claimable :grace seconds after it
 # expired (its owner, cut off from the database for a moment, records what it sent first), and
 # not at all while :takeover is false (just after an outage this daemon saw).
 # The work is bounded: it looks at :window ready rows (index order, queued rows left out) and
@@ -34,6 +35,8 @@ CLAIM_BATCH = sa.text(
             WHERE o.recipient = w.recipient AND coalesce(o.sender, '') = w.sender_key
               AND o.id < w.id AND o.status IN ('pending', 'sending')
               AND (o.status = 'sending' OR o.available_at <= now() OR o.last_error IS NOT NULL)
+              AND NOT (o.status = 'pending' AND coalesce(o.error_code, 0) = 132015
+                       AND o.available_at > now())
         ) AS behind
         FROM ((SELECT c.id, c.recipient, coalesce(c.sender, '') AS sender_key,
                       c.xmin::text AS xmin_text, false AS taken_over
@@ -113,7 +116,9 @@ RELEASE_LANES = sa.text(
           WHERE o.recipient = first.recipient AND coalesce(o.sender, '') = first.sender_key
             AND o.id < first.id
             AND o.status IN ('pending', 'sending')
-            AND (o.status = 'sending' OR o.available_at <= now() OR o.last_error IS NOT NULL))
+            AND (o.status = 'sending' OR o.available_at <= now() OR o.last_error IS NOT NULL)
+            AND NOT (o.status = 'pending' AND coalesce(o.error_code, 0) = 132015
+                     AND o.available_at > now()))
     RETURNING m.id
     """
 )

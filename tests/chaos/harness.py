@@ -134,13 +134,15 @@ class Round:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.simulator.wait_for_accepted(math.ceil(count)), within)
 
-    async def until_done(self, within: float) -> None:
-        """Wait until every committed row is finished, at most `within` seconds."""
+    async def until_done(self, within: float) -> bool:
+        """Wait until every committed row is finished, at most `within` seconds; whether they
+        all were."""
         deadline = time.monotonic() + within
         while await self._unfinished():
             if time.monotonic() > deadline:
-                return
+                return False
             await asyncio.sleep(0.2)
+        return True
 
     async def stop_daemons(self) -> None:
         """SIGTERM every daemon still running but a drain: each must exit 0."""

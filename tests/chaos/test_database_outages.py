@@ -106,3 +106,49 @@ async def test_postgres_stopped_longer_than_the_lease_loses_and_repeats_nothing(
     await producing
     await chaos_round.until_done(within=60)
     assert_guarantees(await chaos_round.finish())
+
+
+@pytest.mark.timeout(300)
+async def test_a_daemon_rides_out_postgres_restarted_again_and_again(
+    chaos: MakeRound, chaos_postgres: PrivatePostgres
+) -> None:
+    # Issue 15.9: `outbox run` exited 1 ("the database system is shutting down") while its
+    # PostgreSQL was restarted four times. Every answer of a server going down or coming up is
+    # an outage to wait out, and no part may go out twice.
+    chaos_round = await chaos("PostgreSQL restarted 4 times", scaled(20))
+    chaos_round.simulator.latency_ms = 20  # requests in flight at every stop
+    await chaos_round.load.fill(scaled(60))
+    (daemon,) = await chaos_round.spawn(1, flags={"--lease-seconds": "3"})
+    for away in (2.0, 4.5, 3.0, 5.0):  # past the lease (3 s) but one
+        await chaos_round.load.produce(scaled(20), seconds=1.0)
+        await chaos_round.accepted_reach(len(chaos_round.simulator.accepted) + 5, within=10)
+        async with chaos_round.load.held():  # the app waits for its database too
+            await asyncio.to_thread(chaos_postgres.stop_server)
+            await asyncio.sleep(away)
+            await asyncio.to_thread(chaos_postgres.start_server)
+        assert daemon.alive, f"the daemon exited {daemon.process.returncode}:\n{daemon.log_tail()}"
+    assert await chaos_round.until_done(within=90), "rows left unsent by the daemon"
+    assert daemon.alive, f"the daemon exited {daemon.process.returncode}:\n{daemon.log_tail()}"
+    figures = await chaos_round.finish()
+    assert_guarantees(figures)
+    assert figures.duplicated == 0, "\n".join(figures.notes)
+
+
+@pytest.mark.timeout(240)
+async def test_a_daemon_started_while_postgres_restarts_waits_for_it(
+    chaos: MakeRound, chaos_postgres: PrivatePostgres
+) -> None:
+    # Issue 15.9: the startup schema check took a database on its way down or up for a fatal
+    # error; `outbox run` exited 1 and its rows waited for a human.
+    chaos_round = await chaos("daemon started, PostgreSQL down", scaled(10))
+    await chaos_round.load.fill(scaled(30))
+    await asyncio.to_thread(chaos_postgres.stop_server)
+    (daemon,) = await chaos_round.spawn(1)
+    for _ in range(300):  # until it waits for the database (or, before the fix, exits)
+        if not daemon.alive or "retrying" in daemon.log.read_text(errors="replace"):
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.to_thread(chaos_postgres.start_server)
+    assert await chaos_round.until_done(within=60), daemon.log_tail()
+    assert daemon.alive, f"the daemon exited {daemon.process.returncode}:\n{daemon.log_tail()}"
+    assert_guarantees(await chaos_round.finish())

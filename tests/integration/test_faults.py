@@ -28,7 +28,17 @@ from outbox import daemon as daemon_module
 from outbox import gate as gate_module
 from outbox.daemon import Daemon
 from outbox.simulator import Simulator, Step
-from tests.daemon_helpers import IMAGE, drain, enqueue, script, sent, short_callback, status
+from tests.daemon_helpers import (
+    IMAGE,
+    cli_path,
+    daemon_env,
+    drain,
+    enqueue,
+    script,
+    sent,
+    short_callback,
+    status,
+)
 from tests.proxy import PostgresProxy
 
 pytestmark = pytest.mark.timeout(90)
@@ -211,6 +221,25 @@ async def test_a_huge_retry_after_on_a_row_is_capped_at_an_hour(
     assert (await fetch_row(database_url, row))["due_in"] <= 3600
 
 
+async def test_the_spam_rate_limit_holds_its_sender_whatever_a_probe_would_say(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+    running: Callable[[outbox.Settings], Daemon],
+) -> None:
+    # Issue 15.12: 131048 paused the sender; the next probe to another recipient succeeded,
+    # lifted the pause, and the backlog ran into the limit again.
+    script(simulator, RECIPIENTS[0], {"error": 131048})
+    rows = [await enqueue(engine, recipient, "offer") for recipient in RECIPIENTS[:3]]
+    daemon = running(replace(settings, concurrency=1))  # one row in flight: the others wait
+    await eventually(lambda: _async(daemon.health()["status"] == "held"), 10, "a hold")
+    await asyncio.sleep(10 * settings.pause_probe)  # a pause would have been probed by now
+    assert simulator.requests == 1
+    assert "131048" in (daemon.health()["reason"] or "")
+    assert [(await status(engine, row)).status for row in rows] == ["pending"] * 3
+    assert (await status(engine, rows[0])).attempts == 0
+
+
 # --- 5. Answers in doubt are never resent quickly, and only a few times --------------------
 
 
@@ -328,6 +357,30 @@ async def test_a_stop_while_the_database_is_away_is_bounded(
         await proxy.close()
 
 
+async def test_a_daemon_started_while_postgres_shuts_down_waits_for_it(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Issue 15.9: `outbox run` exited 1 with "PostgreSQL refused it: the database system is
+    # shutting down" when it started during a restart.
+    row = await enqueue(engine, RECIPIENTS[0], "hello")
+    connect = asyncpg.connect
+    refusals = [0]
+
+    async def restarting(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+        if refusals[0] < 2:
+            refusals[0] += 1
+            raise asyncpg.exceptions.CannotConnectNowError("the database system is shutting down")
+        return await connect(*args, **kwargs)
+
+    monkeypatch.setattr(asyncpg, "connect", restarting)
+    assert await drain(settings) == 0
+    assert refusals[0] == 2
+    assert (await status(engine, row)).status == "sent"
+
+
 # --- 8. Idle loops do not burn the database --------------------------------------------------
 
 
@@ -388,6 +441,41 @@ async def test_a_row_past_its_expiry_fails_as_expired_and_is_never_sent(
     assert (delivery.status, (delivery.last_error or "")[:7]) == ("failed", "expired")
     assert (await status(engine, fresh)).status == "sent"
     assert sent(simulator) == [f"outbox:{fresh}:0"]
+
+
+async def test_no_request_reaches_the_api_after_its_rows_deadline_at_a_low_rate(
+    engine: AsyncEngine, simulator: Simulator, database_url: str
+) -> None:
+    # Issue 15.10: the deadline was checked before the wait for a rate slot; at --rate 2, 9 of
+    # 16 rows went out up to 4 s late.
+    conn = await asyncpg.connect(database_url)
+    try:
+        deadlines = dict(
+            await conn.fetch(
+                "INSERT INTO outbox_messages (recipient, message, expires_at) "
+                "SELECT '92300' || lpad(i::text, 7, '0'), 'soon', now() + interval '3 seconds' "
+                "FROM generate_series(1, 16) AS i RETURNING id, expires_at"
+            )
+        )
+    finally:
+        await conn.close()
+    process = await asyncio.create_subprocess_exec(
+        str(cli_path()),
+        *("run", "--drain", "--rate", "2", "--poll-interval", "0.2"),
+        env=daemon_env(database_url, simulator),
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert await asyncio.wait_for(process.wait(), 60) == 0
+    late = [
+        send["callback"]
+        for send in simulator.accepted
+        if send["received"] > deadlines[int(send["callback"].split(":")[-2])].timestamp()
+    ]
+    assert late == []
+    assert simulator.requests == len(simulator.accepted)
+    outcomes = await statuses(database_url)
+    assert outcomes["sent"] + outcomes["failed"] == 16
+    assert outcomes["failed"] > 0  # --rate 2 cannot send 16 rows in 3 s
 
 
 async def test_max_age_expires_rows_without_their_own_deadline(

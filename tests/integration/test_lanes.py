@@ -167,3 +167,45 @@ async def test_a_row_another_transaction_is_changing_is_not_marked(engine: Async
         await other.execute(sa.text("ROLLBACK"))
     assert claimed_ids(rows) == [1]
     assert await queued(engine) == [3]
+
+
+async def hold_for_its_template(engine: AsyncEngine, row_id: int) -> None:
+    """What the daemon writes for a row whose template Meta paused (132015)."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "UPDATE outbox_messages SET status = 'pending', error_code = 132015, "
+                "last_error = 'waiting: template paused by Meta', lease_token = NULL, "
+                "available_at = now() + interval '1 hour' WHERE id = :id"
+            ),
+            {"id": row_id},
+        )
+
+
+async def test_a_row_held_for_its_paused_template_frees_the_rows_behind_it(
+    engine: AsyncEngine,
+) -> None:
+    await insert(engine, LANE, 3)
+    await claim(engine)
+    await hold_for_its_template(engine, 1)
+    assert await queued(engine) == [3]
+    assert claimed_ids(await claim(engine)) == [2]
+
+
+async def test_a_row_held_for_its_paused_template_stops_no_release_behind_it(
+    engine: AsyncEngine,
+) -> None:
+    await insert(engine, LANE, 3)
+    await claim(engine)  # 1 sending; 2 and 3 queued behind it
+    await finish(engine, 1)  # frees 2 (3 stays behind 2)
+    assert claimed_ids(await claim(engine)) == [2]
+    await hold_for_its_template(engine, 2)
+    assert claimed_ids(await claim(engine)) == [3]
+
+
+async def test_a_row_held_for_its_paused_template_holds_its_lane_again_once_due(
+    engine: AsyncEngine,
+) -> None:
+    await insert(engine, LANE, 1, available_at="now() - interval '1 second'", error_code="132015")
+    await insert(engine, LANE, 1)
+    assert claimed_ids(await claim(engine)) == [1]

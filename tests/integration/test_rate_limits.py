@@ -4,15 +4,20 @@ bucket per sender in PostgreSQL, and a 130429 slows every one of them down."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
+from outbox.pool import Pool
+from outbox.rate import SharedRate
 from outbox.simulator import Simulator
 from tests.daemon_helpers import PHONE, daemon_env, drain, enqueue, script
 
@@ -132,3 +137,33 @@ async def test_a_pair_s_pacing_clock_is_written_with_its_parts(
             )
         ).scalar_one()
     assert 0 < due_in <= settings.pair_interval
+
+
+class RestartingPool:
+    """The daemon's pool on a database that refuses the first `refusals` connections."""
+
+    def __init__(self, pool: Pool, refusals: int) -> None:
+        self._pool = pool
+        self.refusals = refusals
+
+    @contextlib.asynccontextmanager
+    async def connect(self) -> AsyncIterator[asyncpg.Connection]:
+        if self.refusals:
+            self.refusals -= 1
+            raise asyncpg.exceptions.CannotConnectNowError("the database system is starting up")
+        async with self._pool.connect() as conn:
+            yield conn
+
+
+async def test_a_130429_slows_the_sender_down_once_a_restarting_database_answers(
+    pool: Pool, engine: AsyncEngine
+) -> None:
+    # Issue 15.9: a refusal here crashed the row's delivery (its lease left to run out).
+    restarting = RestartingPool(pool, refusals=2)
+    await SharedRate(restarting, 20).slow_down(PHONE)  # type: ignore[arg-type]
+    assert restarting.refusals == 0
+    async with engine.connect() as conn:
+        factor = await conn.scalar(
+            sa.text("SELECT factor FROM outbox_limits WHERE key = :key"), {"key": f"rate:{PHONE}"}
+        )
+    assert factor == 0.5

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
-from outbox import cli, store
+from outbox import cli, retry, store
 from outbox.daemon import Daemon
 from outbox.simulator import Simulator
 from tests.daemon_helpers import drain, enqueue, script, status
@@ -156,6 +156,30 @@ async def test_a_template_paused_by_meta_holds_only_its_own_rows(
     assert [(await status(engine, row)).status for row in (other, text)] == ["sent", "sent"]
     assert [a["to"] for a in simulator.accepted if a["type"] == "template"] == ["4915112345678"]
     assert simulator.requests == 3, "the paused template's later row is not even tried"
+
+
+async def test_a_row_held_for_its_paused_template_lets_its_recipients_later_rows_pass(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Issue 15.11: per-recipient FIFO held the recipient's text behind the template for an hour.
+    monkeypatch.setattr(retry, "TEMPLATE_PAUSE_HOLD", 3.0)  # Meta lifts the pause this soon
+    script(simulator, "923001234567", {"error": 132015})
+    async with engine.begin() as conn:
+        held = await outbox.enqueue(conn, "923001234567", template=outbox.Template("sale", "en"))
+    text = await enqueue(engine, "923001234567", "your table is ready")
+    daemon = Daemon(settings)  # a drain would wait out the hold: the rows wait for a retry
+    running = asyncio.create_task(daemon.run())
+    for _ in range(400):
+        if [(await status(engine, row)).status for row in (held, text)] == ["sent", "sent"]:
+            break
+        await asyncio.sleep(0.05)
+    daemon.stop()
+    assert await asyncio.wait_for(running, 10) == 0
+    assert [(await status(engine, row)).status for row in (held, text)] == ["sent", "sent"]
+    assert [a["callback"].split(":")[-2] for a in simulator.accepted] == [str(text), str(held)]
 
 
 async def test_a_disabled_template_fails_its_row(

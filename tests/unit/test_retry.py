@@ -10,9 +10,12 @@ from outbox.retry import (
     MAX_IN_DOUBT_IN_OUTAGE,
     MAX_RETRY_DELAY,
     MAX_SENDER_HOLD,
+    MAX_SPAM_HOLD,
+    SPAM_HOLD,
     TEMPLATE_PAUSE_HOLD,
     Doubt,
     Fail,
+    HoldSender,
     HoldTemplate,
     Pause,
     Retry,
@@ -20,6 +23,7 @@ from outbox.retry import (
     WaitOutage,
     classify,
     decide,
+    pauses_every_sender,
     retry_delay,
 )
 
@@ -186,3 +190,44 @@ def test_a_pair_rate_hold_is_capped_at_an_hour() -> None:
 def test_a_paused_template_holds_its_rows_without_using_attempts() -> None:
     outcome = decide(graph(132015), attempts=10, max_attempts=10, base_delay=1)
     assert outcome == HoldTemplate(TEMPLATE_PAUSE_HOLD, "(#132015) m")
+
+
+# --- issue 15.12: codes checked against whatsapp-api.md section 4 and Meta's pages -----------
+
+
+def test_a_messaging_limit_for_template_classification_pauses_the_sender_not_the_token() -> None:
+    """131064: the account may send nothing, templates or not, until Meta lifts the limit."""
+    error = graph(131064)
+    assert isinstance(decide(error, attempts=1, max_attempts=10, base_delay=1), Pause)
+    assert not pauses_every_sender(error)
+
+
+def test_a_country_the_business_may_not_message_fails_the_row() -> None:
+    """131063: that recipient's country is closed to this business; other rows go on."""
+    assert isinstance(decide(graph(131063), attempts=1, max_attempts=10, base_delay=1), Fail)
+
+
+def test_a_phone_number_not_registered_pauses_its_sender() -> None:
+    """133010: no row of that number can be sent until it is registered again."""
+    error = graph(133010)
+    assert isinstance(decide(error, attempts=1, max_attempts=10, base_delay=1), Pause)
+    assert not pauses_every_sender(error)
+
+
+def test_the_spam_rate_limit_holds_the_sender_for_an_hour_at_first() -> None:
+    outcome = decide(graph(131048), attempts=10, max_attempts=10, base_delay=1)
+    assert outcome == HoldSender(SPAM_HOLD, "(#131048) m")
+
+
+def test_the_spam_rate_limit_hold_doubles_with_each_strike_up_to_a_day() -> None:
+    delays = [
+        decide(graph(131048), attempts=1, max_attempts=10, base_delay=1, sender_strikes=strikes)
+        for strikes in (1, 2, 20)
+    ]
+    assert [d.delay for d in delays] == [2 * SPAM_HOLD, 4 * SPAM_HOLD, MAX_SPAM_HOLD]  # type: ignore[union-attr]
+
+
+def test_a_throttled_flow_holds_its_row_an_hour_not_the_sender() -> None:
+    """132069: ten sends per hour per flow; the sender's other messages go on."""
+    outcome = decide(graph(132069), attempts=1, max_attempts=10, base_delay=1)
+    assert outcome == Throttle(3600.0, "(#132069) m", recipient_only=True)
