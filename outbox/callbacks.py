@@ -39,7 +39,8 @@ def parse_callback(text: object) -> Callback | None:
 
 def same_customer(recipient: str, wa_id: str) -> bool:
     """Whether Meta's `recipient_id` (the WhatsApp id) is the number we sent to. Meta normalises
-    some numbers: Brazil's mobile ninth digit and Mexico's mobile `1` may be absent from the id."""
+    some numbers: Brazil's mobile ninth digit and Mexico's mobile `1` may be absent on one side,
+    and Argentina's mobile `9` after 54."""
     if recipient == wa_id:
         return True
     longer, shorter = (recipient, wa_id) if len(recipient) > len(wa_id) else (wa_id, recipient)
@@ -49,6 +50,8 @@ def same_customer(recipient: str, wa_id: str) -> bool:
         return longer[:4] + longer[5:] == shorter
     if longer.startswith("521") and len(longer) == 13:
         return "52" + longer[3:] == shorter
+    if longer.startswith("549"):  # Argentina's mobile 9
+        return "54" + longer[3:] == shorter
     return False
 
 

@@ -165,34 +165,35 @@ class PartRecorder:
                     "default_sender": self._default_sender,
                 },
             )
-        waiting = [int(status) for row in rows for status in row["waiting"]]
+        waiting = sorted({int(row["id"]) for row in rows if row["statuses_waiting"]})
         if waiting:
             task = asyncio.create_task(self._apply_waiting(waiting), name="outbox-apply-waiting")
             self._applying.add(task)
             task.add_done_callback(self._applying.discard)
         return {int(row["id"]) for row in rows if row["going_on"]}
 
-    async def _apply_waiting(self, status_ids: list[int]) -> None:
-        """Apply the statuses that came before their parts were recorded (the webhook beat the
-        write, or a send in doubt was settled by one); retried while the database is away."""
+    async def _apply_waiting(self, row_ids: list[int]) -> None:
+        """Apply the statuses that came before these rows' parts were recorded (the webhook beat
+        the write, or a send in doubt was settled by one). The rows stay marked until applied:
+        if this does not happen (a stop, the database away), the receiver's sweep does it."""
         try:
             await persistently(
-                self._apply_statuses,
-                status_ids,
-                what=f"applying {len(status_ids)} statuses that waited for their part",
+                self._apply_marked,
+                row_ids,
+                what=f"applying the statuses that waited for {len(row_ids)} rows' parts",
                 give_up=lambda: self._abandon,
                 max_delay=5.0,
             )
         except Exception as exc:
-            logger.error(
-                "statuses %s could not be applied (%s); they stay waiting",
-                status_ids,
+            logger.warning(
+                "statuses waiting for rows %s not applied now (%s); the receiver's sweep will",
+                row_ids,
                 short_error(exc),
             )
 
-    async def _apply_statuses(self, status_ids: list[int]) -> None:
-        async with self._pool.connect() as conn:
-            await store.apply_statuses(conn, status_ids)
+    async def _apply_marked(self, row_ids: list[int]) -> None:
+        async with self._pool.begin() as conn:
+            await store.apply_marked(conn, row_ids)
 
 
 def _settle(

@@ -194,7 +194,11 @@ class RowSender:
             try:
                 wamid = await self._send(claim, recipient, parts[index], index)
             except LeaseLost:
-                logger.warning("message %d: lease lost to another worker; stopping", claim.id)
+                logger.warning(
+                    "message %d: no longer ours to send (its lease was lost, or a status webhook "
+                    "failed an earlier part); stopping",
+                    claim.id,
+                )
                 return
             except Expired:
                 await self._fail(claim, "expired: not sent before its deadline")
@@ -243,10 +247,11 @@ class RowSender:
         # Last, after every wait (a slot, pacing, a database away): the lease must outlast the
         # request, or another daemon may have taken the row over and sent this part; and the
         # deadline must not have passed meanwhile.
-        if not await self._lease_holds(claim):
+        if not await self._lease_holds(claim, recheck=claim.requests > 0):
             raise LeaseLost
         if claim.deadline is not None and asyncio.get_running_loop().time() >= claim.deadline:
             raise Expired
+        claim.requests += 1
         started = time.perf_counter()
         try:
             wamid = await self._api.send(recipient, part, callback, sender)
@@ -287,10 +292,15 @@ class RowSender:
         if claim.deadline is not None:
             deadline = min(deadline, claim.deadline)  # an expiring row does not wait past it
         while True:
-            async with self._pool.connect() as conn:
-                rows = await fetch_all(
-                    conn, store.RECONCILED_WAMID, {"id": claim.id, "part": index}
-                )
+            try:
+                async with self._pool.connect() as conn:
+                    rows = await fetch_all(
+                        conn, store.RECONCILED_WAMID, {"id": claim.id, "part": index}
+                    )
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                rows = []  # the database is away: no status can be read until it is back
             wamid = next(
                 (
                     str(row["wamid"])
@@ -333,10 +343,12 @@ class RowSender:
             else:
                 claim.lost = True
 
-    async def _lease_holds(self, claim: Claim) -> bool:
-        """True when the lease outlasts the next request: extended first when it might not."""
+    async def _lease_holds(self, claim: Claim, *, recheck: bool = False) -> bool:
+        """True when the lease outlasts the next request: extended first when it might not, or
+        when `recheck` asks whether the row is still ours and sending (a status webhook may have
+        failed an earlier part meanwhile: then nothing more of it is sent)."""
         left = claim.lease_until - asyncio.get_running_loop().time()
-        if not claim.lost and left <= self.settings.request_timeout + LEASE_MARGIN:
+        if not claim.lost and (recheck or left <= self.settings.request_timeout + LEASE_MARGIN):
             await persistently(
                 self.extend_leases,
                 [claim],

@@ -89,6 +89,11 @@ messages = sa.Table(
     # The daemon's hint that an older unfinished row to the same recipient holds this one back:
     # set by the claim that finds it so, cleared by a trigger when the rows before it move on.
     sa.Column("queued_behind", sa.Boolean, nullable=False, server_default=sa.text("false")),
+    # A status webhook about this row came before its part was recorded and waits: set under the
+    # row's lock by the receiver (so the daemon recording the part sees it), cleared by the
+    # receiver's sweep once nothing waits any more. Statuses are never lost to a daemon dying
+    # between recording a part and applying what waited for it.
+    sa.Column("statuses_waiting", sa.Boolean, nullable=False, server_default=sa.text("false")),
     # No country code starts with 0 (phonenumbers judges the rest in enqueue and the daemon).
     sa.CheckConstraint(r"recipient ~ '^[1-9][0-9]{6,14}$'", name="recipient_digits"),
     sa.CheckConstraint(r"sender ~ '^[0-9]{1,32}$'", name="sender_digits"),
@@ -169,6 +174,12 @@ messages = sa.Table(
         postgresql_where=sa.text(f"status = '{PENDING}' AND expires_at IS NOT NULL"),
     ),
     sa.Index("ix_outbox_messages_recipient", "recipient", "id"),
+    # The few rows with statuses waiting for their parts, for the receiver's sweep.
+    sa.Index(
+        "ix_outbox_messages_statuses_waiting",
+        "id",
+        postgresql_where=sa.text("statuses_waiting"),
+    ),
     # A row by its wamid (the text's, or the last part's), for apps and `outbox status`.
     sa.Index("ix_outbox_messages_message_id", "message_id"),
     sa.Index("ix_outbox_messages_status", "status", "id"),

@@ -1,5 +1,6 @@
 """truthful statuses: an installation id in callback data, statuses once per (wamid, status),
-every part's wamid findable, inbound users without a phone number, value-level errors
+every part's wamid findable, rows marked while statuses wait for their parts, inbound users
+without a phone number, value-level errors
 
 Revision ID: 0007
 Revises: 0006
@@ -69,6 +70,31 @@ def upgrade() -> None:
         """
     )
 
+    op.add_column(
+        "outbox_messages",
+        sa.Column(
+            "statuses_waiting", sa.Boolean(), server_default=sa.text("false"), nullable=False
+        ),
+    )
+    op.create_index(
+        "ix_outbox_messages_statuses_waiting",
+        "outbox_messages",
+        ["id"],
+        postgresql_where=sa.text("statuses_waiting"),
+    )
+    # Statuses already waiting for their parts: the receiver's sweep takes them from here.
+    op.execute(
+        """
+        UPDATE outbox_messages SET statuses_waiting = true
+        WHERE id IN (SELECT message_id FROM outbox_statuses
+                     WHERE applied_at IS NULL AND message_id IS NOT NULL
+                     UNION
+                     SELECT w.message_id FROM outbox_statuses s
+                     JOIN outbox_part_wamids w ON w.wamid = s.wamid
+                     WHERE s.applied_at IS NULL)
+        """
+    )
+
     op.alter_column("outbox_inbound", "customer", existing_type=sa.Text(), nullable=True)
     op.add_column("outbox_inbound", sa.Column("user_id", sa.Text(), nullable=True))
     op.add_column("outbox_inbound", sa.Column("error_code", sa.Integer(), nullable=True))
@@ -101,6 +127,8 @@ def downgrade() -> None:
     op.drop_column("outbox_inbound", "error_code")
     op.drop_column("outbox_inbound", "user_id")
     op.alter_column("outbox_inbound", "customer", existing_type=sa.Text(), nullable=False)
+    op.drop_index("ix_outbox_messages_statuses_waiting", table_name="outbox_messages")
+    op.drop_column("outbox_messages", "statuses_waiting")
     op.drop_index("ix_outbox_part_wamids_message", table_name="outbox_part_wamids")
     op.drop_table("outbox_part_wamids")
     op.drop_constraint("uq_outbox_statuses_wamid", "outbox_statuses")

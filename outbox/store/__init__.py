@@ -40,13 +40,16 @@ from outbox.store.messages import (
     select_messages,
 )
 from outbox.store.webhooks import (
+    apply_marked,
     apply_statuses,
     insert_webhook,
+    marked_rows,
     next_unapplied_webhook,
     prune_webhooks,
     recheck_waiting,
     set_lock_timeout,
     store_contents,
+    unmark_rows,
     waiting_watermark,
 )
 
@@ -72,12 +75,14 @@ __all__ = [
     "SECONDS_TO_NEXT_DUE",
     "SLOW_DOWN",
     "TAKE_TOKENS",
+    "apply_marked",
     "apply_statuses",
     "backlog_stats",
     "cancel_pending",
     "insert_message",
     "insert_message_sync",
     "insert_webhook",
+    "marked_rows",
     "next_unapplied_webhook",
     "prune_finished",
     "prune_webhooks",
@@ -88,5 +93,6 @@ __all__ = [
     "select_messages",
     "set_lock_timeout",
     "store_contents",
+    "unmark_rows",
     "waiting_watermark",
 ]

@@ -131,9 +131,11 @@ RELEASE_LANES = sa.text(
 # (sender, recipient) pair's pacing clock in outbox_limits (GCRA, one send per :pair_interval),
 # so that whichever daemon sends that conversation's next row paces it from there (the claim
 # returns `pair_due_in`): only one row of a lane is ever in flight, so the clock has one writer.
-# Each wamid is made findable by status webhooks (outbox_part_wamids), and the statuses that
-# arrived for it before it was recorded are returned (`waiting`), for the recorder to apply: a
-# waiting status is matched when its part is recorded, not by rescans of every waiting status.
+# Each wamid is made findable by status webhooks (outbox_part_wamids). A row whose statuses wait
+# for their parts says so (`statuses_waiting`: the receiver's mark, read from the row as this
+# UPDATE finds it after any lock wait, or a status waiting for this wamid): the recorder then
+# applies them, and the receiver's sweep does if the daemon stops first. A waiting status is
+# matched when its part is recorded, never by rescans of every waiting status.
 RECORD_PARTS = sa.text(
     """
     WITH recorded AS (
@@ -151,6 +153,9 @@ RECORD_PARTS = sa.text(
             locked_until = CASE WHEN v.final THEN NULL
                                 ELSE now() + make_interval(secs => :lease) END,
             lease_token = CASE WHEN v.final THEN NULL ELSE m.lease_token END,
+            statuses_waiting = m.statuses_waiting OR EXISTS (
+                SELECT 1 FROM outbox_statuses s
+                WHERE s.wamid = v.wamid AND s.applied_at IS NULL),
             updated_at = now()
         FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS uuid[]), CAST(:indexes AS int[]),
                     CAST(:wamids AS text[]), CAST(:finals AS boolean[]))
@@ -158,7 +163,7 @@ RECORD_PARTS = sa.text(
         WHERE m.id = v.id AND m.lease_token = v.token AND m.status IN ('sending', 'failed')
           AND jsonb_array_length(m.parts) = v.index
         RETURNING m.id, m.recipient, coalesce(m.sender, :default_sender) AS sender,
-                  m.status <> 'failed' AS going_on, v.wamid, v.index
+                  m.status <> 'failed' AS going_on, m.statuses_waiting, v.wamid, v.index
     ), findable AS (
         INSERT INTO outbox_part_wamids (wamid, message_id, part)
         SELECT r.wamid, r.id, r.index FROM recorded r
@@ -173,10 +178,8 @@ RECORD_PARTS = sa.text(
         SET tat = greatest(l.tat, now()) + (excluded.tat - now())
         RETURNING l.key
     )
-    SELECT id, going_on, (SELECT count(*) FROM paced) AS paced,
-           (SELECT count(*) FROM findable) AS findable,
-           ARRAY(SELECT s.id FROM outbox_statuses s
-                 WHERE s.wamid = recorded.wamid AND s.applied_at IS NULL) AS waiting
+    SELECT id, going_on, statuses_waiting, (SELECT count(*) FROM paced) AS paced,
+           (SELECT count(*) FROM findable) AS findable
     FROM recorded
     """
 )
@@ -354,14 +357,15 @@ APPEND_EVENTS = sa.text(
 
 # The status webhooks that name a part by our callback data (of this installation: the receiver
 # stores another deployment's without a row) and come from after the row was created (with a
-# margin for clocks): their wamid settles a send in doubt once their recipient is checked too
-# (rows.py). Even `failed` says Meta accepted the request (and then could not deliver it).
+# margin for clocks: 2 minutes before, 10 after now): their wamid settles a send in doubt once
+# their recipient is checked too (rows.py). Even `failed` says Meta accepted the request (and
+# then could not deliver it).
 RECONCILED_WAMID = sa.text(
     """
     SELECT s.wamid, s.recipient FROM outbox_statuses s
     JOIN outbox_messages m ON m.id = s.message_id
     WHERE s.message_id = :id AND s.part = :part
-      AND s.at >= m.created_at - interval '2 minutes' AND s.at <= now() + interval '2 minutes'
+      AND s.at >= m.created_at - interval '2 minutes' AND s.at <= now() + interval '10 minutes'
     ORDER BY s.id
     """
 )

@@ -28,8 +28,10 @@ SET_LOCK_TIMEOUT = sa.text("SELECT set_config('lock_timeout', :lock_timeout, tru
 # Returns the ids of the statuses to apply. A (wamid, status) already stored is a replay: skipped,
 # also when a concurrent request stores it (the unique constraint makes the later one wait, then
 # skip). Callback data names one of our rows only when its installation is ours, or, in the old
-# form without one, when the row was created before installations existed; anything else is
-# another deployment's (or integration's) and is stored without a row, findable by wamid alone.
+# form without one, when the row was created before installations existed or within a day after
+# (daemons of the previous version still send the old form during a rolling upgrade; a send in
+# doubt is settled by it only if its recipient matches too); anything else is another
+# deployment's (or integration's) and is stored without a row, findable by wamid alone.
 STORE_CONTENTS = sa.text(
     """
     WITH installation AS (SELECT id, created_at FROM outbox_installation LIMIT 1),
@@ -38,7 +40,8 @@ STORE_CONTENTS = sa.text(
                CASE WHEN v.installation = (SELECT i.id FROM installation i) THEN v.row_id
                     WHEN v.installation IS NULL AND EXISTS (
                         SELECT 1 FROM outbox_messages m, installation i
-                        WHERE m.id = v.row_id AND m.created_at < i.created_at) THEN v.row_id
+                        WHERE m.id = v.row_id
+                          AND m.created_at < i.created_at + interval '1 day') THEN v.row_id
                END AS ours
         FROM unnest(CAST(:wamids AS text[]), CAST(:installations AS text[]),
                     CAST(:row_ids AS bigint[]), CAST(:parts AS int[]),
@@ -99,8 +102,13 @@ STORE_CONTENTS = sa.text(
 _APPLY = """
     WITH batch AS ({batch}),
     located AS (
-        SELECT b.*, coalesce(b.message_id, w.message_id) AS row_id,
-               CASE WHEN b.message_id IS NOT NULL THEN b.part ELSE w.part END AS at_part
+        SELECT b.*,
+               coalesce(b.message_id, w.message_id,
+                        (SELECT m.id FROM outbox_messages m
+                         WHERE b.message_id IS NULL AND w.message_id IS NULL
+                           AND m.message_id = b.wamid
+                         ORDER BY m.id DESC LIMIT 1)) AS row_id,
+               CASE WHEN b.message_id IS NOT NULL THEN b.part ELSE w.part END AS known_part
         FROM batch b LEFT JOIN outbox_part_wamids w ON b.message_id IS NULL
                                                   AND w.wamid = b.wamid),
     locked AS (
@@ -109,15 +117,18 @@ _APPLY = """
         ORDER BY m.id
         FOR UPDATE),
     judged AS (
-        SELECT l.*,
+        SELECT l.*, p.at_part,
                CASE WHEN k.id IS NULL AND l.message_id IS NOT NULL THEN 'no_row'
-                    WHEN k.id IS NULL OR l.at_part < 0
-                         OR l.at_part >= jsonb_array_length(k.parts) THEN 'waiting'
-                    WHEN k.parts -> l.at_part ->> 'wamid' IS DISTINCT FROM l.wamid
+                    WHEN k.id IS NULL OR p.at_part < 0
+                         OR p.at_part >= jsonb_array_length(k.parts) THEN 'waiting'
+                    WHEN k.parts -> p.at_part ->> 'wamid' IS DISTINCT FROM l.wamid
                          THEN 'other_copy'
                     ELSE 'applied' END AS outcome
         FROM located l
-        LEFT JOIN locked k ON k.id = l.row_id),
+        LEFT JOIN locked k ON k.id = l.row_id
+        -- A row found by its text's wamid (sent before outbox_part_wamids existed): the last part.
+        CROSS JOIN LATERAL (SELECT coalesce(l.known_part, jsonb_array_length(k.parts) - 1)
+                                AS at_part) p),
     hits AS (
         SELECT j.row_id, j.at_part AS part, j.wamid,
                max(CASE j.status WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2 WHEN 'read' THEN 3
@@ -246,6 +257,56 @@ APPLY_STATUSES = sa.text(
     )
 )
 
+# Mark the rows that statuses of this transaction left waiting (their part is not recorded yet),
+# under the lock APPLY took: the daemon recording the part meets the mark (RECORD_PARTS), and the
+# receiver's sweep finds them until nothing waits.
+FLAG_WAITING_ROWS = sa.text(
+    """
+    UPDATE outbox_messages SET statuses_waiting = true
+    WHERE id = ANY(CAST(:row_ids AS bigint[])) AND NOT statuses_waiting
+    RETURNING id
+    """
+)
+
+# The unapplied statuses of marked rows (by our callback data or by a recorded part's wamid),
+# applied: the sweep after a daemon recorded parts and stopped before applying what waited.
+APPLY_MARKED = sa.text(
+    _APPLY.format(
+        batch=f"""
+        SELECT {_BATCH_COLUMNS} FROM outbox_statuses s
+        WHERE s.applied_at IS NULL
+          AND (s.message_id = ANY(CAST(:row_ids AS bigint[]))
+               OR s.wamid IN (SELECT w.wamid FROM outbox_part_wamids w
+                              WHERE w.message_id = ANY(CAST(:row_ids AS bigint[]))))
+        ORDER BY s.id
+        FOR UPDATE OF s SKIP LOCKED"""
+    )
+)
+
+# Up to :limit marked rows, oldest first.
+MARKED_ROWS = sa.text(
+    """
+    SELECT id FROM outbox_messages WHERE statuses_waiting AND id > :after ORDER BY id LIMIT :limit
+    """
+)
+
+# Unmark the given rows where nothing waits any more: no unapplied status names them, or none can
+# ever apply (the row is finished and no daemon holds it, so no part will be recorded).
+UNMARK_ROWS = sa.text(
+    """
+    UPDATE outbox_messages m SET statuses_waiting = false
+    WHERE m.id = ANY(CAST(:row_ids AS bigint[])) AND m.statuses_waiting
+      AND ((m.status NOT IN ('pending', 'sending') AND m.lease_token IS NULL)
+           OR NOT EXISTS (
+               SELECT 1 FROM outbox_statuses s
+               WHERE s.applied_at IS NULL
+                 AND (s.message_id = m.id
+                      OR s.wamid IN (SELECT w.wamid FROM outbox_part_wamids w
+                                     WHERE w.message_id = m.id))))
+    RETURNING m.id
+    """
+)
+
 # Waiting statuses received after the :after watermark, at least :settle seconds ago, oldest
 # first, for one more look each: a status and the daemon's record of its part, written at the same
 # moment, can each miss the other. Every other waiting status is applied when its part is recorded
@@ -361,10 +422,39 @@ async def store_contents(
 
 
 async def apply_statuses(conn: AsyncConnectionLike, ids: list[int]) -> list[Row]:
-    """Apply the given unapplied statuses; one row per status with its outcome."""
+    """Apply the given unapplied statuses and mark the rows of those left waiting; one row per
+    status with its outcome. Run it in a transaction: the mark goes with the statuses."""
     if not ids:
         return []
-    return await fetch_all(conn, APPLY_STATUSES, {"ids": ids})
+    results = await fetch_all(conn, APPLY_STATUSES, {"ids": ids})
+    await _mark_waiting(conn, results)
+    return results
+
+
+async def apply_marked(conn: AsyncConnectionLike, row_ids: list[int]) -> list[Row]:
+    """Apply what waits for the given marked rows (in a transaction, as apply_statuses)."""
+    if not row_ids:
+        return []
+    results = await fetch_all(conn, APPLY_MARKED, {"row_ids": row_ids})
+    await _mark_waiting(conn, results)
+    return results
+
+
+async def _mark_waiting(conn: AsyncConnectionLike, results: list[Row]) -> None:
+    waiting = sorted(
+        {int(r["row_id"]) for r in results if r["outcome"] == "waiting" and r["row_id"]}
+    )
+    if waiting:
+        await fetch_all(conn, FLAG_WAITING_ROWS, {"row_ids": waiting})
+
+
+async def marked_rows(conn: AsyncConnectionLike, after: int, limit: int) -> list[int]:
+    rows = await fetch_all(conn, MARKED_ROWS, {"after": after, "limit": limit})
+    return [int(row["id"]) for row in rows]
+
+
+async def unmark_rows(conn: AsyncConnectionLike, row_ids: list[int]) -> None:
+    await fetch_all(conn, UNMARK_ROWS, {"row_ids": row_ids})
 
 
 async def recheck_waiting(

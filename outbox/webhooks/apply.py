@@ -145,8 +145,9 @@ class Applier:
         return True
 
     async def run(self) -> None:
-        """Until cancelled: re-apply stored bodies not applied yet, then statuses whose part
-        has been recorded since they came."""
+        """Until cancelled: re-apply stored bodies not applied yet, apply what waited for parts
+        recorded since (rows the daemon marked, if it did not apply them itself), and give new
+        waiting statuses their second look."""
         busy, failures = False, 0
         while True:
             pause = min(MAX_PAUSE, RETRY_INTERVAL * 2**failures) if failures else RETRY_INTERVAL
@@ -154,6 +155,7 @@ class Applier:
             busy = False
             try:
                 busy = await self._retry_bodies()
+                busy = await self._sweep_marked_rows() or busy
                 busy = await self._recheck_statuses() or busy
             except Exception as exc:
                 failures += 1
@@ -211,6 +213,26 @@ class Applier:
             self._count(results, duplicates=duplicates)
             logger.info("webhook %d applied on retry", webhook_id)
         return True
+
+    async def _sweep_marked_rows(self) -> bool:
+        """Apply what waits for rows marked `statuses_waiting` whose parts are now recorded, and
+        unmark the rows nothing waits for any more; True when there may be more. Marked rows are
+        few: those whose statuses came before their parts."""
+        after, busy = 0, False
+        while True:
+            async with self._engine.connect() as conn:
+                rows = await store.marked_rows(conn, after, BATCH)
+            if not rows:
+                return busy
+            async with self._engine.begin() as conn:
+                results = await store.apply_marked(conn, rows)
+                await store.unmark_rows(conn, rows)
+            self._log(results)
+            self._count(results, duplicates=None)
+            busy = busy or any(r["outcome"] != "waiting" for r in results)
+            if len(rows) < BATCH:
+                return busy
+            after = rows[-1]
 
     async def _recheck_statuses(self) -> bool:
         """Give the waiting statuses that came since the watermark their one second look (see

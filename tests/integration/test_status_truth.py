@@ -27,6 +27,7 @@ from tests.daemon_helpers import drain, enqueue, script, sent, status
 from tests.integration.test_webhooks import (
     SECRET,
     VERIFY_TOKEN,
+    claimed_row,
     envelope,
     example_status,
     post,
@@ -87,7 +88,7 @@ async def assert_not_settled_by(engine: AsyncEngine, simulator: Simulator, row: 
 # --- a send in doubt is settled only by a status that is about it ----------------------------
 
 
-async def test_a_status_naming_our_row_in_the_old_form_does_not_settle_a_new_send_in_doubt(
+async def test_a_status_naming_our_row_in_the_old_form_about_another_customer_settles_nothing(
     engine: AsyncEngine,
     settings: outbox.Settings,
     simulator: Simulator,
@@ -386,3 +387,153 @@ async def test_a_status_for_a_wamid_never_recorded_gets_one_second_look_only(
     assert not await applier._recheck_statuses()
     waiting = await scalar(engine, "SELECT count(*) FROM outbox_statuses WHERE applied_at IS NULL")
     assert waiting == 1200  # they stay, waiting for a part, until pruned after 7 days
+
+
+async def test_the_old_form_is_not_trusted_for_rows_created_long_after_the_upgrade(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+    client: TestClient[Any, Any],
+) -> None:
+    """Only daemons of the previous version, during a rolling upgrade, still send the old form:
+    a day after it, a status in that form is another deployment's, even about our customer."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text("UPDATE outbox_installation SET created_at = now() - interval '2 days'")
+        )
+    row = await enqueue(engine, CUSTOMER, "your booking")
+    assert await post(client, delivered("wamid.OTHER", f"outbox:{row}:0")) == 200
+    assert await drain(in_doubt_once(settings, simulator)) == 0
+    await assert_not_settled_by(engine, simulator, row)
+
+
+async def test_a_status_for_a_row_recorded_before_part_wamids_existed_finds_its_last_part(
+    engine: AsyncEngine, client: TestClient[Any, Any]
+) -> None:
+    """A part recorded by a daemon of the previous version (no outbox_part_wamids entry) is
+    still found by the row's message_id."""
+    row = await sent_row(engine, "wamid.IMG", "wamid.TEXT", media=1)
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("DELETE FROM outbox_part_wamids"))
+    assert await post(client, envelope(example_status(wamid="wamid.TEXT"))) == 200
+    delivery = await status(engine, row)
+    assert [part.status for part in delivery.parts] == ["sent", "delivered"]
+
+
+# --- statuses that waited are never lost ------------------------------------------------------
+
+
+async def record_with_the_daemons_statement(engine: AsyncEngine, row: int, wamid: str) -> Any:
+    """RECORD_PARTS for part 0 (the last) of a row claimed by claimed_row, as the daemon runs it."""
+    token = await scalar(engine, "SELECT lease_token FROM outbox_messages WHERE id = :id", id=row)
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            store.RECORD_PARTS,
+            {
+                "ids": [row],
+                "tokens": [token],
+                "indexes": [0],
+                "wamids": [wamid],
+                "finals": [True],
+                "lease": 30,
+                "pair_interval": 6.0,
+                "default_sender": "",
+            },
+        )
+        return result.mappings().one()
+
+
+async def test_statuses_that_waited_are_applied_by_the_sweep_when_the_daemon_stops_first(
+    engine: AsyncEngine, client: TestClient[Any, Any], installation: str
+) -> None:
+    """The daemon records the part and stops before applying what waited for it (a SIGTERM, a
+    crash): the row is marked, and the receiver's background sweep applies it."""
+    row = await claimed_row(engine)
+    ours = callback_data(installation, row, 0)
+    assert await post(client, delivered("wamid.MINE", ours)) == 200
+    assert (await status(engine, row)).status == "sending"
+    async with engine.begin() as conn:  # long ago: its one second look is over
+        await conn.execute(
+            sa.text("UPDATE outbox_statuses SET received_at = now() - interval '1 hour'")
+        )
+    recorded = await record_with_the_daemons_statement(engine, row, "wamid.MINE")
+    assert recorded["statuses_waiting"]
+
+    async def delivered_by_the_sweep() -> bool:
+        return (await status(engine, row)).status == "delivered"
+
+    await eventually(delivered_by_the_sweep)
+    marked = await scalar(
+        engine, "SELECT statuses_waiting FROM outbox_messages WHERE id = :id", id=row
+    )
+    assert marked is False
+
+
+async def test_a_part_recorded_while_its_status_is_being_stored_learns_of_it(
+    engine: AsyncEngine, installation: str
+) -> None:
+    """The receiver's transaction stores and judges a status (waiting: no part yet) while the
+    daemon records that part: the daemon's write waits for the row and then sees the mark."""
+    row = await claimed_row(engine)
+    entry = {
+        "wamid": "wamid.MINE",
+        "installation": installation,
+        "row_id": row,
+        "part": 0,
+        "status": "delivered",
+        "at": datetime.now(UTC),
+        "code": None,
+        "title": None,
+        "recipient": CUSTOMER,
+    }
+    async with engine.connect() as receiver:
+        await receiver.begin()
+        body = await store.insert_webhook(receiver, b"{}")
+        ids = await store.store_contents(receiver, body, [entry], [])
+        [judged] = await store.apply_statuses(receiver, ids)
+        assert judged["outcome"] == "waiting"
+        recording = asyncio.create_task(
+            record_with_the_daemons_statement(engine, row, "wamid.MINE")
+        )
+        await asyncio.sleep(0.5)  # the daemon's UPDATE now waits for the row's lock
+        await receiver.commit()
+    assert (await recording)["statuses_waiting"]
+
+
+async def test_a_failed_status_stops_a_claimed_row_between_its_quick_retries(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+    client: TestClient[Any, Any],
+    installation: str,
+) -> None:
+    """The image was accepted; the text meets a transient error and is retried within the same
+    claim; the image's failed status arrives meanwhile: the text is not sent."""
+    script(simulator, CUSTOMER, "ok", {"error": 131000, "times": 1})
+    row = await enqueue(
+        engine, CUSTOMER, "caption", media_urls={"images": ["https://x.test/a.jpg"]}
+    )
+    daemon = outbox.Daemon(replace(settings, quick_retry_delay=2.0, quick_retries=3))
+    task = asyncio.create_task(daemon.run())
+    try:
+
+        async def text_refused_once() -> bool:
+            return simulator.requests >= 2
+
+        await eventually(text_refused_once)
+        failed = example_status(
+            "status_webhook_failed_130472.json",
+            wamid=simulator.accepted[0]["wamid"],
+            callback=callback_data(installation, row, 0),
+        )
+        assert await post(client, envelope(failed)) == 200
+
+        async def given_up() -> bool:
+            return not daemon._tasks
+
+        await eventually(given_up)
+    finally:
+        daemon.stop()
+        await task
+    assert sent(simulator) == [f"outbox:{row}:0"]
+    assert (await status(engine, row)).status == "failed"

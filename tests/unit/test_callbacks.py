@@ -42,3 +42,7 @@ def test_a_mexican_mobile_without_its_one_is_the_same_customer() -> None:
 
 def test_one_digit_more_elsewhere_is_another_customer() -> None:
     assert not same_customer("4477009001234", "447700900123")
+
+
+def test_an_argentinian_mobile_with_its_nine_is_the_same_customer() -> None:
+    assert same_customer("5491123456789", "541123456789")
