@@ -25,6 +25,7 @@ from outbox.store.delivery import (
     SAVE_DAEMON_STATE,
     SECONDS_TO_NEXT_DUE,
 )
+from outbox.store.intake import insert_webhooks, next_unapplied_webhooks, ping
 from outbox.store.limits import SLOW_DOWN, TAKE_TOKENS
 from outbox.store.messages import (
     INSERT_MESSAGE,
@@ -77,7 +78,10 @@ __all__ = [
     "insert_message",
     "insert_message_sync",
     "insert_webhook",
+    "insert_webhooks",
     "next_unapplied_webhook",
+    "next_unapplied_webhooks",
+    "ping",
     "prune_finished",
     "prune_webhooks",
     "retry_failed",

@@ -1,15 +1,17 @@
-"""Store webhook bodies and apply what they say; a background task re-applies what could not be.
+"""Apply stored webhook bodies in the background, in batches, off the request path.
 
-The raw body is written first and committed whatever happens next (Meta cannot send a lost
-webhook again). Its statuses and inbound messages are stored and applied under a savepoint, so an
-unexpected failure leaves the body stored but unapplied, for the background task. That task also
-applies statuses that arrived before the daemon recorded their part. Metrics count what a
-transaction committed, after the commit.
+The request path only makes the raw body durable (outbox.webhooks.intake); this task takes the
+oldest unapplied bodies, many at a time, stores their statuses and inbound messages and applies
+the statuses, all in one transaction, woken as soon as bodies are stored. A batch that fails is
+applied body by body, each under a savepoint, so one body that always fails is skipped for a
+while (backoff) and holds back no other. The task also applies statuses that arrived before the
+daemon recorded their part. Metrics count what a transaction committed, after the commit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -23,10 +25,11 @@ from outbox.webhooks.payload import Envelope, parse
 
 logger = logging.getLogger("outbox.webhooks")
 
-RETRY_INTERVAL = 0.5  # seconds between rounds of the background task when it found no work
+RETRY_INTERVAL = 0.5  # seconds between rounds when no body arrives (others' bodies, waiting)
 BATCH = 500  # waiting statuses applied per statement
-BODIES_PER_ROUND = 50
-LOCK_TIMEOUT = 1.0  # a request waits this long for a row lock, then leaves the body to the task
+BODIES_PER_BATCH = 200  # stored bodies applied in one transaction
+BODIES_PER_ROUND = 50  # bodies applied one by one after a batch failed
+LOCK_TIMEOUT = 2.0  # a batch waits this long for a row lock, then is applied body by body
 MAX_BACKOFF = 300.0  # longest wait before a body or status that failed is tried again
 MAX_PAUSE = 30.0  # longest pause of the background task while the database fails it
 MAX_INT32 = 2**31 - 1
@@ -92,59 +95,83 @@ def _inbound_params(envelope: Envelope) -> list[dict[str, Any]]:
 
 
 class Applier:
-    """Receives bodies for the app, and re-applies in the background what is left unapplied."""
+    """Applies stored bodies in batches, and statuses whose part has been recorded since."""
 
     def __init__(self, engine: AsyncEngine, metrics: ReceiverMetrics | None = None) -> None:
         self._engine = engine
         self._bodies = Backoff()
         self._statuses = Backoff()
         self._metrics = metrics or ReceiverMetrics()
+        self._woken = asyncio.Event()
 
-    async def receive(self, body: bytes, envelope: Envelope) -> bool:
-        """Store `body`, then apply `envelope` (parsed from it). False when only the body could
-        be stored; raises when not even that was possible (the database is away)."""
-        applied: tuple[int, list[Row]] | None = None
-        async with self._engine.connect() as conn, conn.begin():
-            webhook_id = await store.insert_webhook(conn, body)
-            try:
-                async with conn.begin_nested():
-                    await store.set_lock_timeout(conn, LOCK_TIMEOUT)
-                    applied = await self._apply(conn, webhook_id, envelope)
-            except Exception as exc:
-                logger.warning(
-                    "webhook %d stored but not applied (%s); it will be retried",
-                    webhook_id,
-                    short_error(exc),
-                )
-        self._metrics.bodies.labels("stored").inc()
-        if applied is None:
-            self._metrics.bodies.labels("unapplied").inc()
-            return False
-        self._count(applied[1], duplicates=applied[0])
-        return True
+    def wake(self) -> None:
+        """Bodies were stored: apply them now rather than at the next round."""
+        self._woken.set()
 
     async def run(self) -> None:
-        """Until cancelled: re-apply stored bodies not applied yet, then statuses whose part
-        has been recorded since they came."""
-        busy, failures = False, 0
+        """Until cancelled: apply stored bodies batch after batch while there are any, then
+        waiting statuses; between rounds, wait for a wake-up (RETRY_INTERVAL at most)."""
+        busy, failures, waiting_checked = False, 0, 0.0
         while True:
-            pause = min(MAX_PAUSE, RETRY_INTERVAL * 2**failures) if failures else RETRY_INTERVAL
-            await asyncio.sleep(0 if busy else pause)
-            busy = False
+            if failures:
+                await asyncio.sleep(min(MAX_PAUSE, RETRY_INTERVAL * 2**failures))
+            elif not busy:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(RETRY_INTERVAL):
+                        await self._woken.wait()
+            self._woken.clear()
             try:
-                busy = await self._retry_bodies()
-                busy = await self._retry_statuses() or busy
+                busy = await self._apply_batch()
+                if not busy or _now() - waiting_checked >= RETRY_INTERVAL:
+                    waiting_checked = _now()
+                    busy = await self._retry_statuses() or busy
             except Exception as exc:
                 failures += 1
                 logger.warning(
-                    "re-applying webhooks failed (%s); next try in %.0fs",
+                    "applying webhooks failed (%s); next try in %.0fs",
                     short_error(exc),
                     min(MAX_PAUSE, RETRY_INTERVAL * 2**failures),
                 )
                 continue
             if failures:
-                logger.info("re-applying webhooks works again")
+                logger.info("applying webhooks works again")
                 failures = 0
+
+    async def _apply_batch(self) -> bool:
+        """Apply up to BODIES_PER_BATCH stored bodies, oldest first, in one transaction; True
+        when there may be more. A batch the database refuses is applied body by body."""
+        rows: list[tuple[int, bytes]] = []
+        try:
+            async with self._engine.begin() as conn:
+                rows = await store.next_unapplied_webhooks(
+                    conn, BODIES_PER_BATCH, self._bodies.skipped()
+                )
+                if not rows:
+                    return False
+                await store.set_lock_timeout(conn, LOCK_TIMEOUT)
+                duplicates, ids = 0, []
+                for webhook_id, body in rows:
+                    envelope = parse(body)
+                    new = await store.store_contents(
+                        conn, webhook_id, _status_params(envelope), _inbound_params(envelope)
+                    )
+                    duplicates += len(envelope.statuses) - len(new)
+                    ids += new
+                results = await store.apply_statuses(conn, ids)
+        except Exception as exc:
+            if is_connection_error(exc) or not rows:
+                raise
+            logger.warning(
+                "a batch of %d webhooks could not be applied (%s); applying them one by one",
+                len(rows),
+                short_error(exc),
+            )
+            await self._retry_bodies(len(rows))
+            return True
+        self._log(results)
+        self._metrics.bodies.labels("applied").inc(len(rows))
+        self._count(results, duplicates=duplicates)
+        return len(rows) >= BODIES_PER_BATCH
 
     async def _apply(
         self, conn: AsyncConnection, webhook_id: int, envelope: Envelope
@@ -158,10 +185,10 @@ class Applier:
         self._log(results)
         return len(envelope.statuses) - len(ids), results
 
-    async def _retry_bodies(self) -> bool:
-        """Apply up to BODIES_PER_ROUND stored bodies, each in its own transaction; True when
-        there may be more."""
-        for _ in range(BODIES_PER_ROUND):
+    async def _retry_bodies(self, count: int = BODIES_PER_ROUND) -> bool:
+        """Apply up to `count` stored bodies, each in its own transaction; True when there may
+        be more."""
+        for _ in range(count):
             async with self._engine.connect() as conn, conn.begin():
                 found = await store.next_unapplied_webhook(conn, self._bodies.skipped())
                 if found is None:
