@@ -33,6 +33,16 @@ NEXT_UNAPPLIED_WEBHOOKS = sa.text(
 )
 
 
+# Mark stored bodies applied (their contents stored in the same transaction).
+MARK_WEBHOOKS_APPLIED = sa.text(
+    """
+    UPDATE outbox_webhooks SET applied_at = now()
+    WHERE id = ANY(CAST(:ids AS bigint[])) AND applied_at IS NULL
+    RETURNING id
+    """
+)
+
+
 async def insert_webhooks(conn: AsyncConnectionLike, bodies: list[bytes]) -> list[int]:
     """Store `bodies` as received; their ids, in order."""
     if not bodies:
@@ -55,3 +65,8 @@ PING = sa.text("SELECT 1 AS ok")
 
 async def ping(conn: AsyncConnectionLike) -> None:
     await fetch_all(conn, PING)
+
+
+async def mark_webhooks_applied(conn: AsyncConnectionLike, ids: list[int]) -> None:
+    """Mark the bodies `ids` applied."""
+    await fetch_all(conn, MARK_WEBHOOKS_APPLIED, {"ids": ids})

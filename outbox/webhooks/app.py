@@ -19,10 +19,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from outbox.database import create_engine, resolve_dsn
+from outbox.database import resolve_dsn
 from outbox.errors import ConfigurationError
 from outbox.metrics.exposition import metrics_handler
 from outbox.metrics.receiver import ReceiverMetrics
+from outbox.pool import Pool
 from outbox.settings import Settings, redact_url
 from outbox.webhooks.apply import Applier
 from outbox.webhooks.intake import Intake, Unavailable
@@ -35,6 +36,8 @@ PATH = "/webhook"
 MAX_BODY = 1024 * 1024  # Meta's payloads are a few kilobytes; anything over 1 MiB is refused
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 COMMAND_TIMEOUT = 10.0
+INTAKE_CONNECTIONS = 6  # the writers, the spool's replay, and writes that outlived SPOOL_AFTER
+APPLY_CONNECTIONS = 2
 BODY_TIMEOUT = 10.0  # seconds for a body to arrive once its headers have
 SPOOL_BYTES = 512 * 1024 * 1024  # the spool's bound: past it, 503 (Meta sends again later)
 METRICS: web.AppKey[ReceiverMetrics] = web.AppKey("outbox_webhook_metrics", ReceiverMetrics)
@@ -118,13 +121,14 @@ class _Receiver:
         return "<outbox webhook receiver>"
 
     async def lifecycle(self, app: web.Application) -> AsyncIterator[None]:
-        """On startup: the database engine, the spool, the intake and the applier; on cleanup:
+        """On startup: the connection pools, the spool, the intake and the applier; on cleanup:
         all stopped (after the server has answered the requests in flight)."""
         dsn = await resolve_dsn(self._settings)
-        engine = create_engine(dsn, command_timeout=COMMAND_TIMEOUT)
+        pool = Pool(dsn, size=INTAKE_CONNECTIONS, command_timeout=COMMAND_TIMEOUT)
+        applying = Pool(dsn, size=APPLY_CONNECTIONS, command_timeout=COMMAND_TIMEOUT)
         spool = self._open_spool(dsn)
-        applier = Applier(engine, self.metrics)
-        self._intake = Intake(engine, spool, self.metrics, on_stored=applier.wake)
+        applier = Applier(applying, self.metrics)
+        self._intake = Intake(pool, spool, self.metrics, on_stored=applier.wake)
         tasks = [
             asyncio.create_task(self._intake.run(), name="outbox-webhook-intake"),
             asyncio.create_task(applier.run(), name="outbox-webhook-apply"),
@@ -137,7 +141,8 @@ class _Receiver:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await engine.dispose()
+            await pool.close(COMMAND_TIMEOUT)
+            await applying.close(COMMAND_TIMEOUT)
             if spool is not None:
                 spool.close()
 

@@ -15,12 +15,13 @@ import contextlib
 import logging
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+import asyncpg
 
 from outbox import store
 from outbox.connections import Row
 from outbox.database import is_connection_error, short_error
 from outbox.metrics.receiver import ReceiverMetrics
+from outbox.pool import Pool
 from outbox.webhooks.payload import Envelope, parse
 
 logger = logging.getLogger("outbox.webhooks")
@@ -28,6 +29,8 @@ logger = logging.getLogger("outbox.webhooks")
 RETRY_INTERVAL = 0.5  # seconds between rounds when no body arrives (others' bodies, waiting)
 BATCH = 500  # waiting statuses applied per statement
 BODIES_PER_BATCH = 200  # stored bodies applied in one transaction
+WORKERS = 1  # batches applied at once (more take the database's CPU from the intake)
+GATHER = 0.05  # seconds a wake-up waits for more bodies before a batch that is not full
 BODIES_PER_ROUND = 50  # bodies applied one by one after a batch failed
 LOCK_TIMEOUT = 2.0  # a batch waits this long for a row lock, then is applied body by body
 MAX_BACKOFF = 300.0  # longest wait before a body or status that failed is tried again
@@ -94,11 +97,36 @@ def _inbound_params(envelope: Envelope) -> list[dict[str, Any]]:
     ]
 
 
+def _merged(
+    rows: list[tuple[int, bytes]],
+) -> list[tuple[int, list[dict[str, Any]], list[dict[str, Any]]]]:
+    """The contents of consecutive bodies merged, to be stored in one statement each (a round
+    trip per body cost as much as applying them): (first body's id, statuses, inbound). A body
+    naming a wamid or a row already in the group starts a new one, so that a message's statuses
+    get their ids (the order of its history) as they arrived, as body by body would give them
+    (a statement orders its own by wamid and status)."""
+    groups: list[tuple[int, list[dict[str, Any]], list[dict[str, Any]]]] = []
+    seen: set[object] = set()
+    for webhook_id, body in rows:
+        envelope = parse(body)
+        statuses, inbound = _status_params(envelope), _inbound_params(envelope)
+        named = {status["wamid"] for status in statuses} | {
+            ("row", status["row_id"]) for status in statuses if status["row_id"] is not None
+        }
+        if not groups or named & seen:
+            groups.append((webhook_id, [], []))
+            seen = set()
+        groups[-1][1].extend(statuses)
+        groups[-1][2].extend(inbound)
+        seen |= named
+    return groups
+
+
 class Applier:
     """Applies stored bodies in batches, and statuses whose part has been recorded since."""
 
-    def __init__(self, engine: AsyncEngine, metrics: ReceiverMetrics | None = None) -> None:
-        self._engine = engine
+    def __init__(self, pool: Pool, metrics: ReceiverMetrics | None = None) -> None:
+        self._pool = pool
         self._bodies = Backoff()
         self._statuses = Backoff()
         self._metrics = metrics or ReceiverMetrics()
@@ -109,8 +137,13 @@ class Applier:
         self._woken.set()
 
     async def run(self) -> None:
-        """Until cancelled: apply stored bodies batch after batch while there are any, then
-        waiting statuses; between rounds, wait for a wake-up (RETRY_INTERVAL at most)."""
+        """Until cancelled: WORKERS loops applying batches side by side (SKIP LOCKED keeps
+        their bodies apart; the database works on two at once)."""
+        await asyncio.gather(*(self._work() for _ in range(WORKERS)))
+
+    async def _work(self) -> None:
+        """Apply stored bodies batch after batch while there are any, then waiting statuses;
+        between rounds, wait for a wake-up (RETRY_INTERVAL at most)."""
         busy, failures, waiting_checked = False, 0, 0.0
         while True:
             if failures:
@@ -119,6 +152,9 @@ class Applier:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(RETRY_INTERVAL):
                         await self._woken.wait()
+                # Let the bodies of a burst gather: fewer, bigger transactions leave the
+                # database to the intake, whose commits the requests wait for.
+                await asyncio.sleep(GATHER)
             self._woken.clear()
             try:
                 busy = await self._apply_batch()
@@ -142,21 +178,19 @@ class Applier:
         when there may be more. A batch the database refuses is applied body by body."""
         rows: list[tuple[int, bytes]] = []
         try:
-            async with self._engine.begin() as conn:
+            async with self._pool.begin() as conn:
                 rows = await store.next_unapplied_webhooks(
                     conn, BODIES_PER_BATCH, self._bodies.skipped()
                 )
                 if not rows:
                     return False
                 await store.set_lock_timeout(conn, LOCK_TIMEOUT)
-                duplicates, ids = 0, []
-                for webhook_id, body in rows:
-                    envelope = parse(body)
-                    new = await store.store_contents(
-                        conn, webhook_id, _status_params(envelope), _inbound_params(envelope)
-                    )
-                    duplicates += len(envelope.statuses) - len(new)
+                ids, duplicates = [], 0
+                for webhook_id, statuses, inbound in _merged(rows):
+                    new = await store.store_contents(conn, webhook_id, statuses, inbound)
                     ids += new
+                    duplicates += len(statuses) - len(new)
+                await store.mark_webhooks_applied(conn, [webhook_id for webhook_id, _ in rows])
                 results = await store.apply_statuses(conn, ids)
         except Exception as exc:
             if is_connection_error(exc) or not rows:
@@ -174,7 +208,7 @@ class Applier:
         return len(rows) >= BODIES_PER_BATCH
 
     async def _apply(
-        self, conn: AsyncConnection, webhook_id: int, envelope: Envelope
+        self, conn: asyncpg.Connection, webhook_id: int, envelope: Envelope
     ) -> tuple[int, list[Row]]:
         """Store and apply the body's contents: the number of duplicate statuses (stored
         before), and the outcome of each new one."""
@@ -189,13 +223,13 @@ class Applier:
         """Apply up to `count` stored bodies, each in its own transaction; True when there may
         be more."""
         for _ in range(count):
-            async with self._engine.connect() as conn, conn.begin():
+            async with self._pool.begin() as conn:
                 found = await store.next_unapplied_webhook(conn, self._bodies.skipped())
                 if found is None:
                     return False
                 webhook_id, body = found
                 try:
-                    async with conn.begin_nested():
+                    async with conn.transaction():  # a savepoint
                         duplicates, results = await self._apply(conn, webhook_id, parse(body))
                 except Exception as exc:
                     if is_connection_error(exc):
@@ -219,7 +253,7 @@ class Applier:
         A batch the database refuses is applied status by status, to isolate the culprit."""
         skip = self._statuses.skipped()
         try:
-            async with self._engine.begin() as conn:
+            async with self._pool.begin() as conn:
                 results = await store.apply_waiting(conn, BATCH, skip)
         except Exception as exc:
             if is_connection_error(exc):
@@ -231,11 +265,11 @@ class Applier:
         return len(results) >= BATCH
 
     async def _retry_one_by_one(self, skip: list[int]) -> bool:
-        async with self._engine.connect() as conn:
+        async with self._pool.connect() as conn:
             ids = await store.select_waiting(conn, BATCH, skip)
         for status_id in ids:
             try:
-                async with self._engine.begin() as conn:
+                async with self._pool.begin() as conn:
                     results = await store.apply_statuses(conn, [status_id])
                 self._log(results)
                 self._count(results, duplicates=None)

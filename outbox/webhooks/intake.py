@@ -17,11 +17,10 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from outbox import store
 from outbox.database import short_error
 from outbox.metrics.receiver import ReceiverMetrics
+from outbox.pool import Pool
 from outbox.webhooks.spool import Spool, SpoolCorrupt, SpoolFull
 
 logger = logging.getLogger("outbox.webhooks")
@@ -44,12 +43,12 @@ class Intake:
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        pool: Pool,
         spool: Spool | None,
         metrics: ReceiverMetrics,
         on_stored: Callable[[], None],
     ) -> None:
-        self._engine = engine
+        self._pool = pool
         self._spool = spool
         self._metrics = metrics
         self._on_stored = on_stored
@@ -150,7 +149,8 @@ class Intake:
         return True
 
     async def _insert(self, bodies: list[bytes]) -> list[int]:
-        async with self._engine.begin() as conn:
+        """One statement in autocommit: one round trip, committed when it returns."""
+        async with self._pool.connect() as conn:
             return await store.insert_webhooks(conn, bodies)
 
     def _late_done(self, task: asyncio.Task[list[int]]) -> None:
@@ -180,7 +180,7 @@ class Intake:
             self._spooled.clear()
             try:
                 if not self._database_up:
-                    async with asyncio.timeout(STORE_TIMEOUT), self._engine.begin() as conn:
+                    async with asyncio.timeout(STORE_TIMEOUT), self._pool.connect() as conn:
                         await store.ping(conn)
                     logger.info("the database takes webhooks again; replaying the spool")
                     self._database_up = True

@@ -22,6 +22,7 @@ from outbox.webhooks.payload import sign
 from outbox.webhooks.spool import Spool
 from tests.integration.test_webhooks import (
     SECRET,
+    T0,
     VERIFY_TOKEN,
     envelope,
     example_status,
@@ -187,3 +188,34 @@ async def test_a_body_that_stops_arriving_is_answered_408(
         writer.close()
     assert answer.startswith(b"HTTP/1.1 408 ")
     assert await scalar(engine, "SELECT count(*) FROM outbox_webhooks") == 0
+
+
+async def test_a_batch_keeps_the_order_a_messages_statuses_arrived_in_its_history(
+    engine: AsyncEngine, tmp_path: Path, database_url: str
+) -> None:
+    row_id = await sent_row(engine, "wamid.A")
+    other = await sent_row(engine, "wamid.B")
+    arrived = [("wamid.B", "read"), ("wamid.A", "sent"), ("wamid.A", "delivered")]
+    arrived += [("wamid.A", "read"), ("wamid.B", "sent")]
+    async with engine.begin() as conn:
+        await outbox.store.insert_webhooks(
+            conn,
+            [envelope(example_status(wamid=w, status=s, timestamp=T0)) for w, s in arrived],
+        )
+    app = create_app(settings_for(database_url, tmp_path))
+    async with TestClient(TestServer(app)):
+
+        async def applied() -> bool:
+            unapplied = "SELECT count(*) FROM outbox_webhooks WHERE applied_at IS NULL"
+            return await scalar(engine, unapplied) == 0
+
+        await eventually(applied)
+    async with engine.connect() as conn:
+        kinds = {
+            row: [e.kind for e in await outbox.status.get_history(conn, row)]
+            for row in (row_id, other)
+        }
+    assert kinds == {
+        row_id: ["status:sent", "status:delivered", "status:read"],
+        other: ["status:read", "status:sent"],
+    }
