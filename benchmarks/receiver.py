@@ -1,9 +1,9 @@
 """Receiver figures: how many statuses per second `outbox webhook` accepts and applies, how fast
 it answers, how it behaves while its database is cut, and under a slowloris.
 
-A real `outbox webhook` process against a scratch database on OUTBOX_DATABASE_URL's server (else
-the embedded one), dropped afterwards; its database connections go through a local TCP proxy
-that can cut them. Loopback only, bounded in count and time. Prints figures, never pass/fail.
+A real `outbox webhook` process (with systemd's default open-files limit, soft 1024) against a
+scratch database on OUTBOX_DATABASE_URL's server (else the embedded one), dropped afterwards;
+for the cut, its database connections go through a local TCP proxy (tests/proxy.py). Loopback only, bounded in count and time. Prints figures, never pass/fail.
 
     python -m benchmarks.receiver [--bodies 2000] [--statuses 5] [--clients 100,1000]
                                   [--cut-seconds 20] [--slow-sockets 1100]
@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import signal
 import socket
 import sys
@@ -42,6 +43,12 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def systemd_default_nofile() -> None:
+    """The open-files limit a systemd service gets by default: soft 1024, the hard one high."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+
+
 @asynccontextmanager
 async def receiver_process(dsn: str) -> AsyncIterator[str]:
     """`outbox webhook` in its own process, with a fresh OUTBOX_HOME for its spool."""
@@ -61,6 +68,7 @@ async def receiver_process(dsn: str) -> AsyncIterator[str]:
             },
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
+            preexec_fn=systemd_default_nofile,
         )
         try:
             assert process.stdout is not None
@@ -259,7 +267,7 @@ async def cut(cut_seconds: float, clients: int) -> None:
                         return
                     target = during if cut_now.is_set() else poster
                     await target.post(session, body([wamid]))
-                    await asyncio.sleep(0.02)
+                    await asyncio.sleep(0.05)
 
             connector = aiohttp.TCPConnector(limit=clients)
             async with aiohttp.ClientSession(connector=connector) as session:
@@ -293,8 +301,8 @@ async def cut(cut_seconds: float, clients: int) -> None:
             f"{percentile(during.latencies, 1.0):.0f} ms"
         )
         print(
-            f"  outside it: answers {poster.answers}, p99 "
-            f"{percentile(poster.latencies, 0.99):.1f} ms"
+            f"  before and after it: {sum(poster.answers.values())} posts, answers "
+            f"{poster.answers}, p99 {percentile(poster.latencies, 0.99):.1f} ms"
         )
         lost = len(accepted) - stored
         print(
@@ -368,7 +376,7 @@ async def main() -> None:
         for offered in (int(n) for n in args.offered.split(",")):
             await steady(offered, 10.0, args.statuses)
     if args.only in (None, "cut"):
-        await cut(args.cut_seconds, 100)
+        await cut(args.cut_seconds, 20)
     if args.only in (None, "slowloris"):
         await slowloris(min(args.slow_sockets, 1100))
 
