@@ -3,7 +3,8 @@ it answers, how it behaves while its database is cut, and under a slowloris.
 
 A real `outbox webhook` process (with systemd's default open-files limit, soft 1024) against a
 scratch database on OUTBOX_DATABASE_URL's server (else the embedded one), dropped afterwards;
-for the cut, its database connections go through a local TCP proxy (tests/proxy.py). Loopback only, bounded in count and time. Prints figures, never pass/fail.
+for the cut, its database connections go through a local TCP proxy (tests/proxy.py).
+Loopback only, bounded in count and time. Prints figures, never pass/fail.
 
     python -m benchmarks.receiver [--bodies 2000] [--statuses 5] [--clients 100,1000]
                                   [--cut-seconds 20] [--slow-sockets 1100]
@@ -157,6 +158,15 @@ class Poster:
         return status
 
 
+def wamids_in(bodies: list[bytes]) -> list[str]:
+    """The wamids the statuses of `bodies` name."""
+    return [
+        status["id"]
+        for data in bodies
+        for status in json.loads(data)["entry"][0]["changes"][0]["value"]["statuses"]
+    ]
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] * 1000 if ordered else 0
@@ -184,7 +194,7 @@ async def rate(bodies: int, per_body: int, clients: int) -> None:
         batches = [body(wamids[i : i + per_body]) for i in range(0, len(wamids), per_body)]
         poster = Poster(url, clients)
         elapsed = await poster.post_all(batches)
-        applied = await wait_applied(conn, wamids, 300)
+        applied = await wait_applied(conn, wamids_in(poster.accepted), 300)
         await conn.close()
         statuses = len(poster.accepted) * per_body
         print(
@@ -202,7 +212,7 @@ async def rate(bodies: int, per_body: int, clients: int) -> None:
         else:
             total = elapsed + applied
             print(
-                f"  applied {len(wamids) / total:,.0f} statuses/s (all applied "
+                f"  applied {statuses / total:,.0f} statuses/s (all applied "
                 f"{applied:.2f} s after the last answer)"
             )
 
@@ -226,7 +236,7 @@ async def steady(offered: int, seconds: float, per_body: int) -> None:
                 tasks.append(asyncio.create_task(poster.post(session, data)))
             await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - started
-        applied = await wait_applied(conn, wamids, 300)
+        applied = await wait_applied(conn, wamids_in(poster.accepted), 300)
         await conn.close()
         print(
             f"steady {offered:,} statuses/s offered for {seconds:.0f} s ({per_body} per body): "
@@ -245,9 +255,10 @@ async def steady(offered: int, seconds: float, per_body: int) -> None:
         )
 
 
-async def cut(cut_seconds: float, clients: int) -> None:
-    """Steady posting; the database cut for `cut_seconds` in the middle; answer times during
-    the cut, and whether every body answered 200 ends up stored and applied."""
+async def cut(cut_seconds: float, clients: int, *, stall: bool = False) -> None:
+    """Steady posting; the database cut (connections refused) or stalled (a black hole) for
+    `cut_seconds` in the middle; answer times during the cut, and whether every body answered
+    200 ends up stored and applied."""
     async with scratch_database() as (dsn, _):
         proxy = PostgresProxy(dsn)
         proxied = await proxy.start()
@@ -273,7 +284,7 @@ async def cut(cut_seconds: float, clients: int) -> None:
             async with aiohttp.ClientSession(connector=connector) as session:
                 tasks = [asyncio.create_task(client(session)) for _ in range(clients)]
                 await asyncio.sleep(3)
-                proxy.cut()
+                proxy.stall() if stall else proxy.cut()
                 cut_now.set()
                 await asyncio.sleep(cut_seconds)
                 proxy.restore()
@@ -282,18 +293,15 @@ async def cut(cut_seconds: float, clients: int) -> None:
                 stop.set()
                 await asyncio.gather(*tasks)
             accepted = poster.accepted + during.accepted
-            posted = [
-                json.loads(b)["entry"][0]["changes"][0]["value"]["statuses"][0]["id"]
-                for b in accepted
-            ]
-            applied = await wait_applied(conn, posted, 120)
+            applied = await wait_applied(conn, wamids_in(accepted), 120)
             stored = await conn.fetchval(
                 "SELECT count(DISTINCT body) FROM outbox_webhooks WHERE body = ANY($1::bytea[])",
                 accepted,
             )
             await conn.close()
         await proxy.close()
-        print(f"database cut for {cut_seconds:.0f} s, {clients} clients posting steadily:")
+        kind = "stalled (a black hole)" if stall else "cut (connections refused)"
+        print(f"database {kind} for {cut_seconds:.0f} s, {clients} clients posting steadily:")
         print(
             f"  during the cut: {sum(during.answers.values())} posts, answers {during.answers}, "
             f"p50 {percentile(during.latencies, 0.5):.1f} ms, p99 "
@@ -377,6 +385,7 @@ async def main() -> None:
             await steady(offered, 10.0, args.statuses)
     if args.only in (None, "cut"):
         await cut(args.cut_seconds, 20)
+        await cut(args.cut_seconds, 20, stall=True)
     if args.only in (None, "slowloris"):
         await slowloris(min(args.slow_sockets, 1100))
 

@@ -68,7 +68,9 @@ def create_app(
     """The webhook receiver at `/webhook`, to run alone or mount in an existing aiohttp app.
     `spool_dir` is where bodies wait while the database cannot take them (None: nowhere, answer
     503 instead). Raises ConfigurationError when META_APP_SECRET or META_WEBHOOK_VERIFY_TOKEN is
-    unset."""
+    unset, ValueError when spool_bytes is not positive."""
+    if spool_bytes <= 0:
+        raise ValueError(f"spool_bytes must be positive, not {spool_bytes}")
     receiver = _Receiver(
         settings,
         app_secret=_required(

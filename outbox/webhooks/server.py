@@ -166,11 +166,6 @@ class Served:
         self._runner = runner
         self._server = server
 
-    @property
-    def port(self) -> int:
-        sockets = getattr(self._server, "sockets", None) or []
-        return int(sockets[0].getsockname()[1])
-
     async def close(self) -> None:
         self._server.close()
         await self._runner.cleanup()

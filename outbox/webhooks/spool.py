@@ -14,6 +14,7 @@ import fcntl
 import logging
 import os
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -43,6 +44,7 @@ class Spool:
         self.max_bytes = max_bytes
         self.bytes = 0
         self._sequence = 0
+        self._lock = threading.Lock()  # writes and removals run in worker threads
 
     def __repr__(self) -> str:
         return f"<Spool {self.directory} {self.bytes}/{self.max_bytes} bytes>"
@@ -62,10 +64,21 @@ class Spool:
         data = b"".join(
             [MAGIC, *(_RECORD.pack(len(b), zlib.crc32(b)) + b for b in bodies)],
         )
-        if self.bytes + len(data) > self.max_bytes:
-            raise SpoolFull(f"the spool holds {self.bytes} of {self.max_bytes} bytes")
-        self._sequence += 1
-        name = f"{time.time_ns():020d}-{os.getpid()}-{self._sequence:08d}"
+        with self._lock:
+            if self.bytes + len(data) > self.max_bytes:
+                raise SpoolFull(f"the spool holds {self.bytes} of {self.max_bytes} bytes")
+            self.bytes += len(data)  # reserved now, so that concurrent writes respect the bound
+            self._sequence += 1
+            sequence = self._sequence
+        try:
+            return self._write_file(data, sequence)
+        except BaseException:
+            with self._lock:
+                self.bytes -= len(data)
+            raise
+
+    def _write_file(self, data: bytes, sequence: int) -> Path:
+        name = f"{time.time_ns():020d}-{os.getpid()}-{sequence:08d}"
         partial = self.directory / "tmp" / f"{os.getpid()}-{name}"
         final = self.directory / f"{name}{SUFFIX}"
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -76,7 +89,6 @@ class Spool:
             os.close(fd)
         os.rename(partial, final)
         _fsync_directory(self.directory)
-        self.bytes += len(data)
         return final
 
     def files(self) -> list[Path]:
@@ -116,7 +128,8 @@ class Spool:
         size = _size(path)
         path.unlink(missing_ok=True)
         _fsync_directory(self.directory)
-        self.bytes = max(0, self.bytes - size)
+        with self._lock:
+            self.bytes = max(0, self.bytes - size)
 
     def set_aside(self, path: Path) -> Path:
         """Move an unreadable file out of the way, into `corrupt/`, for a human to look at."""
@@ -125,7 +138,8 @@ class Spool:
         size = _size(path)
         target = aside / path.name
         os.rename(path, target)
-        self.bytes = max(0, self.bytes - size)
+        with self._lock:
+            self.bytes = max(0, self.bytes - size)
         return target
 
     def close(self) -> None:

@@ -219,3 +219,20 @@ async def test_a_batch_keeps_the_order_a_messages_statuses_arrived_in_its_histor
         row_id: ["status:sent", "status:delivered", "status:read"],
         other: ["status:read", "status:sent"],
     }
+
+
+async def test_a_post_while_the_database_hangs_is_spooled_and_stored_once_it_answers(
+    cut_client: tuple[TestClient[Any, Any], Path], proxy: PostgresProxy, engine: AsyncEngine
+) -> None:
+    client, spool = cut_client
+    row_id = await sent_row(engine, "wamid.A")
+    assert await post(client, envelope(example_status(wamid="wamid.A", status="sent"))) == 200
+    proxy.stall()
+    assert await post(client, envelope(example_status(wamid="wamid.A"))) == 200
+    assert len(list(spool.glob("*.spool"))) == 1
+    proxy.restore()
+
+    async def delivered() -> bool:
+        return (await row(engine, row_id))["status"] == "delivered"
+
+    await eventually(delivered, within=60)
