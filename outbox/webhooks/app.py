@@ -147,6 +147,9 @@ class _Receiver:
             await applying.close(COMMAND_TIMEOUT)
             if spool is not None:
                 spool.close()
+                if isinstance(self._spool_dir, _Default):
+                    with contextlib.suppress(OSError):  # the folder of all databases' spools
+                        spool.directory.parent.rmdir()
 
     def _open_spool(self, dsn: str) -> Spool | None:
         if self._spool_dir is None:
