@@ -30,6 +30,7 @@ MAX_BATCH = 1000  # bodies per statement
 MAX_BATCH_BYTES = 8 * 1024 * 1024
 SPOOL_AFTER = 0.5  # seconds a batch waits for its commit before it is spooled instead
 STORE_TIMEOUT = 10.0  # the longest a batch waits for the database when there is no spool
+SUBMIT_TIMEOUT = 30.0  # a request never waits longer (503): past every bound above, a bug
 REPLAY_INTERVAL = 1.0  # seconds between looks at the spool (other processes' files too)
 MAX_REPLAY_PAUSE = 5.0  # longest wait between replay attempts while the database fails
 
@@ -65,7 +66,11 @@ class Intake:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((body, future))
         self._ready.set()
-        await future
+        try:
+            async with asyncio.timeout(SUBMIT_TIMEOUT):
+                await future
+        except TimeoutError:
+            raise Unavailable("the body was not made durable in time") from None
 
     async def run(self) -> None:
         """Until cancelled: the writers, and the replay of the spool."""
