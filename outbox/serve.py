@@ -19,6 +19,7 @@ from outbox.settings import Settings
 from outbox.simulator import Simulator, load_scenario, load_sender_scenario, serve
 from outbox.status_webhooks import StatusNotifier
 from outbox.webhooks import create_app
+from outbox.webhooks import server as webhook_server
 
 
 def _run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
@@ -149,14 +150,12 @@ def run_webhook(settings: Settings, *, host: str, port: int) -> int:
     async def main() -> int:
         stopped = asyncio.Event()
         _on_signals(stopped.set)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
+        served = await webhook_server.serve(app, host, port)
         try:
-            await web.TCPSite(runner, host, port).start()
             print(f"webhook receiver listening on http://{host}:{port}/webhook", flush=True)
             await stopped.wait()
         finally:
-            await runner.cleanup()
+            await served.close()
         return 0
 
     return _run(main)

@@ -7,9 +7,9 @@ vocabularies (HTTP answers, Meta's status names, outcomes); no secret and no pay
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
-STATUSES = ("sent", "delivered", "read", "failed")
+STATUSES = ("sent", "delivered", "read", "failed", "played", "deleted", "warning")
 
 
 class ReceiverMetrics:
@@ -50,8 +50,39 @@ class ReceiverMetrics:
         )
         self.bodies = Counter(
             "outbox_webhook_bodies",
-            "Webhook bodies by outcome: stored, unapplied (stored, left to the background "
-            "task), reapplied (by that task)",
+            "Webhook bodies by outcome: stored (committed from a request), spooled (written to "
+            "the local spool while the database could not take them), replayed (from the spool "
+            "into the database), refused (neither: answered 503), applied (in a batch), "
+            "reapplied (one by one after a batch failed)",
             ["outcome"],
             registry=registry,
         )
+        for outcome in ("stored", "spooled", "replayed", "refused", "applied", "reapplied"):
+            self.bodies.labels(outcome)
+        self.reported_errors = Counter(
+            "outbox_webhook_reported_errors",
+            "Errors Meta reported about a number or the app rather than one message "
+            "(value.errors of a webhook), by Graph code (outbox_webhook_errors keeps them)",
+            ["code"],
+            registry=registry,
+        )
+        self.spool_bytes = Gauge(
+            "outbox_webhook_spool_bytes",
+            "Bytes of webhook bodies in the local spool, waiting for the database",
+            registry=registry,
+        )
+        self.connections = Gauge(
+            "outbox_webhook_connections",
+            "Open client connections of `outbox webhook`",
+            registry=registry,
+        )
+        self.connections_closed = Counter(
+            "outbox_webhook_connections_closed",
+            "Client connections closed by the receiver, by reason: deadline (a request did not "
+            "arrive in time), evicted (the oldest idle one, for a new connection at the bound), "
+            "refused (the bound was reached with every connection busy)",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in ("deadline", "evicted", "refused"):
+            self.connections_closed.labels(reason)

@@ -26,6 +26,12 @@ from outbox.store.delivery import (
     SAVE_DAEMON_STATE,
     SECONDS_TO_NEXT_DUE,
 )
+from outbox.store.intake import (
+    insert_webhooks,
+    mark_webhooks_applied,
+    next_unapplied_webhooks,
+    ping,
+)
 from outbox.store.limits import SLOW_DOWN, TAKE_TOKENS
 from outbox.store.messages import (
     INSERT_MESSAGE,
@@ -82,8 +88,12 @@ __all__ = [
     "insert_message",
     "insert_message_sync",
     "insert_webhook",
+    "insert_webhooks",
+    "mark_webhooks_applied",
     "marked_rows",
     "next_unapplied_webhook",
+    "next_unapplied_webhooks",
+    "ping",
     "prune_finished",
     "prune_webhooks",
     "recheck_waiting",

@@ -1,8 +1,10 @@
 """The aiohttp app behind `/webhook`: Meta's verification GET and signed webhook POSTs.
 
-A POST is checked before anything is stored: size (413), signature over the raw bytes (401
-missing, 403 wrong), envelope (400). Then the raw body is stored, applied, and answered 200.
-`/metrics` serves the receiver's own Prometheus registry (outbox.metrics.receiver).
+A POST is checked before anything is stored: size (413), a body that does not arrive within
+BODY_TIMEOUT (408), signature over the raw bytes (401 missing, 403 wrong), envelope (400). Then
+the raw body is made durable, in a batch with other requests' bodies (outbox.webhooks.intake),
+and answered 200; it is applied in the background (outbox.webhooks.apply). `/metrics` serves the
+receiver's own Prometheus registry (outbox.metrics.receiver).
 """
 
 from __future__ import annotations
@@ -13,16 +15,20 @@ import hashlib
 import hmac
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 
-from outbox.database import create_engine, resolve_dsn, short_error
+from outbox.database import resolve_dsn
 from outbox.errors import ConfigurationError
 from outbox.metrics.exposition import metrics_handler
 from outbox.metrics.receiver import ReceiverMetrics
-from outbox.settings import Settings
+from outbox.pool import Pool
+from outbox.settings import Settings, redact_url
 from outbox.webhooks.apply import Applier
+from outbox.webhooks.intake import Intake, Unavailable
 from outbox.webhooks.payload import NotAnEnvelope, parse, signature_matches
+from outbox.webhooks.spool import Spool
 
 logger = logging.getLogger("outbox.webhooks")
 
@@ -30,6 +36,21 @@ PATH = "/webhook"
 MAX_BODY = 1024 * 1024  # Meta's payloads are a few kilobytes; anything over 1 MiB is refused
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 COMMAND_TIMEOUT = 10.0
+INTAKE_CONNECTIONS = 6  # the writers, the spool's replay, and writes that outlived SPOOL_AFTER
+APPLY_CONNECTIONS = 2
+BODY_TIMEOUT = 10.0  # seconds for a body to arrive once its headers have
+SPOOL_BYTES = 512 * 1024 * 1024  # the spool's bound: past it, 503 (Meta sends again later)
+METRICS: web.AppKey[ReceiverMetrics] = web.AppKey("outbox_webhook_metrics", ReceiverMetrics)
+
+
+class _Default:
+    """The spool's default place: a folder per database under OUTBOX_HOME."""
+
+    def __repr__(self) -> str:
+        return "OUTBOX_HOME/webhook-spool/<database>"
+
+
+DEFAULT_SPOOL = _Default()
 
 
 def _required(value: str | None, variable: str, purpose: str) -> str:
@@ -38,9 +59,18 @@ def _required(value: str | None, variable: str, purpose: str) -> str:
     return value
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(
+    settings: Settings,
+    *,
+    spool_dir: Path | _Default | None = DEFAULT_SPOOL,
+    spool_bytes: int = SPOOL_BYTES,
+) -> web.Application:
     """The webhook receiver at `/webhook`, to run alone or mount in an existing aiohttp app.
-    Raises ConfigurationError when META_APP_SECRET or META_WEBHOOK_VERIFY_TOKEN is unset."""
+    `spool_dir` is where bodies wait while the database cannot take them (None: nowhere, answer
+    503 instead). Raises ConfigurationError when META_APP_SECRET or META_WEBHOOK_VERIFY_TOKEN is
+    unset, ValueError when spool_bytes is not positive."""
+    if spool_bytes <= 0:
+        raise ValueError(f"spool_bytes must be positive, not {spool_bytes}")
     receiver = _Receiver(
         settings,
         app_secret=_required(
@@ -51,8 +81,11 @@ def create_app(settings: Settings) -> web.Application:
             "META_WEBHOOK_VERIFY_TOKEN",
             "it answers Meta's verification request",
         ),
+        spool_dir=spool_dir,
+        spool_bytes=spool_bytes,
     )
     app = web.Application(client_max_size=MAX_BODY)
+    app[METRICS] = receiver.metrics
     app.cleanup_ctx.append(receiver.lifecycle)
     app.router.add_get(PATH, receiver.verify)
     app.router.add_post(PATH, receiver.receive)
@@ -60,32 +93,82 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
+def spool_folder(home: Path, dsn: str) -> Path:
+    """The default spool of a database: its bodies must never be replayed into another one."""
+    digest = hashlib.sha256(redact_url(dsn).encode()).hexdigest()[:16]
+    return home / "webhook-spool" / digest
+
+
 class _Receiver:
     """The handlers and their state; holds the secrets, so it has no telling repr."""
 
-    def __init__(self, settings: Settings, *, app_secret: str, verify_token: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        app_secret: str,
+        verify_token: str,
+        spool_dir: Path | _Default | None,
+        spool_bytes: int,
+    ) -> None:
         self._settings = settings
         self._app_secret = app_secret
         self._token_digest = hashlib.sha256(verify_token.encode()).digest()
-        self._applier: Applier | None = None
+        self._spool_dir = spool_dir
+        self._spool_bytes = spool_bytes
+        self._intake: Intake | None = None
         self.metrics = ReceiverMetrics()
 
     def __repr__(self) -> str:
         return "<outbox webhook receiver>"
 
     async def lifecycle(self, app: web.Application) -> AsyncIterator[None]:
-        """On startup: the database engine and the background re-applier; on cleanup: both
-        stopped."""
-        engine = create_engine(await resolve_dsn(self._settings), command_timeout=COMMAND_TIMEOUT)
-        self._applier = Applier(engine, self.metrics)
-        task = asyncio.create_task(self._applier.run(), name="outbox-webhook-reapply")
+        """On startup: the connection pools, the spool, the intake and the applier; on cleanup:
+        all stopped (after the server has answered the requests in flight)."""
+        dsn = await resolve_dsn(self._settings)
+        pool = Pool(dsn, size=INTAKE_CONNECTIONS, command_timeout=COMMAND_TIMEOUT)
+        applying = Pool(dsn, size=APPLY_CONNECTIONS, command_timeout=COMMAND_TIMEOUT)
+        spool = self._open_spool(dsn)
+        applier = Applier(applying, self.metrics)
+        self._intake = Intake(pool, spool, self.metrics, on_stored=applier.wake)
+        tasks = [
+            asyncio.create_task(self._intake.run(), name="outbox-webhook-intake"),
+            asyncio.create_task(applier.run(), name="outbox-webhook-apply"),
+        ]
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await engine.dispose()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await pool.close(COMMAND_TIMEOUT)
+            await applying.close(COMMAND_TIMEOUT)
+            if spool is not None:
+                spool.close()
+                if isinstance(self._spool_dir, _Default):
+                    with contextlib.suppress(OSError):  # the folder of all databases' spools
+                        spool.directory.parent.rmdir()
+
+    def _open_spool(self, dsn: str) -> Spool | None:
+        if self._spool_dir is None:
+            return None
+        directory = (
+            spool_folder(self._settings.home, dsn)
+            if isinstance(self._spool_dir, _Default)
+            else self._spool_dir
+        )
+        spool = Spool(directory, self._spool_bytes)
+        try:
+            spool.open()
+        except OSError as exc:
+            logger.warning(
+                "no webhook spool (%s): while the database is away, webhooks are answered 503",
+                exc,
+            )
+            return None
+        return spool
 
     async def verify(self, request: web.Request) -> web.Response:
         """Meta's subscription check: echo hub.challenge when hub.verify_token is ours."""
@@ -103,14 +186,19 @@ class _Receiver:
         return self._answer(403, "verification refused")
 
     async def receive(self, request: web.Request) -> web.Response:
-        """A signed webhook: stored as received, then applied; 200 once stored."""
+        """A signed webhook: 200 once durable as received (committed or spooled); applied
+        later, in the background."""
         if request.content_length is not None and request.content_length > MAX_BODY:
             return self._answer(413, "body too large")
         header = request.headers.get(SIGNATURE_HEADER)
         if not header:
             self.metrics.signature_failures.labels("missing").inc()
             return self._answer(401, f"missing {SIGNATURE_HEADER}")
-        body = await _read_at_most(request, MAX_BODY)
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT):
+                body = await _read_at_most(request, MAX_BODY)
+        except TimeoutError:
+            return self._answer(408, "the body did not arrive in time", close=True)
         if body is None:
             return self._answer(413, "body too large")
         if not signature_matches(self._app_secret, body, header):
@@ -118,21 +206,23 @@ class _Receiver:
             self.metrics.signature_failures.labels("invalid").inc()
             return self._answer(403, "invalid signature")
         try:
-            envelope = parse(body)
+            parse(body)
         except NotAnEnvelope as exc:
             logger.warning("webhook refused: not a WhatsApp webhook (%s)", exc)
             return self._answer(400, f"not a WhatsApp webhook: {exc}")
-        assert self._applier is not None, "the app was not started"
+        assert self._intake is not None, "the app was not started"
         try:
-            await self._applier.receive(body, envelope)
-        except Exception as exc:
-            logger.error("webhook not stored (%s); Meta will send it again", short_error(exc))
+            await self._intake.submit(body)
+        except Unavailable:
             return self._answer(503, "cannot store the webhook now")
         return self._answer(200, "ok")
 
-    def _answer(self, status: int, text: str) -> web.Response:
+    def _answer(self, status: int, text: str, *, close: bool = False) -> web.Response:
         self.metrics.requests.labels(str(status)).inc()
-        return web.Response(status=status, text=text + "\n", content_type="text/plain")
+        response = web.Response(status=status, text=text + "\n", content_type="text/plain")
+        if close:
+            response.force_close()
+        return response
 
 
 async def _read_at_most(request: web.Request, limit: int) -> bytes | None:

@@ -1,36 +1,42 @@
-"""Store webhook bodies and apply what they say; a background task re-applies what could not be.
+"""Apply stored webhook bodies in the background, in batches, off the request path.
 
-The raw body is written first and committed whatever happens next (Meta cannot send a lost
-webhook again). Its statuses and inbound messages are stored and applied under a savepoint, so an
-unexpected failure leaves the body stored but unapplied, for the background task. A status that
-arrived before the daemon recorded its part is applied by the daemon when it records it; the
-background task gives each one a single second look, for the moment both were written at once.
-Metrics count what a
-transaction committed, after the commit.
+The request path only makes the raw body durable (outbox.webhooks.intake); this task takes the
+oldest unapplied bodies, many at a time, stores their statuses and inbound messages and applies
+the statuses, all in one transaction, woken as soon as bodies are stored. A batch that fails is
+applied body by body, each under a savepoint, so one body that always fails is skipped for a
+while (backoff) and holds back no other. The task also sweeps rows marked `statuses_waiting`
+(statuses came before their part; the daemon applies them when it records the part, this is for a
+daemon that stopped first) and gives each new waiting status one second look.
+Metrics count what a transaction committed, after the commit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+import asyncpg
 
 from outbox import store
 from outbox.connections import Row
 from outbox.database import is_connection_error, short_error
 from outbox.metrics.receiver import ReceiverMetrics
+from outbox.pool import Pool
 from outbox.webhooks.payload import Envelope, parse
 
 logger = logging.getLogger("outbox.webhooks")
 
-RETRY_INTERVAL = 0.5  # seconds between rounds of the background task when it found no work
-BATCH = 500  # waiting statuses applied per statement
+RETRY_INTERVAL = 0.5  # seconds between rounds when no body arrives (others' bodies, waiting)
+BATCH = 500  # waiting statuses (or marked rows) applied per statement
 SETTLE = 2.0  # seconds after which a waiting status gets its second look (see RECHECK_WAITING)
 WATERMARK_HORIZON = 60.0  # on start, waiting statuses this recent get their second look
-BODIES_PER_ROUND = 50
-LOCK_TIMEOUT = 1.0  # a request waits this long for a row lock, then leaves the body to the task
+BODIES_PER_BATCH = 200  # stored bodies applied in one transaction
+WORKERS = 1  # batches applied at once (more take the database's CPU from the intake)
+GATHER = 0.05  # seconds a wake-up waits for more bodies before a batch that is not full
+BODIES_PER_ROUND = 50  # bodies applied one by one after a batch failed
+LOCK_TIMEOUT = 2.0  # a batch waits this long for a row lock, then is applied body by body
 MAX_BACKOFF = 300.0  # longest wait before a body or status that failed is tried again
 MAX_PAUSE = 30.0  # longest pause of the background task while the database fails it
 MAX_INT32 = 2**31 - 1
@@ -112,65 +118,124 @@ def _error_params(envelope: Envelope) -> list[dict[str, Any]]:
     ]
 
 
-class Applier:
-    """Receives bodies for the app, and re-applies in the background what is left unapplied."""
+Contents = tuple[int, list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
 
-    def __init__(self, engine: AsyncEngine, metrics: ReceiverMetrics | None = None) -> None:
-        self._engine = engine
+
+def _merged(rows: list[tuple[int, bytes]]) -> list[Contents]:
+    """The contents of consecutive bodies merged, to be stored in one statement each (a round
+    trip per body cost as much as applying them): (first body's id, statuses, inbound, reported
+    errors). A body
+    naming a wamid or a row already in the group starts a new one, so that a message's statuses
+    get their ids (the order of its history) as they arrived, as body by body would give them
+    (a statement orders its own by wamid and status)."""
+    groups: list[Contents] = []
+    seen: set[object] = set()
+    for webhook_id, body in rows:
+        envelope = parse(body)
+        statuses, inbound = _status_params(envelope), _inbound_params(envelope)
+        named = {status["wamid"] for status in statuses} | {
+            ("row", status["row_id"]) for status in statuses if status["row_id"] is not None
+        }
+        if not groups or named & seen:
+            groups.append((webhook_id, [], [], []))
+            seen = set()
+        groups[-1][1].extend(statuses)
+        groups[-1][2].extend(inbound)
+        groups[-1][3].extend(_error_params(envelope))
+        seen |= named
+    return groups
+
+
+class Applier:
+    """Applies stored bodies in batches, and statuses whose part has been recorded since."""
+
+    def __init__(self, pool: Pool, metrics: ReceiverMetrics | None = None) -> None:
+        self._pool = pool
         self._bodies = Backoff()
         self._watermark: int | None = None  # statuses up to this id had their second look
         self._metrics = metrics or ReceiverMetrics()
+        self._woken = asyncio.Event()
 
-    async def receive(self, body: bytes, envelope: Envelope) -> bool:
-        """Store `body`, then apply `envelope` (parsed from it). False when only the body could
-        be stored; raises when not even that was possible (the database is away)."""
-        applied: tuple[int, list[Row]] | None = None
-        async with self._engine.connect() as conn, conn.begin():
-            webhook_id = await store.insert_webhook(conn, body)
-            try:
-                async with conn.begin_nested():
-                    await store.set_lock_timeout(conn, LOCK_TIMEOUT)
-                    applied = await self._apply(conn, webhook_id, envelope)
-            except Exception as exc:
-                logger.warning(
-                    "webhook %d stored but not applied (%s); it will be retried",
-                    webhook_id,
-                    short_error(exc),
-                )
-        self._metrics.bodies.labels("stored").inc()
-        if applied is None:
-            self._metrics.bodies.labels("unapplied").inc()
-            return False
-        self._count(applied[1], duplicates=applied[0])
-        return True
+    def wake(self) -> None:
+        """Bodies were stored: apply them now rather than at the next round."""
+        self._woken.set()
 
     async def run(self) -> None:
-        """Until cancelled: re-apply stored bodies not applied yet, apply what waited for parts
-        recorded since (rows the daemon marked, if it did not apply them itself), and give new
-        waiting statuses their second look."""
-        busy, failures = False, 0
+        """Until cancelled: WORKERS loops applying batches side by side (SKIP LOCKED keeps
+        their bodies apart; the database works on two at once)."""
+        await asyncio.gather(*(self._work() for _ in range(WORKERS)))
+
+    async def _work(self) -> None:
+        """Apply stored bodies batch after batch while there are any, then waiting statuses;
+        between rounds, wait for a wake-up (RETRY_INTERVAL at most)."""
+        busy, failures, waiting_checked = False, 0, 0.0
         while True:
-            pause = min(MAX_PAUSE, RETRY_INTERVAL * 2**failures) if failures else RETRY_INTERVAL
-            await asyncio.sleep(0 if busy else pause)
-            busy = False
+            if failures:
+                await asyncio.sleep(min(MAX_PAUSE, RETRY_INTERVAL * 2**failures))
+            elif not busy:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(RETRY_INTERVAL):
+                        await self._woken.wait()
+                # Let the bodies of a burst gather: fewer, bigger transactions leave the
+                # database to the intake, whose commits the requests wait for.
+                await asyncio.sleep(GATHER)
+            self._woken.clear()
             try:
-                busy = await self._retry_bodies()
-                busy = await self._sweep_marked_rows() or busy
-                busy = await self._recheck_statuses() or busy
+                busy = await self._apply_batch()
+                if not busy or _now() - waiting_checked >= RETRY_INTERVAL:
+                    waiting_checked = _now()
+                    busy = await self._sweep_marked_rows() or busy
+                    busy = await self._recheck_statuses() or busy
             except Exception as exc:
                 failures += 1
                 logger.warning(
-                    "re-applying webhooks failed (%s); next try in %.0fs",
+                    "applying webhooks failed (%s); next try in %.0fs",
                     short_error(exc),
                     min(MAX_PAUSE, RETRY_INTERVAL * 2**failures),
                 )
                 continue
             if failures:
-                logger.info("re-applying webhooks works again")
+                logger.info("applying webhooks works again")
                 failures = 0
 
+    async def _apply_batch(self) -> bool:
+        """Apply up to BODIES_PER_BATCH stored bodies, oldest first, in one transaction; True
+        when there may be more. A batch the database refuses is applied body by body."""
+        rows: list[tuple[int, bytes]] = []
+        try:
+            async with self._pool.begin() as conn:
+                rows = await store.next_unapplied_webhooks(
+                    conn, BODIES_PER_BATCH, self._bodies.skipped()
+                )
+                if not rows:
+                    return False
+                await store.set_lock_timeout(conn, LOCK_TIMEOUT)
+                ids, duplicates, reported = [], 0, []
+                for webhook_id, statuses, inbound, errors in _merged(rows):
+                    new = await store.store_contents(conn, webhook_id, statuses, inbound, errors)
+                    reported += errors
+                    ids += new
+                    duplicates += len(statuses) - len(new)
+                await store.mark_webhooks_applied(conn, [webhook_id for webhook_id, _ in rows])
+                results = await store.apply_statuses(conn, ids)
+        except Exception as exc:
+            if is_connection_error(exc) or not rows:
+                raise
+            logger.warning(
+                "a batch of %d webhooks could not be applied (%s); applying them one by one",
+                len(rows),
+                short_error(exc),
+            )
+            await self._retry_bodies(len(rows))
+            return True
+        self._log(results)
+        self._metrics.bodies.labels("applied").inc(len(rows))
+        self._count(results, duplicates=duplicates)
+        self._count_reported(reported)
+        return len(rows) >= BODIES_PER_BATCH
+
     async def _apply(
-        self, conn: AsyncConnection, webhook_id: int, envelope: Envelope
+        self, conn: asyncpg.Connection, webhook_id: int, envelope: Envelope
     ) -> tuple[int, list[Row]]:
         """Store and apply the body's contents: the number of duplicate statuses (stored
         before), and the outcome of each new one."""
@@ -185,17 +250,17 @@ class Applier:
         self._log(results)
         return len(envelope.statuses) - len(ids), results
 
-    async def _retry_bodies(self) -> bool:
-        """Apply up to BODIES_PER_ROUND stored bodies, each in its own transaction; True when
-        there may be more."""
-        for _ in range(BODIES_PER_ROUND):
-            async with self._engine.connect() as conn, conn.begin():
+    async def _retry_bodies(self, count: int = BODIES_PER_ROUND) -> bool:
+        """Apply up to `count` stored bodies, each in its own transaction; True when there may
+        be more."""
+        for _ in range(count):
+            async with self._pool.begin() as conn:
                 found = await store.next_unapplied_webhook(conn, self._bodies.skipped())
                 if found is None:
                     return False
                 webhook_id, body = found
                 try:
-                    async with conn.begin_nested():
+                    async with conn.transaction():  # a savepoint
                         duplicates, results = await self._apply(conn, webhook_id, parse(body))
                 except Exception as exc:
                     if is_connection_error(exc):
@@ -211,20 +276,22 @@ class Applier:
             self._bodies.succeeded(webhook_id)
             self._metrics.bodies.labels("reapplied").inc()
             self._count(results, duplicates=duplicates)
+            self._count_reported(_error_params(parse(body)))
             logger.info("webhook %d applied on retry", webhook_id)
         return True
 
     async def _sweep_marked_rows(self) -> bool:
         """Apply what waits for rows marked `statuses_waiting` whose parts are now recorded, and
         unmark the rows nothing waits for any more; True when there may be more. Marked rows are
-        few: those whose statuses came before their parts."""
+        few: those whose statuses came before their parts (the daemon applies what waited when
+        it records them; this is for a daemon that stopped first)."""
         after, busy = 0, False
         while True:
-            async with self._engine.connect() as conn:
+            async with self._pool.connect() as conn:
                 rows = await store.marked_rows(conn, after, BATCH)
             if not rows:
                 return busy
-            async with self._engine.begin() as conn:
+            async with self._pool.begin() as conn:
                 results = await store.apply_marked(conn, rows)
                 await store.unmark_rows(conn, rows)
             self._log(results)
@@ -238,14 +305,14 @@ class Applier:
         """Give the waiting statuses that came since the watermark their one second look (see
         store.RECHECK_WAITING); True when there may be more. A batch the database refuses is
         applied status by status, and a status that still fails is logged and left waiting."""
-        async with self._engine.connect() as conn:
+        async with self._pool.connect() as conn:
             if self._watermark is None:
                 self._watermark = await store.waiting_watermark(conn, WATERMARK_HORIZON)
             ids = await store.recheck_waiting(conn, self._watermark, SETTLE, BATCH)
         if not ids:
             return False
         try:
-            async with self._engine.begin() as conn:
+            async with self._pool.begin() as conn:
                 results = await store.apply_statuses(conn, ids)
         except Exception as exc:
             if is_connection_error(exc):
@@ -261,7 +328,7 @@ class Applier:
         applied: list[Row] = []
         for status_id in ids:
             try:
-                async with self._engine.begin() as conn:
+                async with self._pool.begin() as conn:
                     applied.extend(await store.apply_statuses(conn, [status_id]))
             except Exception as exc:
                 if is_connection_error(exc):
@@ -272,6 +339,20 @@ class Applier:
                     short_error(exc),
                 )
         return applied
+
+    def _count_reported(self, errors: list[dict[str, Any]]) -> None:
+        """Count the errors Meta reported about a number or the app, and log each: they say
+        why sending may be failing (130429 throughput, 131000 ...), not about one message."""
+        for error in errors:
+            code = "unknown" if error["code"] is None else str(error["code"])
+            self._metrics.reported_errors.labels(code).inc()
+            logger.warning(
+                "Meta reported error %s for number %s: %s%s",
+                code,
+                error["phone"] or "?",
+                error["title"] or "(no title)",
+                f" ({error['detail']})" if error["detail"] else "",
+            )
 
     def _count(self, results: list[Row], *, duplicates: int | None) -> None:
         """Count committed statuses: applied ones by status (a failed status ignored for a part

@@ -565,9 +565,12 @@ async def test_healthz_is_503_only_while_the_loop_is_stuck(
 
 
 @pytest.fixture
-def receiver_settings(database_url: str) -> outbox.Settings:
+def receiver_settings(database_url: str, tmp_path: Path) -> outbox.Settings:
     return outbox.Settings(
-        database_url=database_url, app_secret=SECRET, webhook_verify_token=VERIFY_TOKEN
+        database_url=database_url,
+        app_secret=SECRET,
+        webhook_verify_token=VERIFY_TOKEN,
+        home=tmp_path,
     )
 
 
@@ -589,9 +592,10 @@ async def test_receiver_counts_applied_statuses_by_status(
     await sent_row(engine, "wamid.A")
     await sent_row(engine, "wamid.B")
     delivered = [example_status(wamid=f"wamid.{w}", status="delivered") for w in "AB"]
-    assert await post(client, envelope(*delivered)) == 200
-    assert await post(client, envelope(example_status(wamid="wamid.A", status="read"))) == 200
-    assert await post(client, envelope(example_status(wamid="wamid.UNKNOWN"))) == 200
+    assert await post(client, engine, envelope(*delivered)) == 200
+    read = example_status(wamid="wamid.A", status="read")
+    assert await post(client, engine, envelope(read)) == 200
+    assert await post(client, engine, envelope(example_status(wamid="wamid.UNKNOWN"))) == 200
     samples = await scrape_receiver(client)
     applied = {
         status: value(samples, "outbox_webhook_statuses_applied_total", status=status)
@@ -605,7 +609,7 @@ async def test_receiver_counts_applied_statuses_by_status(
 async def test_receiver_counts_a_status_applied_later_when_its_part_is_recorded(
     client: TestClient[Any, Any], engine: AsyncEngine
 ) -> None:
-    assert await post(client, envelope(example_status(wamid="wamid.LATE"))) == 200
+    assert await post(client, engine, envelope(example_status(wamid="wamid.LATE"))) == 200
     await sent_row(engine, "wamid.LATE")
 
     async def applied() -> bool:

@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -24,10 +25,10 @@ pytestmark = pytest.mark.timeout(90)
 
 
 @pytest.fixture
-async def receiver(database_url: str, simulator: Simulator) -> AsyncIterator[str]:
+async def receiver(database_url: str, simulator: Simulator, tmp_path: Path) -> AsyncIterator[str]:
     """The webhook receiver on a free port; the simulator posts its statuses there."""
     settings = outbox.Settings(
-        database_url=database_url, app_secret=SECRET, webhook_verify_token="verify"
+        database_url=database_url, app_secret=SECRET, webhook_verify_token="verify", home=tmp_path
     )
     runner = web.AppRunner(outbox.webhooks.create_app(settings))
     await runner.setup()

@@ -20,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 import outbox
 from outbox import store
 from outbox.callbacks import callback_data
+from outbox.database import asyncpg_dsn
+from outbox.pool import Pool
 from outbox.simulator import Simulator
 from outbox.webhooks import create_app
 from outbox.webhooks.apply import Applier
@@ -97,7 +99,8 @@ async def test_a_status_naming_our_row_in_the_old_form_about_another_customer_se
     """The reproduction: another deployment's row with the same id, on the same number."""
     row = await enqueue(engine, CUSTOMER, "your booking")
     assert (
-        await post(client, delivered("wamid.OTHER", f"outbox:{row}:0", recipient=STRANGER)) == 200
+        await post(client, engine, delivered("wamid.OTHER", f"outbox:{row}:0", recipient=STRANGER))
+        == 200
     )
     assert await drain(in_doubt_once(settings, simulator)) == 0
     await assert_not_settled_by(engine, simulator, row)
@@ -111,7 +114,7 @@ async def test_a_status_of_another_installation_does_not_settle_a_send_in_doubt(
 ) -> None:
     row = await enqueue(engine, CUSTOMER, "your booking")
     staging = callback_data("0123456789abcdef", row, 0)
-    assert await post(client, delivered("wamid.OTHER", staging)) == 200
+    assert await post(client, engine, delivered("wamid.OTHER", staging)) == 200
     assert await drain(in_doubt_once(settings, simulator)) == 0
     await assert_not_settled_by(engine, simulator, row)
 
@@ -125,7 +128,7 @@ async def test_a_status_about_another_recipient_does_not_settle_a_send_in_doubt(
 ) -> None:
     row = await enqueue(engine, CUSTOMER, "your booking")
     ours = callback_data(installation, row, 0)
-    assert await post(client, delivered("wamid.OTHER", ours, recipient=STRANGER)) == 200
+    assert await post(client, engine, delivered("wamid.OTHER", ours, recipient=STRANGER)) == 200
     assert await drain(in_doubt_once(settings, simulator)) == 0
     await assert_not_settled_by(engine, simulator, row)
 
@@ -140,7 +143,7 @@ async def test_a_status_from_before_the_row_existed_does_not_settle_a_send_in_do
     row = await enqueue(engine, CUSTOMER, "your booking")
     ours = callback_data(installation, row, 0)
     an_hour_ago = time.time() - 3600
-    assert await post(client, delivered("wamid.OTHER", ours, at=an_hour_ago)) == 200
+    assert await post(client, engine, delivered("wamid.OTHER", ours, at=an_hour_ago)) == 200
     assert await drain(in_doubt_once(settings, simulator)) == 0
     await assert_not_settled_by(engine, simulator, row)
 
@@ -157,7 +160,7 @@ async def test_a_status_about_our_row_settles_its_send_in_doubt_and_then_applies
     that waited for it applies as soon as it is recorded."""
     row = await enqueue(engine, CUSTOMER, "your booking")
     ours = callback_data(installation, row, 0)
-    assert await post(client, delivered("wamid.MINE", ours)) == 200
+    assert await post(client, engine, delivered("wamid.MINE", ours)) == 200
     assert await drain(in_doubt_once(settings, simulator)) == 0
     assert simulator.accepted == []
 
@@ -176,7 +179,7 @@ async def test_statuses_for_a_non_last_part_without_callback_data_are_applied_by
 ) -> None:
     row = await sent_row(engine, "wamid.IMG", "wamid.TEXT", media=1)
     for wamid in ("wamid.IMG", "wamid.TEXT"):
-        assert await post(client, envelope(example_status(wamid=wamid))) == 200
+        assert await post(client, engine, envelope(example_status(wamid=wamid))) == 200
     delivery = await status(engine, row)
     assert [part.status for part in delivery.parts] == ["delivered", "delivered"]
     assert delivery.status == "delivered"
@@ -187,7 +190,7 @@ async def test_a_failed_status_for_a_non_last_part_without_callback_data_fails_t
 ) -> None:
     row = await sent_row(engine, "wamid.IMG", "wamid.TEXT", media=1)
     failed = example_status("status_webhook_failed_130472.json", wamid="wamid.IMG")
-    assert await post(client, envelope(failed)) == 200
+    assert await post(client, engine, envelope(failed)) == 200
     delivery = await status(engine, row)
     assert (delivery.status, delivery.error_code) == ("failed", 130472)
 
@@ -200,7 +203,7 @@ async def test_concurrent_deliveries_of_one_webhook_store_and_apply_it_once(
 ) -> None:
     row = await sent_row(engine, "wamid.A")
     body = envelope(example_status(wamid="wamid.A"))
-    answers = await asyncio.gather(*(post(client, body) for _ in range(10)))
+    answers = await asyncio.gather(*(post(client, engine, body) for _ in range(10)))
     assert answers == [200] * 10
     assert await scalar(engine, "SELECT count(*) FROM outbox_statuses") == 1
     assert (
@@ -248,7 +251,7 @@ async def test_statuses_that_move_no_row_land_in_its_history(
     entry = example_status(wamid="wamid.A", status=kind)
     if kind == "warning":
         entry["errors"] = [{"code": 131059, "title": "Item unavailable"}]
-    assert await post(client, envelope(entry)) == 200
+    assert await post(client, engine, envelope(entry)) == 200
     async with engine.connect() as conn:
         history = await outbox.status.get_history(conn, row)
     assert [event.kind for event in history] == [f"status:{kind}"]
@@ -261,7 +264,7 @@ async def test_a_warning_keeps_its_error_in_the_history(
     row = await sent_row(engine, "wamid.A")
     entry = example_status(wamid="wamid.A", status="warning")
     entry["errors"] = [{"code": 131059, "title": "Item unavailable"}]
-    assert await post(client, envelope(entry)) == 200
+    assert await post(client, engine, envelope(entry)) == 200
     async with engine.connect() as conn:
         [event] = await outbox.status.get_history(conn, row)
     assert (event.error_code, event.detail) == (131059, "Item unavailable")
@@ -280,7 +283,7 @@ async def test_value_level_errors_are_stored_with_their_number(
             "error_data": {"details": "Cloud API message throughput has been reached."},
         }
     ]
-    assert await post(client, json.dumps(data).encode()) == 200
+    assert await post(client, engine, json.dumps(data).encode()) == 200
     async with engine.connect() as conn:
         stored = (
             (await conn.execute(sa.text("SELECT * FROM outbox_webhook_errors"))).mappings().one()
@@ -291,6 +294,8 @@ async def test_value_level_errors_are_stored_with_their_number(
         "Cloud API message throughput has been reached.",
     )
     assert stored["phone_number_id"] == value["metadata"]["phone_number_id"]
+    metrics = await (await client.get("/metrics")).text()
+    assert 'outbox_webhook_reported_errors_total{code="130429"} 1.0' in metrics
 
 
 async def test_inbound_messages_keep_their_error_and_users_without_a_number(
@@ -306,7 +311,7 @@ async def test_inbound_messages_keep_their_error_and_users_without_a_number(
         },
         {"from_user_id": "US.1349120865", "id": "wamid.BY-USERNAME", "type": "text"},
     ]
-    assert await post(client, envelope(messages=messages)) == 200
+    assert await post(client, engine, envelope(messages=messages)) == 200
     async with engine.connect() as conn:
         rows = (
             await conn.execute(
@@ -350,7 +355,7 @@ async def test_a_row_whose_accepted_part_fails_while_it_waits_for_a_retry_sends_
             wamid=image,
             callback=callback_data(installation, row, 0),
         )
-        assert await post(client, envelope(failed)) == 200
+        assert await post(client, engine, envelope(failed)) == 200
     finally:
         daemon.stop()
         await task
@@ -367,7 +372,7 @@ async def test_a_row_whose_accepted_part_fails_while_it_waits_for_a_retry_sends_
 
 
 async def test_a_status_for_a_wamid_never_recorded_gets_one_second_look_only(
-    engine: AsyncEngine,
+    engine: AsyncEngine, database_url: str
 ) -> None:
     """Another integration's messages on the number: their statuses wait for a part that never
     comes, and must not be rescanned round after round."""
@@ -379,12 +384,16 @@ async def test_a_status_for_a_wamid_never_recorded_gets_one_second_look_only(
                 "FROM generate_series(1, 1200) n"
             )
         )
-    applier = Applier(engine)
-    looks = 0
-    while await applier._recheck_statuses():
-        looks += 1
+    pool = Pool(asyncpg_dsn(database_url), size=1)
+    try:
+        applier = Applier(pool)
+        looks = 0
+        while await applier._recheck_statuses():
+            looks += 1
+        assert not await applier._recheck_statuses()
+    finally:
+        await pool.close(5)
     assert looks == 2  # 1,200 statuses: two full batches of 500, then the rest
-    assert not await applier._recheck_statuses()
     waiting = await scalar(engine, "SELECT count(*) FROM outbox_statuses WHERE applied_at IS NULL")
     assert waiting == 1200  # they stay, waiting for a part, until pruned after 7 days
 
@@ -402,7 +411,7 @@ async def test_the_old_form_is_not_trusted_for_rows_created_long_after_the_upgra
             sa.text("UPDATE outbox_installation SET created_at = now() - interval '2 days'")
         )
     row = await enqueue(engine, CUSTOMER, "your booking")
-    assert await post(client, delivered("wamid.OTHER", f"outbox:{row}:0")) == 200
+    assert await post(client, engine, delivered("wamid.OTHER", f"outbox:{row}:0")) == 200
     assert await drain(in_doubt_once(settings, simulator)) == 0
     await assert_not_settled_by(engine, simulator, row)
 
@@ -415,7 +424,7 @@ async def test_a_status_for_a_row_recorded_before_part_wamids_existed_finds_its_
     row = await sent_row(engine, "wamid.IMG", "wamid.TEXT", media=1)
     async with engine.begin() as conn:
         await conn.execute(sa.text("DELETE FROM outbox_part_wamids"))
-    assert await post(client, envelope(example_status(wamid="wamid.TEXT"))) == 200
+    assert await post(client, engine, envelope(example_status(wamid="wamid.TEXT"))) == 200
     delivery = await status(engine, row)
     assert [part.status for part in delivery.parts] == ["sent", "delivered"]
 
@@ -450,7 +459,7 @@ async def test_statuses_that_waited_are_applied_by_the_sweep_when_the_daemon_sto
     crash): the row is marked, and the receiver's background sweep applies it."""
     row = await claimed_row(engine)
     ours = callback_data(installation, row, 0)
-    assert await post(client, delivered("wamid.MINE", ours)) == 200
+    assert await post(client, engine, delivered("wamid.MINE", ours)) == 200
     assert (await status(engine, row)).status == "sending"
     async with engine.begin() as conn:  # long ago: its one second look is over
         await conn.execute(
@@ -526,7 +535,7 @@ async def test_a_failed_status_stops_a_claimed_row_between_its_quick_retries(
             wamid=simulator.accepted[0]["wamid"],
             callback=callback_data(installation, row, 0),
         )
-        assert await post(client, envelope(failed)) == 200
+        assert await post(client, engine, envelope(failed)) == 200
 
         async def given_up() -> bool:
             return not daemon._tasks

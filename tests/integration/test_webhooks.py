@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import statistics
@@ -18,6 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.request import urlopen
 
@@ -79,9 +81,12 @@ def at(seconds: int) -> datetime:
 
 
 @pytest.fixture
-def settings(database_url: str) -> outbox.Settings:
+def settings(database_url: str, tmp_path: Path) -> outbox.Settings:
     return outbox.Settings(
-        database_url=database_url, app_secret=SECRET, webhook_verify_token=VERIFY_TOKEN
+        database_url=database_url,
+        app_secret=SECRET,
+        webhook_verify_token=VERIFY_TOKEN,
+        home=tmp_path,
     )
 
 
@@ -97,13 +102,29 @@ async def client(settings: outbox.Settings) -> AsyncIterator[TestClient[Any, Any
         yield client
 
 
-async def post(client: TestClient[Any, Any], body: bytes) -> int:
-    """POST a correctly signed body; the answer's status."""
+async def post(
+    client: TestClient[Any, Any], engine: AsyncEngine, body: bytes, *, applied: bool = True
+) -> int:
+    """POST a correctly signed body; the answer's status. With `applied`, a body answered 200
+    is then waited for until the background task has applied it (its newest stored copy)."""
     answer = await client.post(
         "/webhook",
         data=io.BytesIO(body),
         headers={"X-Hub-Signature-256": sign(SECRET, body), "Content-Type": "application/json"},
     )
+    if applied and answer.status == 200:
+
+        async def body_applied() -> bool:
+            return bool(
+                await scalar(
+                    engine,
+                    "SELECT applied_at IS NOT NULL FROM outbox_webhooks WHERE body = :body "
+                    "ORDER BY id DESC LIMIT 1",
+                    body=body,
+                )
+            )
+
+        await eventually(body_applied)
     return answer.status
 
 
@@ -238,7 +259,7 @@ async def test_a_signed_body_that_is_not_an_envelope_is_refused_with_400(
     client: TestClient[Any, Any], engine: AsyncEngine
 ) -> None:
     for body in (b"not json", b'{"object": "page", "entry": []}', b"[1, 2]", b"\xff\xfe"):
-        assert await post(client, body) == 400
+        assert await post(client, engine, body) == 400
     assert await stored_counts(engine) == (0, 0, 0)
 
 
@@ -246,7 +267,7 @@ async def test_a_body_over_one_mebibyte_is_refused_with_413(
     client: TestClient[Any, Any], engine: AsyncEngine
 ) -> None:
     body = b" " * MAX_BODY + envelope(example_status(wamid="wamid.A"))
-    assert await post(client, body) == 413
+    assert await post(client, engine, body) == 413
     assert await stored_counts(engine) == (0, 0, 0)
 
 
@@ -324,10 +345,12 @@ async def test_statuses_move_a_row_from_sent_to_delivered_to_read_with_their_tim
     row_id = await sent_row(engine, "wamid.A")
     sent_at = (await row(engine, row_id))["sent_at"]
 
-    assert await post(client, envelope(example_status(wamid="wamid.A", status="sent"))) == 200
+    assert (
+        await post(client, engine, envelope(example_status(wamid="wamid.A", status="sent"))) == 200
+    )
     assert (await row(engine, row_id))["status"] == "sent"
 
-    assert await post(client, envelope(example_status(wamid="wamid.A"))) == 200
+    assert await post(client, engine, envelope(example_status(wamid="wamid.A"))) == 200
     delivered = await row(engine, row_id)
     assert (delivered["status"], delivered["delivered_at"], delivered["read_at"]) == (
         "delivered",
@@ -336,7 +359,7 @@ async def test_statuses_move_a_row_from_sent_to_delivered_to_read_with_their_tim
     )
 
     read = example_status(wamid="wamid.A", status="read", timestamp=T0 + 60)
-    assert await post(client, envelope(read)) == 200
+    assert await post(client, engine, envelope(read)) == 200
     final = await row(engine, row_id)
     assert (final["status"], final["delivered_at"], final["read_at"]) == (
         "read",
@@ -353,7 +376,7 @@ async def test_a_failed_status_fails_the_row_with_its_code_and_title(
 ) -> None:
     row_id = await sent_row(engine, "wamid.A")
     failed = example_status("status_webhook_failed_130472.json", wamid="wamid.A")
-    assert await post(client, envelope(failed)) == 200
+    assert await post(client, engine, envelope(failed)) == 200
     result = await row(engine, row_id)
     assert result["status"] == "failed"
     assert result["error_code"] == 130472
@@ -366,10 +389,10 @@ async def test_a_failed_status_after_read_is_ignored(
     client: TestClient[Any, Any], engine: AsyncEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
     row_id = await sent_row(engine, "wamid.A")
-    await post(client, envelope(example_status(wamid="wamid.A", status="read")))
+    await post(client, engine, envelope(example_status(wamid="wamid.A", status="read")))
     caplog.set_level(logging.INFO, logger="outbox.webhooks")
     failed = example_status("status_webhook_failed_130472.json", wamid="wamid.A")
-    assert await post(client, envelope(failed)) == 200
+    assert await post(client, engine, envelope(failed)) == 200
     result = await row(engine, row_id)
     assert (result["status"], result["error_code"], result["last_error"]) == ("read", None, None)
     assert result["parts"][0]["status"] == "read"
@@ -386,7 +409,7 @@ async def test_a_failed_status_for_a_row_still_sending_fails_it_and_keeps_its_ne
         wamid="wamid.IMG",
         callback=callback_data(installation, row_id, 0),
     )
-    assert await post(client, envelope(failed)) == 200
+    assert await post(client, engine, envelope(failed)) == 200
     result = await row(engine, row_id)
     assert (result["status"], result["error_code"]) == ("failed", 130472)
     # The text Meta accepted meanwhile is recorded (never to be sent again); the row stays failed.
@@ -430,7 +453,7 @@ async def test_a_failed_status_for_a_row_waiting_for_a_retry_fails_it_at_once(
         wamid="wamid.IMG",
         callback=callback_data(installation, row_id, 0),
     )
-    assert await post(client, envelope(failed)) == 200
+    assert await post(client, engine, envelope(failed)) == 200
     result = await row(engine, row_id)
     assert (result["status"], result["error_code"], result["last_error"]) == (
         "failed",
@@ -444,7 +467,7 @@ async def test_a_status_naming_a_row_that_does_not_exist_is_stored_and_set_aside
     client: TestClient[Any, Any], engine: AsyncEngine, installation: str
 ) -> None:
     gone = example_status(wamid="wamid.A", callback=callback_data(installation, 999999, 0))
-    assert await post(client, envelope(gone)) == 200
+    assert await post(client, engine, envelope(gone)) == 200
     assert await scalar(engine, "SELECT applied_at IS NOT NULL FROM outbox_statuses")
     assert await scalar(engine, "SELECT count(*) FROM outbox_events") == 0
 
@@ -465,7 +488,7 @@ async def test_concurrent_statuses_for_the_parts_of_one_row_are_all_applied(
         )
         for n, wamid in enumerate(wamids)
     ]
-    assert await asyncio.gather(*(post(client, body) for body in bodies)) == [200] * 5
+    assert await asyncio.gather(*(post(client, engine, body) for body in bodies)) == [200] * 5
     result = await row(engine, row_id)
     assert [part["status"] for part in result["parts"]] == ["read"] * 5
     assert (result["status"], result["read_at"]) == ("read", at(T0 + 4))
@@ -476,10 +499,10 @@ async def test_a_replayed_status_changes_nothing(
 ) -> None:
     row_id = await sent_row(engine, "wamid.A")
     body = envelope(example_status(wamid="wamid.A"))
-    assert await post(client, body) == 200
+    assert await post(client, engine, body) == 200
     before = await row(engine, row_id)
     events = await scalar(engine, "SELECT count(*) FROM outbox_events")
-    assert await post(client, body) == 200
+    assert await post(client, engine, body) == 200
     assert await row(engine, row_id) == before
     assert await scalar(engine, "SELECT count(*) FROM outbox_events") == events
     assert await stored_counts(engine) == (2, 1, 0)
@@ -490,8 +513,8 @@ async def test_a_delivered_arriving_after_read_does_not_move_the_row_back(
 ) -> None:
     row_id = await sent_row(engine, "wamid.A")
     read = example_status(wamid="wamid.A", status="read", timestamp=T0 + 60)
-    assert await post(client, envelope(read)) == 200
-    assert await post(client, envelope(example_status(wamid="wamid.A"))) == 200
+    assert await post(client, engine, envelope(read)) == 200
+    assert await post(client, engine, envelope(example_status(wamid="wamid.A"))) == 200
     result = await row(engine, row_id)
     assert (result["status"], result["read_at"]) == ("read", at(T0 + 60))
     assert result["parts"][0]["status"] == "read"
@@ -502,9 +525,9 @@ async def test_a_sent_arriving_after_delivered_does_not_move_the_row_back(
     client: TestClient[Any, Any], engine: AsyncEngine
 ) -> None:
     row_id = await sent_row(engine, "wamid.A")
-    assert await post(client, envelope(example_status(wamid="wamid.A"))) == 200
+    assert await post(client, engine, envelope(example_status(wamid="wamid.A"))) == 200
     sent = example_status(wamid="wamid.A", status="sent", timestamp=T0 - 5)
-    assert await post(client, envelope(sent)) == 200
+    assert await post(client, engine, envelope(sent)) == 200
     result = await row(engine, row_id)
     assert (result["status"], result["delivered_at"]) == ("delivered", at(T0))
     assert result["parts"][0]["status"] == "delivered"
@@ -513,7 +536,7 @@ async def test_a_sent_arriving_after_delivered_does_not_move_the_row_back(
 async def test_read_implies_delivered_at(client: TestClient[Any, Any], engine: AsyncEngine) -> None:
     row_id = await sent_row(engine, "wamid.A")
     read = example_status(wamid="wamid.A", status="read", timestamp=T0 + 60)
-    assert await post(client, envelope(read)) == 200
+    assert await post(client, engine, envelope(read)) == 200
     result = await row(engine, row_id)
     assert (result["status"], result["delivered_at"], result["read_at"]) == (
         "read",
@@ -527,13 +550,13 @@ async def test_a_multi_part_row_shows_its_least_advanced_part(
 ) -> None:
     row_id = await sent_row(engine, "wamid.IMG", "wamid.TEXT", media=1)
     read_text = example_status(wamid="wamid.TEXT", status="read", timestamp=T0 + 60)
-    assert await post(client, envelope(read_text)) == 200
+    assert await post(client, engine, envelope(read_text)) == 200
     assert (await row(engine, row_id))["status"] == "sent"
 
     delivered_image = example_status(
         wamid="wamid.IMG", timestamp=T0 + 30, callback=callback_data(installation, row_id, 0)
     )
-    assert await post(client, envelope(delivered_image)) == 200
+    assert await post(client, engine, envelope(delivered_image)) == 200
     result = await row(engine, row_id)
     assert [part["status"] for part in result["parts"]] == ["delivered", "read"]
     # delivered as a whole when its last part was: the text, read (so delivered) at T0 + 60
@@ -549,7 +572,7 @@ async def test_a_multi_part_row_shows_its_least_advanced_part(
         timestamp=T0 + 90,
         callback=callback_data(installation, row_id, 0),
     )
-    assert await post(client, envelope(read_image)) == 200
+    assert await post(client, engine, envelope(read_image)) == 200
     result = await row(engine, row_id)
     assert (result["status"], result["delivered_at"], result["read_at"]) == (
         "read",
@@ -563,7 +586,7 @@ async def test_a_status_is_matched_by_its_callback_data(
 ) -> None:
     row_id = await sent_row(engine, "wamid.IMG", "wamid.TEXT", media=1)
     image = example_status(wamid="wamid.IMG", callback=callback_data(installation, row_id, 0))
-    assert await post(client, envelope(image)) == 200
+    assert await post(client, engine, envelope(image)) == 200
     assert [p["status"] for p in (await row(engine, row_id))["parts"]] == ["delivered", "sent"]
     assert (
         await scalar(
@@ -578,7 +601,7 @@ async def test_a_status_without_callback_data_is_matched_by_message_id_to_the_la
     client: TestClient[Any, Any], engine: AsyncEngine
 ) -> None:
     row_id = await sent_row(engine, "wamid.IMG", "wamid.TEXT", media=1)
-    assert await post(client, envelope(example_status(wamid="wamid.TEXT"))) == 200
+    assert await post(client, engine, envelope(example_status(wamid="wamid.TEXT"))) == 200
     assert [p["status"] for p in (await row(engine, row_id))["parts"]] == ["sent", "delivered"]
     assert (
         await scalar(
@@ -597,7 +620,7 @@ async def test_a_status_for_another_copy_of_a_resent_part_is_stored_but_not_appl
     first_copy = example_status(
         wamid="wamid.FIRST-COPY", callback=callback_data(installation, row_id, 0)
     )
-    assert await post(client, envelope(first_copy)) == 200
+    assert await post(client, engine, envelope(first_copy)) == 200
     assert await row(engine, row_id) == before
     assert await scalar(
         engine,
@@ -611,7 +634,7 @@ async def test_a_status_that_arrives_before_its_part_is_recorded_is_applied_once
 ) -> None:
     row_id = await claimed_row(engine)
     early = example_status(wamid="wamid.A", callback=callback_data(installation, row_id, 0))
-    assert await post(client, envelope(early)) == 200
+    assert await post(client, engine, envelope(early)) == 200
     assert await scalar(engine, "SELECT applied_at FROM outbox_statuses") is None
 
     assert await record_part(engine, row_id, 0, "wamid.A", final=True) == 1
@@ -627,7 +650,7 @@ async def test_a_status_for_a_wamid_no_row_has_yet_is_applied_once_one_has_it(
     client: TestClient[Any, Any], engine: AsyncEngine
 ) -> None:
     row_id = await claimed_row(engine)
-    assert await post(client, envelope(example_status(wamid="wamid.A"))) == 200
+    assert await post(client, engine, envelope(example_status(wamid="wamid.A"))) == 200
     assert await scalar(engine, "SELECT applied_at FROM outbox_statuses") is None
 
     await record_part(engine, row_id, 0, "wamid.A", final=True)
@@ -657,7 +680,7 @@ async def test_one_post_with_several_entries_changes_and_statuses_applies_them_a
     ]
     data["entry"][0]["changes"].append(more)
     data["entry"].append(other_entry)
-    assert await post(client, json.dumps(data).encode()) == 200
+    assert await post(client, engine, json.dumps(data).encode()) == 200
     assert [(await row(engine, r))["status"] for r in (first, second, third)] == [
         "delivered",
         "read",
@@ -670,9 +693,11 @@ async def test_applied_statuses_are_appended_to_the_history(
     client: TestClient[Any, Any], engine: AsyncEngine
 ) -> None:
     row_id = await sent_row(engine, "wamid.A")
-    await post(client, envelope(example_status(wamid="wamid.A")))
+    await post(client, engine, envelope(example_status(wamid="wamid.A")))
     await post(
-        client, envelope(example_status("status_webhook_failed_130472.json", wamid="wamid.A"))
+        client,
+        engine,
+        envelope(example_status("status_webhook_failed_130472.json", wamid="wamid.A")),
     )
     async with engine.connect() as conn:
         events = (
@@ -707,8 +732,8 @@ async def test_inbound_messages_are_stored_once(
         "text": {"body": "Can I check in early?"},
     }
     body = envelope(messages=[message])
-    assert await post(client, body) == 200
-    assert await post(client, body) == 200
+    assert await post(client, engine, body) == 200
+    assert await post(client, engine, body) == 200
     async with engine.connect() as conn:
         stored = (
             await conn.execute(
@@ -748,13 +773,23 @@ async def refuse_statuses_for(engine: AsyncEngine, pattern: str) -> None:
         )
 
 
+async def tried(caplog: pytest.LogCaptureFixture, times: int = 1) -> None:
+    """Wait until the background task has failed to apply bodies `times` times."""
+
+    async def failed() -> bool:
+        return len(re.findall(r"webhook \d+ could not be applied", caplog.text)) >= times
+
+    await eventually(failed)
+
+
 async def test_the_raw_body_is_stored_even_when_it_cannot_be_applied(
-    client: TestClient[Any, Any], engine: AsyncEngine
+    client: TestClient[Any, Any], engine: AsyncEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
     row_id = await sent_row(engine, "wamid.A")
     await refuse_statuses_for(engine, "wamid.%")
     body = envelope(example_status(wamid="wamid.A"))
-    assert await post(client, body) == 200
+    assert await post(client, engine, body, applied=False) == 200
+    await tried(caplog)
     async with engine.connect() as conn:
         stored = (await conn.execute(sa.text("SELECT body, applied_at FROM outbox_webhooks"))).all()
     assert [tuple(r) for r in stored] == [(body, None)]
@@ -762,11 +797,13 @@ async def test_the_raw_body_is_stored_even_when_it_cannot_be_applied(
 
 
 async def test_a_stored_body_is_applied_later_by_the_background_task(
-    client: TestClient[Any, Any], engine: AsyncEngine
+    client: TestClient[Any, Any], engine: AsyncEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
     row_id = await sent_row(engine, "wamid.A")
     await refuse_statuses_for(engine, "wamid.%")
-    assert await post(client, envelope(example_status(wamid="wamid.A"))) == 200
+    body = envelope(example_status(wamid="wamid.A"))
+    assert await post(client, engine, body, applied=False) == 200
+    await tried(caplog)
     await refuse_statuses_for(engine, "nothing")
 
     async def applied() -> bool:
@@ -777,12 +814,15 @@ async def test_a_stored_body_is_applied_later_by_the_background_task(
 
 
 async def test_a_body_that_always_fails_does_not_hold_back_later_bodies(
-    client: TestClient[Any, Any], engine: AsyncEngine
+    client: TestClient[Any, Any], engine: AsyncEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
     row_id = await sent_row(engine, "wamid.GOOD")
     await refuse_statuses_for(engine, "wamid.%")
-    assert await post(client, envelope(example_status(wamid="wamid.POISON"))) == 200
-    assert await post(client, envelope(example_status(wamid="wamid.GOOD"))) == 200
+    poison = envelope(example_status(wamid="wamid.POISON"))
+    assert await post(client, engine, poison, applied=False) == 200
+    good = envelope(example_status(wamid="wamid.GOOD"))
+    assert await post(client, engine, good, applied=False) == 200
+    await tried(caplog, times=2)
     await refuse_statuses_for(engine, "wamid.POISON")
 
     async def applied() -> bool:
@@ -800,20 +840,22 @@ async def test_answers_come_fast(client: TestClient[Any, Any], engine: AsyncEngi
     for second in range(20):
         body = envelope(example_status(wamid="wamid.A", timestamp=T0 + second))
         started = time.perf_counter()
-        assert await post(client, body) == 200
+        assert await post(client, engine, body) == 200
         timings.append(time.perf_counter() - started)
     assert statistics.median(timings) < 0.25
     assert (await row(engine, row_id))["status"] == "delivered"
 
 
-async def test_a_post_while_the_database_is_away_is_answered_503_for_meta_to_retry() -> None:
+async def test_a_post_while_the_database_is_away_and_no_spool_is_answered_503(
+    engine: AsyncEngine,
+) -> None:
     settings = outbox.Settings(
         database_url="postgresql://postgres@127.0.0.1:1/outbox",
         app_secret=SECRET,
         webhook_verify_token=VERIFY_TOKEN,
     )
-    async with TestClient(TestServer(create_app(settings))) as client:
-        assert await post(client, envelope(example_status(wamid="wamid.A"))) == 503
+    async with TestClient(TestServer(create_app(settings, spool_dir=None))) as client:
+        assert await post(client, engine, envelope(example_status(wamid="wamid.A"))) == 503
 
 
 async def test_the_app_mounted_in_another_app_receives_webhooks(
@@ -828,11 +870,17 @@ async def test_the_app_mounted_in_another_app_receives_webhooks(
             "/meta/webhook", data=body, headers={"X-Hub-Signature-256": sign(SECRET, body)}
         )
         assert answer.status == 200
-    assert (await row(engine, row_id))["status"] == "delivered"
+
+        async def delivered() -> bool:
+            return (await row(engine, row_id))["status"] == "delivered"
+
+        await eventually(delivered)
 
 
-async def test_metrics_count_answers_and_statuses(client: TestClient[Any, Any]) -> None:
-    await post(client, envelope(example_status(wamid="wamid.A")))
+async def test_metrics_count_answers_and_statuses(
+    client: TestClient[Any, Any], engine: AsyncEngine
+) -> None:
+    await post(client, engine, envelope(example_status(wamid="wamid.A")))
     await client.post("/webhook", data=b"{}")
     text = await (await client.get("/metrics")).text()
     assert 'outbox_webhook_requests_total{answer="200"} 1.0' in text
@@ -847,8 +895,8 @@ async def test_prune_deletes_applied_bodies_and_statuses_past_retention(
     client: TestClient[Any, Any], engine: AsyncEngine
 ) -> None:
     await sent_row(engine, "wamid.A")
-    await post(client, envelope(example_status(wamid="wamid.A")))  # applied
-    await post(client, envelope(example_status(wamid="wamid.UNKNOWN")))  # waits for its row
+    await post(client, engine, envelope(example_status(wamid="wamid.A")))  # applied
+    await post(client, engine, envelope(example_status(wamid="wamid.UNKNOWN")))  # waits for its row
     async with engine.begin() as conn:
         for table in ("outbox_webhooks", "outbox_statuses"):
             await conn.execute(

@@ -68,3 +68,16 @@ def test_the_image_runs_the_daemon_as_a_non_root_user() -> None:
     all_interfaces = "0.0.0.0"  # noqa: S104 - a container must be reachable from outside
     assert (args.command, args.http_host, args.log_format) == ("run", all_interfaces, "json")
     assert f"127.0.0.1:{args.http_port}/healthz" in text
+
+
+@pytest.mark.parametrize("name", ["outbox.service", "outbox-webhook.service"])
+def test_long_running_units_raise_the_open_files_limit(name: str) -> None:
+    limit = re.search(r"^LimitNOFILE=(\d+)$", (DEPLOY / name).read_text(), re.MULTILINE)
+    assert limit
+    assert int(limit.group(1)) >= 65536
+
+
+def test_the_receiver_unit_gives_its_spool_a_writable_home() -> None:
+    text = (DEPLOY / "outbox-webhook.service").read_text()
+    assert "\nEnvironment=OUTBOX_HOME=/var/lib/outbox\n" in text
+    assert "\nStateDirectory=outbox\n" in text
