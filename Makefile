@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.enqueue
 	$(BIN)/python -m benchmarks.daemon
 	$(BIN)/python -m benchmarks.receipts
+	$(BIN)/python -m benchmarks.receiver
 	$(BIN)/python -m benchmarks.throughput
 	$(BIN)/python -m benchmarks.backlog
 

@@ -53,11 +53,13 @@ STORE_CONTENTS = sa.text(
     new_statuses AS (
         INSERT INTO outbox_statuses (wamid, message_id, part, status, at, error_code,
                                      error_title, recipient)
-        SELECT DISTINCT ON (v.wamid, v.status)
-               v.wamid, v.ours, CASE WHEN v.ours IS NOT NULL THEN v.part END, v.status, v.at,
-               v.code, v.title, v.recipient
-        FROM incoming v
-        ORDER BY v.wamid, v.status, v.n
+        SELECT d.wamid, d.ours, d.part, d.status, d.at, d.code, d.title, d.recipient
+        FROM (SELECT DISTINCT ON (v.wamid, v.status)
+                     v.wamid, v.ours, CASE WHEN v.ours IS NOT NULL THEN v.part END AS part,
+                     v.status, v.at, v.code, v.title, v.recipient, v.n
+              FROM incoming v
+              ORDER BY v.wamid, v.status, v.n) AS d
+        ORDER BY d.n  -- ids in arrival order: a message's history, and failed before delivered
         ON CONFLICT (wamid, status) DO NOTHING
         RETURNING id),
     new_inbound AS (
@@ -129,14 +131,26 @@ _APPLY = """
         -- A row found by its text's wamid (sent before outbox_part_wamids existed): the last part.
         CROSS JOIN LATERAL (SELECT coalesce(l.known_part, jsonb_array_length(k.parts) - 1)
                                 AS at_part) p),
+    -- A batch holds a part's statuses in arrival (id) order: those after its first failed one
+    -- count as if applied later (history only), exactly as when applied one by one.
+    first_failed AS (
+        SELECT j.row_id, j.at_part, j.wamid, min(j.id) AS failed_id
+        FROM judged j WHERE j.outcome = 'applied' AND j.status = 'failed'
+        GROUP BY j.row_id, j.at_part, j.wamid),
     hits AS (
         SELECT j.row_id, j.at_part AS part, j.wamid,
                max(CASE j.status WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2 WHEN 'read' THEN 3
-                   END) AS rank,
-               min(j.at) FILTER (WHERE j.status IN ('delivered', 'read')) AS delivered_at,
-               min(j.at) FILTER (WHERE j.status = 'read') AS read_at,
-               min(j.id) FILTER (WHERE j.status = 'failed') AS failed_id
-        FROM judged j WHERE j.outcome = 'applied'
+                   END) FILTER (WHERE f.failed_id IS NULL OR j.id < f.failed_id) AS rank,
+               min(j.at) FILTER (WHERE j.status IN ('delivered', 'read')
+                                   AND (f.failed_id IS NULL OR j.id < f.failed_id))
+                   AS delivered_at,
+               min(j.at) FILTER (WHERE j.status = 'read'
+                                   AND (f.failed_id IS NULL OR j.id < f.failed_id)) AS read_at,
+               min(f.failed_id) AS failed_id
+        FROM judged j
+        LEFT JOIN first_failed f ON f.row_id = j.row_id AND f.at_part = j.at_part
+                                AND f.wamid = j.wamid
+        WHERE j.outcome = 'applied'
         GROUP BY j.row_id, j.at_part, j.wamid),
     updated AS (
         UPDATE outbox_messages m

@@ -16,6 +16,7 @@ import hmac
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import web
 
@@ -94,9 +95,28 @@ def create_app(
 
 
 def spool_folder(home: Path, dsn: str) -> Path:
-    """The default spool of a database: its bodies must never be replayed into another one."""
-    digest = hashlib.sha256(redact_url(dsn).encode()).hexdigest()[:16]
+    """The default spool of a database: its bodies must never be replayed into another one. It
+    is named by the database's user, address and name, not by connection options (adding
+    `?application_name=` must not orphan what was spooled)."""
+    parts = urlsplit(redact_url(dsn))
+    host = parts.hostname or ",".join(parse_qs(parts.query).get("host", []))  # or a socket
+    identity = f"{parts.username}@{host}:{parts.port or 5432}{parts.path}"
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
     return home / "webhook-spool" / digest
+
+
+def _warn_of_other_spools(ours: Path) -> None:
+    """Say so when another database address left spooled bodies beside ours (after a failover
+    to a new host, they may be this database's: a person must move them)."""
+    with contextlib.suppress(OSError):
+        for folder in ours.parent.iterdir():
+            if folder != ours and any(folder.glob("*.spool")):
+                logger.warning(
+                    "%s holds spooled webhooks of another database address; if it is this "
+                    "database under its old address, move its *.spool files into %s",
+                    folder,
+                    ours,
+                )
 
 
 class _Receiver:
@@ -160,6 +180,8 @@ class _Receiver:
             else self._spool_dir
         )
         spool = Spool(directory, self._spool_bytes)
+        if isinstance(self._spool_dir, _Default):
+            _warn_of_other_spools(directory)
         try:
             spool.open()
         except OSError as exc:

@@ -261,6 +261,9 @@ class Applier:
                 webhook_id, body = found
                 try:
                     async with conn.transaction():  # a savepoint
+                        # A row another transaction holds makes this body fail and wait its
+                        # turn (backoff), not stall every body behind it.
+                        await store.set_lock_timeout(conn, LOCK_TIMEOUT)
                         duplicates, results = await self._apply(conn, webhook_id, parse(body))
                 except Exception as exc:
                     if is_connection_error(exc):

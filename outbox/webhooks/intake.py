@@ -16,6 +16,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 
 from outbox import store
 from outbox.database import short_error
@@ -57,6 +58,10 @@ class Intake:
         self._ready = asyncio.Event()
         self._spooled = asyncio.Event()
         self._database_up = True
+        # Bodies this process spooled wait for their replay: until then new ones go to the
+        # spool too, behind them, so that a message's statuses are stored in arrival order.
+        self._backlog = False
+        self._stuck: set[Path] = set()  # replayed files the disk would not let us delete
         self._late: set[asyncio.Task[list[int]]] = set()
         if spool is not None:
             metrics.spool_bytes.set_function(lambda: spool.bytes)
@@ -114,7 +119,9 @@ class Intake:
             raise
 
     async def _make_durable(self, bodies: list[bytes], futures: list[asyncio.Future[None]]) -> None:
-        if (self._database_up or self._spool is None) and await self._commit(bodies):
+        if (
+            (self._database_up and not self._backlog) or self._spool is None
+        ) and await self._commit(bodies):
             self._metrics.bodies.labels("stored").inc(len(bodies))
             _settle(futures)
             self._on_stored()
@@ -130,6 +137,7 @@ class Intake:
             _settle(futures, Unavailable(str(exc)))
             return
         self._metrics.bodies.labels("spooled").inc(len(bodies))
+        self._backlog = True
         _settle(futures)
         self._spooled.set()
 
@@ -199,22 +207,44 @@ class Intake:
             failures = 0
 
     async def _replay_files(self) -> None:
+        """Replay every spooled file, oldest first; then new bodies go to the database again.
+        A file committed but not deletable is skipped from then on (never inserted again)."""
+        while await self._replay_pass():
+            pass  # bodies spooled meanwhile are still ahead of any new one
+        self._backlog = False
+
+    async def _replay_pass(self) -> bool:
+        """Replay the spooled files there are now; True when any was replayed."""
         assert self._spool is not None
         spool = self._spool
+        replayed = False
         for path in await asyncio.to_thread(spool.files):
+            if path in self._stuck:
+                continue
             try:
                 with spool.claim(path) as bodies:
                     if bodies is None:
                         continue
                     async with asyncio.timeout(STORE_TIMEOUT):
                         await self._insert(bodies)
-                    await asyncio.to_thread(spool.remove, path)
+                    try:
+                        await asyncio.to_thread(spool.remove, path)
+                    except OSError as exc:
+                        self._stuck.add(path)
+                        logger.error(
+                            "spooled webhooks %s are stored but the file cannot be deleted "
+                            "(%s); it is skipped from now on: delete it by hand",
+                            path,
+                            exc,
+                        )
             except SpoolCorrupt as exc:
                 aside = await asyncio.to_thread(spool.set_aside, path)
                 logger.error("spooled webhooks unreadable (%s); moved to %s", exc, aside)
                 continue
             self._metrics.bodies.labels("replayed").inc(len(bodies))
             self._on_stored()
+            replayed = True
+        return replayed
 
 
 def _settle(futures: list[asyncio.Future[None]], error: Exception | None = None) -> None:

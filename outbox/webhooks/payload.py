@@ -94,8 +94,8 @@ def parse(body: bytes) -> Envelope:
     """The statuses and inbound messages of a webhook body, in order."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise NotAnEnvelope(f"not JSON: {clean(str(exc), 120)}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise NotAnEnvelope(f"not JSON outbox can read: {clean(str(exc), 120)}") from None
     if not isinstance(data, dict) or data.get("object") != "whatsapp_business_account":
         raise NotAnEnvelope('"object" must be "whatsapp_business_account"')
     entries = data.get("entry")

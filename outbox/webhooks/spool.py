@@ -78,6 +78,8 @@ class Spool:
             raise
 
     def _write_file(self, data: bytes, sequence: int) -> Path:
+        # Another receiver sharing the folder may have removed it, empty, as it stopped.
+        (self.directory / "tmp").mkdir(mode=0o700, parents=True, exist_ok=True)
         name = f"{time.time_ns():020d}-{os.getpid()}-{sequence:08d}"
         partial = self.directory / "tmp" / f"{os.getpid()}-{name}"
         final = self.directory / f"{name}{SUFFIX}"

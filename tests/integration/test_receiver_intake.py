@@ -236,3 +236,26 @@ async def test_a_post_while_the_database_hangs_is_spooled_and_stored_once_it_ans
         return (await row(engine, row_id))["status"] == "delivered"
 
     await eventually(delivered, within=60)
+
+
+async def test_bodies_posted_while_spooled_ones_wait_are_stored_after_them(
+    cut_client: tuple[TestClient[Any, Any], Path], proxy: PostgresProxy, engine: AsyncEngine
+) -> None:
+    """Once the database is back, a new body does not overtake the spooled ones: a message's
+    statuses are stored, and applied, in the order they arrived (a delivered after a failed
+    leaves the row failed)."""
+    client, _ = cut_client
+    row_id = await sent_row(engine, "wamid.A")
+    proxy.cut()
+    failed = example_status("status_webhook_failed_130472.json", wamid="wamid.A")
+    assert await post(client, envelope(failed)) == 200
+    proxy.restore()
+    assert await post(client, envelope(example_status(wamid="wamid.A"))) == 200
+
+    async def both_stored() -> bool:
+        return await scalar(engine, "SELECT count(*) FROM outbox_statuses") == 2
+
+    await eventually(both_stored)
+    order = await scalar(engine, "SELECT string_agg(status, ',' ORDER BY id) FROM outbox_statuses")
+    assert order == "failed,delivered"
+    assert (await row(engine, row_id))["status"] == "failed"

@@ -243,6 +243,29 @@ async def test_two_transactions_storing_one_status_at_once_store_it_once(
     assert await scalar(engine, "SELECT count(*) FROM outbox_statuses") == 1
 
 
+@pytest.mark.parametrize(
+    ("order", "ends"),
+    [(("failed", "delivered"), "failed"), (("delivered", "failed"), "delivered")],
+)
+async def test_statuses_applied_together_count_in_their_arrival_order(
+    engine: AsyncEngine, client: TestClient[Any, Any], order: tuple[str, str], ends: str
+) -> None:
+    """A `delivered` after `failed` (another device) leaves the row failed; a `failed` after
+    `delivered` changes nothing: the same when both come in one body (one batch) as apart."""
+    row = await sent_row(engine, "wamid.A")
+    entries = [
+        example_status("status_webhook_failed_130472.json", wamid="wamid.A")
+        if kind == "failed"
+        else example_status(wamid="wamid.A")
+        for kind in order
+    ]
+    assert await post(client, engine, envelope(*entries)) == 200
+    assert (await status(engine, row)).status == ends
+    async with engine.connect() as conn:
+        history = await outbox.status.get_history(conn, row)
+    assert [event.kind for event in history] == [f"status:{kind}" for kind in order]
+
+
 @pytest.mark.parametrize("kind", ["played", "deleted", "warning"])
 async def test_statuses_that_move_no_row_land_in_its_history(
     engine: AsyncEngine, client: TestClient[Any, Any], kind: str
@@ -546,3 +569,26 @@ async def test_a_failed_status_stops_a_claimed_row_between_its_quick_retries(
         await task
     assert sent(simulator) == [f"outbox:{row}:0"]
     assert (await status(engine, row)).status == "failed"
+
+
+async def test_a_body_whose_row_another_transaction_holds_does_not_stall_later_bodies(
+    engine: AsyncEngine, client: TestClient[Any, Any]
+) -> None:
+    held = await sent_row(engine, "wamid.HELD")
+    others = [await sent_row(engine, f"wamid.{n}") for n in range(3)]
+    async with engine.connect() as locker:
+        await locker.begin()
+        await locker.execute(
+            sa.text("SELECT 1 FROM outbox_messages WHERE id = :id FOR UPDATE"), {"id": held}
+        )
+        body = envelope(example_status(wamid="wamid.HELD"))
+        assert await post(client, engine, body, applied=False) == 200
+        for n in range(3):
+            assert await post(client, engine, envelope(example_status(wamid=f"wamid.{n}"))) == 200
+        assert [(await status(engine, row)).status for row in others] == ["delivered"] * 3
+        await locker.rollback()
+
+    async def held_row_applied_once_free() -> bool:
+        return (await status(engine, held)).status == "delivered"
+
+    await eventually(held_row_applied_once_free, within=30)

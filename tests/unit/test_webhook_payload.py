@@ -299,3 +299,8 @@ def test_an_inbound_message_from_a_user_without_a_phone_number_is_read_by_user_i
     }
     [found] = parse(with_value(messages=[by_username])).inbound
     assert (found.customer, found.user_id) == (None, "US.13491208655302741918")
+
+
+def test_a_body_nested_too_deep_to_read_is_not_an_envelope() -> None:
+    with pytest.raises(NotAnEnvelope, match="not JSON outbox can read"):
+        parse(b"[" * 5000 + b"]" * 5000)

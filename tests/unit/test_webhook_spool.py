@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from outbox.webhooks.app import spool_folder
 from outbox.webhooks.spool import Spool, SpoolCorrupt, SpoolFull
 
 
@@ -87,3 +88,21 @@ def test_a_half_written_file_of_a_dead_process_is_deleted_at_open(
     Spool(tmp_path / "spool", max_bytes=10_000).open()
     assert not dead.exists()
     assert spool.files() == []
+
+
+def test_a_write_recreates_the_folder_another_receiver_removed_as_it_stopped(
+    spool: Spool,
+) -> None:
+    Spool(spool.directory, max_bytes=10_000).close()  # the other one, sharing the folder
+    assert not spool.directory.exists()
+    spool.write([b"still spooled"])
+    assert len(spool.files()) == 1
+
+
+def test_the_default_spool_of_a_database_does_not_depend_on_connection_options(
+    tmp_path: Path,
+) -> None:
+    plain = spool_folder(tmp_path, "postgresql://app@db.example:5432/shop")
+    tuned = spool_folder(tmp_path, "postgresql://app@db.example/shop?application_name=outbox")
+    other = spool_folder(tmp_path, "postgresql://app@db.example:5432/staging")
+    assert plain == tuned != other
