@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -155,14 +156,15 @@ DAEMON_FLAGS: dict[str, DaemonFlag] = {
 }
 
 
+DATABASE_URL_HELP = (
+    "PostgreSQL URL (default: $OUTBOX_DATABASE_URL, else the embedded server under $OUTBOX_HOME)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="outbox", description="A transactional outbox for WhatsApp messages.")
-    parser.add_argument(
-        "--database-url",
-        metavar="URL",
-        help="PostgreSQL URL (default: $OUTBOX_DATABASE_URL, else the embedded server under "
-        "$OUTBOX_HOME)",
-    )
+    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--database-url", metavar="URL", help=DATABASE_URL_HELP)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     commands.add_parser(
@@ -179,7 +181,18 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="a story of sends, rollbacks, failures, an outage and a crash, on a local database",
     )
+    for command in commands.choices.values():  # also after the command, as the README writes it
+        command.add_argument(
+            "--database-url", metavar="URL", default=argparse.SUPPRESS, help=DATABASE_URL_HELP
+        )
     return parser
+
+
+def _version() -> str:
+    try:
+        return f"outbox {metadata.version('whatsapp-outbox')}"
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "outbox (not installed)"
 
 
 def _enqueue_command(commands: Any) -> None:
@@ -196,7 +209,7 @@ def _enqueue_command(commands: Any) -> None:
             action="append",
             default=[],
             metavar="URL",
-            help=f"{kind} to send before the text, an https URL (repeat: 10 media at most)",
+            help=f"{kind} to send before the text, an http or https URL (repeat: 10 media at most)",
         )
     p.add_argument("--template", metavar="NAME", help="send this approved template instead")
     p.add_argument("--language", metavar="CODE", help="the template's language, e.g. en_US")

@@ -305,7 +305,8 @@ class Daemon:
 
     async def _shut_down(self, deadline: float) -> None:
         if self._tasks:
-            logger.info("waiting for %d messages in flight", len(self._tasks))
+            count = len(self._tasks)
+            logger.info("waiting for %d message%s in flight", count, "" if count == 1 else "s")
             await asyncio.wait(self._tasks, timeout=_left(deadline))
         # Snapshot first: a finished task forgets its claim. A row that finished meanwhile no
         # longer carries our token, so releasing it changes nothing.

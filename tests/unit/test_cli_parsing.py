@@ -112,3 +112,30 @@ def test_every_daemon_option_with_a_value_states_its_default() -> None:
     options = [a for a in commands.choices["run"]._actions if a.option_strings and a.nargs != 0]
     assert len(options) >= 16
     assert [a.dest for a in options if "default" not in (a.help or "")] == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--database-url", "postgresql://u@db/app", "stats"],
+        ["stats", "--database-url", "postgresql://u@db/app"],
+    ],
+)
+def test_the_database_url_is_taken_before_or_after_the_command(argv: list[str]) -> None:
+    assert build_parser().parse_args(argv).database_url == "postgresql://u@db/app"
+
+
+def test_a_database_url_after_the_command_wins_over_one_before() -> None:
+    argv = ["--database-url", "postgresql://u@a/x", "list", "--database-url", "postgresql://u@b/y"]
+    assert build_parser().parse_args(argv).database_url == "postgresql://u@b/y"
+
+
+def test_without_a_database_url_it_is_none() -> None:
+    assert build_parser().parse_args(["stats"]).database_url is None
+
+
+def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith("outbox 0.")
