@@ -91,7 +91,14 @@ def create_app(
     app.router.add_get(PATH, receiver.verify)
     app.router.add_post(PATH, receiver.receive)
     app.router.add_get("/metrics", metrics_handler(receiver.metrics.registry))
+    app.router.add_get("/healthz", _alive)
     return app
+
+
+async def _alive(request: web.Request) -> web.Response:
+    """Liveness for a container's health check: the receiver answers. (Whether its database
+    takes bodies is another matter: while it does not, they are spooled.)"""
+    return web.Response(text="ok\n", content_type="text/plain")
 
 
 def spool_folder(home: Path, dsn: str) -> Path:

@@ -986,3 +986,8 @@ def test_outbox_webhook_without_app_secret_is_a_one_line_error() -> None:
     assert shown.stderr.startswith("outbox: META_APP_SECRET: required by the webhook receiver")
     assert shown.stderr.count("\n") == 1
     assert shown.stdout == ""
+
+
+async def test_the_receiver_answers_its_liveness_check(client: TestClient[Any, Any]) -> None:
+    answer = await client.get("/healthz")
+    assert (answer.status, await answer.text()) == (200, "ok\n")
