@@ -32,7 +32,7 @@ T = TypeVar("T")
 
 
 async def _on_connection(settings: Settings, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-    engine = create_engine(await resolve_dsn(settings), pool_size=1)
+    engine = create_engine(await resolve_dsn(settings), pool_size=1, application_name="outbox-cli")
     try:
         async with engine.connect() as conn:
             return await work(conn)

@@ -189,7 +189,9 @@ class Daemon:
         return token, phone
 
     async def _check_schema(self, dsn: str) -> None:
-        engine = create_engine(dsn, pool_size=1, command_timeout=STATEMENT_TIMEOUT)
+        engine = create_engine(
+            dsn, pool_size=1, command_timeout=STATEMENT_TIMEOUT, application_name="outbox-run"
+        )
         try:
             async with engine.connect() as conn:
                 current = await conn.run_sync(migrate.current_revision)
@@ -238,7 +240,7 @@ class Daemon:
         dsn = await resolve_dsn(settings)
         if not await self._check_schema_patiently(dsn):
             return self._exit_code  # stopped before the database came back: nothing claimed
-        pool = Pool(dsn, size=4, command_timeout=STATEMENT_TIMEOUT)
+        pool = Pool(dsn, size=4, command_timeout=STATEMENT_TIMEOUT, application_name="outbox-run")
         try:
             connector = aiohttp.TCPConnector(limit=settings.concurrency)
             async with aiohttp.ClientSession(connector=connector) as http:

@@ -37,8 +37,20 @@ async def resolve_dsn(settings: Settings) -> str:
     return await asyncio.to_thread(embedded.start, settings.home)
 
 
+def server_settings(dsn: str, application_name: str | None) -> dict[str, str] | None:
+    """`application_name` for pg_stat_activity (outbox-run, outbox-webhook, ...), unless the
+    URL names one itself."""
+    if application_name is None or "application_name" in dsn:
+        return None
+    return {"application_name": application_name}
+
+
 def create_engine(
-    dsn: str, *, pool_size: int = 5, command_timeout: float | None = None
+    dsn: str,
+    *,
+    pool_size: int = 5,
+    command_timeout: float | None = None,
+    application_name: str | None = None,
 ) -> AsyncEngine:
     """An async SQLAlchemy engine whose connections asyncpg opens from `dsn` as given;
     `command_timeout` bounds every statement (the daemon's are all short).
@@ -58,7 +70,11 @@ def create_engine(
     async def connect() -> asyncpg.Connection:
         # A bounded connect: a silent network must not hang a write (or a shutdown) for long.
         return await asyncpg.connect(
-            dsn, timeout=CONNECT_TIMEOUT, command_timeout=command_timeout, statement_cache_size=0
+            dsn,
+            timeout=CONNECT_TIMEOUT,
+            command_timeout=command_timeout,
+            statement_cache_size=0,
+            server_settings=server_settings(dsn, application_name),
         )
 
     def creator() -> Any:

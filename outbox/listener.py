@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from outbox.database import CONNECT_TIMEOUT, is_connection_error, short_error
+from outbox.database import CONNECT_TIMEOUT, is_connection_error, server_settings, short_error
 from outbox.retry import expo_delays
 from outbox.schema import NOTIFY_CHANNEL
 
@@ -108,7 +108,11 @@ class NotificationListener:
         """Connect, prove that notifications arrive, LISTEN, and return when the connection is
         lost. Connection errors propagate; ListenImpossible when notifications cannot arrive."""
         lost = asyncio.Event()
-        conn = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT)
+        conn = await asyncpg.connect(
+            self._dsn,
+            timeout=CONNECT_TIMEOUT,
+            server_settings=server_settings(self._dsn, "outbox-run-listen"),
+        )
         try:
             conn.add_termination_listener(lambda _: lost.set())
             await self._probe(conn)

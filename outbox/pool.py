@@ -19,7 +19,7 @@ from typing import cast
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from outbox.database import CONNECT_TIMEOUT
+from outbox.database import CONNECT_TIMEOUT, server_settings
 
 logger = logging.getLogger("outbox.database")
 ACQUIRE_TIMEOUT = 30.0  # waiting for a free connection (or a new one) longer is an outage
@@ -58,8 +58,16 @@ class Pool:
     """Up to `size` connections to `dsn`, opened on first use; `command_timeout` bounds every
     statement, a connect waits at most CONNECT_TIMEOUT."""
 
-    def __init__(self, dsn: str, *, size: int = 4, command_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        size: int = 4,
+        command_timeout: float | None = None,
+        application_name: str | None = None,
+    ) -> None:
         self._dsn = dsn
+        self._server_settings = server_settings(dsn, application_name)
         self._size = size
         self._command_timeout = command_timeout
         self._pool: asyncpg.Pool | None = None
@@ -79,6 +87,7 @@ class Pool:
                         timeout=CONNECT_TIMEOUT,
                         command_timeout=self._command_timeout,
                         statement_cache_size=0,
+                        server_settings=self._server_settings,
                         init=_decode_json_columns,
                         reset=_keep_session,
                     )

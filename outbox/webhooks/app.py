@@ -153,8 +153,18 @@ class _Receiver:
         """On startup: the connection pools, the spool, the intake and the applier; on cleanup:
         all stopped (after the server has answered the requests in flight)."""
         dsn = await resolve_dsn(self._settings)
-        pool = Pool(dsn, size=INTAKE_CONNECTIONS, command_timeout=COMMAND_TIMEOUT)
-        applying = Pool(dsn, size=APPLY_CONNECTIONS, command_timeout=COMMAND_TIMEOUT)
+        pool = Pool(
+            dsn,
+            size=INTAKE_CONNECTIONS,
+            command_timeout=COMMAND_TIMEOUT,
+            application_name="outbox-webhook",
+        )
+        applying = Pool(
+            dsn,
+            size=APPLY_CONNECTIONS,
+            command_timeout=COMMAND_TIMEOUT,
+            application_name="outbox-webhook",
+        )
         spool = self._open_spool(dsn)
         applier = Applier(applying, self.metrics)
         self._intake = Intake(pool, spool, self.metrics, on_stored=applier.wake)

@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 
 import asyncpg
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
@@ -230,3 +231,32 @@ async def test_two_daemons_never_send_a_part_twice_and_keep_order(
     for recipient, ids in rows.items():
         order = sent(simulator, lambda a, r=recipient: a["to"] == r)
         assert order == [f"outbox:{i}:{p}" for i in ids for p in (0, 1)]
+
+
+async def test_the_daemon_names_its_connections_in_pg_stat_activity(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    daemon = Daemon(settings)
+    task = asyncio.create_task(daemon.run())
+    try:
+
+        async def named() -> bool:
+            async with engine.connect() as conn:
+                names = {
+                    row[0]
+                    for row in await conn.execute(
+                        sa.text(
+                            "SELECT application_name FROM pg_stat_activity "
+                            "WHERE datname = current_database()"
+                        )
+                    )
+                }
+            return {"outbox-run", "outbox-run-listen"} <= names
+
+        deadline = asyncio.get_running_loop().time() + 15
+        while not await named():
+            assert asyncio.get_running_loop().time() < deadline, "connections never named"
+            await asyncio.sleep(0.1)
+    finally:
+        daemon.stop()
+        await task
