@@ -182,10 +182,16 @@ class Daemon:
 
     def _check_configuration(self) -> tuple[str, str]:
         token, phone = self.settings.access_token, self.settings.phone_number_id
-        if not token:
-            raise ConfigurationError("META_ACCESS_TOKEN is required to send")
-        if not phone:
-            raise ConfigurationError("META_PHONE_NUMBER_ID is required to send")
+        missing = [
+            name
+            for name, value in (("META_ACCESS_TOKEN", token), ("META_PHONE_NUMBER_ID", phone))
+            if not value
+        ]
+        if missing:  # every one at once, not one per attempt
+            verb = "is" if len(missing) == 1 else "are"
+            raise ConfigurationError(f"{' and '.join(missing)} {verb} required to send")
+        assert token
+        assert phone
         return token, phone
 
     async def _check_schema(self, dsn: str) -> None:

@@ -54,10 +54,23 @@ class _Default:
 DEFAULT_SPOOL = _Default()
 
 
-def _required(value: str | None, variable: str, purpose: str) -> str:
-    if not value:
-        raise ConfigurationError(f"{variable}: required by the webhook receiver ({purpose})")
-    return value
+def _required(settings: Settings) -> tuple[str, str]:
+    """The app secret and the verify token; ConfigurationError naming every one that is unset."""
+    needed = {
+        "META_APP_SECRET": (settings.app_secret, "it verifies X-Hub-Signature-256"),
+        "META_WEBHOOK_VERIFY_TOKEN": (
+            settings.webhook_verify_token,
+            "it answers Meta's verification request",
+        ),
+    }
+    missing = [(name, purpose) for name, (value, purpose) in needed.items() if not value]
+    if missing:
+        names = " and ".join(name for name, _ in missing)
+        purposes = "; ".join(purpose for _, purpose in missing)
+        raise ConfigurationError(f"{names}: required by the webhook receiver ({purposes})")
+    assert settings.app_secret
+    assert settings.webhook_verify_token
+    return settings.app_secret, settings.webhook_verify_token
 
 
 def create_app(
@@ -72,16 +85,11 @@ def create_app(
     unset, ValueError when spool_bytes is not positive."""
     if spool_bytes <= 0:
         raise ValueError(f"spool_bytes must be positive, not {spool_bytes}")
+    app_secret, verify_token = _required(settings)
     receiver = _Receiver(
         settings,
-        app_secret=_required(
-            settings.app_secret, "META_APP_SECRET", "it verifies X-Hub-Signature-256"
-        ),
-        verify_token=_required(
-            settings.webhook_verify_token,
-            "META_WEBHOOK_VERIFY_TOKEN",
-            "it answers Meta's verification request",
-        ),
+        app_secret=app_secret,
+        verify_token=verify_token,
         spool_dir=spool_dir,
         spool_bytes=spool_bytes,
     )

@@ -316,6 +316,18 @@ def test_run_without_a_token_fails_fast_in_one_line(
     )
 
 
+def test_run_without_token_and_phone_number_id_names_both_at_once(
+    cli_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("META_ACCESS_TOKEN", raising=False)
+    monkeypatch.delenv("META_PHONE_NUMBER_ID", raising=False)
+    assert run(capsys, "run", "--drain") == (
+        1,
+        "",
+        "outbox: META_ACCESS_TOKEN and META_PHONE_NUMBER_ID are required to send\n",
+    )
+
+
 def test_run_on_an_unmigrated_database_says_to_migrate(
     empty_database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -991,3 +991,12 @@ def test_outbox_webhook_without_app_secret_is_a_one_line_error() -> None:
 async def test_the_receiver_answers_its_liveness_check(client: TestClient[Any, Any]) -> None:
     answer = await client.get("/healthz")
     assert (answer.status, await answer.text()) == (200, "ok\n")
+
+
+def test_create_app_without_either_secret_names_both_at_once(database_url: str) -> None:
+    settings = outbox.Settings(database_url=database_url)
+    with pytest.raises(
+        outbox.ConfigurationError,
+        match=r"^META_APP_SECRET and META_WEBHOOK_VERIFY_TOKEN: required by the webhook receiver",
+    ):
+        create_app(settings)
