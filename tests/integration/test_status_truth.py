@@ -90,60 +90,38 @@ async def assert_not_settled_by(engine: AsyncEngine, simulator: Simulator, row: 
 # --- a send in doubt is settled only by a status that is about it ----------------------------
 
 
-async def test_a_status_naming_our_row_in_the_old_form_about_another_customer_settles_nothing(
-    engine: AsyncEngine,
-    settings: outbox.Settings,
-    simulator: Simulator,
-    client: TestClient[Any, Any],
-) -> None:
-    """The reproduction: another deployment's row with the same id, on the same number."""
-    row = await enqueue(engine, CUSTOMER, "your booking")
-    assert (
-        await post(client, engine, delivered("wamid.OTHER", f"outbox:{row}:0", recipient=STRANGER))
-        == 200
-    )
-    assert await drain(in_doubt_once(settings, simulator)) == 0
-    await assert_not_settled_by(engine, simulator, row)
+# Statuses that must not settle our row's send in doubt: (callback data, recipient_id, time)
+# made from this database's installation id and the row's id.
+NOT_ABOUT_OUR_SEND = {
+    # The reproduction: another deployment's row with the same id, on the same number.
+    "old form, another customer": lambda inst, row: (f"outbox:{row}:0", STRANGER, None),
+    "another installation": lambda inst, row: (
+        callback_data("0123456789abcdef", row, 0),
+        CUSTOMER,
+        None,
+    ),
+    "another recipient": lambda inst, row: (callback_data(inst, row, 0), STRANGER, None),
+    "from before the row existed": lambda inst, row: (
+        callback_data(inst, row, 0),
+        CUSTOMER,
+        time.time() - 3600,
+    ),
+}
 
 
-async def test_a_status_of_another_installation_does_not_settle_a_send_in_doubt(
-    engine: AsyncEngine,
-    settings: outbox.Settings,
-    simulator: Simulator,
-    client: TestClient[Any, Any],
-) -> None:
-    row = await enqueue(engine, CUSTOMER, "your booking")
-    staging = callback_data("0123456789abcdef", row, 0)
-    assert await post(client, engine, delivered("wamid.OTHER", staging)) == 200
-    assert await drain(in_doubt_once(settings, simulator)) == 0
-    await assert_not_settled_by(engine, simulator, row)
-
-
-async def test_a_status_about_another_recipient_does_not_settle_a_send_in_doubt(
+@pytest.mark.parametrize("case", NOT_ABOUT_OUR_SEND)
+async def test_a_status_not_about_our_send_does_not_settle_it(
     engine: AsyncEngine,
     settings: outbox.Settings,
     simulator: Simulator,
     client: TestClient[Any, Any],
     installation: str,
+    case: str,
 ) -> None:
     row = await enqueue(engine, CUSTOMER, "your booking")
-    ours = callback_data(installation, row, 0)
-    assert await post(client, engine, delivered("wamid.OTHER", ours, recipient=STRANGER)) == 200
-    assert await drain(in_doubt_once(settings, simulator)) == 0
-    await assert_not_settled_by(engine, simulator, row)
-
-
-async def test_a_status_from_before_the_row_existed_does_not_settle_a_send_in_doubt(
-    engine: AsyncEngine,
-    settings: outbox.Settings,
-    simulator: Simulator,
-    client: TestClient[Any, Any],
-    installation: str,
-) -> None:
-    row = await enqueue(engine, CUSTOMER, "your booking")
-    ours = callback_data(installation, row, 0)
-    an_hour_ago = time.time() - 3600
-    assert await post(client, engine, delivered("wamid.OTHER", ours, at=an_hour_ago)) == 200
+    callback, recipient, at = NOT_ABOUT_OUR_SEND[case](installation, row)
+    body = delivered("wamid.OTHER", callback, recipient=recipient, at=at)
+    assert await post(client, engine, body) == 200
     assert await drain(in_doubt_once(settings, simulator)) == 0
     await assert_not_settled_by(engine, simulator, row)
 
