@@ -510,27 +510,29 @@ async def test_a_part_recorded_while_its_status_is_being_stored_learns_of_it(
     assert (await recording)["statuses_waiting"]
 
 
-async def test_a_failed_status_stops_a_claimed_row_between_its_quick_retries(
+async def test_a_failed_status_stops_a_claimed_row_before_its_next_part(
     engine: AsyncEngine,
     settings: outbox.Settings,
     simulator: Simulator,
     client: TestClient[Any, Any],
     installation: str,
 ) -> None:
-    """The image was accepted; the text meets a transient error and is retried within the same
-    claim; the image's failed status arrives meanwhile: the text is not sent."""
-    script(simulator, CUSTOMER, "ok", {"error": 131000, "times": 1})
+    """The image was accepted; the text waits its turn under pacing, within the same claim; the
+    image's failed status arrives meanwhile: the text is not sent. (A quick retry takes the same
+    check before its request.)"""
     row = await enqueue(
         engine, CUSTOMER, "caption", media_urls={"images": ["https://x.test/a.jpg"]}
     )
-    daemon = outbox.Daemon(replace(settings, quick_retry_delay=2.0, quick_retries=3))
+    # One send per 1.9 s to the customer: the text waits in process (up to 2 s), claimed.
+    paced = replace(settings, pair_burst=1, pair_interval=1.9)
+    daemon = outbox.Daemon(paced)
     task = asyncio.create_task(daemon.run())
     try:
 
-        async def text_refused_once() -> bool:
-            return simulator.requests >= 2
+        async def image_accepted() -> bool:
+            return len(simulator.accepted) >= 1
 
-        await eventually(text_refused_once)
+        await eventually(image_accepted)
         failed = example_status(
             "status_webhook_failed_130472.json",
             wamid=simulator.accepted[0]["wamid"],
@@ -538,10 +540,11 @@ async def test_a_failed_status_stops_a_claimed_row_between_its_quick_retries(
         )
         assert await post(client, engine, envelope(failed)) == 200
 
-        async def given_up() -> bool:
-            return not daemon._tasks
+        async def row_failed() -> bool:
+            return (await status(engine, row)).status == "failed"
 
-        await eventually(given_up)
+        await eventually(row_failed)
+        await asyncio.sleep(2.5)  # past the text's turn: were it sent, it would be by now
     finally:
         daemon.stop()
         await task
