@@ -21,6 +21,7 @@ import asyncpg
 from aiohttp import web
 
 import outbox
+from outbox.callbacks import parse_callback
 from outbox.simulator import Simulator, Step, serve
 from outbox.status_webhooks import StatusNotifier
 from tests.chaos import invariants
@@ -181,6 +182,14 @@ class Round:
         figures.seconds = time.monotonic() - self.started
         figures.crashed = self.crashed
         figures.notes[:0] = self.notes
+        suspects = sorted(figures.suspects)[:5]
+        figures.notes.extend(await self._histories(suspects))
+        figures.notes.extend(
+            f"  accepted {entry['callback']} {entry['wamid']} by {entry['host']} received "
+            f"{entry['received'] % 1000:.3f} at {entry['at'] % 1000:.3f} ({entry['step']})"
+            for entry in evidence.accepted
+            if (callback := parse_callback(entry["callback"])) and callback.row in suspects
+        )
         self.figures = figures
         lag = invariants.record_lag(evidence)
         print(f"\n{invariants.table([figures])}")
@@ -203,6 +212,40 @@ class Round:
         finally:
             await conn.close()
         return bool(left)
+
+    async def _histories(self, row_ids: list[int]) -> list[str]:
+        """What the database says happened to the rows a violation names: their history events
+        and the status webhooks stored for them, each with its time."""
+        if not row_ids:
+            return []
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            events = await conn.fetch(
+                "SELECT message_id, part, kind, detail, extract(epoch FROM at) AS at "
+                "FROM outbox_events WHERE message_id = ANY($1) ORDER BY id",
+                row_ids,
+            )
+            statuses = await conn.fetch(
+                "SELECT message_id, part, wamid, status, recipient, "
+                "extract(epoch FROM received_at) AS received FROM outbox_statuses "
+                "WHERE message_id = ANY($1) OR wamid IN (SELECT p ->> 'wamid' FROM "
+                "outbox_messages m, jsonb_array_elements(m.parts) p WHERE m.id = ANY($1)) "
+                "ORDER BY id",
+                row_ids,
+            )
+        finally:
+            await conn.close()
+        lines = [
+            f"  event {e['message_id']}:{e['part']} {e['kind']} {e['detail'] or ''} "
+            f"at {float(e['at']) % 1000:.3f}"
+            for e in events
+        ]
+        lines += [
+            f"  status {s['message_id']}:{s['part']} {s['status']} {s['wamid']} to "
+            f"{s['recipient']} received {float(s['received']) % 1000:.3f}"
+            for s in statuses
+        ]
+        return lines
 
     async def _stored_rows(self) -> dict[int, invariants.StoredRow]:
         conn = await asyncpg.connect(self.database_url)
@@ -234,4 +277,4 @@ def _recorded(part: dict[str, str]) -> tuple[str, float]:
 def assert_guarantees(figures: invariants.Figures) -> None:
     """Fail the round, with its notes, when a guarantee was broken."""
     broken = figures.violations()
-    assert not broken, "; ".join(broken) + "\n" + "\n".join(figures.notes[:40])
+    assert not broken, "; ".join(broken) + "\n" + "\n".join(figures.notes[:80])

@@ -62,6 +62,7 @@ class Figures:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     failures: Counter[str] = field(default_factory=Counter)  # reasons of failed rows
+    suspects: set[int] = field(default_factory=set)  # rows a violation names, for their history
 
     @property
     def unexplained(self) -> int:
@@ -151,6 +152,7 @@ def _check_rows(
             problems.append("cancelled by nobody")
         if problems:
             figures.lost += 1
+            figures.suspects.add(row_id)
             figures.notes.append(f"row {row_id} ({row.status}): {'; '.join(problems)}")
 
 
@@ -164,6 +166,7 @@ def _check_duplicates(
         recorded = row.parts[index] if index < len(row.parts) else None
         if recorded is not None and any(e["received"] > recorded[1] for e in entries):
             figures.resent += 1
+            figures.suspects.add(row_id)
             figures.notes.append(f"part {row_id}:{index} requested again after it was recorded")
         if len(entries) < 2:
             continue
@@ -172,6 +175,7 @@ def _check_duplicates(
         if all(_explained(e, evidence.kills) for e in unrecorded):
             figures.in_doubt += 1
         else:
+            figures.suspects.add(row_id)
             figures.notes.append(
                 f"part {row_id}:{index} sent {len(entries)} times, not in doubt: "
                 + ", ".join(_describe(e, evidence) for e in entries)
