@@ -34,11 +34,14 @@ class OutboxError(Exception):
 
 
 class InvalidMessage(OutboxError, ValueError):
-    """Input that cannot become a message; nothing was written."""
+    """Input that cannot become a message; nothing was written. `field` names the input,
+    `rule` is a stable id code can switch on (README: "Validation errors"), `text` says it in
+    words (the message is `field: text`)."""
 
-    def __init__(self, field: str, rule: str) -> None:
-        super().__init__(f"{field}: {rule}")
+    def __init__(self, field: str, text: str, rule: str = "invalid") -> None:
+        super().__init__(f"{field}: {text}")
         self.field = field
+        self.text = text
         self.rule = rule
 
 

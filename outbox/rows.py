@@ -83,7 +83,7 @@ def _loaded(value: Any, field: str) -> Any:
         return json.loads(value)
     except (ValueError, RecursionError) as exc:
         raise InvalidMessage(
-            field, f"is JSON outbox cannot read ({clean(str(exc), 100)})"
+            field, f"is JSON outbox cannot read ({clean(str(exc), 100)})", rule="json"
         ) from None
 
 
@@ -144,7 +144,9 @@ class RowSender:
             parts = parts_of(normalize_text(claim.message), media, template)
             if not parts:
                 raise InvalidMessage(
-                    "message", "a message needs text, at least one media part, or a template"
+                    "message",
+                    "a message needs text, at least one media part, or a template",
+                    rule="empty",
                 )
         except InvalidMessage as exc:
             await self._fail(claim, f"invalid row: {exc}")

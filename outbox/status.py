@@ -190,14 +190,18 @@ async def list_messages(
 ) -> list[Delivery]:
     """Messages newest first, optionally by status, recipient and creation time."""
     if status is not None and status not in STATUSES:
-        raise InvalidMessage("status", f"must be one of {', '.join(STATUSES)}")
+        raise InvalidMessage("status", f"must be one of {', '.join(STATUSES)}", rule="choice")
     if recipient is not None:
         # Only the written form: rows stored before the phone number rules must stay findable.
         recipient = recipient_digits(recipient)
     if since is not None and since.tzinfo is None:
-        raise InvalidMessage("since", "must be timezone-aware (a naive time is ambiguous)")
+        raise InvalidMessage(
+            "since", "must be timezone-aware (a naive time is ambiguous)", rule="naive_time"
+        )
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
-        raise InvalidMessage("limit", f"must be an integer from 1 to {MAX_LIST_LIMIT}")
+        raise InvalidMessage(
+            "limit", f"must be an integer from 1 to {MAX_LIST_LIMIT}", rule="out_of_range"
+        )
     rows = await store.select_messages(
         conn, status=status, recipient=recipient, since=since, limit=limit
     )

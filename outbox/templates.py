@@ -39,19 +39,24 @@ class Template:
 def template_object(template: object) -> dict[str, Any]:
     """The template as Meta's JSON object, or InvalidMessage naming the field and the rule."""
     if not isinstance(template, Template):
-        raise InvalidMessage("template", "must be an outbox.Template")
+        raise InvalidMessage("template", "must be an outbox.Template", rule="type")
     if not isinstance(template.name, str) or not TEMPLATE_NAME.match(template.name):
         raise InvalidMessage(
-            "template.name", "must be 1 to 512 lowercase letters, digits or underscores"
+            "template.name",
+            "must be 1 to 512 lowercase letters, digits or underscores",
+            rule="name_format",
         )
     if not isinstance(template.language, str) or not LANGUAGE_CODE.match(template.language):
-        raise InvalidMessage("template.language", "must be a language code like en or en_US")
+        raise InvalidMessage(
+            "template.language", "must be a language code like en or en_US", rule="language_format"
+        )
     result: dict[str, Any] = {"name": template.name, "language": {"code": template.language}}
     if template.components is not None:
         if template.body_params or template.header_image is not None:
             raise InvalidMessage(
                 "template.components",
                 "replaces body_params and header_image; give one or the other",
+                rule="exclusive",
             )
         result["components"] = _components(template.components)
         return result
@@ -78,19 +83,27 @@ def _body_parameters(params: object) -> list[dict[str, str]]:
         named = False
     else:
         raise InvalidMessage(
-            "template.body_params", "must be a list of strings or a mapping of names to strings"
+            "template.body_params",
+            "must be a list of strings or a mapping of names to strings",
+            rule="type",
         )
     if len(items) > MAX_PARAMETERS:
-        raise InvalidMessage("template.body_params", f"must have at most {MAX_PARAMETERS} items")
+        raise InvalidMessage(
+            "template.body_params", f"must have at most {MAX_PARAMETERS} items", rule="too_many"
+        )
     parameters = []
     for index, (key, value) in enumerate(items):
         field = f"template.body_params[{key!r}]" if named else f"template.body_params[{index}]"
         if named and (not isinstance(key, str) or not PARAMETER_NAME.match(key)):
-            raise InvalidMessage(field, "names must be lowercase letters, digits or underscores")
+            raise InvalidMessage(
+                field, "names must be lowercase letters, digits or underscores", rule="name_format"
+            )
         if not isinstance(value, str) or not value.strip():
-            raise InvalidMessage(field, "must be a non-empty string")
+            raise InvalidMessage(field, "must be a non-empty string", rule="empty")
         if len(value) > MAX_PARAMETER_LENGTH:
-            raise InvalidMessage(field, f"must be at most {MAX_PARAMETER_LENGTH} characters")
+            raise InvalidMessage(
+                field, f"must be at most {MAX_PARAMETER_LENGTH} characters", rule="too_long"
+            )
         parameter = {"type": "text", "text": check_storable(value, field)}
         if named:
             assert isinstance(key, str)
@@ -101,18 +114,28 @@ def _body_parameters(params: object) -> list[dict[str, str]]:
 
 def _components(components: object) -> list[Any]:
     if isinstance(components, str | bytes) or not isinstance(components, Sequence):
-        raise InvalidMessage("template.components", "must be a list of component objects")
+        raise InvalidMessage(
+            "template.components", "must be a list of component objects", rule="type"
+        )
     if not all(isinstance(item, Mapping) for item in components):
-        raise InvalidMessage("template.components", "every component must be an object")
+        raise InvalidMessage(
+            "template.components", "every component must be an object", rule="type"
+        )
     try:
         text = json.dumps(list(components), ensure_ascii=False, allow_nan=False, default=_refuse)
     except (TypeError, ValueError) as exc:
-        raise InvalidMessage("template.components", f"must be plain JSON ({exc})") from None
+        raise InvalidMessage(
+            "template.components", f"must be plain JSON ({exc})", rule="json"
+        ) from None
     check_storable(text, "template.components")
     if "\\u0000" in text:  # json.dumps escapes NUL; PostgreSQL's jsonb refuses the escape
-        raise InvalidMessage("template.components", "must not contain NUL characters (\\x00)")
+        raise InvalidMessage(
+            "template.components", "must not contain NUL characters (\\x00)", rule="nul_character"
+        )
     if len(text.encode()) > MAX_COMPONENTS_BYTES:
-        raise InvalidMessage("template.components", f"must be at most {MAX_COMPONENTS_BYTES} bytes")
+        raise InvalidMessage(
+            "template.components", f"must be at most {MAX_COMPONENTS_BYTES} bytes", rule="too_long"
+        )
     parsed: list[Any] = json.loads(text)
     return parsed
 

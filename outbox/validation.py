@@ -56,10 +56,12 @@ class NewMessage:
 def check_storable(value: str, field: str) -> str:
     """Refuse what PostgreSQL or UTF-8 cannot store, so it never fails the caller's transaction."""
     if "\x00" in value:
-        raise InvalidMessage(field, "must not contain NUL characters (\\x00)")
+        raise InvalidMessage(field, "must not contain NUL characters (\\x00)", rule="nul_character")
     if _SURROGATE.search(value):
         raise InvalidMessage(
-            field, "must not contain surrogate code points (U+D800 to U+DFFF); it is not UTF-8"
+            field,
+            "must not contain surrogate code points (U+D800 to U+DFFF); it is not UTF-8",
+            rule="surrogate",
         )
     return value
 
@@ -69,7 +71,7 @@ def recipient_digits(recipient: object, field: str = "recipient") -> str:
     '+' or the international prefix 00; a national number (a leading 0) is refused with how to
     write it."""
     if not isinstance(recipient, str):
-        raise InvalidMessage(field, "must be a string of digits")
+        raise InvalidMessage(field, "must be a string of digits", rule="type")
     value = recipient.strip()
     plus = value.startswith("+")
     digits = _RECIPIENT_PUNCTUATION.sub("", value[1:] if plus else value)
@@ -77,6 +79,7 @@ def recipient_digits(recipient: object, field: str = "recipient") -> str:
         raise InvalidMessage(
             field,
             "may hold only digits, spaces, dashes, dots, parentheses and one leading '+' (or 00)",
+            rule="characters",
         )
     if not plus and digits.startswith("00"):
         digits = digits[2:]  # the international call prefix most countries dial: 0092... is +92...
@@ -86,9 +89,12 @@ def recipient_digits(recipient: object, field: str = "recipient") -> str:
             f"{value} is written as a national number (it starts with 0); write it with its "
             "country code instead, as +<country code> and the number without its leading 0 "
             "(for example +92 300 1234567 for 0300 1234567 in Pakistan)",
+            rule="national_number",
         )
     if not 7 <= len(digits) <= 15:
-        raise InvalidMessage(field, f"must have 7 to 15 digits, got {len(digits)}")
+        raise InvalidMessage(
+            field, f"must have 7 to 15 digits, got {len(digits)}", rule="digit_count"
+        )
     return digits
 
 
@@ -109,18 +115,26 @@ def check_possible_number(digits: str, field: str = "recipient") -> str:
         number = phonenumbers.parse(f"+{digits}")
     except phonenumbers.NumberParseException:
         # Digits alone fail to parse only when no country code matches (a leading 0, +999...).
-        raise InvalidMessage(field, f"+{digits} has no valid country code") from None
+        raise InvalidMessage(
+            field, f"+{digits} has no valid country code", rule="country_code"
+        ) from None
     code = number.country_code
     reason = phonenumbers.is_possible_number_with_reason(number)
     if reason == ValidationResult.INVALID_COUNTRY_CODE:
-        raise InvalidMessage(field, f"+{digits} has no valid country code")
+        raise InvalidMessage(field, f"+{digits} has no valid country code", rule="country_code")
     if reason in _TOO_FEW:
-        raise InvalidMessage(field, f"+{digits} has too few digits for country code {code}")
+        raise InvalidMessage(
+            field, f"+{digits} has too few digits for country code {code}", rule="too_short"
+        )
     if reason == ValidationResult.TOO_LONG:
-        raise InvalidMessage(field, f"+{digits} has too many digits for country code {code}")
+        raise InvalidMessage(
+            field, f"+{digits} has too many digits for country code {code}", rule="too_long"
+        )
     if reason != ValidationResult.IS_POSSIBLE:
         raise InvalidMessage(
-            field, f"+{digits} has an impossible number of digits for country code {code}"
+            field,
+            f"+{digits} has an impossible number of digits for country code {code}",
+            rule="impossible_length",
         )
     national = phonenumbers.national_significant_number(number)
     if f"{code}{national}" != digits:
@@ -128,6 +142,7 @@ def check_possible_number(digits: str, field: str = "recipient") -> str:
         raise InvalidMessage(
             field,
             f"+{digits} has a national prefix after country code {code}; use +{code}{national}",
+            rule="national_prefix",
         )
     return digits
 
@@ -142,10 +157,12 @@ def normalize_text(message: object) -> str | None:
     if message is None:
         return None
     if not isinstance(message, str):
-        raise InvalidMessage("message", "must be a string")
+        raise InvalidMessage("message", "must be a string", rule="type")
     if len(message) > MAX_TEXT_LENGTH:
         raise InvalidMessage(
-            "message", f"must be at most {MAX_TEXT_LENGTH} characters, got {len(message)}"
+            "message",
+            f"must be at most {MAX_TEXT_LENGTH} characters, got {len(message)}",
+            rule="too_long",
         )
     return check_storable(message, "message") or None
 
@@ -154,21 +171,25 @@ def check_url(url: object, field: str) -> str:
     """An absolute http(s) URL with a host, as the Cloud API fetches media by `link`; the scheme
     is stored lowercased (it is case-insensitive), so the table's `^https?://` CHECK holds."""
     if not isinstance(url, str):
-        raise InvalidMessage(field, "must be a URL string")
+        raise InvalidMessage(field, "must be a URL string", rule="type")
     if len(url) > MAX_URL_LENGTH:
-        raise InvalidMessage(field, f"must be at most {MAX_URL_LENGTH} characters")
+        raise InvalidMessage(field, f"must be at most {MAX_URL_LENGTH} characters", rule="too_long")
     check_storable(url, field)
     if _CONTROL.search(url):
-        raise InvalidMessage(field, "must not contain control characters")
+        raise InvalidMessage(field, "must not contain control characters", rule="control_character")
     if any(c.isspace() for c in url):
-        raise InvalidMessage(field, "must not contain spaces (percent-encode them as %20)")
+        raise InvalidMessage(
+            field, "must not contain spaces (percent-encode them as %20)", rule="space"
+        )
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 (raises ValueError for a port out of range or not a number)
     except ValueError as exc:
-        raise InvalidMessage(field, f"is not a valid URL ({exc})") from None
+        raise InvalidMessage(field, f"is not a valid URL ({exc})", rule="url") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidMessage(field, "must be an absolute http:// or https:// URL")
+        raise InvalidMessage(
+            field, "must be an absolute http:// or https:// URL", rule="url_scheme"
+        )
     return parts.scheme + url[len(parts.scheme) :]
 
 
@@ -177,9 +198,11 @@ def check_caption(caption: object, kind: str, field: str) -> str | None:
     if caption is None or caption == "":
         return None
     if kind == "audio":
-        raise InvalidMessage(field, "audio takes no caption")
+        raise InvalidMessage(field, "audio takes no caption", rule="not_allowed")
     if not isinstance(caption, str) or len(caption) > MAX_CAPTION_LENGTH:
-        raise InvalidMessage(field, f"must be a string of at most {MAX_CAPTION_LENGTH} characters")
+        raise InvalidMessage(
+            field, f"must be a string of at most {MAX_CAPTION_LENGTH} characters", rule="too_long"
+        )
     return check_storable(caption, field)
 
 
@@ -188,10 +211,12 @@ def check_filename(filename: object, kind: str, field: str) -> str | None:
     if filename is None or filename == "":
         return None
     if kind != "document":
-        raise InvalidMessage(field, "only documents take a filename")
+        raise InvalidMessage(field, "only documents take a filename", rule="not_allowed")
     if not isinstance(filename, str) or len(filename) > MAX_FILENAME_LENGTH or "/" in filename:
         raise InvalidMessage(
-            field, f"must be a file name of at most {MAX_FILENAME_LENGTH} characters, no '/'"
+            field,
+            f"must be a file name of at most {MAX_FILENAME_LENGTH} characters, no '/'",
+            rule="filename",
         )
     return check_storable(filename, field)
 
@@ -199,13 +224,17 @@ def check_filename(filename: object, kind: str, field: str) -> str | None:
 def check_part(part: object, field: str) -> dict[str, str]:
     """One explicit media part: type, url, optional caption (not audio), optional filename."""
     if not isinstance(part, Mapping):
-        raise InvalidMessage(field, "must be an object with type and url")
+        raise InvalidMessage(field, "must be an object with type and url", rule="type")
     unknown = set(part) - _PART_KEYS
     if unknown:
-        raise InvalidMessage(field, f"unknown key {sorted(map(repr, unknown))[0]}")
+        raise InvalidMessage(
+            field, f"unknown key {sorted(map(repr, unknown))[0]}", rule="unknown_key"
+        )
     kind = next((k for k in MEDIA_KINDS if part.get("type") == k), None)
     if kind is None:
-        raise InvalidMessage(f"{field}.type", f"must be one of {', '.join(MEDIA_KINDS)}")
+        raise InvalidMessage(
+            f"{field}.type", f"must be one of {', '.join(MEDIA_KINDS)}", rule="choice"
+        )
     checked = {"type": kind, "url": check_url(part.get("url"), f"{field}.url")}
     caption = check_caption(part.get("caption"), kind, f"{field}.caption")
     if caption is not None:
@@ -221,7 +250,9 @@ def media_from_dict(media_urls: Mapping[object, object]) -> list[dict[str, str]]
     for key in media_urls:
         if key not in MEDIA_URL_KEYS:
             raise InvalidMessage(
-                f"media_urls.{key}", f"unknown media kind; use {', '.join(MEDIA_URL_KEYS)}"
+                f"media_urls.{key}",
+                f"unknown media kind; use {', '.join(MEDIA_URL_KEYS)}",
+                rule="choice",
             )
     parts = []
     for key, kind in MEDIA_URL_KEYS.items():
@@ -229,7 +260,7 @@ def media_from_dict(media_urls: Mapping[object, object]) -> list[dict[str, str]]
         if urls is None:
             continue
         if isinstance(urls, str | bytes) or not isinstance(urls, Sequence):
-            raise InvalidMessage(f"media_urls.{key}", "must be a list of URLs")
+            raise InvalidMessage(f"media_urls.{key}", "must be a list of URLs", rule="type")
         for index, url in enumerate(urls):
             parts.append({"type": kind, "url": check_url(url, f"media_urls.{key}[{index}]")})
     return parts
@@ -244,10 +275,14 @@ def normalize_media(media_urls: object) -> list[dict[str, str]]:
     elif isinstance(media_urls, Sequence) and not isinstance(media_urls, str | bytes):
         parts = [check_part(part, f"media_urls[{index}]") for index, part in enumerate(media_urls)]
     else:
-        raise InvalidMessage("media_urls", "must be a dict of URL lists or a list of parts")
+        raise InvalidMessage(
+            "media_urls", "must be a dict of URL lists or a list of parts", rule="type"
+        )
     if len(parts) > MAX_MEDIA_PARTS:
         raise InvalidMessage(
-            "media_urls", f"must have at most {MAX_MEDIA_PARTS} parts, got {len(parts)}"
+            "media_urls",
+            f"must have at most {MAX_MEDIA_PARTS} parts, got {len(parts)}",
+            rule="too_many",
         )
     return parts
 
@@ -260,6 +295,7 @@ def check_idempotency_key(key: object) -> str | None:
         raise InvalidMessage(
             "idempotency_key",
             f"must be a non-empty string of at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters",
+            rule="length",
         )
     return check_storable(key, "idempotency_key")
 
@@ -270,15 +306,21 @@ def check_time(value: object, field: str) -> datetime | None:
     if value is None:
         return None
     if not isinstance(value, datetime):
-        raise InvalidMessage(field, "must be a datetime")
+        raise InvalidMessage(field, "must be a datetime", rule="type")
     try:
         offset = value.utcoffset()
     except Exception:  # a tzinfo of the caller's that fails or answers out of range
-        raise InvalidMessage(field, "has a time zone whose UTC offset cannot be read") from None
+        raise InvalidMessage(
+            field, "has a time zone whose UTC offset cannot be read", rule="timezone"
+        ) from None
     if offset is None:
-        raise InvalidMessage(field, "must be timezone-aware (a naive time is ambiguous)")
+        raise InvalidMessage(
+            field, "must be timezone-aware (a naive time is ambiguous)", rule="naive_time"
+        )
     if not EARLIEST_TIME <= value <= LATEST_TIME:
-        raise InvalidMessage(field, "must be between 0001-01-02 and 9999-12-30 UTC")
+        raise InvalidMessage(
+            field, "must be between 0001-01-02 and 9999-12-30 UTC", rule="out_of_range"
+        )
     return value.astimezone(UTC)
 
 
@@ -291,7 +333,7 @@ def check_expires_at(expires_at: object, send_at: datetime | None) -> datetime |
     """When an unsent message stops being worth sending; it must come after send_at."""
     checked = check_time(expires_at, "expires_at")
     if checked is not None and send_at is not None and checked <= send_at:
-        raise InvalidMessage("expires_at", "must be later than send_at")
+        raise InvalidMessage("expires_at", "must be later than send_at", rule="order")
     return checked
 
 
@@ -312,10 +354,12 @@ def validate(
     text = normalize_text(message)
     media = normalize_media(media_urls)
     if template_json is not None and (text is not None or media):
-        raise InvalidMessage("template", "a template message takes no text and no media")
+        raise InvalidMessage(
+            "template", "a template message takes no text and no media", rule="exclusive"
+        )
     if template_json is None and text is None and not media:
         raise InvalidMessage(
-            "message", "a message needs text, at least one media part, or a template"
+            "message", "a message needs text, at least one media part, or a template", rule="empty"
         )
     checked_send_at = check_send_at(send_at)
     return NewMessage(
@@ -339,11 +383,15 @@ def check_sender(sender: object) -> str | None:
         return None
     if not isinstance(sender, str | int) or isinstance(sender, bool):
         raise InvalidMessage(
-            "sender", f"must be a phone number id (a string), not {type(sender).__name__}"
+            "sender",
+            f"must be a phone number id (a string), not {type(sender).__name__}",
+            rule="type",
         )
     value = str(sender).strip()
     if not value.isascii() or not value.isdigit() or not 1 <= len(value) <= MAX_SENDER_DIGITS:
         raise InvalidMessage(
-            "sender", f"must be a phone number id: 1 to {MAX_SENDER_DIGITS} digits, nothing else"
+            "sender",
+            f"must be a phone number id: 1 to {MAX_SENDER_DIGITS} digits, nothing else",
+            rule="sender_format",
         )
     return value

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from pathlib import Path
 
 import pytest
 
@@ -147,9 +149,58 @@ def test_bad_idempotency_key_is_refused(key: object) -> None:
 
 
 def test_invalid_message_is_a_value_error_naming_field_and_rule() -> None:
-    error = InvalidMessage("recipient", "must have 7 to 15 digits")
+    error = InvalidMessage("recipient", "must have 7 to 15 digits", rule="digit_count")
     assert isinstance(error, ValueError)
     assert str(error) == "recipient: must have 7 to 15 digits"
+    assert (error.field, error.rule, error.text) == (
+        "recipient",
+        "digit_count",
+        "must have 7 to 15 digits",
+    )
+
+
+@pytest.mark.parametrize(
+    ("recipient", "rule"),
+    [
+        ("+999 123 456 789", "country_code"),
+        ("+1 234 567", "too_short"),
+        ("+1 650 555 12345", "too_long"),
+        ("+41 22 222 22222", "impossible_length"),
+        ("+44 07700 900123", "national_prefix"),
+        ("03001234567", "national_number"),
+        ("+92 30", "digit_count"),
+        ("+92 300 abc 4567", "characters"),
+        (923001234567, "type"),
+    ],
+)
+def test_a_refused_recipient_names_its_rule_by_a_stable_id(recipient: object, rule: str) -> None:
+    with pytest.raises(InvalidMessage) as caught:
+        validate(recipient, "hi")  # type: ignore[arg-type]
+    assert (caught.value.field, caught.value.rule) == ("recipient", rule)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field", "rule"),
+    [
+        ({"message": "x" * 4097}, "message", "too_long"),
+        ({"message": "a\x00b"}, "message", "nul_character"),
+        (
+            {"media_urls": {"images": ["ftp://a.example/i.jpg"]}},
+            "media_urls.images[0]",
+            "url_scheme",
+        ),
+        ({"media_urls": [{"type": "sticker", "url": IMAGE}]}, "media_urls[0].type", "choice"),
+        ({}, "message", "empty"),
+        ({"message": "hi", "idempotency_key": ""}, "idempotency_key", "length"),
+    ],
+    ids=["too_long", "nul_character", "url_scheme", "choice", "empty", "length"],
+)
+def test_a_refused_message_names_its_rule_by_a_stable_id(
+    arguments: dict[str, object], field: str, rule: str
+) -> None:
+    with pytest.raises(InvalidMessage) as caught:
+        validate("923001234567", **arguments)  # type: ignore[arg-type]
+    assert (caught.value.field, caught.value.rule) == (field, rule)
 
 
 @pytest.mark.parametrize(
@@ -171,14 +222,14 @@ def test_invalid_message_is_a_value_error_naming_field_and_rule() -> None:
 def test_recipient_that_cannot_exist_is_refused(recipient: str, rule: str) -> None:
     with pytest.raises(InvalidMessage) as caught:
         validate(recipient, "hi")
-    assert (caught.value.field, caught.value.rule) == ("recipient", rule)
+    assert (caught.value.field, caught.value.text) == ("recipient", rule)
 
 
 def test_recipient_with_a_national_prefix_after_the_country_code_is_refused() -> None:
     with pytest.raises(InvalidMessage) as caught:
         validate("+44 07700 900123", "hi")
     assert caught.value.field == "recipient"
-    assert caught.value.rule == (
+    assert caught.value.text == (
         "+4407700900123 has a national prefix after country code 44; use +447700900123"
     )
 
@@ -226,7 +277,7 @@ def test_more_than_ten_media_parts_are_refused(media_urls: object) -> None:
     with pytest.raises(InvalidMessage) as caught:
         validate("923001234567", media_urls=media_urls)
     assert caught.value.field == "media_urls"
-    assert caught.value.rule == "must have at most 10 parts, got 11"
+    assert caught.value.text == "must have at most 10 parts, got 11"
 
 
 def _with(field: str, value: str) -> dict[str, object]:
@@ -259,7 +310,7 @@ def test_nul_character_is_refused_naming_the_field(field: str, template: str) ->
     with pytest.raises(InvalidMessage) as caught:
         validate("923001234567", **_with(field, template.format("\x00")))
     assert caught.value.field == field
-    assert "NUL" in caught.value.rule
+    assert "NUL" in caught.value.text
 
 
 @pytest.mark.parametrize(("field", "template"), _STRING_FIELDS)
@@ -274,7 +325,7 @@ def test_surrogate_code_point_is_refused_naming_the_field(
     with pytest.raises(InvalidMessage) as caught:
         validate("923001234567", **_with(field, template.format(surrogate)))
     assert caught.value.field == field
-    assert "surrogate" in caught.value.rule
+    assert "surrogate" in caught.value.text
 
 
 def test_other_control_characters_in_text_are_kept() -> None:
@@ -403,3 +454,16 @@ def test_times_are_stored_as_the_same_instant_in_utc(field: str) -> None:
     when = datetime(2030, 1, 1, tzinfo=timezone(timedelta(hours=20, microseconds=1)))
     stored = getattr(validate("923001234567", "hi", **{field: when}), field)
     assert (stored, stored.utcoffset()) == (when, timedelta(0))
+
+
+def test_every_rule_id_the_package_raises_is_documented_in_the_readme() -> None:
+    root = Path(__file__).resolve().parents[2]
+    raised = {
+        match
+        for path in (root / "outbox").rglob("*.py")
+        for match in re.findall(r'rule="([a-z_]+)"', path.read_text())
+    }
+    table = (root / "README.md").read_text().split("### Validation errors", 1)[1]
+    documented = set(re.findall(r"`([a-z_]+)`", table.split("\n## ", 1)[0]))
+    assert raised, "no rule ids found: the pattern no longer matches the code"
+    assert raised <= documented, f"undocumented rule ids: {sorted(raised - documented)}"
