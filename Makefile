@@ -31,7 +31,7 @@ chaos: $(STAMP)
 	CHAOS_ROUNDS=20 CHAOS_SCALE=3 $(BIN)/pytest -s tests/chaos
 
 # The demo runs from a plain install of the runtime dependencies alone (no test tools, and no
-# editable install with setuptools' warnings), in a virtualenv of its own, rebuilt when the code
+# editable install), in a virtualenv of its own, rebuilt when the code
 # changes.
 DEMO_VENV := .venv-demo
 DEMO_STAMP := $(DEMO_VENV)/.installed
@@ -56,4 +56,4 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.backlog
 
 clean:
-	rm -rf $(VENV) $(DEMO_VENV) build *.egg-info
+	rm -rf $(VENV) $(DEMO_VENV)

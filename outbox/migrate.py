@@ -98,11 +98,15 @@ def adopt_old_version_row(connection: Connection) -> None:
 
 
 def script_location() -> Path:
-    """The revisions: `migrations/` in a checkout, `outbox/migrations/` in an installed wheel."""
+    """The revisions: `outbox/migrations/` in an installed wheel, `migrations/` beside the
+    package in a checkout (an editable install imports the package from there)."""
     spec = find_spec("outbox.migrations")
-    if spec is None or spec.origin is None:
-        raise RuntimeError("outbox.migrations is not installed")
-    return Path(spec.origin).parent
+    if spec is not None and spec.origin is not None:
+        return Path(spec.origin).parent
+    checkout = Path(__file__).resolve().parent.parent / "migrations"
+    if (checkout / "env.py").is_file():
+        return checkout
+    raise RuntimeError("outbox.migrations is not installed")
 
 
 def alembic_config(dsn: str | None = None) -> Config:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import re
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -139,3 +141,13 @@ def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]
         build_parser().parse_args(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out.startswith("outbox 0.")
+
+
+def test_the_readme_states_the_daemon_flags_defaults_the_code_uses() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    options = readme.split("Options (defaults shown):", 1)[1].split("\n\n", 1)[0]
+    stated = dict(re.findall(r"`--([a-z-]+) ([0-9.]+)`", options))
+    defaults = Settings()
+    assert stated, "the README's options line is gone or no longer parses"
+    for flag, value in stated.items():
+        assert float(value) == float(getattr(defaults, flag.replace("-", "_"))), flag
