@@ -229,7 +229,7 @@ def record_lag(evidence: Evidence) -> float:
 
 
 COLUMNS = (
-    ("scenario", "scenario", "<32"),
+    ("scenario", "scenario", "<32"),  # at least: widened to the longest name
     ("rows", "rows", ">6"),
     ("requests", "requests", ">8"),
     ("accepted", "accepted", ">8"),
@@ -255,12 +255,18 @@ bad exits: daemons that did not exit 0 on SIGTERM, or a final drain that did not
 
 
 def table(rounds: list[Figures]) -> str:
-    """The figures of every round, one line each."""
-    header = " ".join(f"{title:{align}}" for _, title, align in COLUMNS)
+    """The figures of every round, one line each; the scenario column as wide as its longest
+    name, so that the columns stay aligned."""
+    width = max([32, *(len(figures.scenario) for figures in rounds)])
+    columns = [
+        (name, title, f"<{width}" if name == "scenario" else align)
+        for name, title, align in COLUMNS
+    ]
+    header = " ".join(f"{title:{align}}" for _, title, align in columns)
     lines = [header, "-" * len(header)]
     for figures in rounds:
         cells = []
-        for name, _, align in COLUMNS:
+        for name, _, align in columns:
             value = getattr(figures, name)
             cells.append(f"{value:{align}.1f}" if isinstance(value, float) else f"{value:{align}}")
         lines.append(" ".join(cells))

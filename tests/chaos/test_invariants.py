@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.chaos.invariants import Evidence, StoredRow, count, in_doubt_limit
+from tests.chaos.invariants import Evidence, Figures, StoredRow, count, in_doubt_limit, table
 
 TO = "923000000001"
 
@@ -91,3 +91,15 @@ def test_parts_first_sent_out_of_row_order_are_counted() -> None:
 def test_rows_never_committed_must_never_be_sent() -> None:
     rolled_back = send(7, 0, 10.0)
     assert count("phantom", evidence([], [rolled_back], committed={})).phantom == 1
+
+
+def test_the_figures_table_keeps_its_columns_aligned_with_a_long_scenario_name() -> None:
+    rounds = [
+        Figures("short", rows=120, seconds=4.0),
+        Figures("answers lost with the connection, receiver, and more", rows=7, seconds=1.5),
+    ]
+    header, rule, *lines = table(rounds).splitlines()
+    assert len(rule) == len(header)
+    assert all(len(line) == len(header) for line in lines)
+    rows_end = header.index("rows") + len("rows")
+    assert [line[rows_end - 4 : rows_end] for line in lines] == [" 120", "   7"]
