@@ -123,9 +123,9 @@ class Delivery:
             "media": list(self.media),
             "message_id": self.message_id,
             "part_ids": list(self.part_ids),
-            "parts": [
-                {"type": p.type, "url": p.url, "wamid": p.wamid, "status": p.status}
-                for p in self.parts
+            "parts": [  # numbered from 1, as `outbox status` prints them
+                {"part": number, "type": p.type, "url": p.url, "wamid": p.wamid, "status": p.status}
+                for number, p in enumerate(self.parts, 1)
             ],
             "last_error": self.last_error,
             "error_code": self.error_code,
@@ -164,9 +164,10 @@ class Event:
     latency_ms: float | None
 
     def to_json(self) -> dict[str, Any]:
+        """`part` numbered from 1, as in the text of `outbox status` (`self.part` is the index)."""
         return {
             "at": self.at.isoformat(),
-            "part": self.part,
+            "part": None if self.part is None else self.part + 1,
             "kind": self.kind,
             "http_status": self.http_status,
             "error_code": self.error_code,
@@ -176,8 +177,24 @@ class Event:
 
 
 async def get_history(conn: AsyncConnectionLike, message_id: int) -> list[Event]:
-    """A message's history, oldest first: every request's outcome and every status webhook."""
-    return [Event(**row) for row in await store.select_events(conn, message_id)]
+    """A message's history, oldest first: every request's outcome and every status webhook.
+    A part accepted by a daemon killed before it wrote its history is there too, from the
+    wamid it recorded (without HTTP figures: those died with the daemon)."""
+    history = [Event(**row) for row in await store.select_events(conn, message_id)]
+    for row in await store.select_unlogged_accepts(conn, message_id):
+        accepted = Event(**row)
+        # Where its time puts it, and before the part's statuses (Meta's whole seconds).
+        place = next(
+            (
+                i
+                for i, event in enumerate(history)
+                if event.at > accepted.at
+                or (event.part == accepted.part and event.kind.startswith("status:"))
+            ),
+            len(history),
+        )
+        history.insert(place, accepted)
+    return history
 
 
 async def list_messages(

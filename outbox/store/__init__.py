@@ -44,6 +44,7 @@ from outbox.store.messages import (
     select_events,
     select_message,
     select_messages,
+    select_unlogged_accepts,
 )
 from outbox.store.webhooks import (
     apply_marked,
@@ -101,6 +102,7 @@ __all__ = [
     "select_events",
     "select_message",
     "select_messages",
+    "select_unlogged_accepts",
     "set_lock_timeout",
     "store_contents",
     "unmark_rows",

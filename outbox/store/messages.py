@@ -192,8 +192,31 @@ SELECT_EVENTS = sa.text(
 )
 
 
+# The row's recorded parts that have no `accepted` or `reconciled` event of their wamid: a
+# daemon killed after recording a wamid and before writing its history (events are written in
+# batches, off the send path). The recorded part says the API accepted it, and when.
+SELECT_UNLOGGED_ACCEPTS = sa.text(
+    """
+    SELECT (x.part ->> 'sent_at')::timestamptz AS at, (x.i - 1)::int AS part,
+           'accepted' AS kind, NULL::int AS http_status, NULL::int AS error_code,
+           x.part ->> 'wamid' AS detail, NULL::float8 AS latency_ms
+    FROM outbox_messages m, jsonb_array_elements(m.parts) WITH ORDINALITY AS x(part, i)
+    WHERE m.id = :row_id AND x.part ? 'wamid'
+      AND NOT EXISTS (SELECT 1 FROM outbox_events e
+                      WHERE e.message_id = m.id AND e.part = x.i - 1
+                        AND e.kind IN ('accepted', 'reconciled')
+                        AND e.detail = x.part ->> 'wamid')
+    ORDER BY x.i
+    """
+)
+
+
 async def select_events(conn: AsyncConnectionLike, message_id: int) -> list[Row]:
     return await fetch_all(conn, SELECT_EVENTS, {"row_id": message_id})
+
+
+async def select_unlogged_accepts(conn: AsyncConnectionLike, message_id: int) -> list[Row]:
+    return await fetch_all(conn, SELECT_UNLOGGED_ACCEPTS, {"row_id": message_id})
 
 
 def _insert_params(new: NewMessage) -> dict[str, Any]:

@@ -98,6 +98,24 @@ def test_status_json_uses_public_column_names(
     assert body["created_at"].endswith("+00:00")
 
 
+def test_status_numbers_parts_from_1_alike_in_text_and_json(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    message_id = enqueue(capsys, "923001234567", "hi", "--image", "https://a.example/x.jpg")
+    sql(  # the text (index 1) accepted: the history's part column holds the index
+        cli_env,
+        f"INSERT INTO outbox_events (message_id, part, kind, http_status, detail) "
+        f"VALUES ({message_id}, 1, 'accepted', 200, 'wamid.T')",
+    )
+    _, text, _ = run(capsys, "status", str(message_id))
+    _, out, _ = run(capsys, "status", str(message_id), "--json")
+    document = json.loads(out)
+    assert [part["part"] for part in document["parts"]] == [1, 2]
+    assert [event["part"] for event in document["history"]] == [2]
+    assert "  2. text" in text
+    assert any("part 2" in line and "accepted" in line for line in text.splitlines())
+
+
 def test_status_of_unknown_id_says_so(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(capsys, "status", "999") == (1, "", "outbox: message 999 not found\n")
 

@@ -97,3 +97,36 @@ async def test_expires_at_reads_back_in_status_and_json(engine: AsyncEngine) -> 
         delivery = await outbox.get_status(conn, message_id)
     assert delivery.expires_at == expires_at
     assert delivery.to_json()["expires_at"] == "2031-01-02T03:04:05+00:00"
+
+
+async def test_history_shows_parts_accepted_by_a_daemon_killed_before_it_wrote_them(
+    engine: AsyncEngine,
+) -> None:
+    async with engine.begin() as conn:
+        message_id = await outbox.enqueue(
+            conn, "923001234567", "text", media_urls={"images": ["https://a.example/1.jpg"]}
+        )
+        # Part 0 recorded with its accepted event; part 1 recorded, its event lost in a SIGKILL,
+        # and Meta's status for it (whole seconds) stored since.
+        parts = [
+            {"wamid": "wamid.A", "status": "sent", "sent_at": "2026-01-01T10:00:00.100+00:00"},
+            {"wamid": "wamid.B", "status": "sent", "sent_at": "2026-01-01T10:00:00.500+00:00"},
+        ]
+        await conn.execute(
+            sa.text("UPDATE outbox_messages SET parts = CAST(:parts AS jsonb) WHERE id = :id"),
+            {"parts": json.dumps(parts), "id": message_id},
+        )
+        await conn.execute(
+            sa.text(
+                "INSERT INTO outbox_events (message_id, part, kind, http_status, detail, at) "
+                "VALUES (:id, 0, 'accepted', 200, 'wamid.A', '2026-01-01T10:00:00.100+00'), "
+                "(:id, 1, 'status:sent', NULL, NULL, '2026-01-01T10:00:00+00')"
+            ),
+            {"id": message_id},
+        )
+        history = await outbox.status.get_history(conn, message_id)
+    assert [(e.part, e.kind, e.detail, e.http_status) for e in history] == [
+        (0, "accepted", "wamid.A", 200),
+        (1, "accepted", "wamid.B", None),
+        (1, "status:sent", None, None),
+    ]
