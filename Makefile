@@ -23,7 +23,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The fault-injection suite at full size: 20 SIGKILL rounds and bigger backlogs, the figures of
 # every round printed as they come and in a table at the end (`make test` runs a short version).
