@@ -89,6 +89,9 @@ DELIVERY_COLUMNS = (
     _m.c.in_doubt,
     sa.cast(_m.c.template, sa.Text).label("template"),
     _m.c.sender,
+    sa.cast(_m.c.fallback, sa.Text).label("fallback"),
+    _m.c.sent_fallback,
+    _m.c.category,
 )
 
 # One message by id.
