@@ -307,3 +307,54 @@ async def test_window_says_when_the_window_closes(engine: AsyncEngine) -> None:
         assert window.closes_at is not None
         assert window.last_inbound_at is not None
         assert window.closes_at - window.last_inbound_at == timedelta(hours=24)
+
+
+@pytest.mark.parametrize(
+    ("columns", "values"),
+    [
+        (
+            "template, fallback",
+            """'{"name": "a", "language": {"code": "en"}}',
+                                  '{"name": "b", "language": {"code": "en"}}'""",
+        ),
+        ("message, fallback", """'hi', '{"name": "Bad Name", "language": {"code": "en"}}'"""),
+        ("message, sent_fallback", "'hi', true"),
+        ("message, category", "'hi', 'promotional'"),
+    ],
+)
+async def test_raw_sql_fallback_and_category_are_checked(
+    engine: AsyncEngine, columns: str, values: str
+) -> None:
+    with pytest.raises(sa.exc.IntegrityError):
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    f"INSERT INTO outbox_messages (recipient, {columns}) "
+                    f"VALUES ('923001234567', {values})"
+                )
+            )
+
+
+async def test_window_without_a_sender_uses_meta_phone_number_id(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("META_PHONE_NUMBER_ID", PHONE)
+    await wrote(engine, timedelta(hours=25))
+    async with engine.connect() as conn:
+        window = await outbox.window(conn, CUSTOMER)
+    assert window.sender == PHONE
+    assert not window.open
+
+
+async def test_enqueue_sync_takes_a_fallback(database_url: str) -> None:
+    engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg2://"))
+    try:
+        with engine.begin() as conn:
+            row = outbox.enqueue_sync(conn, CUSTOMER, "hi", fallback=FALLBACK)
+            stored = conn.execute(
+                sa.text("SELECT fallback ->> 'name', category FROM outbox_messages WHERE id = :id"),
+                {"id": row},
+            ).one()
+    finally:
+        engine.dispose()
+    assert tuple(stored) == ("we_miss_you", "utility")
