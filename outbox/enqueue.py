@@ -145,13 +145,17 @@ def _categorised(template: object, fallback: object) -> dict[str, Any]:
     if template is not None:
         assert isinstance(template, Template)  # template_object() checked it
         if fallback is not None:
-            raise InvalidMessage("fallback", "only a text or media message takes a fallback")
+            raise InvalidMessage(
+                "fallback", "only a text or media message takes a fallback", rule="exclusive"
+            )
         return {"category": template_category(template)}
     if fallback is None:
         return {}
     try:
         checked = template_object(fallback)
-    except InvalidMessage as exc:
-        raise InvalidMessage(exc.field.replace("template", "fallback", 1), exc.rule) from None
-    assert isinstance(fallback, Template)
-    return {"fallback": checked, "category": template_category(fallback)}
+        assert isinstance(fallback, Template)
+        category = template_category(fallback)
+    except InvalidMessage as exc:  # named as the fallback's, not a template's
+        field = exc.field.replace("template", "fallback", 1)
+        raise InvalidMessage(field, exc.text, rule=exc.rule) from None
+    return {"fallback": checked, "category": category}

@@ -46,7 +46,9 @@ def template_category(template: Template) -> str | None:
         return None
     if template.category not in TEMPLATE_CATEGORIES:
         raise InvalidMessage(
-            "template.category", f"must be one of {', '.join(TEMPLATE_CATEGORIES)} (or None)"
+            "template.category",
+            f"must be one of {', '.join(TEMPLATE_CATEGORIES)} (or None)",
+            rule="choice",
         )
     return template.category
 

@@ -85,7 +85,9 @@ async def _set(
     number = canonical(normalize_recipient(customer))
     phone = default_sender(sender)
     if note is not None:
-        if not isinstance(note, str) or len(note) > MAX_NOTE:
-            raise InvalidMessage("note", f"must be text of at most {MAX_NOTE} characters")
+        if not isinstance(note, str):
+            raise InvalidMessage("note", "must be text", rule="type")
+        if len(note) > MAX_NOTE:
+            raise InvalidMessage("note", f"must be at most {MAX_NOTE} characters", rule="too_long")
         check_storable(note, "note")
     await store.set_consent(conn, [(phone, number, suppressed, "api", note, None)])

@@ -289,13 +289,22 @@ async def test_an_unknown_category_is_refused_at_enqueue(
     template = outbox.Template("t", "en", category=category)
     with pytest.raises(outbox.InvalidMessage) as caught:
         await enqueue(engine, CUSTOMER, None, template=template)
-    assert caught.value.field == "template.category"
+    assert (caught.value.field, caught.value.rule) == ("template.category", "choice")
+
+
+async def test_a_bad_fallback_is_refused_at_enqueue_naming_the_fallback(
+    engine: AsyncEngine,
+) -> None:
+    fallback = outbox.Template("Bad Name", "en", category="utility")
+    with pytest.raises(outbox.InvalidMessage) as caught:
+        await enqueue(engine, CUSTOMER, "hi", fallback=fallback)
+    assert (caught.value.field, caught.value.rule) == ("fallback.name", "name_format")
 
 
 async def test_a_fallback_beside_a_template_is_refused_at_enqueue(engine: AsyncEngine) -> None:
     with pytest.raises(outbox.InvalidMessage) as caught:
         await enqueue(engine, CUSTOMER, None, template=PROMO, fallback=FALLBACK)
-    assert caught.value.field == "fallback"
+    assert (caught.value.field, caught.value.rule) == ("fallback", "exclusive")
 
 
 async def test_window_says_when_the_window_closes(engine: AsyncEngine) -> None:
