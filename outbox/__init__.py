@@ -12,6 +12,7 @@ from outbox.errors import (
     SchemaMissing,
     StateConflict,
 )
+from outbox.policy import OptOut, Window, add_optout, list_optouts, remove_optout, window
 from outbox.settings import Settings
 from outbox.status import Delivery, Part, get_status, list_messages
 from outbox.templates import Template
@@ -23,15 +24,21 @@ __all__ = [
     "InvalidMessage",
     "MessageNotFound",
     "NotInTransaction",
+    "OptOut",
     "OutboxError",
     "Part",
     "SchemaMissing",
     "Settings",
     "StateConflict",
     "Template",
+    "Window",
+    "add_optout",
     "enqueue",
     "enqueue_sync",
     "get_status",
     "list_messages",
+    "list_optouts",
+    "remove_optout",
     "webhooks",
+    "window",
 ]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from outbox.logs import LOG_FORMATS, LOG_LEVELS
+from outbox.policy.commands import add_optout_command
 from outbox.schema import STATUSES
 from outbox.status import MAX_LIST_LIMIT
 
@@ -177,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     _query_commands(commands)
     _run_command(commands)
     _server_commands(commands)
+    add_optout_command(commands)
     commands.add_parser(
         "demo",
         help="a story of sends, rollbacks, failures, an outage and a crash, on a local database",

@@ -32,6 +32,9 @@ class Claim:
     # Seconds until its (sender, recipient) pair's pacing clock, as the last daemon to send that
     # conversation left it (None: no recent send).
     pair_due_in: float | None = None
+    # Nothing of it sent yet and it has a fallback template: a 131047 gives it back, to go as
+    # its fallback (outbox/policy/).
+    fallback_on_131047: bool = False
 
 
 def leases(claims: list[Claim]) -> dict[str, list[Any]]:

@@ -24,6 +24,7 @@ from outbox.arguments import UsageError, build_parser, run_overrides
 from outbox.database import causes, create_engine, resolve_dsn, short_error
 from outbox.enqueue import enqueue
 from outbox.errors import InvalidMessage, OutboxError
+from outbox.policy import commands as policy_commands
 from outbox.settings import Settings, redact_secrets, redact_url
 from outbox.status import Delivery, Event, get_history, get_status, list_messages
 from outbox.templates import Template
@@ -166,12 +167,15 @@ async def _enqueue(conn: AsyncConnection, args: argparse.Namespace) -> int:
 async def _status(conn: AsyncConnection, args: argparse.Namespace) -> int:
     delivery = await get_status(conn, args.id)
     history = await get_history(conn, args.id)
+    window = await policy_commands.row_window(conn, delivery)
     if args.json:
         document = delivery.to_json()
+        document["window"] = policy_commands.window_json(window)
         document["history"] = [event.to_json() for event in history]
         print(json.dumps(document, ensure_ascii=False))
     else:
         print_delivery(delivery)
+        policy_commands.print_rules(delivery, window)
         print_history(history)
     return 0
 
@@ -261,6 +265,7 @@ HANDLERS: dict[str, Callable[[AsyncConnection, argparse.Namespace], Awaitable[in
     "retry": _retry_or_cancel,
     "cancel": _retry_or_cancel,
     "prune": _prune,
+    "optout": policy_commands.optout,
 }
 
 

@@ -7,13 +7,15 @@ and a rollback leaves nothing behind.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 from outbox import store
 from outbox.connections import AsyncConnectionLike, SyncConnectionLike, transaction_problem
 from outbox.database import causes
-from outbox.errors import NotInTransaction, SchemaMissing
-from outbox.templates import Template, template_object
+from outbox.errors import InvalidMessage, NotInTransaction, SchemaMissing
+from outbox.templates import Template, template_category, template_object
 from outbox.validation import NewMessage, validate
 
 MediaUrls = Mapping[str, Sequence[str]] | Sequence[Mapping[str, str]]
@@ -30,6 +32,7 @@ async def enqueue(
     idempotency_key: str | None = None,
     send_at: datetime | None = None,
     expires_at: datetime | None = None,
+    fallback: Template | None = None,
 ) -> int:
     """Add a message to the outbox in the caller's transaction and return its id.
 
@@ -39,7 +42,9 @@ async def enqueue(
     an argument breaks a rule, NotInTransaction when `conn` would commit the row at once (an
     asyncpg connection outside `conn.transaction()`, or autocommit), and SchemaMissing when the
     outbox tables are not there. A message still unsent at `expires_at` fails as expired
-    instead of going out late.
+    instead of going out late. `fallback` (a Template, for text or media only) goes out instead
+    when the customer-service window is closed at send time; without one such a row fails
+    `window_closed` (outbox/policy/).
 
     Through PgBouncer in transaction mode, `conn` must not keep prepared statements on the server:
     on asyncpg (directly or under SQLAlchemy) open it with `statement_cache_size=0`, and give
@@ -47,7 +52,15 @@ async def enqueue(
     than 0.31.
     """
     new = _checked(
-        recipient, message, media_urls, template, sender, idempotency_key, send_at, expires_at
+        recipient,
+        message,
+        media_urls,
+        template,
+        sender,
+        idempotency_key,
+        send_at,
+        expires_at,
+        fallback,
     )
     _in_transaction(conn)
     try:
@@ -68,10 +81,19 @@ def enqueue_sync(
     idempotency_key: str | None = None,
     send_at: datetime | None = None,
     expires_at: datetime | None = None,
+    fallback: Template | None = None,
 ) -> int:
     """enqueue() for a synchronous SQLAlchemy Session or Connection, on any driver."""
     new = _checked(
-        recipient, message, media_urls, template, sender, idempotency_key, send_at, expires_at
+        recipient,
+        message,
+        media_urls,
+        template,
+        sender,
+        idempotency_key,
+        send_at,
+        expires_at,
+        fallback,
     )
     _in_transaction(conn)
     try:
@@ -103,8 +125,9 @@ def _checked(
     idempotency_key: object,
     send_at: object,
     expires_at: object,
+    fallback: object = None,
 ) -> NewMessage:
-    return validate(
+    new = validate(
         recipient,
         message,
         media_urls=media_urls,
@@ -114,3 +137,25 @@ def _checked(
         template_json=None if template is None else template_object(template),
         sender=sender,
     )
+    return replace(new, **_categorised(template, fallback))
+
+
+def _categorised(template: object, fallback: object) -> dict[str, Any]:
+    """The fallback as Meta's object and the category of the template (or of the fallback)."""
+    if template is not None:
+        assert isinstance(template, Template)  # template_object() checked it
+        if fallback is not None:
+            raise InvalidMessage(
+                "fallback", "only a text or media message takes a fallback", rule="exclusive"
+            )
+        return {"category": template_category(template)}
+    if fallback is None:
+        return {}
+    try:
+        checked = template_object(fallback)
+        assert isinstance(fallback, Template)
+        category = template_category(fallback)
+    except InvalidMessage as exc:  # named as the fallback's, not a template's
+        field = exc.field.replace("template", "fallback", 1)
+        raise InvalidMessage(field, exc.text, rule=exc.rule) from None
+    return {"fallback": checked, "category": category}

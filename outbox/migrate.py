@@ -31,6 +31,7 @@ REVISION_TABLES = {
     "0006": "outbox_messages",
     "0007": "outbox_installation",
     "0008": "outbox_messages",
+    "0010": "outbox_optouts",
 }
 
 

@@ -30,6 +30,8 @@ from outbox.limiter import RateLimiter
 from outbox.logs import bind_row
 from outbox.metrics.daemon import DaemonMetrics
 from outbox.pace import InFlightTarget
+from outbox.policy import decide as policy_decide
+from outbox.policy import receiver as policy_receiver
 from outbox.pool import Pool
 from outbox.rate import SharedRate
 from outbox.recorder import AcceptedPart, PartRecorder, RecordFailed
@@ -55,6 +57,7 @@ from outbox.retry import (
 )
 from outbox.senders import Senders
 from outbox.settings import Settings
+from outbox.store import policy as policy_store
 from outbox.validation import normalize_media, normalize_recipient, normalize_text
 from outbox.whatsapp import CloudAPI, Part, parts_of
 
@@ -153,6 +156,25 @@ class RowSender:
             return
         if claim.pair_due_in is not None:
             self._limiter.seed(claim.sender, recipient, claim.pair_due_in)
+        # Meta's rules (outbox/policy/), before any request: the window, then consent.
+        async with self._pool.connect() as conn:
+            ruling = await policy_decide.rule(
+                conn,
+                claim.id,
+                claim.sender,
+                recipient,
+                template_row=template is not None,
+                accepted=claim.accepted,
+            )
+        if ruling.fail is not None:
+            logger.info("message %d: %s", claim.id, ruling.fail)
+            await self._fail(claim, ruling.fail)
+            return
+        claim.fallback_on_131047 = ruling.fallback_on_131047 and claim.accepted == 0
+        if ruling.fallback is not None:
+            if ruling.switch and not await self._switch_to_fallback(claim, ruling.fallback):
+                return
+            parts = parts_of(None, [], ruling.fallback)
         if claim.accepted >= len(parts):
             await self._write(store.FINISH_ACCEPTED, claim)
             return
@@ -222,6 +244,7 @@ class RowSender:
     async def _record(self, claim: Claim, index: int, wamid: str, count: int) -> bool:
         """Write an accepted part; False when the row must not go on (lease lost, refused)."""
         part = AcceptedPart(claim.id, claim.token, index, wamid, index == count - 1)
+        claim.fallback_on_131047 = False  # a part went: its fallback can no longer replace it
         claim.settling = part.final  # its place in flight can go to the next row meanwhile
         try:
             if await self._recorder.record(part):
@@ -412,7 +435,42 @@ class RowSender:
         self._limiter.succeeded(sender, recipient)
         self._senders.answered(sender)
 
+    async def _switch_to_fallback(self, claim: Claim, fallback: dict[str, Any]) -> bool:
+        """Record that the row goes out as its fallback template (its window is closed), before
+        the request; False when the row is no longer ours."""
+        async with self._pool.connect() as conn:
+            ours = await policy_store.mark_sent_fallback(conn, claim.id, claim.token)
+        if ours:
+            name = fallback.get("name")
+            logger.info("message %d: window closed; sending its fallback %s", claim.id, name)
+            self._events.record(
+                Event(claim.id, None, "fallback", detail=f"window closed: template {name}")
+            )
+        return ours
+
+    async def _meta_ruled(self, claim: Claim, recipient: str, error: SendError) -> str | None:
+        """Meta's own word on the rules: 131047 closes the window, 131050 suppresses the
+        customer. The reason's prefix the row fails with, or None when it is not such an
+        error; a row that can still go as its fallback is given back to be ruled again."""
+        code = error.code if isinstance(error, GraphError) else None
+        if code not in (policy_receiver.REENGAGEMENT, policy_receiver.MARKETING_STOPPED):
+            return None
+        async with self._pool.connect() as conn:
+            await policy_receiver.learn(conn, claim.sender, recipient, code)
+        if code == policy_receiver.REENGAGEMENT and claim.fallback_on_131047:
+            reason = f"{policy_decide.WINDOW_CLOSED}: Meta answered {error}; its fallback goes next"
+            await self._reschedule(claim, 0.0, reason, give_back=1, code=code)
+            return ""
+        return (
+            policy_decide.WINDOW_CLOSED
+            if code == policy_receiver.REENGAGEMENT
+            else policy_decide.OPTED_OUT
+        )
+
     async def _refused(self, claim: Claim, recipient: str, part: Part, error: SendError) -> None:
+        prefix = await self._meta_ruled(claim, recipient, error)
+        if prefix == "":
+            return  # rescheduled, to go as its fallback
         error_class = classify(error)
         # A 2xx without a usable id, or a malformed answer, is in doubt but shows the API up.
         no_answer = error_class is ErrorClass.TRANSIENT or (
@@ -496,7 +554,8 @@ class RowSender:
             await self._reschedule(claim, outcome.delay, reason, give_back=1, code=code)
         elif isinstance(outcome, Fail):
             logger.info("message %d failed: %s", claim.id, outcome.reason, extra={"code": code})
-            await self._fail(claim, outcome.reason, code=code, doubt=doubt)
+            reason = f"{prefix}: {outcome.reason}" if prefix else outcome.reason
+            await self._fail(claim, reason, code=code, doubt=doubt)
         else:
             assert isinstance(outcome, Pause)
             if pauses_every_sender(error):

@@ -28,6 +28,11 @@ MAX_MEDIA_PARTS = 10
 
 NOTIFY_CHANNEL = "outbox"
 
+# Meta's template categories; only marketing ones are withheld from opted-out customers.
+TEMPLATE_CATEGORIES = ("marketing", "utility", "authentication")
+# Where an opt-out (or its withdrawal) came from.
+OPTOUT_SOURCES = ("user_preferences", "131050", "keyword", "api")
+
 metadata = sa.MetaData(
     naming_convention={
         "ix": "ix_%(column_0_label)s",
@@ -94,6 +99,13 @@ messages = sa.Table(
     # receiver's sweep once nothing waits any more. Statuses are never lost to a daemon dying
     # between recording a part and applying what waited for it.
     sa.Column("statuses_waiting", sa.Boolean, nullable=False, server_default=sa.text("false")),
+    # Meta's rules (outbox/policy/). `fallback`: the template a free-form row goes out as when
+    # its customer-service window is closed at send time; `sent_fallback` records that it did.
+    # `category`: the Meta category of the row's template (or of its fallback), which decides
+    # whether an opted-out customer gets it; null: unknown, treated as marketing.
+    sa.Column("fallback", JSONB, nullable=True),
+    sa.Column("sent_fallback", sa.Boolean, nullable=False, server_default=sa.text("false")),
+    sa.Column("category", sa.Text, nullable=True),
     # No country code starts with 0 (phonenumbers judges the rest in enqueue and the daemon).
     sa.CheckConstraint(r"recipient ~ '^[1-9][0-9]{6,14}$'", name="recipient_digits"),
     sa.CheckConstraint(r"sender ~ '^[0-9]{1,32}$'", name="sender_digits"),
@@ -127,6 +139,17 @@ messages = sa.Table(
         ' || !(@.url like_regex "^https?://[^/?#\\\\s]+"))\')',
         name="media_parts",
     ),
+    sa.CheckConstraint(
+        "fallback IS NULL OR (template IS NULL AND coalesce(jsonb_typeof(fallback) = 'object'"
+        " AND jsonb_typeof(fallback -> 'name') = 'string'"
+        " AND fallback ->> 'name' ~ '^[a-z0-9_]+$'"
+        " AND char_length(fallback ->> 'name') <= 512"
+        " AND jsonb_typeof(fallback -> 'language' -> 'code') = 'string'"
+        " AND coalesce(jsonb_typeof(fallback -> 'components'), 'array') = 'array', false))",
+        name="fallback_shape",
+    ),
+    sa.CheckConstraint("NOT sent_fallback OR fallback IS NOT NULL", name="sent_fallback_known"),
+    sa.CheckConstraint(f"category IN ({_quoted(TEMPLATE_CATEGORIES)})", name="category_known"),
     sa.CheckConstraint(f"status IN ({_quoted(STATUSES)})", name="status_known"),
     sa.CheckConstraint("attempts >= 0", name="attempts_not_negative"),
     sa.CheckConstraint("in_doubt >= 0", name="in_doubt_not_negative"),
@@ -300,9 +323,58 @@ inbound = sa.Table(
     sa.Column(
         "received_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
+    # It came through a click-to-WhatsApp entry point (an ad or a post: `referral`), which opens
+    # a 72-hour window instead of 24.
+    sa.Column("referral", sa.Boolean, nullable=False, server_default=sa.text("false")),
     sa.UniqueConstraint("wamid"),
     sa.CheckConstraint("customer IS NOT NULL OR user_id IS NOT NULL", name="customer_known"),
     sa.Index("ix_outbox_inbound_customer", "customer", "at"),
+    # The send-time window check: a customer's last message to a number, one index probe.
+    sa.Index("ix_outbox_inbound_window", "phone_number_id", "customer", "at"),
+    sa.Index(
+        "ix_outbox_inbound_referral",
+        "phone_number_id",
+        "customer",
+        "at",
+        postgresql_where=sa.text("referral"),
+    ),
+)
+
+# The suppression list: per sender (phone number id) and customer, whether the customer stopped
+# marketing messages, and since when. A withdrawal (`resume`) keeps the row with `suppressed`
+# false, so that an older `stop` webhook delivered late cannot undo it (`changed_at` decides).
+# `customer` is in canonical form (outbox.policy.numbers.canonical).
+optouts = sa.Table(
+    "outbox_optouts",
+    metadata,
+    sa.Column("phone_number_id", sa.Text, nullable=False),
+    sa.Column("customer", sa.Text, nullable=False),
+    sa.Column("suppressed", sa.Boolean, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("detail", sa.Text, nullable=True),
+    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column(
+        "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.PrimaryKeyConstraint("phone_number_id", "customer"),
+    sa.CheckConstraint(f"source IN ({_quoted(OPTOUT_SOURCES)})", name="source_known"),
+    sa.Index(
+        "ix_outbox_optouts_suppressed",
+        "phone_number_id",
+        "changed_at",
+        postgresql_where=sa.text("suppressed"),
+    ),
+)
+
+# Meta said a customer's window is closed (131047, synchronous or by a failed status) at
+# `closed_at`: it stays closed until the customer writes again. `customer` in canonical form.
+window_closures = sa.Table(
+    "outbox_window_closures",
+    metadata,
+    sa.Column("phone_number_id", sa.Text, nullable=False),
+    sa.Column("customer", sa.Text, nullable=False),
+    sa.Column("closed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint("phone_number_id", "customer"),
 )
 
 # Which row and part each accepted wamid is: a status webhook without our callback data finds its

@@ -13,6 +13,7 @@ from outbox.errors import ConfigurationError
 
 DEFAULT_GRAPH_API_URL = "https://graph.facebook.com"
 DEFAULT_GRAPH_API_VERSION = "v23.0"
+DEFAULT_OPTOUT_KEYWORDS = ("STOP", "ALTO", "BAJA", "UNSUBSCRIBE")
 MAX_SECONDS = 86400.0 * 3650  # ten years: any longer is a typo, and overflows an interval
 
 
@@ -127,6 +128,9 @@ class Settings:
     # How long a send in doubt waits for a status webhook naming it before it is sent again;
     # None: 60 s when META_APP_SECRET is set (the receiver runs), else 0.
     reconcile_seconds: float | None = None
+    # Inbound texts that opt the customer out of marketing (OUTBOX_OPTOUT_KEYWORDS, comma-
+    # separated; "none": no keywords). Compared case-insensitively with the whole message.
+    optout_keywords: tuple[str, ...] = DEFAULT_OPTOUT_KEYWORDS
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value these settings hold: database passwords (in either URL form),
@@ -213,4 +217,14 @@ class Settings:
             graph_api_version=get("META_GRAPH_API_VERSION") or DEFAULT_GRAPH_API_VERSION,
             app_secret=get("META_APP_SECRET"),
             webhook_verify_token=get("META_WEBHOOK_VERIFY_TOKEN"),
+            optout_keywords=_keywords(get("OUTBOX_OPTOUT_KEYWORDS")),
         )
+
+
+def _keywords(value: str | None) -> tuple[str, ...]:
+    """OUTBOX_OPTOUT_KEYWORDS: comma-separated; "none": no keywords; unset: the defaults."""
+    if value is None:
+        return DEFAULT_OPTOUT_KEYWORDS
+    if value.lower() == "none":
+        return ()
+    return tuple(word.strip() for word in value.split(",") if word.strip())

@@ -61,6 +61,9 @@ class Delivery:
     in_doubt: int = 0  # sends whose outcome was unknown (a timeout, a 200 without an id)
     template: dict[str, Any] | None = None  # Meta's template object, for a template message
     sender: str | None = None  # the phone number id it goes from (None: META_PHONE_NUMBER_ID)
+    fallback: dict[str, Any] | None = None  # the template sent instead if the window is closed
+    sent_fallback: bool = False  # it went (or goes) as its fallback: its window was closed
+    category: str | None = None  # Meta's category of its template or fallback (None: unknown)
 
     @classmethod
     def from_row(cls, row: Row) -> Delivery:
@@ -76,7 +79,9 @@ class Delivery:
             planned.append(("text", None))
         template = _json(row["template"]) if row["template"] else None
         template = template if isinstance(template, dict) else None
-        if template is not None:
+        fallback = _json(row["fallback"]) if row.get("fallback") else None
+        fallback = fallback if isinstance(fallback, dict) else None
+        if template is not None or (row.get("sent_fallback") and fallback is not None):
             planned = [("template", None)]
         parts = []
         for index, (kind, url) in enumerate(planned):
@@ -106,6 +111,9 @@ class Delivery:
             in_doubt=row["in_doubt"],
             template=template,
             sender=row["sender"],
+            fallback=fallback,
+            sent_fallback=bool(row.get("sent_fallback")),
+            category=row.get("category"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -140,6 +148,9 @@ class Delivery:
             "in_doubt": self.in_doubt,
             "template": self.template,
             "sender": self.sender,
+            "fallback": self.fallback,
+            "sent_fallback": self.sent_fallback,
+            "category": self.category,
         }
 
 

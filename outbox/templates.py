@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from outbox.errors import InvalidMessage
+from outbox.schema import TEMPLATE_CATEGORIES
 from outbox.validation import check_storable, check_url
 
 TEMPLATE_NAME = re.compile(r"^[a-z0-9_]{1,512}$")
@@ -34,6 +35,22 @@ class Template:
     body_params: Sequence[str] | Mapping[str, str] = ()
     header_image: str | None = None
     components: Sequence[Mapping[str, Any]] | None = None
+    # Meta's category (marketing, utility, authentication): only marketing templates are
+    # withheld from customers who opted out; None (unknown) is treated as marketing.
+    category: str | None = None
+
+
+def template_category(template: Template) -> str | None:
+    """The template's category, checked: one of Meta's three, or None."""
+    if template.category is None:
+        return None
+    if template.category not in TEMPLATE_CATEGORIES:
+        raise InvalidMessage(
+            "template.category",
+            f"must be one of {', '.join(TEMPLATE_CATEGORIES)} (or None)",
+            rule="choice",
+        )
+    return template.category
 
 
 def template_object(template: object) -> dict[str, Any]:

@@ -51,6 +51,8 @@ class NewMessage:
     expires_at: datetime | None = None
     template: dict[str, Any] | None = None  # Meta's template object
     sender: str | None = None  # the phone number id to send from (None: META_PHONE_NUMBER_ID)
+    fallback: dict[str, Any] | None = None  # the template sent when the window is closed
+    category: str | None = None  # Meta's category of the template or fallback (None: unknown)
 
 
 def check_storable(value: str, field: str) -> str:

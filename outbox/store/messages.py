@@ -54,6 +54,8 @@ INSERT_MESSAGE = (
         expires_at=sa.bindparam("expires_at", type_=sa.DateTime(timezone=True)),
         template=sa.cast(_text("template"), JSONB),
         sender=_text("sender"),
+        fallback=sa.cast(_text("fallback"), JSONB),
+        category=_text("category"),
     )
     .on_conflict_do_nothing(index_elements=[_m.c.idempotency_key])
     .returning(_m.c.id)
@@ -87,6 +89,9 @@ DELIVERY_COLUMNS = (
     _m.c.in_doubt,
     sa.cast(_m.c.template, sa.Text).label("template"),
     _m.c.sender,
+    sa.cast(_m.c.fallback, sa.Text).label("fallback"),
+    _m.c.sent_fallback,
+    _m.c.category,
 )
 
 # One message by id.
@@ -229,6 +234,8 @@ def _insert_params(new: NewMessage) -> dict[str, Any]:
         "expires_at": new.expires_at,
         "template": None if new.template is None else json.dumps(new.template),
         "sender": new.sender,
+        "fallback": None if new.fallback is None else json.dumps(new.fallback),
+        "category": new.category,
     }
 
 

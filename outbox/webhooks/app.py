@@ -174,7 +174,7 @@ class _Receiver:
             application_name="outbox-webhook",
         )
         spool = self._open_spool(dsn)
-        applier = Applier(applying, self.metrics)
+        applier = Applier(applying, self.metrics, keywords=self._settings.optout_keywords)
         self._intake = Intake(pool, spool, self.metrics, on_stored=applier.wake)
         tasks = [
             asyncio.create_task(self._intake.run(), name="outbox-webhook-intake"),

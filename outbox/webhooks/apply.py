@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
@@ -23,6 +24,9 @@ from outbox import store
 from outbox.connections import Row
 from outbox.database import is_connection_error, short_error
 from outbox.metrics.receiver import ReceiverMetrics
+from outbox.policy import receiver as policy
+from outbox.policy.consent import DEFAULT_KEYWORDS
+from outbox.policy.receiver import keyword_set
 from outbox.pool import Pool
 from outbox.webhooks.payload import Envelope, parse
 
@@ -149,8 +153,15 @@ def _merged(rows: list[tuple[int, bytes]]) -> list[Contents]:
 class Applier:
     """Applies stored bodies in batches, and statuses whose part has been recorded since."""
 
-    def __init__(self, pool: Pool, metrics: ReceiverMetrics | None = None) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        metrics: ReceiverMetrics | None = None,
+        *,
+        keywords: Iterable[str] = DEFAULT_KEYWORDS,
+    ) -> None:
         self._pool = pool
+        self._keywords = keyword_set(keywords)  # inbound texts that opt out of marketing
         self._bodies = Backoff()
         self._watermark: int | None = None  # statuses up to this id had their second look
         self._metrics = metrics or ReceiverMetrics()
@@ -217,6 +228,7 @@ class Applier:
                     ids += new
                     duplicates += len(statuses) - len(new)
                 await store.mark_webhooks_applied(conn, [webhook_id for webhook_id, _ in rows])
+                await policy.record(conn, [body for _, body in rows], self._keywords)
                 results = await store.apply_statuses(conn, ids)
         except Exception as exc:
             if is_connection_error(exc) or not rows:
@@ -265,6 +277,7 @@ class Applier:
                         # turn (backoff), not stall every body behind it.
                         await store.set_lock_timeout(conn, LOCK_TIMEOUT)
                         duplicates, results = await self._apply(conn, webhook_id, parse(body))
+                        await policy.record(conn, [body], self._keywords)
                 except Exception as exc:
                     if is_connection_error(exc):
                         raise

@@ -1,0 +1,118 @@
+"""The send-time decision for a claimed row, before any request: send it as it is, send its
+fallback template instead, or fail it with `window_closed` or `opted_out`.
+
+Made by the daemon under the row's claim, from one query (store.policy.ROW_FACTS): inbound
+messages and opt-outs stored by any receiver count. A row ending so changes no other row.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from outbox.connections import AsyncConnectionLike
+from outbox.policy.consent import withheld
+from outbox.policy.numbers import canonical, forms
+from outbox.policy.window import Window, window_of
+from outbox.store import policy as store
+
+WINDOW_CLOSED = "window_closed"
+OPTED_OUT = "opted_out"
+
+
+@dataclass(frozen=True)
+class Ruling:
+    """`fail`: the reason to fail the row with (starting with window_closed or opted_out);
+    else send, as `fallback` (Meta's template object) when given, else as the row is.
+    `switch`: the fallback is chosen now (the row must record it before sending).
+    `fallback_on_131047`: sent as it is, but should Meta answer 131047 (the window closed
+    meanwhile), the row can still go as its fallback."""
+
+    fail: str | None = None
+    fallback: dict[str, Any] | None = None
+    switch: bool = False
+    fallback_on_131047: bool = False
+
+
+SEND = Ruling()
+
+
+def decide(
+    *,
+    template_row: bool,
+    accepted: int,
+    window: Window,
+    suppressed: bool,
+    category: str | None,
+    fallback: dict[str, Any] | None,
+    sent_fallback: bool,
+) -> Ruling:
+    """The rules of issue 16 for one row (see README, "Meta's rules").
+
+    A template row is withheld only when it is marketing (or of unknown category) and the
+    customer opted out. A free-form row goes while its window is open or unknown; closed, it goes
+    as its fallback template when it has one and nothing of it was sent yet (the fallback then
+    answers to the consent rule), else it fails `window_closed`. A row that switched to its
+    fallback stays switched."""
+    if template_row:
+        if withheld(category, suppressed):
+            return Ruling(fail=f"{OPTED_OUT}: the customer stopped marketing messages")
+        return SEND
+    if sent_fallback and fallback is not None:
+        return _fallback(fallback, category, suppressed, switch=False)
+    if window.open:
+        # Only where the window is known: there a 131047 closes it, so the next ruling sends
+        # the fallback instead of the same free-form message again.
+        return Ruling(fallback_on_131047=window.known and fallback is not None)
+    closed = _closed(window)
+    if fallback is None:
+        return Ruling(fail=f"{WINDOW_CLOSED}: {closed}; no fallback template")
+    if accepted > 0:
+        return Ruling(fail=f"{WINDOW_CLOSED}: {closed} after {accepted} part(s) were sent")
+    return _fallback(fallback, category, suppressed, switch=True)
+
+
+def _fallback(
+    fallback: dict[str, Any], category: str | None, suppressed: bool, *, switch: bool
+) -> Ruling:
+    if withheld(category, suppressed):
+        return Ruling(
+            fail=f"{OPTED_OUT}: window closed, and the customer stopped marketing messages "
+            "(its fallback template is marketing)"
+        )
+    return Ruling(fallback=fallback, switch=switch)
+
+
+def _closed(window: Window) -> str:
+    if window.last_inbound_at is None:
+        return "the customer never wrote to this number"
+    if window.closed_by_meta_at is not None:
+        return f"Meta closed the window at {window.closed_by_meta_at.isoformat()} (131047)"
+    assert window.closes_at is not None
+    return f"the window closed at {window.closes_at.isoformat()}"
+
+
+async def rule(
+    conn: AsyncConnectionLike,
+    row_id: int,
+    sender: str,
+    recipient: str,
+    *,
+    template_row: bool,
+    accepted: int,
+) -> Ruling:
+    """The ruling for a claimed row, read in one query."""
+    facts = await store.row_facts(conn, row_id, sender, forms(recipient), canonical(recipient))
+    if facts is None:  # the row is gone (pruned under us): nothing to rule
+        return SEND
+    raw = facts["fallback"]
+    return decide(
+        template_row=template_row,
+        accepted=accepted,
+        window=window_of(sender, recipient, facts),
+        suppressed=bool(facts["suppressed"]),
+        category=facts["category"],
+        fallback=json.loads(raw) if isinstance(raw, str) else raw,
+        sent_fallback=bool(facts["sent_fallback"]),
+    )

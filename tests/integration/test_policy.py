@@ -1,0 +1,369 @@
+"""Meta's rules in the daemon (issue 16, points 1 and 2), against the simulator and a real
+PostgreSQL: the customer-service window with fallback templates, and the suppression list."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+import outbox
+from outbox.simulator import Simulator
+from tests.daemon_helpers import PHONE, drain, enqueue, script, status
+
+CUSTOMER = "923001234567"
+FALLBACK = outbox.Template("we_miss_you", "en_US", ("Ali",), category="utility")
+PROMO = outbox.Template("spring_sale", "en_US", category="marketing")
+RECEIPT = outbox.Template("order_receipt", "en_US", ("42",), category="utility")
+
+
+async def wrote(
+    engine: AsyncEngine,
+    ago: timedelta,
+    *,
+    customer: str = CUSTOMER,
+    phone: str = PHONE,
+    referral: bool = False,
+) -> None:
+    """An inbound message from `customer` to `phone`, `ago` before now, as the receiver stores
+    it."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "INSERT INTO outbox_inbound (wamid, phone_number_id, customer, type, at, referral)"
+                " VALUES (:wamid, :phone, :customer, 'text',"
+                " now() - make_interval(secs => :ago), :referral)"
+            ),
+            {
+                "wamid": f"wamid.in.{customer}.{ago.total_seconds()}",
+                "phone": phone,
+                "customer": customer,
+                "ago": ago.total_seconds(),
+                "referral": referral,
+            },
+        )
+
+
+async def events(engine: AsyncEngine, row: int) -> list[str]:
+    async with engine.connect() as conn:
+        result = await conn.execute(
+            sa.text("SELECT kind FROM outbox_events WHERE message_id = :id ORDER BY id"),
+            {"id": row},
+        )
+        return [kind for (kind,) in result]
+
+
+async def test_text_goes_when_the_customer_wrote_23h59m_ago(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    await wrote(engine, timedelta(hours=23, minutes=59))
+    row = await enqueue(engine, CUSTOMER, "your table is ready", fallback=FALLBACK)
+    await drain(settings)
+    assert [a["type"] for a in simulator.accepted] == ["text"]
+    delivery = await status(engine, row)
+    assert delivery.status == "sent"
+
+
+async def test_closed_window_sends_exactly_one_fallback_template_request(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    await wrote(engine, timedelta(hours=24, seconds=1))
+    row = await enqueue(engine, CUSTOMER, "your table is ready", fallback=FALLBACK)
+    await drain(settings)
+    assert simulator.requests == 1
+    assert [a["type"] for a in simulator.accepted] == ["template"]
+    async with engine.connect() as conn:
+        sent_fallback = await conn.scalar(
+            sa.text("SELECT sent_fallback FROM outbox_messages WHERE id = :id"), {"id": row}
+        )
+    assert sent_fallback is True
+    assert (await status(engine, row)).status == "sent"
+    assert "fallback" in await events(engine, row)
+
+
+async def test_closed_window_without_fallback_fails_window_closed_with_no_request(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    await wrote(engine, timedelta(hours=24, seconds=1))
+    row = await enqueue(engine, CUSTOMER, "your table is ready")
+    await drain(settings)
+    assert simulator.requests == 0
+    delivery = await status(engine, row)
+    assert delivery.status == "failed"
+    assert delivery.last_error is not None
+    assert delivery.last_error.startswith("window_closed")
+    assert await events(engine, row) == ["failed"]
+
+
+async def test_a_closed_window_fails_only_its_own_row(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    other = "923009999999"
+    await wrote(engine, timedelta(hours=30))
+    await wrote(engine, timedelta(minutes=5), customer=other)
+    closed = await enqueue(engine, CUSTOMER, "late")
+    fine = await enqueue(engine, other, "on time")
+    await drain(settings)
+    assert (await status(engine, closed)).status == "failed"
+    assert (await status(engine, fine)).status == "sent"
+    assert [a["to"] for a in simulator.accepted] == [other]
+
+
+async def test_a_sender_with_no_inbound_messages_sends_as_before(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    row = await enqueue(engine, CUSTOMER, "hello")
+    await drain(settings)
+    assert (await status(engine, row)).status == "sent"
+
+
+async def test_a_customer_who_never_wrote_to_a_known_sender_gets_the_fallback(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    await wrote(engine, timedelta(minutes=1), customer="923009999999")
+    await enqueue(engine, CUSTOMER, "hello", fallback=FALLBACK)
+    await drain(settings)
+    assert [a["type"] for a in simulator.accepted] == ["template"]
+
+
+async def test_the_window_is_per_sender(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    await wrote(engine, timedelta(minutes=1), phone="5550001")  # another number of ours
+    await wrote(engine, timedelta(hours=25))
+    row = await enqueue(engine, CUSTOMER, "hello")
+    await drain(settings)
+    assert (await status(engine, row)).last_error is not None
+    assert simulator.requests == 0
+
+
+async def test_a_referral_keeps_the_window_open_72_hours(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    await wrote(engine, timedelta(hours=70), referral=True)
+    row = await enqueue(engine, CUSTOMER, "thanks for your interest")
+    await drain(settings)
+    assert (await status(engine, row)).status == "sent"
+    assert [a["type"] for a in simulator.accepted] == ["text"]
+
+
+async def test_a_brazilian_number_matches_metas_wa_id_without_the_ninth_digit(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    await wrote(engine, timedelta(hours=1), customer="551187654321")  # Meta's wa_id
+    row = await enqueue(engine, "5511987654321", "olá")
+    await drain(settings)
+    assert (await status(engine, row)).status == "sent"
+
+
+async def test_a_131047_closes_the_window_and_the_row_goes_as_its_fallback(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    await wrote(engine, timedelta(hours=2))
+    script(simulator, CUSTOMER, {"error": 131047})
+    row = await enqueue(engine, CUSTOMER, "hello", fallback=FALLBACK)
+    await drain(settings)
+    assert simulator.requests == 2
+    assert [a["type"] for a in simulator.accepted] == ["template"]
+    assert (await status(engine, row)).status == "sent"
+    async with engine.connect() as conn:
+        window = await outbox.window(conn, CUSTOMER, PHONE)
+    assert not window.open
+    assert window.closed_by_meta_at is not None
+
+
+async def test_a_131047_without_fallback_fails_window_closed_and_closes_the_window(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    await wrote(engine, timedelta(hours=2))
+    script(simulator, CUSTOMER, {"error": 131047})
+    first = await enqueue(engine, CUSTOMER, "hello")
+    await drain(settings)
+    second = await enqueue(engine, CUSTOMER, "are you there?")
+    await drain(settings)
+    assert simulator.requests == 1
+    for row in (first, second):
+        delivery = await status(engine, row)
+        assert delivery.last_error is not None
+        assert delivery.last_error.startswith("window_closed")
+
+
+async def test_a_new_inbound_message_reopens_a_window_meta_closed(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    await wrote(engine, timedelta(hours=2))
+    script(simulator, CUSTOMER, {"error": 131047})
+    await enqueue(engine, CUSTOMER, "hello")
+    await drain(settings)
+    await wrote(engine, timedelta(seconds=-1))  # the customer answers (a second from now)
+    row = await enqueue(engine, CUSTOMER, "welcome back")
+    await drain(settings)
+    assert (await status(engine, row)).status == "sent"
+
+
+async def opt_out(engine: AsyncEngine, customer: str = CUSTOMER) -> None:
+    async with engine.begin() as conn:
+        await outbox.add_optout(conn, customer, sender=PHONE)
+
+
+async def test_an_opted_out_customer_gets_no_marketing_template(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    await opt_out(engine)
+    row = await enqueue(engine, CUSTOMER, None, template=PROMO)
+    await drain(settings)
+    assert simulator.requests == 0
+    delivery = await status(engine, row)
+    assert delivery.status == "failed"
+    assert delivery.last_error is not None
+    assert delivery.last_error.startswith("opted_out")
+
+
+async def test_an_opted_out_customer_still_gets_utility_templates(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    await opt_out(engine)
+    row = await enqueue(engine, CUSTOMER, None, template=RECEIPT)
+    await drain(settings)
+    assert (await status(engine, row)).status == "sent"
+
+
+async def test_an_uncategorised_template_counts_as_marketing(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    await opt_out(engine)
+    row = await enqueue(engine, CUSTOMER, None, template=outbox.Template("hello", "en"))
+    await drain(settings)
+    assert (await status(engine, row)).status == "failed"
+    assert simulator.requests == 0
+
+
+async def test_removing_an_optout_lets_marketing_go_again(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    await opt_out(engine)
+    async with engine.begin() as conn:
+        await outbox.remove_optout(conn, CUSTOMER, sender=PHONE)
+        assert await outbox.list_optouts(conn) == []
+    row = await enqueue(engine, CUSTOMER, None, template=PROMO)
+    await drain(settings)
+    assert (await status(engine, row)).status == "sent"
+
+
+async def test_a_131050_suppresses_the_customer_for_the_next_marketing_row(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    script(simulator, CUSTOMER, {"error": 131050})
+    first = await enqueue(engine, CUSTOMER, None, template=PROMO)
+    await drain(settings)
+    second = await enqueue(engine, CUSTOMER, None, template=PROMO)
+    await drain(settings)
+    assert simulator.requests == 1
+    for row in (first, second):
+        delivery = await status(engine, row)
+        assert delivery.last_error is not None
+        assert delivery.last_error.startswith("opted_out")
+    async with engine.connect() as conn:
+        assert [o.source for o in await outbox.list_optouts(conn, sender=PHONE)] == ["131050"]
+
+
+async def test_a_marketing_fallback_is_withheld_from_an_opted_out_customer(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    await wrote(engine, timedelta(hours=30))
+    await opt_out(engine)
+    row = await enqueue(engine, CUSTOMER, "hello", fallback=PROMO)
+    await drain(settings)
+    assert simulator.requests == 0
+    delivery = await status(engine, row)
+    assert delivery.last_error is not None
+    assert delivery.last_error.startswith("opted_out")
+
+
+@pytest.mark.parametrize("category", ["sales", ""])
+async def test_an_unknown_category_is_refused_at_enqueue(
+    engine: AsyncEngine, category: str
+) -> None:
+    template = outbox.Template("t", "en", category=category)
+    with pytest.raises(outbox.InvalidMessage) as caught:
+        await enqueue(engine, CUSTOMER, None, template=template)
+    assert (caught.value.field, caught.value.rule) == ("template.category", "choice")
+
+
+async def test_a_bad_fallback_is_refused_at_enqueue_naming_the_fallback(
+    engine: AsyncEngine,
+) -> None:
+    fallback = outbox.Template("Bad Name", "en", category="utility")
+    with pytest.raises(outbox.InvalidMessage) as caught:
+        await enqueue(engine, CUSTOMER, "hi", fallback=fallback)
+    assert (caught.value.field, caught.value.rule) == ("fallback.name", "name_format")
+
+
+async def test_a_fallback_beside_a_template_is_refused_at_enqueue(engine: AsyncEngine) -> None:
+    with pytest.raises(outbox.InvalidMessage) as caught:
+        await enqueue(engine, CUSTOMER, None, template=PROMO, fallback=FALLBACK)
+    assert (caught.value.field, caught.value.rule) == ("fallback", "exclusive")
+
+
+async def test_window_says_when_the_window_closes(engine: AsyncEngine) -> None:
+    await wrote(engine, timedelta(hours=1))
+    async with engine.connect() as conn:
+        window = await outbox.window(conn, "+92 300 1234567", PHONE)
+        assert window.known
+        assert window.open
+        assert window.closes_at is not None
+        assert window.last_inbound_at is not None
+        assert window.closes_at - window.last_inbound_at == timedelta(hours=24)
+
+
+@pytest.mark.parametrize(
+    ("columns", "values"),
+    [
+        (
+            "template, fallback",
+            """'{"name": "a", "language": {"code": "en"}}',
+                                  '{"name": "b", "language": {"code": "en"}}'""",
+        ),
+        ("message, fallback", """'hi', '{"name": "Bad Name", "language": {"code": "en"}}'"""),
+        ("message, sent_fallback", "'hi', true"),
+        ("message, category", "'hi', 'promotional'"),
+    ],
+)
+async def test_raw_sql_fallback_and_category_are_checked(
+    engine: AsyncEngine, columns: str, values: str
+) -> None:
+    with pytest.raises(sa.exc.IntegrityError):
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    f"INSERT INTO outbox_messages (recipient, {columns}) "
+                    f"VALUES ('923001234567', {values})"
+                )
+            )
+
+
+async def test_window_without_a_sender_uses_meta_phone_number_id(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("META_PHONE_NUMBER_ID", PHONE)
+    await wrote(engine, timedelta(hours=25))
+    async with engine.connect() as conn:
+        window = await outbox.window(conn, CUSTOMER)
+    assert window.sender == PHONE
+    assert not window.open
+
+
+async def test_enqueue_sync_takes_a_fallback(database_url: str) -> None:
+    engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg2://"))
+    try:
+        with engine.begin() as conn:
+            row = outbox.enqueue_sync(conn, CUSTOMER, "hi", fallback=FALLBACK)
+            stored = conn.execute(
+                sa.text("SELECT fallback ->> 'name', category FROM outbox_messages WHERE id = :id"),
+                {"id": row},
+            ).one()
+    finally:
+        engine.dispose()
+    assert tuple(stored) == ("we_miss_you", "utility")
