@@ -20,7 +20,8 @@ from outbox.store import policy as store
 from outbox.validation import check_sender, normalize_recipient
 
 SERVICE_WINDOW = timedelta(hours=24)  # whatsapp-api.md 5.4
-ENTRY_POINT_WINDOW = timedelta(hours=72)  # a referral (click-to-WhatsApp ad or post)
+# A referral (click-to-WhatsApp ad or post) makes 72 hours free of charge once the business
+# answers within 24 hours, but free-form messages still need this window (Meta's pricing page).
 
 
 @dataclass(frozen=True)
@@ -50,13 +51,10 @@ class Window:
 def window_of(sender: str, recipient: str, facts: dict[str, Any]) -> Window:
     """The window from the facts store.policy reads (ROW_FACTS or CUSTOMER_FACTS)."""
     last: datetime | None = facts["last_inbound_at"]
-    referral: datetime | None = facts["referral_at"]
     closed: datetime | None = facts["closed_at"]
     closes_at = None
     if last is not None:
         closes_at = last + SERVICE_WINDOW
-        if referral is not None:
-            closes_at = max(closes_at, referral + ENTRY_POINT_WINDOW)
     closed_by_meta = closed if closed is not None and last is not None and closed >= last else None
     if closed_by_meta is not None and closes_at is not None:
         closes_at = min(closes_at, closed_by_meta)

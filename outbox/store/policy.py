@@ -23,11 +23,6 @@ _FACTS = """
         CROSS JOIN LATERAL (SELECT i.at FROM outbox_inbound i
                             WHERE i.phone_number_id = :sender AND i.customer = f.customer
                             ORDER BY i.at DESC LIMIT 1) AS last) AS last_inbound_at,
-       (SELECT max(last.at) FROM unnest(CAST(:forms AS text[])) AS f(customer)
-        CROSS JOIN LATERAL (SELECT i.at FROM outbox_inbound i
-                            WHERE i.phone_number_id = :sender AND i.customer = f.customer
-                              AND i.referral
-                            ORDER BY i.at DESC LIMIT 1) AS last) AS referral_at,
        (SELECT c.closed_at FROM outbox_window_closures c
         WHERE c.phone_number_id = :sender AND c.customer = :key) AS closed_at,
        coalesce((SELECT o.suppressed FROM outbox_optouts o

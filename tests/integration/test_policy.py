@@ -139,14 +139,15 @@ async def test_the_window_is_per_sender(
     assert simulator.requests == 0
 
 
-async def test_a_referral_keeps_the_window_open_72_hours(
+async def test_a_referral_does_not_keep_free_form_open_past_24_hours(
     engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
 ) -> None:
-    await wrote(engine, timedelta(hours=70), referral=True)
+    # Meta: the entry point's 72 hours are free of charge; free-form still needs the 24 h window.
+    await wrote(engine, timedelta(hours=25), referral=True)
     row = await enqueue(engine, CUSTOMER, "thanks for your interest")
     await drain(settings)
-    assert (await status(engine, row)).status == "sent"
-    assert [a["type"] for a in simulator.accepted] == ["text"]
+    assert (await status(engine, row)).last_error.startswith("window_closed")  # type: ignore[union-attr]
+    assert simulator.requests == 0
 
 
 async def test_a_brazilian_number_matches_metas_wa_id_without_the_ninth_digit(

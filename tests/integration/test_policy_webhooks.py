@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -204,12 +205,16 @@ async def test_a_failed_status_with_131047_closes_the_window(
     assert not window.open
 
 
-async def test_a_referral_message_opens_a_72_hour_window(
+async def test_a_referral_message_is_stored_as_one_and_opens_the_24_hour_window(
     engine: AsyncEngine, receiver: TestClient[Any, Any]
 ) -> None:
     await post(receiver, engine, inbound("I saw your ad", wamid="wamid.in.ad", referral=True))
     async with engine.connect() as conn:
         window = await outbox.window(conn, CUSTOMER, PHONE)
+        referral = await conn.scalar(
+            sa.text("SELECT referral FROM outbox_inbound WHERE wamid = 'wamid.in.ad'")
+        )
+    assert referral is True
     assert window.closes_at is not None
     assert window.last_inbound_at is not None
-    assert (window.closes_at - window.last_inbound_at).total_seconds() == 72 * 3600
+    assert (window.closes_at - window.last_inbound_at).total_seconds() == 24 * 3600

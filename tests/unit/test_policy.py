@@ -55,8 +55,8 @@ def test_the_window_is_closed_at_24_hours() -> None:
     assert not window(timedelta(hours=24)).open
 
 
-def test_a_referral_window_is_open_at_71_hours() -> None:
-    assert window(timedelta(hours=71), referral=True).open
+def test_a_referral_does_not_open_free_form_past_24_hours() -> None:
+    assert not window(timedelta(hours=25), referral=True).open
 
 
 def test_a_131047_after_the_last_message_closes_the_window() -> None:
