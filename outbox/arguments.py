@@ -183,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="a story of sends, rollbacks, failures, an outage and a crash, on a local database",
     )
+    from outbox.commands.grammar import extend  # its modules use this module's converters
+
+    extend(commands)
     for command in commands.choices.values():  # also after the command, as the README writes it
         command.add_argument(
             "--database-url", metavar="URL", default=argparse.SUPPRESS, help=DATABASE_URL_HELP
@@ -269,9 +272,9 @@ def _query_commands(commands: Any) -> None:
     p = commands.add_parser(
         "retry", help="put failed messages back to pending (accepted parts are never resent)"
     )
-    p.add_argument("ids", nargs="+", type=positive_int, metavar="ID", help="failed messages' ids")
+    p.add_argument("ids", nargs="*", type=positive_int, metavar="ID", help="failed messages' ids")
     p = commands.add_parser("cancel", help="cancel pending messages")
-    p.add_argument("ids", nargs="+", type=positive_int, metavar="ID", help="pending messages' ids")
+    p.add_argument("ids", nargs="*", type=positive_int, metavar="ID", help="pending messages' ids")
 
     p = commands.add_parser("prune", help="delete finished messages past retention")
     p.add_argument(

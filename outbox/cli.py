@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outbox import demo, migrate, serve, store
 from outbox.arguments import UsageError, build_parser, run_overrides
+from outbox.commands import bulk
 from outbox.database import causes, create_engine, resolve_dsn, short_error
 from outbox.enqueue import enqueue
 from outbox.errors import InvalidMessage, OutboxError
@@ -226,6 +227,8 @@ async def _stats(conn: AsyncConnection, args: argparse.Namespace) -> int:
 
 
 async def _retry_or_cancel(conn: AsyncConnection, args: argparse.Namespace) -> int:
+    if bulk.has_filters(args) or not args.ids:
+        return await bulk.run(conn, args)
     retry = args.command == "retry"
     action = store.retry_failed if retry else store.cancel_pending
     required = "failed" if retry else "pending"
@@ -363,6 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "webhook":
             return serve.run_webhook(settings, host=args.host, port=args.port)
         handler = HANDLERS[args.command]
+        if args.command in ("retry", "cancel"):
+            bulk.check_usage(args)  # before any connection (or embedded server) is made
         return asyncio.run(_on_connection(settings, lambda conn: handler(conn, args)))
     except KeyboardInterrupt:
         return 130
