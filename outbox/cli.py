@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outbox import demo, migrate, serve, store
 from outbox.arguments import UsageError, build_parser, run_overrides
-from outbox.commands import bulk
+from outbox.commands import breakdown, bulk, grammar
 from outbox.database import causes, create_engine, resolve_dsn, short_error
 from outbox.enqueue import enqueue
 from outbox.errors import InvalidMessage, OutboxError
@@ -193,6 +193,8 @@ async def _list(conn: AsyncConnection, args: argparse.Namespace) -> int:
 
 
 async def _stats(conn: AsyncConnection, args: argparse.Namespace) -> int:
+    if args.by is not None:
+        return await breakdown.run(conn, args)
     stats = await store.backlog_stats(conn)
     if args.json:
         print(json.dumps(stats))
@@ -366,8 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "webhook":
             return serve.run_webhook(settings, host=args.host, port=args.port)
         handler = HANDLERS[args.command]
-        if args.command in ("retry", "cancel"):
-            bulk.check_usage(args)  # before any connection (or embedded server) is made
+        grammar.check_usage(args)  # before any connection (or embedded server) is made
         return asyncio.run(_on_connection(settings, lambda conn: handler(conn, args)))
     except KeyboardInterrupt:
         return 130

@@ -3,12 +3,23 @@ the new options of existing ones."""
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
-from outbox.commands import bulk
+from outbox.commands import breakdown, bulk
 
 
 def extend(commands: Any) -> None:
     """Add every operator command and option to the `outbox` subparsers."""
     for command in ("retry", "cancel"):
         bulk.add_filters(commands.choices[command], command)
+    breakdown.add_options(commands.choices["stats"])
+
+
+def check_usage(args: argparse.Namespace) -> None:
+    """Refuse bad combinations of options before any connection (or embedded server) is made:
+    UsageError, exit 2."""
+    if args.command in ("retry", "cancel"):
+        bulk.check_usage(args)
+    elif args.command == "stats":
+        breakdown.check_usage(args)

@@ -58,9 +58,9 @@ def statuses(values: list[list[str]] | None) -> list[str]:
 
 
 def age(duration: timedelta) -> str:
-    """A duration as the options write it: 7d, 2h or 30m."""
+    """A duration as the options write it: 7d, 24h or 30m."""
     minutes = int(duration.total_seconds() // 60)
-    if minutes % 1440 == 0:
+    if minutes % 1440 == 0 and minutes > 1440:
         return f"{minutes // 1440}d"
     if minutes % 60 == 0:
         return f"{minutes // 60}h"
