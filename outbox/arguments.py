@@ -14,7 +14,6 @@ from typing import Any, NoReturn
 
 from outbox.logs import LOG_FORMATS, LOG_LEVELS
 from outbox.policy.commands import add_optout_command
-from outbox.schema import STATUSES
 from outbox.status import MAX_LIST_LIMIT
 
 _DURATION = re.compile(r"^(\d+)([mhd])$")
@@ -253,18 +252,7 @@ def _query_commands(commands: Any) -> None:
     p.add_argument("id", type=positive_int, help="the message's id")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
-    p = commands.add_parser("list", help="messages, newest first")
-    p.add_argument("--status", choices=STATUSES, help="only messages in this status")
-    p.add_argument("--recipient", metavar="R", help="only messages to this number")
-    p.add_argument("--since", type=parse_time, metavar="ISO", help="only messages created since")
-    p.add_argument(
-        "--limit",
-        type=list_limit,
-        default=100,
-        metavar="N",
-        help=f"at most N messages, 1 to {MAX_LIST_LIMIT} (default 100)",
-    )
-    p.add_argument("--json", action="store_true", help="print a JSON list")
+    commands.add_parser("list", help="messages, newest first, a page at a time")  # grammar.py
 
     p = commands.add_parser("stats", help="counts by status, backlog age, send rate, daemons")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -21,13 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outbox import demo, migrate, serve, store
 from outbox.arguments import UsageError, build_parser, run_overrides
-from outbox.commands import breakdown, bulk, grammar
+from outbox.commands import breakdown, bulk, grammar, listing
 from outbox.database import causes, create_engine, resolve_dsn, short_error
 from outbox.enqueue import enqueue
 from outbox.errors import InvalidMessage, OutboxError
 from outbox.policy import commands as policy_commands
 from outbox.settings import Settings, redact_secrets, redact_url
-from outbox.status import Delivery, Event, get_history, get_status, list_messages
+from outbox.status import Delivery, Event, get_history, get_status
 from outbox.templates import Template
 
 T = TypeVar("T")
@@ -182,14 +182,7 @@ async def _status(conn: AsyncConnection, args: argparse.Namespace) -> int:
 
 
 async def _list(conn: AsyncConnection, args: argparse.Namespace) -> int:
-    deliveries = await list_messages(
-        conn, status=args.status, recipient=args.recipient, since=args.since, limit=args.limit
-    )
-    if args.json:
-        print(json.dumps([d.to_json() for d in deliveries], ensure_ascii=False))
-    else:
-        print_table(deliveries)
-    return 0
+    return await listing.run(conn, args, print_table)
 
 
 async def _stats(conn: AsyncConnection, args: argparse.Namespace) -> int:

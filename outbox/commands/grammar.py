@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from outbox.commands import breakdown, bulk
+from outbox.commands import breakdown, bulk, listing
 
 
 def extend(commands: Any) -> None:
@@ -14,6 +14,7 @@ def extend(commands: Any) -> None:
     for command in ("retry", "cancel"):
         bulk.add_filters(commands.choices[command], command)
     breakdown.add_options(commands.choices["stats"])
+    listing.add_options(commands.choices["list"])
 
 
 def check_usage(args: argparse.Namespace) -> None:
@@ -21,5 +22,7 @@ def check_usage(args: argparse.Namespace) -> None:
     UsageError, exit 2."""
     if args.command in ("retry", "cancel"):
         bulk.check_usage(args)
+    elif args.command == "list":
+        listing.check_usage(args)
     elif args.command == "stats":
         breakdown.check_usage(args)
