@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outbox import demo, migrate, serve, store
 from outbox.arguments import UsageError, build_parser, run_overrides
-from outbox.commands import breakdown, bulk, grammar, listing
+from outbox.commands import breakdown, bulk, grammar, inbound, listing
 from outbox.database import causes, create_engine, resolve_dsn, short_error
 from outbox.enqueue import enqueue
 from outbox.errors import InvalidMessage, OutboxError
@@ -264,6 +264,7 @@ HANDLERS: dict[str, Callable[[AsyncConnection, argparse.Namespace], Awaitable[in
     "cancel": _retry_or_cancel,
     "prune": _prune,
     "optout": policy_commands.optout,
+    "inbound": inbound.run,
 }
 
 

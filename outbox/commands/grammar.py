@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from outbox.commands import breakdown, bulk, listing
+from outbox.commands import breakdown, bulk, inbound, listing
 
 
 def extend(commands: Any) -> None:
@@ -15,6 +15,7 @@ def extend(commands: Any) -> None:
         bulk.add_filters(commands.choices[command], command)
     breakdown.add_options(commands.choices["stats"])
     listing.add_options(commands.choices["list"])
+    inbound.add_command(commands)
 
 
 def check_usage(args: argparse.Namespace) -> None:
@@ -22,6 +23,8 @@ def check_usage(args: argparse.Namespace) -> None:
     UsageError, exit 2."""
     if args.command in ("retry", "cancel"):
         bulk.check_usage(args)
+    elif args.command == "inbound":
+        inbound.check_usage(args)
     elif args.command == "list":
         listing.check_usage(args)
     elif args.command == "stats":
