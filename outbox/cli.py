@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outbox import demo, migrate, serve, store
 from outbox.arguments import UsageError, build_parser, run_overrides
-from outbox.commands import breakdown, bulk, grammar, inbound, listing
+from outbox.commands import breakdown, bulk, grammar, inbound, listing, pause
 from outbox.database import causes, create_engine, resolve_dsn, short_error
 from outbox.enqueue import enqueue
 from outbox.errors import InvalidMessage, OutboxError
@@ -198,6 +198,10 @@ async def _stats(conn: AsyncConnection, args: argparse.Namespace) -> int:
         for sender, counts in sorted(stats["senders"].items()):
             figures = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
             print(f"{'sender ' + sender:<21} {figures}")
+    for paused in stats["pauses"]:
+        who = "every sender" if paused["sender"] == "*" else f"sender {paused['sender']}"
+        reason = f": {paused['reason']}" if paused["reason"] else ""
+        print(f"{'paused by operator':<21} {who} since {paused['paused_at']}{reason}")
     oldest = stats["oldest_pending_seconds"]
     print(f"{'oldest pending (s)':<21} {'-' if oldest is None else oldest}")
     print(f"{'sends per minute':<21} {stats['sends_per_minute']}")
@@ -265,6 +269,8 @@ HANDLERS: dict[str, Callable[[AsyncConnection, argparse.Namespace], Awaitable[in
     "prune": _prune,
     "optout": policy_commands.optout,
     "inbound": inbound.run,
+    "pause": pause.pause,
+    "resume": pause.resume,
 }
 
 

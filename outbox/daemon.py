@@ -40,6 +40,7 @@ from outbox.limiter import RateLimiter
 from outbox.listener import NotificationListener
 from outbox.metrics.backlog import BacklogGauges
 from outbox.metrics.daemon import DaemonMetrics
+from outbox.pauses import PauseWatcher
 from outbox.pool import Pool
 from outbox.recorder import PartRecorder
 from outbox.retry import expo_delays
@@ -112,7 +113,10 @@ class Daemon:
 
     @property
     def paused_reason(self) -> str | None:
-        """Why sending is paused by an account error: the token's, else the first sender's."""
+        """Why sending is paused: by an operator, else by an account error (the token's, else
+        the first sender's)."""
+        if self.senders.operator.holds(self.senders.default):
+            return self.senders.operator.reason(self.senders.default)
         for gate in self.senders.closed():
             if gate.state is State.PAUSED:
                 return gate.reason
@@ -120,7 +124,7 @@ class Daemon:
 
     def paused_reasons(self) -> set[str]:
         """Why sending is stopped now, in outbox_paused's words (account, outage, throttle,
-        template: see outbox.metrics.daemon); empty while everything can be sent."""
+        template, operator: see outbox.metrics.daemon); empty while everything can be sent."""
         reasons = set()
         for gate in self.senders.closed():
             reasons.add("account" if gate.state is State.PAUSED else "outage")
@@ -128,6 +132,8 @@ class Daemon:
             reasons.add("throttle")
         if self._rows is not None and self._rows.templates_held():
             reasons.add("template")
+        if self.senders.operator.everything or self.senders.operator.senders():
+            reasons.add("operator")
         return reasons
 
     @property
@@ -148,6 +154,7 @@ class Daemon:
     def _senders_states(self) -> dict[str, dict[str, Any]]:
         """Every sender this daemon has sent from that is not ok now, with its state."""
         names = set(self.senders.known()) | set(self.limiter.held())
+        names |= set(self.senders.operator.senders())
         states = {}
         for sender in sorted(names - {self.senders.default}):
             status, reason = self._sending_state(sender)
@@ -288,10 +295,13 @@ class Daemon:
             installation=await installation_id(pool),
         )
         backlog = BacklogGauges(pool, self.metrics.pending, self.metrics.oldest_pending)
+        pauses = PauseWatcher(pool, self.senders.operator, self.wake)
+        await persistently(pauses.read, what="reading the operator pauses", max_tries=10)
         listen_dsn = asyncpg_dsn(self.settings.listen_url) if self.settings.listen_url else dsn
-        listener = NotificationListener(listen_dsn, self.wake)
+        listener = NotificationListener(listen_dsn, self.wake, on_payload=lambda _: pauses.poke())
         listener.start()
         helpers = [
+            asyncio.create_task(pauses.run(), name="outbox-operator-pauses"),
             asyncio.create_task(self._keep_leases(), name="outbox-leases"),
             asyncio.create_task(self._report_state(), name="outbox-heartbeat"),
             asyncio.create_task(backlog.run(), name="outbox-backlog-gauges"),
@@ -378,8 +388,10 @@ class Daemon:
                 self._takeover_after = loop.time() + TAKEOVER_GRACE
             await self._expire_due(loop.time())
             claimed = await self._claim_some()
-            if self.drain and not self._tasks and not claimed and await self._finished():
-                if self.senders.paused():
+            # An operator's pause of every sender leaves a drain nothing to wait for.
+            everything = self.senders.operator.everything
+            if self.drain and not self._tasks and not claimed and await self._finished(everything):
+                if self.senders.paused() or everything:
                     self._exit_code = EXIT_PAUSED
                     logger.info("drained: only the rows of paused numbers are left")
                 else:
@@ -399,19 +411,23 @@ class Daemon:
     def _claim_rounds(self) -> list[tuple[int, bool, str | None, list[str]]]:
         """The claims to make now, as (limit, probe, only this sender, senders left out): a
         probe of the token or of each stopped sender whose probe is due, then the rest."""
-        if self._recorder.busy:
+        operator = self.senders.operator  # an operator's pause: no claim, no probe
+        if self._recorder.busy or operator.everything:
             return []
         free = self._in_flight_limit() - self._sending()
         token = self.senders.token
         if not token.open:
             if self._tasks or not token.probe_due():
                 return []
-            return [(1, True, None, [])]  # one real send finds out whether the token works
+            # one real send finds out whether the token works
+            return [(1, True, None, operator.senders())]
         held = self.limiter.held()
         busy = {claim.sender for claim in self._in_flight.values()}
         rounds: list[tuple[int, bool, str | None, list[str]]] = []
         for sender, gate in self.senders.known().items():
             if free <= 0 or gate.open or sender in busy or sender in held:
+                continue
+            if operator.holds(sender):
                 continue
             if self.drain and gate.state is State.PAUSED:
                 continue  # a drain does not wait out an account error: it ends with exit 3
@@ -419,7 +435,7 @@ class Daemon:
                 rounds.append((1, True, sender, []))
                 free -= 1
         if free > 0 and self._worth_claiming(free):
-            stopped = sorted(set(self.senders.stopped()) | set(held))
+            stopped = sorted(set(self.senders.stopped()) | set(held) | set(operator.senders()))
             rounds.append((min(free, self.settings.batch_size), False, None, stopped))
         return rounds
 
@@ -555,11 +571,12 @@ class Daemon:
             waits.append(float(row["seconds"]))
         return max(min(waits), 0.05)
 
-    async def _finished(self) -> bool:
+    async def _finished(self, paused_by_operator: bool = False) -> bool:
+        """Nothing left that can be sent (all of it, when an operator paused every sender)."""
         params = {"default_sender": self.senders.default, "paused": self.senders.paused()}
         async with self._pool.connect() as conn:
             row = await fetch_one(conn, store.HAS_UNFINISHED_WORK, params)
-        return row is not None and not next(iter(row.values()))
+        return paused_by_operator or (row is not None and not next(iter(row.values())))
 
     async def _expire_due(self, now: float) -> None:
         """Every few seconds: fail pending rows past their expires_at, and release queued rows

@@ -45,11 +45,13 @@ class NotificationListener:
         dsn: str,
         on_notify: Callable[[], None],
         *,
+        on_payload: Callable[[str], None] | None = None,
         probe_timeout: float = PROBE_TIMEOUT,
         recheck_interval: float = RECHECK_INTERVAL,
     ) -> None:
         self._dsn = dsn
         self._on_notify = on_notify
+        self._on_payload = on_payload  # told a notification's payload when it has one
         self._probe_timeout = probe_timeout
         self._recheck_interval = recheck_interval
         self._task: asyncio.Task[None] | None = None
@@ -66,7 +68,11 @@ class NotificationListener:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    def _notified(self, *_: Any) -> None:
+    def _notified(self, *args: Any) -> None:
+        # asyncpg calls (connection, pid, channel, payload); a new row's NOTIFY has no payload.
+        payload = args[3] if len(args) > 3 else ""
+        if payload and self._on_payload is not None:
+            self._on_payload(payload)
         self._on_notify()
 
     async def _run(self) -> None:

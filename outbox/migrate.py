@@ -32,6 +32,7 @@ REVISION_TABLES = {
     "0007": "outbox_installation",
     "0008": "outbox_messages",
     "0010": "outbox_optouts",
+    "0011": "outbox_pauses",
 }
 
 

@@ -421,3 +421,21 @@ installation = sa.Table(
     ),
     sa.CheckConstraint("id ~ '^[a-z0-9]{8,32}$'", name="id_shape"),
 )
+
+# Sending stopped by an operator (`outbox pause [--sender]`), until `outbox resume`: one row per
+# paused sender, `*` for every sender. Every daemon reads it within a second (NOTIFY `outbox`
+# with payload `pause`, and a timer), claims none of a paused sender's rows, and keeps it so
+# across restarts.
+ALL_SENDERS = "*"
+pauses = sa.Table(
+    "outbox_pauses",
+    metadata,
+    sa.Column("sender", sa.Text, primary_key=True),
+    sa.Column(
+        "paused_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.CheckConstraint(
+        f"sender = '{ALL_SENDERS}' OR sender ~ '^[0-9]{{1,32}}$'", name="sender_shape"
+    ),
+)

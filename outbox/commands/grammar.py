@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from outbox.commands import breakdown, bulk, inbound, listing
+from outbox.commands import breakdown, bulk, inbound, listing, pause
 
 
 def extend(commands: Any) -> None:
@@ -16,6 +16,7 @@ def extend(commands: Any) -> None:
     breakdown.add_options(commands.choices["stats"])
     listing.add_options(commands.choices["list"])
     inbound.add_command(commands)
+    pause.add_commands(commands)
 
 
 def check_usage(args: argparse.Namespace) -> None:
@@ -23,6 +24,8 @@ def check_usage(args: argparse.Namespace) -> None:
     UsageError, exit 2."""
     if args.command in ("retry", "cancel"):
         bulk.check_usage(args)
+    elif args.command in ("pause", "resume"):
+        pause.check_usage(args)
     elif args.command == "inbound":
         inbound.check_usage(args)
     elif args.command == "list":

@@ -31,7 +31,8 @@ KINDS = ("text", "image", "video", "document", "audio", "template")
 #   outage    the Graph API fails for everyone (network, 5xx): nothing but probes until it answers
 #   throttle  Meta's sender-wide throughput limit: nothing is sent until the hold ends
 #   template  Meta paused a template: only that template's rows wait, other messages go on
-PAUSE_REASONS = ("account", "outage", "throttle", "template")
+#   operator  `outbox pause`: a sender's rows, or every row, wait for `outbox resume`
+PAUSE_REASONS = ("account", "outage", "throttle", "template", "operator")
 # Graph API requests take milliseconds to seconds; the request timeout is 15 s by default.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0)
 
@@ -66,7 +67,8 @@ class _Paused:
     def _family() -> GaugeMetricFamily:
         return GaugeMetricFamily(
             "outbox_paused",
-            "1 while sending is stopped for this reason (account, outage, throttle, template)",
+            "1 while sending is stopped for this reason "
+            "(account, outage, throttle, template, operator)",
             labels=["reason"],
         )
 

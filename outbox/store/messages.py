@@ -21,6 +21,7 @@ from outbox.connections import (
     fetch_one_sync,
 )
 from outbox.schema import FAILED, FINISHED_STATUSES, PENDING, STATUSES, messages
+from outbox.store.pauses import select_pauses
 from outbox.store.webhooks import prune_webhooks
 from outbox.validation import NewMessage
 
@@ -335,7 +336,8 @@ async def prune_finished(conn: AsyncConnection, older_than: timedelta, *, batch:
 
 async def backlog_stats(conn: AsyncConnection) -> dict[str, Any]:
     """Counts by status (every status listed), oldest due pending age, sends per minute, the
-    daemons' states and the errors Meta reported about numbers or the app in the last day."""
+    operators' pauses, the daemons' states and the errors Meta reported about numbers or the
+    app in the last day."""
     counts = dict.fromkeys(STATUSES, 0)
     by_sender: dict[str, dict[str, int]] = {}
     for row in await fetch_all(conn, COUNT_BY_STATUS):
@@ -369,9 +371,18 @@ async def backlog_stats(conn: AsyncConnection) -> dict[str, Any]:
         }
         for row in await fetch_all(conn, RECENT_WEBHOOK_ERRORS)
     ]
+    paused = [
+        {
+            "sender": row["sender"],
+            "paused_at": row["paused_at"].isoformat(),
+            "reason": row["reason"],
+        }
+        for row in await select_pauses(conn)
+    ]
     return {
         "counts": counts,
         "senders": by_sender,
+        "pauses": paused,
         "oldest_pending_seconds": None if oldest is None else round(float(oldest), 3),
         "sends_per_minute": round(int(figures["sent_last_5_minutes"]) / 5, 1),
         "daemons": daemons,

@@ -51,7 +51,7 @@ def test_paused_is_1_for_the_current_reasons_and_0_for_the_others() -> None:
     reasons = {"outage", "throttle"}
     samples = scrape(DaemonMetrics(paused_reasons=lambda: reasons).registry)
     paused = {r: value(samples, "outbox_paused", reason=r) for r in PAUSE_REASONS}
-    assert paused == {"account": 0, "outage": 1, "throttle": 1, "template": 0}
+    assert paused == {"account": 0, "outage": 1, "throttle": 1, "template": 0, "operator": 0}
 
 
 def test_in_flight_is_read_from_the_daemon_when_scraped() -> None:
