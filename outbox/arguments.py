@@ -205,7 +205,7 @@ def _enqueue_command(commands: Any) -> None:
         help="add one message; prints its id",
         description="Insert one message row (committed at once) and print its id.",
     )
-    p.add_argument("recipient", help="the recipient's number, digits with country code")
+    p.add_argument("recipient", nargs="?", help="the recipient's number, digits with country code")
     p.add_argument("message", nargs="?", help="the text, sent after any media (up to 4096 chars)")
     for kind in ("image", "video", "document", "audio"):
         p.add_argument(

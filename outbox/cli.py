@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outbox import demo, migrate, serve, store
 from outbox.arguments import UsageError, build_parser, run_overrides
-from outbox.commands import breakdown, bulk, grammar, inbound, listing, pause
+from outbox.commands import breakdown, bulk, enqueue_json, grammar, inbound, listing, pause
 from outbox.database import causes, create_engine, resolve_dsn, short_error
 from outbox.enqueue import enqueue
 from outbox.errors import InvalidMessage, OutboxError
@@ -142,6 +142,8 @@ def _template(args: argparse.Namespace) -> Template | None:
 
 
 async def _enqueue(conn: AsyncConnection, args: argparse.Namespace) -> int:
+    if args.json is not None:
+        return await enqueue_json.run(conn, args)
     template = _template(args)
     media = {
         "images": args.image,

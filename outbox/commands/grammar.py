@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from outbox.commands import breakdown, bulk, inbound, listing, pause
+from outbox.commands import breakdown, bulk, enqueue_json, inbound, listing, pause
 
 
 def extend(commands: Any) -> None:
@@ -16,6 +16,7 @@ def extend(commands: Any) -> None:
     breakdown.add_options(commands.choices["stats"])
     listing.add_options(commands.choices["list"])
     inbound.add_command(commands)
+    enqueue_json.add_options(commands.choices["enqueue"])
     pause.add_commands(commands)
 
 
@@ -24,6 +25,8 @@ def check_usage(args: argparse.Namespace) -> None:
     UsageError, exit 2."""
     if args.command in ("retry", "cancel"):
         bulk.check_usage(args)
+    elif args.command == "enqueue":
+        enqueue_json.check_usage(args)
     elif args.command in ("pause", "resume"):
         pause.check_usage(args)
     elif args.command == "inbound":
