@@ -21,7 +21,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outbox import demo, migrate, serve, store
 from outbox.arguments import UsageError, build_parser, run_overrides
-from outbox.commands import breakdown, bulk, enqueue_json, grammar, inbound, listing, pause
+from outbox.commands import (
+    breakdown,
+    bulk,
+    enqueue_json,
+    grammar,
+    inbound,
+    listing,
+    pause,
+    tail,
+)
 from outbox.database import causes, create_engine, resolve_dsn, short_error
 from outbox.enqueue import enqueue
 from outbox.errors import InvalidMessage, OutboxError
@@ -273,6 +282,7 @@ HANDLERS: dict[str, Callable[[AsyncConnection, argparse.Namespace], Awaitable[in
     "inbound": inbound.run,
     "pause": pause.pause,
     "resume": pause.resume,
+    "tail": tail.run,
 }
 
 

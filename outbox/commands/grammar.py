@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from outbox.commands import breakdown, bulk, enqueue_json, inbound, listing, pause
+from outbox.commands import breakdown, bulk, enqueue_json, inbound, listing, pause, tail
 
 
 def extend(commands: Any) -> None:
@@ -17,6 +17,7 @@ def extend(commands: Any) -> None:
     listing.add_options(commands.choices["list"])
     inbound.add_command(commands)
     enqueue_json.add_options(commands.choices["enqueue"])
+    tail.add_command(commands)
     pause.add_commands(commands)
 
 
@@ -25,6 +26,8 @@ def check_usage(args: argparse.Namespace) -> None:
     UsageError, exit 2."""
     if args.command in ("retry", "cancel"):
         bulk.check_usage(args)
+    elif args.command == "tail":
+        tail.check_usage(args)
     elif args.command == "enqueue":
         enqueue_json.check_usage(args)
     elif args.command in ("pause", "resume"):
