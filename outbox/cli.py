@@ -24,6 +24,7 @@ from outbox.arguments import UsageError, build_parser, run_overrides
 from outbox.commands import (
     breakdown,
     bulk,
+    check,
     enqueue_json,
     grammar,
     inbound,
@@ -354,6 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = Settings(**{**settings.__dict__, "database_url": args.database_url.strip()})
         if args.command == "migrate":
             return _migrate(settings)
+        if args.command == "check":
+            return check.run(settings, args)
         if args.command == "demo":
             return demo.run_demo(settings)
         if args.command == "run":

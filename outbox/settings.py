@@ -109,6 +109,8 @@ class Settings:
     graph_api_version: str = DEFAULT_GRAPH_API_VERSION
     app_secret: str | None = field(default=None, repr=False)
     webhook_verify_token: str | None = field(default=None, repr=False)
+    # Where `outbox check` finds the webhook receiver (its /webhook URL, as given to Meta).
+    webhook_url: str | None = None
     # The daemon's tuning (CLI flags of `outbox run`).
     concurrency: int = 500  # the ceiling: 1,000 msg/s at 500 ms; see outbox.pace
     batch_size: int = 100
@@ -218,6 +220,7 @@ class Settings:
             app_secret=get("META_APP_SECRET"),
             webhook_verify_token=get("META_WEBHOOK_VERIFY_TOKEN"),
             optout_keywords=_keywords(get("OUTBOX_OPTOUT_KEYWORDS")),
+            webhook_url=get("OUTBOX_WEBHOOK_URL"),
         )
 
 

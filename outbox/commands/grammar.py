@@ -6,7 +6,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from outbox.commands import breakdown, bulk, enqueue_json, inbound, listing, pause, tail
+from outbox.commands import (
+    breakdown,
+    bulk,
+    check,
+    enqueue_json,
+    inbound,
+    listing,
+    pause,
+    tail,
+)
 
 
 def extend(commands: Any) -> None:
@@ -18,6 +27,7 @@ def extend(commands: Any) -> None:
     inbound.add_command(commands)
     enqueue_json.add_options(commands.choices["enqueue"])
     tail.add_command(commands)
+    check.add_command(commands)
     pause.add_commands(commands)
 
 
