@@ -11,6 +11,7 @@ from outbox.commands import (
     bulk,
     check,
     enqueue_json,
+    environment,
     inbound,
     listing,
     pause,
@@ -24,11 +25,12 @@ def extend(commands: Any) -> None:
         bulk.add_filters(commands.choices[command], command)
     breakdown.add_options(commands.choices["stats"])
     listing.add_options(commands.choices["list"])
-    inbound.add_command(commands)
     enqueue_json.add_options(commands.choices["enqueue"])
+    inbound.add_command(commands)
+    pause.add_commands(commands)
     tail.add_command(commands)
     check.add_command(commands)
-    pause.add_commands(commands)
+    environment.add_epilogs(commands)  # last: every command is there
 
 
 def check_usage(args: argparse.Namespace) -> None:
