@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from outbox.simulator import Simulator
-from tests.daemon_helpers import daemon_env, enqueue, status
+from tests.daemon_helpers import IMAGE, daemon_env, enqueue, status
 
 pytestmark = pytest.mark.timeout(120)
 BIN = Path(sys.executable).parent
@@ -154,3 +154,28 @@ async def test_stats_shows_the_pause_and_the_paused_daemons(
     assert [(p["sender"], p["reason"]) for p in stats["pauses"]] == [("*", "maintenance")]
     assert [d["state"] for d in stats["daemons"]] == ["paused"]
     assert "paused by operator" in stats["daemons"][0]["reason"]
+
+
+async def test_a_row_in_flight_finishes_its_current_part_then_waits_for_resume(
+    database_url: str, engine: AsyncEngine, simulator: Simulator, daemons: Daemons
+) -> None:
+    simulator.latency_ms = 1000  # five parts take five seconds: the pause comes in between
+    await daemons()
+    row = await enqueue(engine, RECIPIENT, "caption", media_urls={"images": [IMAGE] * 4})
+    for _ in range(300):  # until its first part is accepted
+        if simulator.accepted:
+            break
+        await asyncio.sleep(0.05)
+    assert (await outbox(database_url, "pause"))[0] == 0
+    await asyncio.sleep(3.0)
+    accepted = len(simulator.accepted)
+    assert accepted < 5
+    delivery = await status(engine, row)
+    assert delivery.status == "pending"
+    assert sum(1 for wamid in delivery.part_ids if wamid) == accepted  # every accepted part kept
+    assert delivery.attempts == 0  # a pause uses no attempt
+    await asyncio.sleep(1.0)
+    assert len(simulator.accepted) == accepted
+    await outbox(database_url, "resume")
+    assert await sent(engine, row)
+    assert len(simulator.accepted) == 5  # each part once
