@@ -89,7 +89,9 @@ def documents(text: str) -> list[Any]:
             found.append(json.loads(line))
         except json.JSONDecodeError as exc:
             raise InvalidMessage(
-                f"--json line {number}", f"is not JSON ({exc.msg}, column {exc.colno})"
+                f"--json line {number}",
+                f"is not JSON ({exc.msg}, column {exc.colno})",
+                rule="json",
             ) from None
     return found
 
@@ -97,14 +99,13 @@ def documents(text: str) -> list[Any]:
 def _time(value: object, field: str) -> datetime | None:
     if value is None:
         return None
+    rule = "must be an ISO 8601 time string, e.g. 2026-12-01T09:30:00Z"
     if not isinstance(value, str):
-        raise InvalidMessage(field, "must be an ISO 8601 time string, e.g. 2026-12-01T09:30:00Z")
+        raise InvalidMessage(field, rule, rule="type")
     try:
         parsed = datetime.fromisoformat(value.strip())
     except ValueError:
-        raise InvalidMessage(
-            field, "must be an ISO 8601 time string, e.g. 2026-12-01T09:30:00Z"
-        ) from None
+        raise InvalidMessage(field, rule, rule="type") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -112,15 +113,17 @@ def _template(value: object) -> Template | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise InvalidMessage("template", "must be an object {name, language, ...}")
+        raise InvalidMessage("template", "must be an object {name, language, ...}", rule="type")
     unknown = sorted(set(value) - set(TEMPLATE_FIELDS))
     if unknown:
         raise InvalidMessage(
-            f"template.{unknown[0]}", f"unknown field: use {', '.join(TEMPLATE_FIELDS)}"
+            f"template.{unknown[0]}",
+            f"unknown field: use {', '.join(TEMPLATE_FIELDS)}",
+            rule="unknown_key",
         )
     for required in ("name", "language"):
         if required not in value:
-            raise InvalidMessage(f"template.{required}", "is required")
+            raise InvalidMessage(f"template.{required}", "is required", rule="required")
     params = value.get("body_params", ())
     return Template(
         value["name"],
@@ -134,12 +137,14 @@ def _template(value: object) -> Template | None:
 def arguments(document: object) -> dict[str, Any]:
     """enqueue()'s keyword arguments from one JSON object; InvalidMessage naming the field."""
     if not isinstance(document, dict):
-        raise InvalidMessage("message", "must be a JSON object with a recipient")
+        raise InvalidMessage("message", "must be a JSON object with a recipient", rule="type")
     unknown = sorted(set(document) - set(FIELDS))
     if unknown:
-        raise InvalidMessage(unknown[0], f"unknown field: use {', '.join(FIELDS)}")
+        raise InvalidMessage(
+            unknown[0], f"unknown field: use {', '.join(FIELDS)}", rule="unknown_key"
+        )
     if "recipient" not in document:
-        raise InvalidMessage("recipient", "is required")
+        raise InvalidMessage("recipient", "is required", rule="required")
     return {
         **document,
         "template": _template(document.get("template")),
@@ -152,7 +157,7 @@ async def run(conn: AsyncConnection, args: argparse.Namespace) -> int:
     text = sys.stdin.read() if args.json == "-" else args.json
     found = documents(text)
     if not found:
-        raise InvalidMessage("--json", "no message given")
+        raise InvalidMessage("--json", "no message given", rule="empty")
     several = len(found) > 1
     ids = []
     for number, document in enumerate(found, 1):
@@ -161,7 +166,7 @@ async def run(conn: AsyncConnection, args: argparse.Namespace) -> int:
         except InvalidMessage as exc:
             if not several:
                 raise
-            raise InvalidMessage(f"message {number}: {exc.field}", exc.rule) from None
+            raise InvalidMessage(f"message {number}: {exc.field}", exc.text, exc.rule) from None
     await conn.commit()
     for message_id in ids:
         print(message_id)

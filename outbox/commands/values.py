@@ -74,4 +74,4 @@ def recipient_filter(command: str, recipient: str | None) -> str | None:
     try:
         return recipient_digits(recipient, "--recipient")
     except InvalidMessage as exc:
-        raise UsageError(f"{command}: --recipient: {exc.rule}") from None
+        raise UsageError(f"{command}: --recipient: {exc.text}") from None
