@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 
+import psycopg2
 import pytest
 
 from tests.integration.test_cli import sql
@@ -150,3 +151,28 @@ def test_tail_stops_cleanly_on_sigterm(database_url: str, follow: list[Tail]) ->
 def test_tail_stops_cleanly_on_ctrl_c(database_url: str, follow: list[Tail]) -> None:
     follow.append(tail := Tail(database_url))
     assert tail.stop(signal.SIGINT) == (0, "")
+
+
+def test_an_event_committed_after_a_later_one_is_printed_all_the_same(
+    database_url: str, follow: list[Tail]
+) -> None:
+    """Ids come from a sequence: a transaction holding a lower id can commit after a higher one
+    was read. The lower one is asked for again, not skipped."""
+    row = message(database_url, ALICE)
+    follow.append(tail := Tail(database_url, "--json"))
+    slow = psycopg2.connect(database_url)
+    try:
+        with slow.cursor() as cursor:  # takes the lower id, commits last
+            cursor.execute(
+                "INSERT INTO outbox_events (message_id, kind) "
+                f"VALUES ({row}, 'status:sent') RETURNING id"
+            )
+            (lower,) = cursor.fetchone()
+        event(database_url, row, "accepted")
+        (first,) = tail.lines(1)
+        assert json.loads(first)["kind"] == "accepted"
+        slow.commit()
+    finally:
+        slow.close()
+    (second,) = tail.lines(1)
+    assert json.loads(second)["id"] == lower
