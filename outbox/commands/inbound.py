@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outbox.arguments import UsageError, list_limit
 from outbox.commands import values
+from outbox.commands.inbound_text import texts_by_wamid
 from outbox.connections import Row
 from outbox.store import inbound
 
@@ -20,11 +21,10 @@ def add_command(commands: Any) -> None:
     p = commands.add_parser(
         "inbound",
         help="what customers wrote, and when each one's 24-hour window closes",
-        description="The latest messages customers sent to your numbers (as the webhook "
-        "receiver stored them: type and time; the text itself stays in the stored webhook "
-        "body), then each customer's 24-hour customer-service window per number: open until "
-        "24 h after their last message. Windows listed are the open ones, or the asked "
-        "customer's.",
+        description="The latest messages customers sent to your numbers (type and time; with "
+        "--text also what they wrote, read from the stored webhook bodies), then each "
+        "customer's 24-hour customer-service window per number: open until 24 h after their "
+        "last message. Windows listed are the open ones, or the asked customer's.",
     )
     p.add_argument("--recipient", metavar="R", help="only this customer (their number)")
     p.add_argument("--sender", metavar="PHONE_ID", help="only messages to this phone number id")
@@ -40,6 +40,12 @@ def add_command(commands: Any) -> None:
         default=20,
         metavar="N",
         help="at most N messages and N windows (default 20)",
+    )
+    p.add_argument(
+        "--text",
+        action="store_true",
+        help="also show what they wrote, read from the stored webhook bodies (while kept: "
+        "outbox prune removes them; only among the latest 50,000)",
     )
     p.add_argument(
         "--json", action="store_true", help='print {"messages": [...], "windows": [...]}'
@@ -60,8 +66,10 @@ def _who(row: Row) -> str:
     return str(row["customer"] or f"user {row['user_id']}")
 
 
-def _message(row: Row) -> dict[str, Any]:
+def _message(row: Row, texts: dict[str, str] | None) -> dict[str, Any]:
+    shown = {} if texts is None else {"text": texts.get(row["wamid"])}
     return {
+        **shown,
         "at": _iso(row["at"]),
         "customer": row["customer"],
         "user_id": row["user_id"],
@@ -93,9 +101,13 @@ async def run(conn: AsyncConnection, args: argparse.Namespace) -> int:
     }
     messages = await inbound.latest_inbound(conn, **filters)
     windows = await inbound.windows(conn, **filters)
+    texts = None
+    if args.text:
+        times = sorted({row["received_at"] for row in messages})
+        texts = texts_by_wamid(await inbound.bodies_applied_at(conn, times))
     if args.json:
         document = {
-            "messages": [_message(row) for row in messages],
+            "messages": [_message(row, texts) for row in messages],
             "windows": [_window(row) for row in windows],
         }
         print(json.dumps(document, ensure_ascii=False))
@@ -108,6 +120,7 @@ async def run(conn: AsyncConnection, args: argparse.Namespace) -> int:
         print(
             f"{row['at'].isoformat(timespec='seconds'):<25}  {_who(row):<15}  "
             f"{row['phone_number_id']:<16}  {row['type']}{error}"
+            + ("" if texts is None else f"  {texts.get(row['wamid'], '-')}")
         )
     if not messages:
         print("  none")

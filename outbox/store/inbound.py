@@ -20,7 +20,8 @@ _FILTER = f"""
 # The latest :limit inbound messages, newest first.
 LATEST_INBOUND = sa.text(
     f"""
-    SELECT id, at, phone_number_id, customer, user_id, type, error_code, error_title, wamid
+    SELECT id, at, phone_number_id, customer, user_id, type, error_code, error_title, wamid,
+           received_at
     FROM outbox_inbound WHERE {_FILTER}
     ORDER BY at DESC, id DESC LIMIT :limit
     """
@@ -41,6 +42,24 @@ WINDOWS = sa.text(
     LIMIT :limit
     """
 )
+
+
+# The stored webhook bodies applied at the given times, among the latest :window bodies: an
+# inbound message is stored in the transaction that marks its body applied, so its received_at
+# is that body's applied_at (the bodies hold what the customer wrote; outbox_inbound does not).
+BODIES_APPLIED_AT = sa.text(
+    """
+    SELECT w.body FROM outbox_webhooks w
+    WHERE w.id > (SELECT coalesce(max(id), 0) FROM outbox_webhooks) - :window
+      AND w.applied_at = ANY(CAST(:times AS timestamptz[]))
+    """
+)
+BODY_WINDOW = 50_000
+
+
+async def bodies_applied_at(conn: AsyncConnection, times: list[datetime]) -> list[bytes]:
+    rows = await fetch_all(conn, BODIES_APPLIED_AT, {"times": times, "window": BODY_WINDOW})
+    return [bytes(row["body"]) for row in rows]
 
 
 def _params(

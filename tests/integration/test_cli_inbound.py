@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from outbox import Settings
+from outbox.cli import main
+from outbox.webhooks import create_app
+from outbox.webhooks.payload import sign
 from tests.integration.test_cli import run, sql
+from tests.integration.test_webhooks import SECRET, envelope
 
 NUMBER = "1234567890"
 
@@ -94,3 +102,40 @@ def test_a_sender_that_is_not_a_phone_number_id_is_bad_usage(
     code, out, err = run(capsys, "inbound", "--sender", "my-number")
     assert (code, out) == (2, "")
     assert err == "outbox inbound: --sender: a phone number id is digits only\n"
+
+
+async def test_inbound_text_shows_what_the_customer_wrote_from_the_stored_webhook(
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Through the real receiver: the words come back from the body it stored."""
+    settings = Settings(
+        database_url=database_url, app_secret=SECRET, webhook_verify_token="verify", home=tmp_path
+    )
+    words = {
+        "from": "923001234567",
+        "id": "wamid.WORDS",
+        "timestamp": "1700000000",
+        "type": "text",
+        "text": {"body": "Can I check in early?"},
+    }
+    photo = {**words, "id": "wamid.PHOTO", "type": "image", "image": {"caption": "my passport"}}
+    del photo["text"]
+    body = envelope(messages=[words, photo])
+    async with TestClient(TestServer(create_app(settings))) as client:
+        answer = await client.post(
+            "/webhook", data=body, headers={"X-Hub-Signature-256": sign(SECRET, body)}
+        )
+        assert answer.status == 200
+        for _ in range(100):  # applied in the background
+            if sql(database_url, "SELECT count(*) FROM outbox_inbound") == [(2,)]:
+                break
+            await asyncio.sleep(0.05)
+    monkeypatch.setenv("OUTBOX_DATABASE_URL", database_url)
+    code = await asyncio.to_thread(main, ["inbound", "--text", "--json"])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    shown = {m["wamid"]: m["text"] for m in json.loads(out)["messages"]}
+    assert shown == {"wamid.WORDS": "Can I check in early?", "wamid.PHOTO": "my passport"}
