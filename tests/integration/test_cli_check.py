@@ -4,6 +4,7 @@ a secret."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import AsyncIterator
 
@@ -178,3 +179,19 @@ async def test_a_receiver_with_another_verify_token_fails_verification_without_p
     assert code == 1
     assert state(lines, "verification").startswith("FAIL")
     assert "another-verify-token" not in "\n".join(lines)
+
+
+async def test_check_json_lists_every_check_with_its_state_and_fix(
+    configured: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configured.setenv("META_ACCESS_TOKEN", "EAAG-not-the-right-token")
+    code = await asyncio.to_thread(main, ["check", "--json"])
+    checks = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert [(c["check"], c["state"]) for c in checks] == [
+        ("database", "ok"),
+        ("schema", "ok"),
+        ("token", "FAIL"),
+        ("webhook", "skip"),
+    ]
+    assert "META_ACCESS_TOKEN" in checks[2]["fix"]
