@@ -16,6 +16,7 @@ VARIABLES = {
     "META_GRAPH_API_VERSION": "its version (default v23.0)",
     "META_APP_SECRET": "verifies (receiver) or signs (simulator) webhooks",
     "META_WEBHOOK_VERIFY_TOKEN": "answers Meta's webhook verification",
+    "OUTBOX_OPTOUT_KEYWORDS": "inbound texts that opt a customer out of marketing",
 }
 _DATABASE = ("OUTBOX_DATABASE_URL", "OUTBOX_HOME")
 _GRAPH = (
@@ -26,11 +27,20 @@ _GRAPH = (
 )
 READS: dict[str, tuple[str, ...]] = {
     "run": (*_DATABASE, "OUTBOX_LISTEN_URL", *_GRAPH, "META_APP_SECRET"),
-    "webhook": (*_DATABASE, "META_APP_SECRET", "META_WEBHOOK_VERIFY_TOKEN"),
+    "webhook": (
+        *_DATABASE,
+        "META_APP_SECRET",
+        "META_WEBHOOK_VERIFY_TOKEN",
+        "OUTBOX_OPTOUT_KEYWORDS",
+    ),
+    "status": (*_DATABASE, "META_PHONE_NUMBER_ID"),
+    "optout": (*_DATABASE, "META_PHONE_NUMBER_ID"),
     "simulator": ("META_ACCESS_TOKEN", "META_PHONE_NUMBER_ID", "META_APP_SECRET"),
     "check": (*_DATABASE, *_GRAPH, "META_WEBHOOK_VERIFY_TOKEN", "OUTBOX_WEBHOOK_URL"),
 }
 _NOTES = {
+    "status": {"META_PHONE_NUMBER_ID": "the sender of rows without one, for their window"},
+    "optout": {"META_PHONE_NUMBER_ID": "the sender when --sender is not given"},
     "run": {"META_APP_SECRET": "set: sends in doubt wait 60 s for a status webhook"},
     "simulator": {
         "META_ACCESS_TOKEN": "when set, the bearer token it accepts",

@@ -14,6 +14,8 @@ from outbox.arguments import UsageError, list_limit
 from outbox.commands import values
 from outbox.commands.inbound_text import texts_by_wamid
 from outbox.connections import Row
+from outbox.errors import InvalidMessage
+from outbox.policy import window
 from outbox.store import inbound
 
 
@@ -89,6 +91,26 @@ def _window(row: Row) -> dict[str, Any]:
         "last_message_at": _iso(row["last_at"]),
         "closes_at": _iso(row["closes_at"]),
         "open": bool(row["open"]),
+        "closed_by_meta_at": _iso(row.get("closed_by_meta_at")),
+    }
+
+
+async def _as_policy_sees_it(conn: AsyncConnection, row: Row) -> Row:
+    """The window as the daemon judges it (outbox.window: also closed early when Meta said
+    131047), for a customer known by number; the plain 24 hours otherwise."""
+    if row["customer"] is None:
+        return row
+    try:
+        found = await window(conn, row["customer"], row["phone_number_id"])
+    except InvalidMessage:  # a number stored before today's rules: the plain 24 hours
+        return row
+    if found.closes_at is None:
+        return row
+    return {
+        **row,
+        "closes_at": found.closes_at,
+        "open": found.open,
+        "closed_by_meta_at": found.closed_by_meta_at,
     }
 
 
@@ -100,7 +122,9 @@ async def run(conn: AsyncConnection, args: argparse.Namespace) -> int:
         "limit": args.limit,
     }
     messages = await inbound.latest_inbound(conn, **filters)
-    windows = await inbound.windows(conn, **filters)
+    windows = [
+        await _as_policy_sees_it(conn, row) for row in await inbound.windows(conn, **filters)
+    ]
     texts = None
     if args.text:
         times = sorted({row["received_at"] for row in messages})
@@ -129,6 +153,8 @@ async def run(conn: AsyncConnection, args: argparse.Namespace) -> int:
     for row in windows:
         closes = row["closes_at"].isoformat(timespec="seconds")
         state = f"open until {closes}" if row["open"] else f"closed since {closes}"
+        if row.get("closed_by_meta_at"):
+            state += " (Meta said so: 131047)"
         print(
             f"{_who(row):<15}  {row['phone_number_id']:<16}  "
             f"{row['last_at'].isoformat(timespec='seconds'):<25}  {state}"

@@ -62,6 +62,20 @@ def test_a_window_closes_24_hours_after_the_customers_last_message(
     assert window["closes_at"] == closes.isoformat()  # type: ignore[attr-defined]
 
 
+def test_a_window_meta_closed_early_shows_closed_as_the_daemon_judges_it(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inbound(cli_env, "923001234567", "2 hours")
+    sql(
+        cli_env,
+        "INSERT INTO outbox_window_closures (phone_number_id, customer, closed_at) "
+        f"VALUES ('{NUMBER}', '923001234567', now() - interval '1 hour')",
+    )
+    (window,) = shown(capsys)["windows"]
+    assert window["open"] is False
+    assert window["closed_by_meta_at"] is not None
+
+
 def test_closed_windows_are_listed_only_for_the_customer_asked_for(
     cli_env: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -21,7 +21,7 @@ def environment(text: str) -> list[str]:
 
 COMMANDS = [
     "migrate", "enqueue", "status", "list", "stats", "retry", "cancel", "prune", "run",
-    "simulator", "webhook", "demo", "inbound", "pause", "resume", "tail", "check",
+    "simulator", "webhook", "optout", "demo", "inbound", "pause", "resume", "tail", "check",
 ]  # fmt: skip
 
 
