@@ -31,8 +31,8 @@ REVISION_TABLES = {
     "0006": "outbox_messages",
     "0007": "outbox_installation",
     "0008": "outbox_messages",
-    "0010": "outbox_optouts",
-    "0011": "outbox_pauses",
+    "0009": "outbox_optouts",
+    "0010": "outbox_pauses",
 }
 
 

@@ -7,7 +7,7 @@ a click-to-WhatsApp entry point (`referral`: a 72 h window), and are indexed for
 lookup of a customer's last message. `outbox_optouts` is the suppression list per sender, and
 `outbox_window_closures` records a 131047 (Meta says the window is closed).
 
-Revision ID: 0010
+Revision ID: 0009
 Revises: 0008
 Create Date: 2026-12-06 05:40:00
 """
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
-revision: str = "0010"
+revision: str = "0009"
 down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
