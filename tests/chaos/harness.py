@@ -184,6 +184,7 @@ class Round:
         figures.notes[:0] = self.notes
         suspects = sorted(figures.suspects)[:5]
         figures.notes.extend(await self._histories(suspects))
+        figures.notes.extend(self._daemon_lines(suspects))
         figures.notes.extend(
             f"  accepted {entry['callback']} {entry['wamid']} by {entry['host']} received "
             f"{entry['received'] % 1000:.3f} at {entry['at'] % 1000:.3f} ({entry['step']})"
@@ -212,6 +213,18 @@ class Round:
         finally:
             await conn.close()
         return bool(left)
+
+    def _daemon_lines(self, row_ids: list[int]) -> list[str]:
+        """What each daemon logged about the rows a violation names."""
+        marks = tuple(f"message {row}:" for row in row_ids) + tuple(
+            f"message {row} " for row in row_ids
+        )
+        lines = []
+        for daemon in self.fleet.daemons:
+            text = daemon.log.read_text(errors="replace") if daemon.log.exists() else ""
+            said = [line for line in text.splitlines() if any(m in line for m in marks)]
+            lines += [f"  log {daemon.name}: {line}" for line in said[-20:]]
+        return lines
 
     async def _histories(self, row_ids: list[int]) -> list[str]:
         """What the database says happened to the rows a violation names: their history events
