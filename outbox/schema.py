@@ -439,3 +439,30 @@ pauses = sa.Table(
         f"sender = '{ALL_SENDERS}' OR sender ~ '^[0-9]{{1,32}}$'", name="sender_shape"
     ),
 )
+
+# The cost ledger: per part (wamid), the `pricing` of the first status webhook that carried one
+# (Meta repeats it on sent and delivered). `changed` marks a part a later status priced
+# differently; the first stays. `message_id` and `template` are set only for our own rows (by
+# our callback data, as statuses are); other deployments' parts are kept apart, never in our
+# totals. No foreign key: the ledger outlives pruned rows.
+costs = sa.Table(
+    "outbox_costs",
+    metadata,
+    sa.Column("wamid", sa.Text, primary_key=True),
+    sa.Column("message_id", sa.BigInteger, nullable=True),
+    sa.Column("part", sa.Integer, nullable=True),
+    sa.Column("template", sa.Text, nullable=True),
+    sa.Column("recipient", sa.Text, nullable=True),
+    sa.Column("country", sa.Text, nullable=True),  # ISO 3166 region of the calling code
+    sa.Column("category", sa.Text, nullable=False),
+    sa.Column("pricing_type", sa.Text, nullable=True),
+    sa.Column("pricing_model", sa.Text, nullable=True),
+    sa.Column("billable", sa.Boolean, nullable=False),
+    # The status's own timestamp: the rate valid then applies.
+    sa.Column("billed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("changed", sa.Boolean, nullable=False, server_default=sa.text("false")),
+    sa.Column(
+        "received_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Index("ix_outbox_costs_billed_at", "billed_at"),
+)

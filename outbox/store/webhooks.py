@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from outbox.connections import AsyncConnectionLike, Row, fetch_all, fetch_one
+from outbox.cost.pricing import PRICING_FIELDS
 
 # How long a status may wait for its part to be recorded, and a stored body to be re-applied
 # (Meta itself retries a webhook for about as long).
@@ -25,7 +26,10 @@ INSERT_WEBHOOK = sa.text("INSERT INTO outbox_webhooks (body) VALUES (:body) RETU
 SET_LOCK_TIMEOUT = sa.text("SELECT set_config('lock_timeout', :lock_timeout, true) AS value")
 
 # Store a body's statuses, inbound messages and reported errors, and mark the body applied.
-# Returns the ids of the statuses to apply. A (wamid, status) already stored is a replay: skipped,
+# Returns the ids of the statuses to apply, and (country, category) of each part of ours it
+# newly found charged. A status's pricing goes to the cost ledger once per wamid (the first
+# status that carries it); a later one that differs only marks the part `changed`.
+# A (wamid, status) already stored is a replay: skipped,
 # also when a concurrent request stores it (the unique constraint makes the later one wait, then
 # skip). Callback data names one of our rows only when its installation is ours, or, in the old
 # form without one, when the row was created before installations existed or within a day after
@@ -47,9 +51,12 @@ STORE_CONTENTS = sa.text(
                     CAST(:row_ids AS bigint[]), CAST(:parts AS int[]),
                     CAST(:statuses AS text[]), CAST(:ats AS timestamptz[]),
                     CAST(:codes AS int[]), CAST(:titles AS text[]),
-                    CAST(:recipients AS text[]))
+                    CAST(:recipients AS text[]), CAST(:priced_billable AS boolean[]),
+                    CAST(:priced_category AS text[]), CAST(:priced_pricing_type AS text[]),
+                    CAST(:priced_pricing_model AS text[]), CAST(:priced_country AS text[]))
              WITH ORDINALITY AS v(wamid, installation, row_id, part, status, at, code, title,
-                                  recipient, n)),
+                                  recipient, billable, category, pricing_type, pricing_model,
+                                  country, n)),
     new_statuses AS (
         INSERT INTO outbox_statuses (wamid, message_id, part, status, at, error_code,
                                      error_title, recipient)
@@ -62,6 +69,25 @@ STORE_CONTENTS = sa.text(
         ORDER BY d.n  -- ids in arrival order: a message's history, and failed before delivered
         ON CONFLICT (wamid, status) DO NOTHING
         RETURNING id),
+    new_costs AS (
+        INSERT INTO outbox_costs AS c (wamid, message_id, part, template, recipient, country,
+                                       category, pricing_type, pricing_model, billable,
+                                       billed_at)
+        SELECT d.wamid, d.ours, CASE WHEN d.ours IS NOT NULL THEN d.part END,
+               (SELECT coalesce(m.template ->> 'name', m.fallback ->> 'name')
+                FROM outbox_messages m WHERE m.id = d.ours),
+               d.recipient, d.country, d.category, d.pricing_type, d.pricing_model, d.billable,
+               d.at
+        FROM (SELECT DISTINCT ON (v.wamid) v.* FROM incoming v
+              WHERE v.category IS NOT NULL AND v.billable IS NOT NULL
+              ORDER BY v.wamid, v.n) AS d
+        ORDER BY d.wamid
+        ON CONFLICT (wamid) DO UPDATE SET changed = true
+        WHERE NOT c.changed
+          AND (c.category, c.pricing_type, c.billable)
+              IS DISTINCT FROM (excluded.category, excluded.pricing_type, excluded.billable)
+        RETURNING c.xmax = 0 AS inserted, c.message_id, c.country, c.category, c.billable,
+                  c.pricing_type),
     new_inbound AS (
         INSERT INTO outbox_inbound (wamid, phone_number_id, customer, user_id, type, at,
                                     error_code, error_title)
@@ -85,7 +111,11 @@ STORE_CONTENTS = sa.text(
     SELECT coalesce((SELECT array_agg(id ORDER BY id) FROM new_statuses), '{}') AS status_ids,
            (SELECT count(*) FROM new_inbound) AS inbound,
            (SELECT count(*) FROM new_errors) AS errors,
-           (SELECT count(*) FROM body) AS bodies
+           (SELECT count(*) FROM body) AS bodies,
+           coalesce((SELECT jsonb_agg(jsonb_build_array(n.country, n.category))
+                     FROM new_costs n
+                     WHERE n.inserted AND n.message_id IS NOT NULL AND n.billable
+                       AND n.pricing_type = 'regular'), '[]') AS charged
     """
 )
 
@@ -413,11 +443,14 @@ async def store_contents(
     statuses: list[dict[str, Any]],
     inbound: list[dict[str, Any]],
     errors: list[dict[str, Any]] | None = None,
+    charged: list[tuple[str | None, str]] | None = None,
 ) -> list[int]:
     """Store a body's statuses, inbound messages and reported errors and mark it applied; the
-    new status ids. Each status is a dict of wamid, installation, row_id, part, status, at, code,
-    title, recipient; each inbound message one of wamid, phone, customer, user_id, type, at,
-    code, title; each error one of phone, code, title, detail."""
+    new status ids. `charged`, if given, gets (country, category) of each part of ours the body
+    newly showed charged (outbox.cost.pricing). Each status is a dict of wamid, installation,
+    row_id, part, status, at, code, title, recipient (and may carry the PRICING_FIELDS); each
+    inbound message one of wamid, phone, customer, user_id, type, at, code, title; each error
+    one of phone, code, title, detail."""
 
     def column(items: list[dict[str, Any]], name: str) -> list[Any]:
         return [item[name] for item in items]
@@ -425,6 +458,8 @@ async def store_contents(
     params: dict[str, Any] = {"webhook_id": webhook_id}
     for name in ("wamid", "installation", "row_id", "part", "at", "code", "title", "recipient"):
         params[f"{name}s"] = column(statuses, name)
+    for name in PRICING_FIELDS:  # absent: the status carries no pricing
+        params[f"priced_{name}"] = [item.get(name) for item in statuses]
     params["statuses"] = column(statuses, "status")
     for name in ("wamid", "phone", "customer", "user_id", "type", "at", "code", "title"):
         params[f"inbound_{name}s"] = column(inbound, name)
@@ -432,6 +467,8 @@ async def store_contents(
         params[f"error_{name}s"] = column(errors or [], name)
     row = await fetch_one(conn, STORE_CONTENTS, params)
     assert row is not None
+    if charged is not None:
+        charged.extend((country, str(category)) for country, category in row["charged"])
     return [int(status_id) for status_id in row["status_ids"]]
 
 

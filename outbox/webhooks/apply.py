@@ -22,6 +22,7 @@ import asyncpg
 
 from outbox import store
 from outbox.connections import Row
+from outbox.cost.pricing import pricing_params
 from outbox.database import is_connection_error, short_error
 from outbox.metrics.receiver import ReceiverMetrics
 from outbox.policy import receiver as policy
@@ -89,6 +90,7 @@ def _status_params(envelope: Envelope) -> list[dict[str, Any]]:
             "code": _int32(status.error_code),
             "title": status.error_title,
             "recipient": status.recipient,
+            **pricing_params(status.pricing, status.recipient),
         }
         for status in envelope.statuses
     ]

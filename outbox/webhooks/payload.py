@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from outbox.callbacks import parse_callback
+from outbox.cost.pricing import Pricing, parse_pricing
 from outbox.errors import clean
 
 STATUS_RANK = {"sent": 1, "delivered": 2, "read": 3}  # failed is apart: see apply.py
@@ -57,6 +58,7 @@ class Status:
     part: int | None
     error_code: int | None
     error_title: str | None
+    pricing: Pricing | None = None  # what Meta charges for the part (sent/delivered/read)
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,7 @@ def _statuses(value: dict[str, Any]) -> list[Status]:
                 part=callback.part if callback else None,
                 error_code=code,
                 error_title=title,
+                pricing=parse_pricing(item.get("pricing")),
             )
         )
     return found
