@@ -25,6 +25,7 @@ from outbox.commands import (
     breakdown,
     bulk,
     check,
+    cost,
     enqueue_json,
     grammar,
     inbound,
@@ -198,6 +199,8 @@ async def _list(conn: AsyncConnection, args: argparse.Namespace) -> int:
 
 
 async def _stats(conn: AsyncConnection, args: argparse.Namespace) -> int:
+    if args.cost:
+        return await cost.run(conn, args)
     if args.by is not None:
         return await breakdown.run(conn, args)
     stats = await store.backlog_stats(conn)

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outbox.arguments import UsageError
-from outbox.commands import values
+from outbox.commands import cost, values
 from outbox.schema import STATUSES
 from outbox.store import breakdowns
 
@@ -24,9 +24,10 @@ _CODE_PREFIX = re.compile(r"^\(#\d+\)\s*")
 def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--by",
-        choices=BREAKDOWNS,
+        choices=tuple(dict.fromkeys((*BREAKDOWNS, *cost.BREAKDOWNS))),
         help="instead of the overview: failed messages by Graph error code (with its title), or "
-        "template messages by name, language and status",
+        "template messages by name, language and status; with --cost: day, template, country "
+        "or category",
     )
     parser.add_argument(
         "--since",
@@ -37,6 +38,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 
 def check_usage(args: argparse.Namespace) -> None:
+    if args.by is not None and args.by not in BREAKDOWNS:
+        raise UsageError(f"outbox stats: --by {args.by} needs --cost")
     if args.since is not None and args.by is None:
         raise UsageError("outbox stats: --since needs --by code or --by template")
 

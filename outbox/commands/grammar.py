@@ -10,6 +10,7 @@ from outbox.commands import (
     breakdown,
     bulk,
     check,
+    cost,
     enqueue_json,
     environment,
     inbound,
@@ -24,6 +25,7 @@ def extend(commands: Any) -> None:
     for command in ("retry", "cancel"):
         bulk.add_filters(commands.choices[command], command)
     breakdown.add_options(commands.choices["stats"])
+    cost.add_options(commands.choices["stats"])
     listing.add_options(commands.choices["list"])
     enqueue_json.add_options(commands.choices["enqueue"])
     inbound.add_command(commands)
@@ -49,4 +51,4 @@ def check_usage(args: argparse.Namespace) -> None:
     elif args.command == "list":
         listing.check_usage(args)
     elif args.command == "stats":
-        breakdown.check_usage(args)
+        (cost.check_usage if args.cost else breakdown.check_usage)(args)
