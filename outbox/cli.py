@@ -27,6 +27,7 @@ from outbox.commands import (
     check,
     cost,
     enqueue_json,
+    estimate,
     grammar,
     inbound,
     listing,
@@ -149,6 +150,7 @@ def _template(args: argparse.Namespace) -> Template | None:
         args.language,
         body_params=tuple(args.body_param),
         header_image=args.header_image,
+        category=args.category,
     )
 
 
@@ -387,6 +389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve.run_webhook(settings, host=args.host, port=args.port)
         handler = HANDLERS[args.command]
         grammar.check_usage(args)  # before any connection (or embedded server) is made
+        if args.command == "enqueue" and args.dry_run:
+            return estimate.run(args, _template(args))  # opens no database
         return asyncio.run(_on_connection(settings, lambda conn: handler(conn, args)))
     except KeyboardInterrupt:
         return 130

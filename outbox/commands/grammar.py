@@ -13,6 +13,7 @@ from outbox.commands import (
     cost,
     enqueue_json,
     environment,
+    estimate,
     inbound,
     listing,
     pause,
@@ -28,6 +29,7 @@ def extend(commands: Any) -> None:
     cost.add_options(commands.choices["stats"])
     listing.add_options(commands.choices["list"])
     enqueue_json.add_options(commands.choices["enqueue"])
+    estimate.add_options(commands.choices["enqueue"])
     inbound.add_command(commands)
     pause.add_commands(commands)
     tail.add_command(commands)
@@ -44,6 +46,7 @@ def check_usage(args: argparse.Namespace) -> None:
         tail.check_usage(args)
     elif args.command == "enqueue":
         enqueue_json.check_usage(args)
+        estimate.check_usage(args)
     elif args.command in ("pause", "resume"):
         pause.check_usage(args)
     elif args.command == "inbound":
