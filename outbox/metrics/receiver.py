@@ -66,6 +66,20 @@ class ReceiverMetrics:
             ["code"],
             registry=registry,
         )
+        self.charged_messages = Counter(
+            "outbox_webhook_charged_messages",
+            "Our parts Meta's status webhooks showed charged (pricing billable, type regular), "
+            "each counted once, by the recipient's country (ISO 3166) and Meta's category",
+            ["country", "category"],
+            registry=registry,
+        )
+        self.charged_amount = Counter(
+            "outbox_webhook_charged_amount",
+            "What those parts cost by the rate card (OUTBOX_RATE_CARD) valid when each was "
+            "billed, by country, category and currency; parts without a rate add nothing here",
+            ["country", "category", "currency"],
+            registry=registry,
+        )
         self.spool_bytes = Gauge(
             "outbox_webhook_spool_bytes",
             "Bytes of webhook bodies in the local spool, waiting for the database",

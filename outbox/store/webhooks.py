@@ -26,16 +26,16 @@ INSERT_WEBHOOK = sa.text("INSERT INTO outbox_webhooks (body) VALUES (:body) RETU
 SET_LOCK_TIMEOUT = sa.text("SELECT set_config('lock_timeout', :lock_timeout, true) AS value")
 
 # Store a body's statuses, inbound messages and reported errors, and mark the body applied.
-# Returns the ids of the statuses to apply, and (country, category) of each part of ours it
-# newly found charged. A status's pricing goes to the cost ledger once per wamid (the first
-# status that carries it); a later one that differs only marks the part `changed`.
-# A (wamid, status) already stored is a replay: skipped,
+# Returns the ids of the statuses to apply. A (wamid, status) already stored is a replay: skipped,
 # also when a concurrent request stores it (the unique constraint makes the later one wait, then
 # skip). Callback data names one of our rows only when its installation is ours, or, in the old
 # form without one, when the row was created before installations existed or within a day after
 # (daemons of the previous version still send the old form during a rolling upgrade; a send in
 # doubt is settled by it only if its recipient matches too); anything else is another
 # deployment's (or integration's) and is stored without a row, findable by wamid alone.
+# A status's pricing goes to the cost ledger (outbox_costs) once per wamid, from the first status
+# that carries it; a later one that differs only marks the part `changed`. Also returned:
+# (country, category, billed_at) of each part of ours newly found charged.
 STORE_CONTENTS = sa.text(
     """
     WITH installation AS (SELECT id, created_at FROM outbox_installation LIMIT 1),
@@ -87,7 +87,7 @@ STORE_CONTENTS = sa.text(
           AND (c.category, c.pricing_type, c.billable)
               IS DISTINCT FROM (excluded.category, excluded.pricing_type, excluded.billable)
         RETURNING c.xmax = 0 AS inserted, c.message_id, c.country, c.category, c.billable,
-                  c.pricing_type),
+                  c.pricing_type, c.billed_at),
     new_inbound AS (
         INSERT INTO outbox_inbound (wamid, phone_number_id, customer, user_id, type, at,
                                     error_code, error_title)
@@ -112,7 +112,7 @@ STORE_CONTENTS = sa.text(
            (SELECT count(*) FROM new_inbound) AS inbound,
            (SELECT count(*) FROM new_errors) AS errors,
            (SELECT count(*) FROM body) AS bodies,
-           coalesce((SELECT jsonb_agg(jsonb_build_array(n.country, n.category))
+           coalesce((SELECT jsonb_agg(jsonb_build_array(n.country, n.category, n.billed_at))
                      FROM new_costs n
                      WHERE n.inserted AND n.message_id IS NOT NULL AND n.billable
                        AND n.pricing_type = 'regular'), '[]') AS charged
@@ -443,14 +443,14 @@ async def store_contents(
     statuses: list[dict[str, Any]],
     inbound: list[dict[str, Any]],
     errors: list[dict[str, Any]] | None = None,
-    charged: list[tuple[str | None, str]] | None = None,
+    charged: list[tuple[str | None, str, datetime]] | None = None,
 ) -> list[int]:
     """Store a body's statuses, inbound messages and reported errors and mark it applied; the
-    new status ids. `charged`, if given, gets (country, category) of each part of ours the body
-    newly showed charged (outbox.cost.pricing). Each status is a dict of wamid, installation,
-    row_id, part, status, at, code, title, recipient (and may carry the PRICING_FIELDS); each
-    inbound message one of wamid, phone, customer, user_id, type, at, code, title; each error
-    one of phone, code, title, detail."""
+    new status ids. `charged`, if given, gets (country, category, billed_at) of each part of
+    ours the body newly showed charged (outbox.cost.pricing). Each status is a dict of wamid,
+    installation, row_id, part, status, at, code, title, recipient (and may carry the
+    PRICING_FIELDS); each inbound message one of wamid, phone, customer, user_id, type, at,
+    code, title; each error one of phone, code, title, detail."""
 
     def column(items: list[dict[str, Any]], name: str) -> list[Any]:
         return [item[name] for item in items]
@@ -468,7 +468,10 @@ async def store_contents(
     row = await fetch_one(conn, STORE_CONTENTS, params)
     assert row is not None
     if charged is not None:
-        charged.extend((country, str(category)) for country, category in row["charged"])
+        charged.extend(
+            (country, str(category), datetime.fromisoformat(billed_at))
+            for country, category, billed_at in row["charged"]
+        )
     return [int(status_id) for status_id in row["status_ids"]]
 
 

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import web
 
+from outbox.cost.rates import configured_rate_card
 from outbox.database import resolve_dsn
 from outbox.errors import ConfigurationError
 from outbox.metrics.exposition import metrics_handler
@@ -174,7 +175,12 @@ class _Receiver:
             application_name="outbox-webhook",
         )
         spool = self._open_spool(dsn)
-        applier = Applier(applying, self.metrics, keywords=self._settings.optout_keywords)
+        applier = Applier(
+            applying,
+            self.metrics,
+            keywords=self._settings.optout_keywords,
+            rate_card=configured_rate_card(),
+        )
         self._intake = Intake(pool, spool, self.metrics, on_stored=applier.wake)
         tasks = [
             asyncio.create_task(self._intake.run(), name="outbox-webhook-intake"),

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -23,6 +24,7 @@ import asyncpg
 from outbox import store
 from outbox.connections import Row
 from outbox.cost.pricing import pricing_params
+from outbox.cost.rates import RateCard
 from outbox.database import is_connection_error, short_error
 from outbox.metrics.receiver import ReceiverMetrics
 from outbox.policy import receiver as policy
@@ -161,8 +163,10 @@ class Applier:
         metrics: ReceiverMetrics | None = None,
         *,
         keywords: Iterable[str] = DEFAULT_KEYWORDS,
+        rate_card: RateCard | None = None,
     ) -> None:
         self._pool = pool
+        self._rate_card = rate_card  # prices the charged parts counted in metrics
         self._keywords = keyword_set(keywords)  # inbound texts that opt out of marketing
         self._bodies = Backoff()
         self._watermark: int | None = None  # statuses up to this id had their second look
@@ -224,8 +228,11 @@ class Applier:
                     return False
                 await store.set_lock_timeout(conn, LOCK_TIMEOUT)
                 ids, duplicates, reported = [], 0, []
+                charged: list[tuple[str | None, str, datetime]] = []
                 for webhook_id, statuses, inbound, errors in _merged(rows):
-                    new = await store.store_contents(conn, webhook_id, statuses, inbound, errors)
+                    new = await store.store_contents(
+                        conn, webhook_id, statuses, inbound, errors, charged
+                    )
                     reported += errors
                     ids += new
                     duplicates += len(statuses) - len(new)
@@ -246,10 +253,15 @@ class Applier:
         self._metrics.bodies.labels("applied").inc(len(rows))
         self._count(results, duplicates=duplicates)
         self._count_reported(reported)
+        self._count_charged(charged)
         return len(rows) >= BODIES_PER_BATCH
 
     async def _apply(
-        self, conn: asyncpg.Connection, webhook_id: int, envelope: Envelope
+        self,
+        conn: asyncpg.Connection,
+        webhook_id: int,
+        envelope: Envelope,
+        charged: list[tuple[str | None, str, datetime]],
     ) -> tuple[int, list[Row]]:
         """Store and apply the body's contents: the number of duplicate statuses (stored
         before), and the outcome of each new one."""
@@ -259,6 +271,7 @@ class Applier:
             _status_params(envelope),
             _inbound_params(envelope),
             _error_params(envelope),
+            charged,
         )
         results = await store.apply_statuses(conn, ids)
         self._log(results)
@@ -273,12 +286,15 @@ class Applier:
                 if found is None:
                     return False
                 webhook_id, body = found
+                charged: list[tuple[str | None, str, datetime]] = []
                 try:
                     async with conn.transaction():  # a savepoint
                         # A row another transaction holds makes this body fail and wait its
                         # turn (backoff), not stall every body behind it.
                         await store.set_lock_timeout(conn, LOCK_TIMEOUT)
-                        duplicates, results = await self._apply(conn, webhook_id, parse(body))
+                        duplicates, results = await self._apply(
+                            conn, webhook_id, parse(body), charged
+                        )
                         await policy.record(conn, [body], self._keywords)
                 except Exception as exc:
                     if is_connection_error(exc):
@@ -295,6 +311,7 @@ class Applier:
             self._metrics.bodies.labels("reapplied").inc()
             self._count(results, duplicates=duplicates)
             self._count_reported(_error_params(parse(body)))
+            self._count_charged(charged)
             logger.info("webhook %d applied on retry", webhook_id)
         return True
 
@@ -357,6 +374,20 @@ class Applier:
                     short_error(exc),
                 )
         return applied
+
+    def _count_charged(self, charged: list[tuple[str | None, str, datetime]]) -> None:
+        """Count our parts Meta newly showed charged, and what the rate card says they cost."""
+        for country, category, billed_at in charged:
+            where = country or "unknown"
+            self._metrics.charged_messages.labels(where, category).inc()
+            rate = (
+                None
+                if self._rate_card is None
+                else self._rate_card.rate(country, category, billed_at)
+            )
+            if rate is not None:
+                amount = self._metrics.charged_amount.labels(where, category, rate.currency)
+                amount.inc(float(rate.price))
 
     def _count_reported(self, errors: list[dict[str, Any]]) -> None:
         """Count the errors Meta reported about a number or the app, and log each: they say

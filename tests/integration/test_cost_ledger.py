@@ -233,3 +233,27 @@ async def test_totals_by_country_split_the_charged_parts(
     )
     found = {total.group: total.amounts for total in await totals(engine, "country")}
     assert found == {"BR": {"USD": Decimal("0.0068")}, "IN": {"USD": Decimal("0.0118")}}
+
+
+async def test_metrics_count_charged_parts_once_and_their_amount_by_the_rate_card(
+    settings: outbox.Settings,
+    engine: AsyncEngine,
+    installation: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    card = tmp_path / "rates.csv"
+    card.write_text(CARD)
+    monkeypatch.setenv("OUTBOX_RATE_CARD", str(card))
+    [row_id] = await rows(engine, 1)
+    callback = callback_data(installation, row_id, 0)
+    async with TestClient(TestServer(create_app(settings))) as client:
+        for status in ("sent", "delivered"):
+            body = envelope(priced_status("wamid.A", status=status, callback=callback))
+            assert await post(client, engine, body) == 200
+        text = await (await client.get("/metrics")).text()
+    assert 'outbox_webhook_charged_messages_total{category="marketing",country="IN"} 1.0' in text
+    assert (
+        'outbox_webhook_charged_amount_total{category="marketing",country="IN",currency="USD"} '
+        "0.0118" in text
+    )
