@@ -17,6 +17,7 @@ VARIABLES = {
     "META_APP_SECRET": "verifies (receiver) or signs (simulator) webhooks",
     "META_WEBHOOK_VERIFY_TOKEN": "answers Meta's webhook verification",
     "OUTBOX_OPTOUT_KEYWORDS": "inbound texts that opt a customer out of marketing",
+    "OUTBOX_RATE_CARD": "the rate card CSV that prices charged messages",
 }
 _DATABASE = ("OUTBOX_DATABASE_URL", "OUTBOX_HOME")
 _GRAPH = (
@@ -32,7 +33,10 @@ READS: dict[str, tuple[str, ...]] = {
         "META_APP_SECRET",
         "META_WEBHOOK_VERIFY_TOKEN",
         "OUTBOX_OPTOUT_KEYWORDS",
+        "OUTBOX_RATE_CARD",
     ),
+    "stats": (*_DATABASE, "OUTBOX_RATE_CARD"),
+    "enqueue": (*_DATABASE, "OUTBOX_RATE_CARD"),
     "status": (*_DATABASE, "META_PHONE_NUMBER_ID"),
     "optout": (*_DATABASE, "META_PHONE_NUMBER_ID"),
     "simulator": ("META_ACCESS_TOKEN", "META_PHONE_NUMBER_ID", "META_APP_SECRET"),
@@ -42,6 +46,9 @@ _NOTES = {
     "status": {"META_PHONE_NUMBER_ID": "the sender of rows without one, for their window"},
     "optout": {"META_PHONE_NUMBER_ID": "the sender when --sender is not given"},
     "run": {"META_APP_SECRET": "set: sends in doubt wait 60 s for a status webhook"},
+    "stats": {"OUTBOX_RATE_CARD": "prices --cost"},
+    "enqueue": {"OUTBOX_RATE_CARD": "prices the --dry-run estimate"},
+    "webhook": {"OUTBOX_RATE_CARD": "prices the charged amount in /metrics"},
     "simulator": {
         "META_ACCESS_TOKEN": "when set, the bearer token it accepts",
         "META_PHONE_NUMBER_ID": "when set, the phone number id it accepts",
