@@ -72,14 +72,20 @@ STORE_CONTENTS = sa.text(
     new_costs AS (
         INSERT INTO outbox_costs AS c (wamid, message_id, part, template, recipient, country,
                                        category, pricing_type, pricing_model, billable,
-                                       billed_at)
+                                       billed_at, changed)
         SELECT d.wamid, d.ours, CASE WHEN d.ours IS NOT NULL THEN d.part END,
                (SELECT coalesce(m.template ->> 'name', m.fallback ->> 'name')
                 FROM outbox_messages m WHERE m.id = d.ours),
                d.recipient, d.country, d.category, d.pricing_type, d.pricing_model, d.billable,
-               d.at
-        FROM (SELECT DISTINCT ON (v.wamid) v.* FROM incoming v
+               d.at, d.changed
+        FROM (SELECT DISTINCT ON (v.wamid) v.*,
+                     -- the body itself prices the part twice, differently
+                     min(v.pricing) OVER same_part <> max(v.pricing) OVER same_part AS changed
+              FROM (SELECT i.*, concat_ws('|', i.category, coalesce(i.pricing_type, '-'),
+                                          i.billable) AS pricing
+                    FROM incoming i) AS v
               WHERE v.category IS NOT NULL AND v.billable IS NOT NULL
+              WINDOW same_part AS (PARTITION BY v.wamid)
               ORDER BY v.wamid, v.n) AS d
         ORDER BY d.wamid
         ON CONFLICT (wamid) DO UPDATE SET changed = true

@@ -131,6 +131,7 @@ async def test_pricing_repeated_on_sent_delivered_and_replays_counts_the_part_on
         assert await post(client, engine, body) == 200
     [total] = await totals(engine)
     assert (total.messages, total.amounts) == (1, {"USD": Decimal("0.0118")})
+    assert [part["changed"] for part in await ledger(engine)] == [False]
 
 
 async def test_later_different_pricing_keeps_the_first_and_marks_the_part_changed(
@@ -143,6 +144,19 @@ async def test_later_different_pricing_keeps_the_first_and_marks_the_part_change
         "wamid.A", status="delivered", kind="free_entry_point", billable=False, callback=callback
     )
     await post(client, engine, envelope(free))
+    [part] = await ledger(engine)
+    assert (part["pricing_type"], part["billable"], part["changed"]) == ("regular", True, True)
+
+
+async def test_one_body_pricing_a_part_twice_differently_keeps_the_first_and_marks_it(
+    client: TestClient[Any, Any], engine: AsyncEngine, installation: str
+) -> None:
+    [row_id] = await rows(engine, 1)
+    callback = callback_data(installation, row_id, 0)
+    free = priced_status(
+        "wamid.A", status="delivered", kind="free_entry_point", billable=False, callback=callback
+    )
+    await post(client, engine, envelope(priced_status("wamid.A", callback=callback), free))
     [part] = await ledger(engine)
     assert (part["pricing_type"], part["billable"], part["changed"]) == ("regular", True, True)
 
