@@ -89,6 +89,11 @@ async def run(conn: AsyncConnection, args: argparse.Namespace) -> int:
         print(f"{item.group[:24]:<24} {item.messages:>9} {item.unpriced:>9}  {_amounts(item)}")
     if rate_card is None:
         print(f"no rate card: set {RATE_CARD_VARIABLE} to price them")
+    elif total.unpriced:
+        print(
+            f"unpriced: {total.unpriced} charged messages have no rate for their country, "
+            "category and billing date; the amounts leave them out"
+        )
     if free:
         print("not charged: " + ", ".join(f"{n} {kind}" for kind, n in free.items()))
     if others:

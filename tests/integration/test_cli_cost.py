@@ -85,6 +85,15 @@ def test_stats_cost_counts_a_part_without_a_rate_as_unpriced(
     assert total == {"group": "total", "messages": 1, "unpriced": 1, "amounts": {}}
 
 
+def test_stats_cost_says_the_amounts_leave_unpriced_parts_out(
+    cli_env: str, rate_card: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    part(cli_env, "wamid.auth", "2026-09-01T10:00:00Z", category="authentication")
+    code, out, _ = run(capsys, "stats", "--cost")
+    assert code == 0
+    assert "unpriced: 1 charged messages have no rate" in out
+
+
 def test_stats_cost_by_template_groups_by_the_rows_template(
     cli_env: str, rate_card: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
