@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from outbox import migrate, store
+from outbox import migrate, reach, store
 from outbox.callbacks import installation_id
 from outbox.claims import Claim, leases
 from outbox.connections import fetch_all, fetch_one
@@ -45,7 +45,7 @@ from outbox.recorder import PartRecorder
 from outbox.retry import expo_delays
 from outbox.rows import RowSender
 from outbox.senders import Senders
-from outbox.settings import Settings
+from outbox.settings import DEFAULT_GRAPH_API_URL, Settings, redact_url
 from outbox.whatsapp import CloudAPI
 
 logger = logging.getLogger("outbox.daemon")
@@ -70,6 +70,10 @@ CLOSE_TIMEOUT = 3.0  # a database that swallows everything does not hold up the 
 # A database restarting or failing over as the daemon starts is waited out this long; past it
 # (a wrong host or port, a server that is not coming) `outbox run` exits with the reason.
 STARTUP_WAIT = 120.0
+# A Graph API host refusing connections at startup is given this long (a local simulator or a
+# proxy starting beside the daemon); past it, `outbox run` exits naming META_GRAPH_API_URL. A
+# name that does not resolve is refused at once.
+API_STARTUP_WAIT = 10.0
 
 
 def _left(deadline: float, cap: float | None = None) -> float:
@@ -82,9 +86,12 @@ class Daemon:
     """Delivers committed rows until stop() (or, with drain, until nothing is left to do).
     `metrics.registry` holds its Prometheus metrics, for an app that runs it to serve."""
 
-    def __init__(self, settings: Settings, *, drain: bool = False) -> None:
+    def __init__(self, settings: Settings, *, drain: bool = False, check_api: bool = False) -> None:
         self.settings = settings
         self.drain = drain
+        # Refuse to start when the Graph API's host cannot be connected to (`outbox run` does;
+        # an app running the daemon decides for itself).
+        self._check_api = check_api
         self._stop_reason: str | None = None
         self._started_at: float | None = None
         self._held: set[str] = set()  # senders held (throttled) at the last turn
@@ -244,6 +251,54 @@ class Daemon:
             if self._stopping.is_set():
                 return False
 
+    async def _check_api_patiently(self) -> bool:
+        """Refuse (ConfigurationError naming META_GRAPH_API_URL) when the Graph API's host
+        cannot be connected to at all: at once for a name that does not resolve, after
+        API_STARTUP_WAIT for a host that refuses connections. A host that does not answer in
+        time is only warned about. False when stop() came meanwhile."""
+        url = redact_url(self.settings.graph_api_url)
+        try:
+            host, port = reach.host_and_port(self.settings.graph_api_url)
+        except ValueError as exc:
+            raise ConfigurationError(f"META_GRAPH_API_URL: {redact_url(str(exc))}") from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + API_STARTUP_WAIT
+        first = True
+        while True:
+            try:
+                problem = await reach.refusal(host, port)
+            except reach.NotAnswering as exc:
+                logger.warning(
+                    "the Graph API at %s (META_GRAPH_API_URL) may be unreachable: %s; starting "
+                    "anyway, an outage is waited out",
+                    url,
+                    exc,
+                    extra={"url": url},
+                )
+                return True
+            if problem is None:
+                return True
+            if not problem.resolved or loop.time() >= deadline:
+                unset = " (unset: this is its default)" if url == DEFAULT_GRAPH_API_URL else ""
+                waited = "" if first else f", for {API_STARTUP_WAIT:.0f}s"
+                raise ConfigurationError(
+                    f"the Graph API at {url} cannot be reached: {problem.reason}{waited}; check "
+                    f"META_GRAPH_API_URL{unset}"
+                )
+            if first:
+                logger.warning(
+                    "the Graph API at %s (META_GRAPH_API_URL): %s; trying again for %.0fs",
+                    url,
+                    problem.reason,
+                    API_STARTUP_WAIT,
+                    extra={"url": url},
+                )
+                first = False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), 1.0)
+            if self._stopping.is_set():
+                return False
+
     async def run(self) -> int:
         """Deliver until stopped; 0, or 3 when a drain ended because sending is paused."""
         token, phone = self._check_configuration()
@@ -253,6 +308,8 @@ class Daemon:
         dsn = await resolve_dsn(settings)
         if not await self._check_schema_patiently(dsn):
             return self._exit_code  # stopped before the database came back: nothing claimed
+        if self._check_api and not await self._check_api_patiently():
+            return self._exit_code
         pool = Pool(dsn, size=4, command_timeout=STATEMENT_TIMEOUT, application_name="outbox-run")
         try:
             connector = aiohttp.TCPConnector(limit=settings.concurrency)

@@ -77,7 +77,7 @@ def run_daemon(
     configure_logging(settings, fmt=log_format, level=log_level)
 
     async def main() -> int:
-        daemon = Daemon(settings, drain=drain)
+        daemon = Daemon(settings, drain=drain, check_api=True)
         _on_signals(daemon.stop)
         runner = await _health_server(daemon, http_host, http_port) if http_port else None
         try:
