@@ -139,3 +139,15 @@ def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]
         build_parser().parse_args(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out.startswith("outbox 0.")
+
+
+@pytest.mark.parametrize("command", ["run", "webhook", "simulator"])
+def test_every_long_running_command_takes_the_log_format_and_level(command: str) -> None:
+    args = build_parser().parse_args([command, "--log-format", "json", "--log-level", "debug"])
+    assert (args.log_format, args.log_level) == ("json", "DEBUG")
+
+
+@pytest.mark.parametrize("command", ["run", "webhook", "simulator"])
+def test_the_log_defaults_are_text_at_info(command: str) -> None:
+    args = build_parser().parse_args([command])
+    assert (args.log_format, args.log_level) == ("text", "INFO")
