@@ -83,7 +83,7 @@ def _named(claim: Claim) -> str:
     return f"message {claim.id} to {mask_recipient(claim.recipient)}"
 
 
-def until(delay: float) -> str:
+def _until(delay: float) -> str:
     """The wall-clock time `delay` seconds from now, for a log line (UTC, to the second)."""
     return (datetime.now(UTC) + timedelta(seconds=delay)).isoformat(timespec="seconds")
 
@@ -539,7 +539,7 @@ class RowSender:
                             "sender": claim.sender,
                             "code": code,
                             "reason": outcome.reason,
-                            "until": until(min(outcome.delay, MAX_SENDER_HOLD)),
+                            "until": _until(min(outcome.delay, MAX_SENDER_HOLD)),
                         },
                     )
                 self._limiter.hold(claim.sender, outcome.delay)
@@ -570,7 +570,7 @@ class RowSender:
                         "sender": claim.sender,
                         "code": code,
                         "reason": outcome.reason,
-                        "until": until(held),
+                        "until": _until(held),
                     },
                 )
             reason = f"held: {outcome.reason}"
@@ -588,7 +588,7 @@ class RowSender:
                         "template": name,
                         "code": code,
                         "reason": outcome.reason,
-                        "until": until(outcome.delay),
+                        "until": _until(outcome.delay),
                     },
                 )
             self._template_holds[name] = time.monotonic() + outcome.delay
