@@ -302,6 +302,11 @@ def _run_command(commands: Any) -> None:
         metavar="H",
         help="the address --http-port listens on (default 127.0.0.1; 0.0.0.0 in a container)",
     )
+    _log_flags(p)
+
+
+def _log_flags(p: argparse.ArgumentParser) -> None:
+    """--log-format and --log-level, the same for every long-running command."""
     p.add_argument(
         "--log-format",
         choices=LOG_FORMATS,
@@ -364,6 +369,7 @@ def _server_commands(commands: Any) -> None:
         metavar="MS",
         help="milliseconds before each status webhook (default 200)",
     )
+    _log_flags(p)
 
     p = commands.add_parser("webhook", help="receive Meta's status webhooks and inbound messages")
     p.add_argument(
@@ -372,6 +378,7 @@ def _server_commands(commands: Any) -> None:
     p.add_argument(
         "--port", type=positive_int, default=8090, help="the port to listen on (default 8090)"
     )
+    _log_flags(p)
 
 
 def run_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -384,9 +384,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 mps=args.mps,
                 webhook_url=args.webhook_url,
                 status_delay=args.status_delay_ms / 1000,
+                log_format=args.log_format,
+                log_level=args.log_level,
             )
         if args.command == "webhook":
-            return serve.run_webhook(settings, host=args.host, port=args.port)
+            return serve.run_webhook(
+                settings,
+                host=args.host,
+                port=args.port,
+                log_format=args.log_format,
+                log_level=args.log_level,
+            )
         handler = HANDLERS[args.command]
         grammar.check_usage(args)  # before any connection (or embedded server) is made
         if args.command == "enqueue" and args.dry_run:

@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from outbox import migrate, store
+from outbox import migrate, reach, store
 from outbox.callbacks import installation_id
 from outbox.claims import Claim, leases
 from outbox.connections import fetch_all, fetch_one
@@ -46,7 +46,7 @@ from outbox.recorder import PartRecorder
 from outbox.retry import expo_delays
 from outbox.rows import RowSender
 from outbox.senders import Senders
-from outbox.settings import Settings
+from outbox.settings import DEFAULT_GRAPH_API_URL, Settings, redact_url
 from outbox.whatsapp import CloudAPI
 
 logger = logging.getLogger("outbox.daemon")
@@ -71,6 +71,10 @@ CLOSE_TIMEOUT = 3.0  # a database that swallows everything does not hold up the 
 # A database restarting or failing over as the daemon starts is waited out this long; past it
 # (a wrong host or port, a server that is not coming) `outbox run` exits with the reason.
 STARTUP_WAIT = 120.0
+# A Graph API host refusing connections at startup is given this long (a local simulator or a
+# proxy starting beside the daemon); past it, `outbox run` exits naming META_GRAPH_API_URL. A
+# name that does not resolve is refused at once.
+API_STARTUP_WAIT = 10.0
 
 
 def _left(deadline: float, cap: float | None = None) -> float:
@@ -83,9 +87,16 @@ class Daemon:
     """Delivers committed rows until stop() (or, with drain, until nothing is left to do).
     `metrics.registry` holds its Prometheus metrics, for an app that runs it to serve."""
 
-    def __init__(self, settings: Settings, *, drain: bool = False) -> None:
+    def __init__(self, settings: Settings, *, drain: bool = False, check_api: bool = False) -> None:
         self.settings = settings
         self.drain = drain
+        # Refuse to start when the Graph API's host cannot be connected to (`outbox run` does;
+        # an app running the daemon decides for itself).
+        self._check_api = check_api
+        self._stop_reason: str | None = None
+        self._started_at: float | None = None
+        self._held: set[str] = set()  # senders held (throttled) at the last turn
+        self._templates_held: set[str] = set()  # templates paused by Meta at the last turn
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.senders = Senders(settings.phone_number_id or "", settings.pause_probe)
         self.limiter = RateLimiter(settings.pair_burst, settings.pair_interval)
@@ -103,8 +114,11 @@ class Daemon:
             in_flight=lambda: len(self._in_flight), paused_reasons=self.paused_reasons
         )
 
-    def stop(self) -> None:
-        """Stop claiming; in-flight sends finish (bounded), the rest go back to pending."""
+    def stop(self, reason: str = "stop() was called") -> None:
+        """Stop claiming; in-flight sends finish (bounded), the rest go back to pending.
+        `reason` is what the stop line says (the first reason given wins)."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
         self._stopping.set()
         self._wake.set()
 
@@ -244,6 +258,54 @@ class Daemon:
             if self._stopping.is_set():
                 return False
 
+    async def _check_api_patiently(self) -> bool:
+        """Refuse (ConfigurationError naming META_GRAPH_API_URL) when the Graph API's host
+        cannot be connected to at all: at once for a name that does not resolve, after
+        API_STARTUP_WAIT for a host that refuses connections. A host that does not answer in
+        time is only warned about. False when stop() came meanwhile."""
+        url = redact_url(self.settings.graph_api_url)
+        try:
+            host, port = reach.host_and_port(self.settings.graph_api_url)
+        except ValueError as exc:
+            raise ConfigurationError(f"META_GRAPH_API_URL: {redact_url(str(exc))}") from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + API_STARTUP_WAIT
+        first = True
+        while True:
+            try:
+                problem = await reach.refusal(host, port)
+            except reach.NotAnswering as exc:
+                logger.warning(
+                    "the Graph API at %s (META_GRAPH_API_URL) may be unreachable: %s; starting "
+                    "anyway, an outage is waited out",
+                    url,
+                    exc,
+                    extra={"url": url},
+                )
+                return True
+            if problem is None:
+                return True
+            if not problem.resolved or loop.time() >= deadline:
+                unset = " (unset: this is its default)" if url == DEFAULT_GRAPH_API_URL else ""
+                waited = "" if first else f", for {API_STARTUP_WAIT:.0f}s"
+                raise ConfigurationError(
+                    f"the Graph API at {url} cannot be reached: {problem.reason}{waited}; check "
+                    f"META_GRAPH_API_URL{unset}"
+                )
+            if first:
+                logger.warning(
+                    "the Graph API at %s (META_GRAPH_API_URL): %s; trying again for %.0fs",
+                    url,
+                    problem.reason,
+                    API_STARTUP_WAIT,
+                    extra={"url": url},
+                )
+                first = False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), 1.0)
+            if self._stopping.is_set():
+                return False
+
     async def run(self) -> int:
         """Deliver until stopped; 0, or 3 when a drain ended because sending is paused."""
         token, phone = self._check_configuration()
@@ -253,6 +315,8 @@ class Daemon:
         dsn = await resolve_dsn(settings)
         if not await self._check_schema_patiently(dsn):
             return self._exit_code  # stopped before the database came back: nothing claimed
+        if self._check_api and not await self._check_api_patiently():
+            return self._exit_code
         pool = Pool(dsn, size=4, command_timeout=STATEMENT_TIMEOUT, application_name="outbox-run")
         try:
             connector = aiohttp.TCPConnector(limit=settings.concurrency)
@@ -307,21 +371,51 @@ class Daemon:
             asyncio.create_task(backlog.run(), name="outbox-backlog-gauges"),
         ]
         logger.info("delivering to %s (concurrency %d)", api.url, self.settings.concurrency)
+        self._started_at = asyncio.get_running_loop().time()
         try:
             await self._loop()
         finally:
             # One deadline for the whole shutdown, whatever the database does.
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self.settings.shutdown_timeout
-            await self._shut_down(deadline)
+            released, unrecorded = await self._shut_down(deadline)
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
             await listener.stop()
             await self._events.close(_left(deadline, cap=2.0))
             await self._forget(_left(deadline, cap=2.0))
+            self._log_stop(released, unrecorded)
 
-    async def _shut_down(self, deadline: float) -> None:
+    def _log_stop(self, released: int, unrecorded: int) -> None:
+        """The last line: why the daemon stops, what it leaves behind, what it did."""
+        uptime = asyncio.get_running_loop().time() - (self._started_at or 0.0)
+        reason = self._stop_reason or "the delivery loop ended"
+        rows = self._sender
+        logger.info(
+            "stopped (%s) after %.0fs: parts accepted %d, messages failed %d; messages in "
+            "flight given back to pending %d, accepted parts unrecorded %d; exit %d",
+            reason,
+            uptime,
+            rows.accepted,
+            rows.failed,
+            released,
+            unrecorded,
+            self._exit_code,
+            extra={
+                "reason": reason,
+                "uptime_seconds": round(uptime, 1),
+                "accepted": rows.accepted,
+                "failed": rows.failed,
+                "released": released,
+                "unrecorded": unrecorded,
+                "exit_code": self._exit_code,
+            },
+        )
+
+    async def _shut_down(self, deadline: float) -> tuple[int, int]:
+        """Finish or give back what is in flight; the number of rows given back to pending,
+        and of accepted parts whose wamid could not be written."""
         if self._tasks:
             count = len(self._tasks)
             logger.info("waiting for %d message%s in flight", count, "" if count == 1 else "s")
@@ -332,15 +426,17 @@ class Daemon:
         self._sender.abandon = True  # no new part goes out; retried writes give up
         self._sender.stop_lookups()
         # Accepted parts are written before their rows are given back, or they would be lost.
-        await self._recorder.close(_left(deadline))
+        unrecorded = await self._recorder.close(_left(deadline))
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        released = 0
         if claims:
             try:
                 async with asyncio.timeout(_left(deadline)):
-                    await persistently(self._release, claims, what="releasing rows", max_tries=5)
-                logger.info("released %d unfinished messages back to pending", len(claims))
+                    released = await persistently(
+                        self._release, claims, what="releasing rows", max_tries=5
+                    )
             except Exception as exc:
                 logger.error(
                     "could not release %d messages (%s); their leases expire in %.0fs",
@@ -348,13 +444,14 @@ class Daemon:
                     short_error(exc),
                     self.settings.lease_seconds,
                 )
+        return released, unrecorded
 
     def _on_pause(self) -> None:
         """A token error ends a drain at once: nothing can be sent. One number's account error
         does not: the drain goes on with the others and exits 3 when only its rows are left."""
         if self.drain and not self.senders.token.open:
             self._exit_code = EXIT_PAUSED
-            self.stop()
+            self.stop(f"drain ended: sending is paused: {self.senders.token.reason}")
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -383,6 +480,7 @@ class Daemon:
     async def _turn(self) -> float | None:
         """One round of claiming; how long to sleep after it, or None when a drain is done."""
         loop = asyncio.get_running_loop()
+        self._log_ended_holds()
         try:
             if self._database_error is not None:  # back after an outage: see TAKEOVER_GRACE
                 self._takeover_after = loop.time() + TAKEOVER_GRACE
@@ -393,9 +491,9 @@ class Daemon:
             if self.drain and not self._tasks and not claimed and await self._finished(everything):
                 if self.senders.paused() or everything:
                     self._exit_code = EXIT_PAUSED
-                    logger.info("drained: only the rows of paused numbers are left")
+                    self.stop("drained: only the rows of paused numbers are left")
                 else:
-                    logger.info("drained: nothing left to send")
+                    self.stop("drained: nothing left to send")
                 return None
             timeout = await self._idle_timeout(claimed)
             self._failure_delays = expo_delays(0.5, 10.0)
@@ -407,6 +505,25 @@ class Daemon:
                 "database unavailable (%s); retrying in %.1fs", short_error(exc), timeout
             )
         return timeout
+
+    def _log_ended_holds(self) -> None:
+        """One line when a sender's hold (a throttle, Meta's spam limit) or Meta's pause of a
+        template is over: their beginnings are logged by the row that met them."""
+        held = set(self.limiter.held())
+        for sender in sorted(self._held - held):
+            logger.info(
+                "sending from %s resumed: its hold is over",
+                sender,
+                extra={"sender": sender, "state": "ok", "was": "held"},
+            )
+        templates = set(self._sender.templates_held())
+        for name in sorted(self._templates_held - templates):
+            logger.info(
+                "template %s: its messages are sent again (Meta's pause is over)",
+                name,
+                extra={"template": name, "state": "ok", "was": "held"},
+            )
+        self._held, self._templates_held = held, templates
 
     def _claim_rounds(self) -> list[tuple[int, bool, str | None, list[str]]]:
         """The claims to make now, as (limit, probe, only this sender, senders left out): a
@@ -648,6 +765,7 @@ class Daemon:
         except Exception as exc:
             logger.debug("cannot remove this daemon's state (%s)", short_error(exc))
 
-    async def _release(self, claims: list[Claim]) -> None:
+    async def _release(self, claims: list[Claim]) -> int:
+        """Give rows back to pending; how many were still ours to give."""
         async with self._pool.connect() as conn:
-            await fetch_all(conn, store.RELEASE, leases(claims))
+            return len(await fetch_all(conn, store.RELEASE, leases(claims)))

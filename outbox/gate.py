@@ -40,7 +40,15 @@ class State(StrEnum):
 class Gate:
     """The daemon's sending state and its probe schedule (in memory: a restart starts open)."""
 
-    def __init__(self, pause_probe: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        pause_probe: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        sender: str | None = None,
+    ) -> None:
+        # Whose gate: a phone number id, or None for the access token's (every sender).
+        self.sender = sender
         self._clock = clock
         self._pause_probe = pause_probe
         self.state = State.OPEN
@@ -71,7 +79,13 @@ class Gate:
     def pause(self, reason: str) -> None:
         """An account-level error: stop until a probe succeeds."""
         if self.state is not State.PAUSED:
-            logger.error("sending paused: %s; probing every %.0fs", reason, self._pause_probe)
+            logger.error(
+                "%s paused: %s; probing every %.0fs",
+                self.whose,
+                reason,
+                self._pause_probe,
+                extra=self._fields(reason, State.PAUSED),
+            )
             self._enter(State.PAUSED, reason)
         self.reason = reason
         self._schedule_probe()
@@ -119,16 +133,36 @@ class Gate:
         self._failed_recipients.clear()
         if self.open:
             return False
-        logger.warning("sending resumed after a successful probe (was %s)", self.state.value)
+        lasted = self._clock() - (self.since or self._clock())
+        logger.info(
+            "%s resumed after a successful probe (%s for %.0fs)",
+            self.whose,
+            self.state.value,
+            lasted,
+            extra={**self._fields(self.reason, State.OPEN), "was": self.state.value},
+        )
         self._enter(State.OPEN, None)
         return True
 
+    @property
+    def whose(self) -> str:
+        """`sending from <phone number id>`, or `sending from every sender` for the token."""
+        return "sending from every sender" if self.sender is None else f"sending from {self.sender}"
+
+    def _fields(self, reason: str | None, state: State) -> dict[str, object]:
+        """A log line's fields: the sender (none for the token), its new state and why."""
+        fields: dict[str, object] = {"state": state.value, "reason": reason}
+        if self.sender is not None:
+            fields["sender"] = self.sender
+        return fields
+
     def _begin_outage(self, reason: str, evidence: str) -> None:
         logger.error(
-            "Graph API outage: %s (%s); holding all sending, probing with a lookup, then one "
-            "message",
+            "%s stopped by a Graph API outage: %s (%s); probing with a lookup, then one message",
+            self.whose,
             evidence,
             reason,
+            extra=self._fields(reason, State.OUTAGE),
         )
         self._outage_delays = expo_delays(1.0, OUTAGE_PROBE_CAP)
         self._enter(State.OUTAGE, reason)

@@ -1,7 +1,9 @@
 """Logging for the long-running commands: text or JSON lines on stderr, secrets always masked.
 
 A row's delivery binds its id and recipient (`bind_row`) so every record logged while it is
-sent carries them; JSON lines show them as `row_id` and a masked `recipient`."""
+sent carries them; JSON lines show them as `row_id` and a masked `recipient`, and every other
+field a call passes in `extra` (`part`, `wamid`, `code`, `delay`, ...) as a field of its own.
+A phone number is never written whole: `mask_recipient` is the one way to show one."""
 
 from __future__ import annotations
 
@@ -26,11 +28,19 @@ def bind_row(row_id: int, recipient: str) -> None:
 
 
 def mask_recipient(recipient: str) -> str:
-    """`923001234567` → `92300****567`: enough to tell numbers apart, not enough to dial one."""
-    head = max(1, len(recipient) - 7)
-    if len(recipient) < head + 3 + 2:
-        return "****"
-    return f"{recipient[:head]}****{recipient[-3:]}"
+    """`16505554567` → `+*******4567`: the last four digits, enough to tell a customer's
+    messages apart in a log, never enough to dial the number."""
+    digits = "".join(c for c in str(recipient) if c.isdigit())
+    if len(digits) <= 4:
+        return "+****"
+    return f"+{'*' * (len(digits) - 4)}{digits[-4:]}"
+
+
+# What every LogRecord has: anything else on a record came from a call's `extra`.
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+}
 
 
 class RowFields(logging.Filter):
@@ -59,8 +69,9 @@ class TextFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, and when known the row id, the
-    masked recipient, Meta's error code and the exception; secrets masked before encoding."""
+    """One JSON object per line: time, level, logger, message, then every field the call gave
+    in `extra` (the row id and masked recipient first) and the exception; secrets masked in
+    every text before encoding."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__()
@@ -79,14 +90,21 @@ class JsonFormatter(logging.Formatter):
         recipient = getattr(record, "recipient", None)
         if recipient:
             line["recipient"] = mask_recipient(str(recipient))
-        code = getattr(record, "code", None)
-        if code is not None:
-            line["code"] = code
+        for name, value in vars(record).items():
+            if name in _RECORD_FIELDS or name in line or name.startswith("_") or value is None:
+                continue
+            if isinstance(value, str):
+                value = redact_secrets(value, self._settings)
+            line[name] = value
         if record.exc_info:
             line["exception"] = redact_secrets(
                 self.formatException(record.exc_info), self._settings
             )
-        return json.dumps(line, ensure_ascii=False, default=str)
+        return json.dumps(line, ensure_ascii=False, default=self._text)
+
+    def _text(self, value: object) -> str:
+        """A field JSON cannot encode, as text, secrets masked."""
+        return redact_secrets(str(value), self._settings)
 
 
 def configure_logging(settings: Settings, *, fmt: str = "text", level: str = "INFO") -> None:

@@ -85,9 +85,10 @@ class PartRecorder:
         self._queue.put_nowait((part, future))
         return await asyncio.shield(future)
 
-    async def close(self, within: float) -> None:
+    async def close(self, within: float) -> int:
         """Write what is queued, waiting at most `within` seconds, then stop. Parts still
-        unwritten are logged: their rows will be sent again from their last recorded part."""
+        unwritten are logged (and counted, the result): their rows will be sent again from their
+        last recorded part."""
         try:
             await asyncio.wait_for(self._queue.join(), within)
         except TimeoutError:
@@ -98,15 +99,19 @@ class PartRecorder:
         await asyncio.gather(
             *(t for t in (self._task, *self._applying) if t), return_exceptions=True
         )
+        unwritten = 0
         while not self._queue.empty():
             part, _ = self._queue.get_nowait()
+            unwritten += 1
             logger.error(
                 "message %d: part %d was accepted as %s but could not be recorded before "
                 "shutdown; it may be sent again",
                 part.row_id,
-                part.index,
+                part.index + 1,
                 part.wamid,
+                extra={"row_id": part.row_id, "part": part.index + 1, "wamid": part.wamid},
             )
+        return unwritten
 
     async def _run(self) -> None:
         while True:

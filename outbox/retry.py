@@ -72,6 +72,16 @@ THROTTLE_DELAYS = {4: 60.0, 613: 60.0, 80007: 300.0, 130429: 2.0, 131057: 60.0, 
 DEFAULT_THROTTLE_DELAY = 5.0
 
 
+# The token itself was refused (190 expired or invalid, 0 could not authenticate): only a new
+# META_ACCESS_TOKEN and a restart help, since the daemon reads the token once, at startup.
+TOKEN_REFUSED_CODES = frozenset({0, 190})
+
+
+def needs_new_token(error: SendError) -> bool:
+    """Whether Meta refused the access token itself, rather than a permission or a number."""
+    return isinstance(error, GraphError) and error.code in TOKEN_REFUSED_CODES
+
+
 def pauses_every_sender(error: SendError) -> bool:
     """Whether an account-level error is the token's (every sender) or one sender's."""
     return isinstance(error, GraphError) and error.code in TOKEN_CODES

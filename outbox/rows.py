@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import backoff
@@ -27,7 +28,7 @@ from outbox.errors import GraphError, InDoubt, InvalidMessage, SendError, clean
 from outbox.events import Event, EventLog
 from outbox.gate import State
 from outbox.limiter import RateLimiter
-from outbox.logs import bind_row
+from outbox.logs import bind_row, mask_recipient
 from outbox.metrics.daemon import DaemonMetrics
 from outbox.pace import InFlightTarget
 from outbox.policy import decide as policy_decide
@@ -37,6 +38,7 @@ from outbox.rate import SharedRate
 from outbox.recorder import AcceptedPart, PartRecorder, RecordFailed
 from outbox.retry import (
     MAX_RETRY_DELAY,
+    MAX_SENDER_HOLD,
     MAX_SPAM_HOLD,
     PAIR_RATE_LIMIT,
     SENDER_THROUGHPUT_CODE,
@@ -52,6 +54,7 @@ from outbox.retry import (
     WaitOutage,
     classify,
     decide,
+    needs_new_token,
     pauses_every_sender,
     retry_delay,
 )
@@ -76,6 +79,23 @@ class Expired(Exception):
 MAX_INLINE_PACING = 2.0  # wait this long in-process for a rate slot; longer: reschedule
 LEASE_MARGIN = 2.0  # a part goes out only with this much lease left after its request timeout
 RECONCILE_POLL = 0.5  # how often a send in doubt looks for its status webhook
+
+
+def _named(claim: Claim) -> str:
+    """How a log line names a row: its id and its masked recipient, never the number."""
+    return f"message {claim.id} to {mask_recipient(claim.recipient)}"
+
+
+def _until(delay: float) -> str:
+    """The wall-clock time `delay` seconds from now, for a log line (UTC, to the second)."""
+    return (datetime.now(UTC) + timedelta(seconds=delay)).isoformat(timespec="seconds")
+
+
+def _part(index: int | None, count: int | None) -> dict[str, int]:
+    """A log line's `part` (counted from 1, as `outbox status` shows parts) and `parts`."""
+    if index is None:
+        return {}
+    return {"part": index + 1} if count is None else {"part": index + 1, "parts": count}
 
 
 def _loaded(value: Any, field: str) -> Any:
@@ -112,6 +132,8 @@ class RowSender:
         self.settings = settings
         self._installation = installation  # goes into every send's callback data
         self.abandon = False
+        self.accepted = 0  # parts this daemon sent and Meta accepted, for the stop line
+        self.failed = 0  # rows this daemon failed for good
         # Template name -> held until (time.monotonic(): metrics may read it from another thread).
         self._template_holds: dict[str, float] = {}
         self._lookups: set[asyncio.Task[None]] = set()  # outage checks under way
@@ -135,7 +157,24 @@ class RowSender:
             factor=settings.quick_retry_delay,
             max_value=5,
             logger=None,
+            on_backoff=self._log_quick_retry,
         )(self._send_once)
+
+    @staticmethod
+    def _log_quick_retry(details: Any) -> None:
+        """One line per quick retry of a request (backoff's on_backoff hook)."""
+        claim, _, _, index = details["args"]
+        error = details.get("exception")
+        code = error.code if isinstance(error, GraphError) else None
+        logger.info(
+            "%s: part %d: %s; quick retry %d in %.1fs",
+            _named(claim),
+            index + 1,
+            error,
+            details["tries"],
+            details["wait"],
+            extra={**_part(index, None), "code": code, "delay": round(details["wait"], 3)},
+        )
 
     async def deliver(self, claim: Claim) -> None:
         bind_row(claim.id, claim.recipient)  # every line logged while it is sent names the row
@@ -200,7 +239,7 @@ class RowSender:
             if claim.taken_over and index == claim.accepted:
                 # Its last holder lost the lease, not necessarily its request: if Meta accepted
                 # that part, its status webhook says so, and the part is recorded, not resent.
-                settled = await self._reconciled(claim, recipient, index)
+                settled = await self._reconciled(claim, recipient, index, len(parts))
                 if settled is not None:  # not counted as sent: another worker's request
                     if not await self._record(claim, index, settled, len(parts)):
                         return
@@ -217,6 +256,15 @@ class RowSender:
                 return
             try:
                 wamid = await self._send(claim, recipient, parts[index], index)
+                self.accepted += 1
+                logger.info(
+                    "%s: part %d/%d accepted as %s",
+                    _named(claim),
+                    index + 1,
+                    len(parts),
+                    wamid,
+                    extra={**_part(index, len(parts)), "wamid": wamid},
+                )
             except LeaseLost:
                 logger.warning(
                     "message %d: no longer ours to send (its lease was lost, or a status webhook "
@@ -228,14 +276,14 @@ class RowSender:
                 await self._fail(claim, "expired: not sent before its deadline")
                 return
             except InDoubt as error:
-                settled = await self._reconciled(claim, recipient, index)
+                settled = await self._reconciled(claim, recipient, index, len(parts))
                 if settled is None:
-                    await self._refused(claim, recipient, parts[index], error)
+                    await self._refused(claim, recipient, parts, index, error)
                     return
                 self._metrics.accepted(parts[index].type)  # our own request, Meta says
                 wamid = settled
             except SendError as error:
-                await self._refused(claim, recipient, parts[index], error)
+                await self._refused(claim, recipient, parts, index, error)
                 return
             self._answered(claim.sender, recipient)
             if not await self._record(claim, index, wamid, len(parts)):
@@ -306,7 +354,7 @@ class RowSender:
         )
         return wamid
 
-    async def _reconciled(self, claim: Claim, recipient: str, index: int) -> str | None:
+    async def _reconciled(self, claim: Claim, recipient: str, index: int, count: int) -> str | None:
         """The wamid of a send in doubt, from a status webhook naming its callback data, if one
         comes within the reconcile window: then the part was accepted and is not sent again.
         Only a status of this installation (the receiver keeps that apart), about this row's
@@ -335,7 +383,14 @@ class RowSender:
                 None,
             )
             if wamid is not None:
-                logger.info("message %d: part %d in doubt was accepted (webhook)", claim.id, index)
+                logger.info(
+                    "%s: part %d/%d in doubt was accepted as %s (a status webhook says so)",
+                    _named(claim),
+                    index + 1,
+                    count,
+                    wamid,
+                    extra={**_part(index, count), "wamid": wamid},
+                )
                 self._events.record(Event(claim.id, index, "reconciled", detail=wamid))
                 return wamid
             if loop.time() >= deadline or claim.lost:
@@ -467,7 +522,10 @@ class RowSender:
             else policy_decide.OPTED_OUT
         )
 
-    async def _refused(self, claim: Claim, recipient: str, part: Part, error: SendError) -> None:
+    async def _refused(
+        self, claim: Claim, recipient: str, parts: list[Part], index: int, error: SendError
+    ) -> None:
+        part = parts[index]
         prefix = await self._meta_ruled(claim, recipient, error)
         if prefix == "":
             return  # rescheduled, to go as its fallback
@@ -496,24 +554,33 @@ class RowSender:
             sender_strikes=self._limiter.spam_strikes(claim.sender, MAX_SPAM_HOLD),
         )
         doubt = 1 if error_class is ErrorClass.IN_DOUBT else 0
+        where = f"{_named(claim)}: part {index + 1}/{len(parts)}"
+        fields: dict[str, Any] = {**_part(index, len(parts)), "code": code}
         if isinstance(outcome, WaitOutage):
             # A probe that failed steps aside until just after the next probe, so that probe
             # tries another row: one row that always fails must not keep the sender in an outage.
             delay = gate.seconds_to_probe() + 1.0 if claim.probe else 0.0
             reason = f"waiting out an API outage: {outcome.reason}"
+            logger.debug("%s %s", where, reason, extra=fields)  # the outage has its own line
             await self._reschedule(claim, delay, reason, give_back=1, doubt=outcome.doubt)
         elif isinstance(outcome, Retry):
             logger.info(
-                "message %d: %s; retry in %.1fs",
-                claim.id,
+                "%s: %s; retry in %.1fs (attempt %d of %d)",
+                where,
                 outcome.reason,
                 outcome.delay,
-                extra={"code": code},
+                claim.attempts,
+                self.settings.max_attempts,
+                extra={**fields, "delay": round(outcome.delay, 3), "attempts": claim.attempts},
             )
             await self._reschedule(claim, outcome.delay, outcome.reason, code=code)
         elif isinstance(outcome, Doubt):
             logger.warning(
-                "message %d: %s; sending again in %.1fs", claim.id, outcome.reason, outcome.delay
+                "%s in doubt (Meta may have accepted it): %s; sending again in %.1fs",
+                where,
+                outcome.reason,
+                outcome.delay,
+                extra={**fields, "delay": round(outcome.delay, 3), "in_doubt": claim.in_doubt + 1},
             )
             reason = f"in doubt: {outcome.reason}"
             await self._reschedule(claim, outcome.delay, reason, give_back=1, doubt=1)
@@ -522,48 +589,85 @@ class RowSender:
                 if code == PAIR_RATE_LIMIT:  # not a flow's throttle: the row alone waits
                     self._limiter.penalize(claim.sender, recipient, outcome.delay)
             else:
+                if self._limiter.hold_remaining(claim.sender) <= 0:
+                    logger.info(
+                        "sending from %s held %.1fs: throttled by Meta: %s",
+                        claim.sender,
+                        outcome.delay,
+                        outcome.reason,
+                        extra={
+                            "sender": claim.sender,
+                            "code": code,
+                            "reason": outcome.reason,
+                            "until": _until(min(outcome.delay, MAX_SENDER_HOLD)),
+                        },
+                    )
                 self._limiter.hold(claim.sender, outcome.delay)
                 if code == SENDER_THROUGHPUT_CODE:
                     await self._rate.slow_down(claim.sender)
+            logger.info(
+                "%s throttled: %s; retry in %.1fs",
+                where,
+                outcome.reason,
+                outcome.delay,
+                extra={**fields, "delay": round(outcome.delay, 3)},
+            )
             reason = f"throttled: {outcome.reason}"
             await self._reschedule(claim, outcome.delay, reason, give_back=1, code=code)
         elif isinstance(outcome, HoldSender):
+            new_hold = self._limiter.hold_reason(claim.sender) is None
             self._limiter.hold_for_spam(
                 claim.sender, outcome.delay, f"held by Meta: {outcome.reason}", MAX_SPAM_HOLD
             )
             held = self._limiter.hold_remaining(claim.sender)
-            logger.warning(
-                "sender %s held %.0fs by Meta's spam rate limit",
-                claim.sender,
-                held,
-                extra={"code": code},
-            )
+            if new_hold:  # rows in flight when it began hit it too: one line for the hold
+                logger.warning(
+                    "sending from %s held %.0fs by Meta's spam rate limit: %s",
+                    claim.sender,
+                    held,
+                    outcome.reason,
+                    extra={
+                        "sender": claim.sender,
+                        "code": code,
+                        "reason": outcome.reason,
+                        "until": _until(held),
+                    },
+                )
             reason = f"held: {outcome.reason}"
             delay = min(held, MAX_RETRY_DELAY)  # a row waits an hour at most: then it looks again
+            logger.debug("%s waits %.0fs for the sender's hold", where, delay, extra=fields)
             await self._reschedule(claim, delay, reason, give_back=1, code=code)
         elif isinstance(outcome, HoldTemplate):
             name = str((part.template or {}).get("name"))
+            if self._template_held(part) <= 0:  # one line per pause, not per row that hits it
+                logger.warning(
+                    "template %s paused by Meta; its messages wait %.0fs",
+                    name,
+                    outcome.delay,
+                    extra={
+                        "template": name,
+                        "code": code,
+                        "reason": outcome.reason,
+                        "until": _until(outcome.delay),
+                    },
+                )
             self._template_holds[name] = time.monotonic() + outcome.delay
-            logger.warning(
-                "template %s paused by Meta; its messages wait %.0fs",
-                name,
-                outcome.delay,
-                extra={"code": code},
-            )
             reason = f"waiting: template paused by Meta: {outcome.reason}"
+            logger.debug("%s waits for its template", where, extra=fields)
             await self._reschedule(claim, outcome.delay, reason, give_back=1, code=code)
         elif isinstance(outcome, Fail):
-            logger.info("message %d failed: %s", claim.id, outcome.reason, extra={"code": code})
             reason = f"{prefix}: {outcome.reason}" if prefix else outcome.reason
-            await self._fail(claim, reason, code=code, doubt=doubt)
+            failed_part = (index, len(parts))
+            await self._fail(claim, reason, code=code, doubt=doubt, part=failed_part)
         else:
             assert isinstance(outcome, Pause)
+            reason = outcome.reason
+            if needs_new_token(error):
+                reason = f"{reason}; check META_ACCESS_TOKEN and restart the daemon"
             if pauses_every_sender(error):
-                self._senders.token.pause(outcome.reason)
+                self._senders.token.pause(reason)
             else:
-                self._senders.gate(claim.sender).pause(
-                    f"phone number id {claim.sender}: {outcome.reason}"
-                )
+                self._senders.gate(claim.sender).pause(f"phone number id {claim.sender}: {reason}")
             self._on_pause()
             await self._release(claim)
 
@@ -590,10 +694,26 @@ class RowSender:
         )
 
     async def _fail(
-        self, claim: Claim, error: str, *, code: int | None = None, doubt: int = 0
+        self,
+        claim: Claim,
+        error: str,
+        *,
+        code: int | None = None,
+        doubt: int = 0,
+        part: tuple[int, int] | None = None,
     ) -> None:
+        """Fail the row for good; `part` is the (index, count) of the part that failed it."""
         self._events.record(Event(claim.id, None, "failed", error_code=code, detail=error))
-        await self._write(store.MARK_FAILED, claim, error=error, code=code, doubt=doubt)
+        if await self._write(store.MARK_FAILED, claim, error=error, code=code, doubt=doubt):
+            index, count = part if part is not None else (None, None)
+            where = "" if index is None else f" at part {index + 1}/{count}"
+            logger.info(
+                "%s failed%s: %s",
+                _named(claim),
+                where,
+                clean(error),
+                extra={**_part(index, count), "code": code, "reason": clean(error)},
+            )
 
     async def _release(self, claim: Claim) -> None:
         async def release() -> None:
@@ -602,10 +722,11 @@ class RowSender:
 
         await persistently(release, what="releasing a row", give_up=lambda: self.abandon)
 
-    async def _write(self, statement: sa.TextClause, claim: Claim, **params: Any) -> None:
+    async def _write(self, statement: sa.TextClause, claim: Claim, **params: Any) -> bool:
         """Write the row's outcome, patiently while the database is away. A write refused for
         its data fails the row with the database's reason instead. A row this write fails is
-        counted once it is written (not when our lease was lost meanwhile)."""
+        counted once it is written (not when our lease was lost meanwhile). True when the row
+        took this outcome (False: it was no longer ours, or took the fallback failure)."""
         if "error" in params:
             params["error"] = clean(params["error"])
 
@@ -627,9 +748,14 @@ class RowSender:
             reason = clean(f"could not record the outcome: {short_error(exc)}")
             logger.error("message %d: %s", claim.id, reason)
             fallback = {"error": reason, "code": None, "doubt": params.get("doubt", 0)}
-            statement = store.MARK_FAILED
             changed = await persistently(
-                write, statement, fallback, what=what, give_up=lambda: self.abandon
+                write, store.MARK_FAILED, fallback, what=what, give_up=lambda: self.abandon
             )
+            if changed:
+                self._metrics.failed.inc()
+                self.failed += 1
+            return False
         if changed and statement is store.MARK_FAILED:
             self._metrics.failed.inc()
+            self.failed += 1
+        return bool(changed)

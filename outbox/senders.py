@@ -34,7 +34,7 @@ class Senders:
         """The sender's own gate (its account errors, outages and probes)."""
         gate = self._gates.get(sender)
         if gate is None:
-            gate = self._gates[sender] = Gate(self._pause_probe, self._clock)
+            gate = self._gates[sender] = Gate(self._pause_probe, self._clock, sender=sender)
         return gate
 
     def open(self, sender: str) -> bool:

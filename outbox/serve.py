@@ -33,10 +33,11 @@ def _run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
         return runner.run(main())
 
 
-def _on_signals(stop: Callable[[], None]) -> None:
+def _on_signals(stop: Callable[[str], None]) -> None:
+    """Call `stop` with the signal's name on SIGTERM and SIGINT."""
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop)
+        loop.add_signal_handler(signum, stop, f"{signum.name} received")
 
 
 async def _health_server(daemon: Daemon, host: str, port: int) -> web.AppRunner:
@@ -76,7 +77,7 @@ def run_daemon(
     configure_logging(settings, fmt=log_format, level=log_level)
 
     async def main() -> int:
-        daemon = Daemon(settings, drain=drain)
+        daemon = Daemon(settings, drain=drain, check_api=True)
         _on_signals(daemon.stop)
         runner = await _health_server(daemon, http_host, http_port) if http_port else None
         try:
@@ -104,9 +105,11 @@ def run_simulator(
     mps: float | None,
     webhook_url: str | None = None,
     status_delay: float = 0.2,
+    log_format: str = "text",
+    log_level: str = "INFO",
 ) -> int:
     """`outbox simulator`: serve the local Graph API until SIGTERM/SIGINT."""
-    configure_logging(settings)
+    configure_logging(settings, fmt=log_format, level=log_level)
     notifier = None
     if webhook_url:
         notifier = StatusNotifier(
@@ -130,7 +133,7 @@ def run_simulator(
 
     async def main() -> int:
         stopped = asyncio.Event()
-        _on_signals(stopped.set)
+        _on_signals(lambda _: stopped.set())
         runner = await serve(simulator, host, port)
         print(f"simulator listening on http://{host}:{port}", flush=True)
         try:
@@ -142,14 +145,21 @@ def run_simulator(
     return _run(main)
 
 
-def run_webhook(settings: Settings, *, host: str, port: int) -> int:
+def run_webhook(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    log_format: str = "text",
+    log_level: str = "INFO",
+) -> int:
     """`outbox webhook`: receive Meta's webhooks at /webhook until SIGTERM/SIGINT."""
     app = create_app(settings)  # a missing secret or token is refused before anything starts
-    configure_logging(settings)
+    configure_logging(settings, fmt=log_format, level=log_level)
 
     async def main() -> int:
         stopped = asyncio.Event()
-        _on_signals(stopped.set)
+        _on_signals(lambda _: stopped.set())
         served = await webhook_server.serve(app, host, port)
         try:
             print(f"webhook receiver listening on http://{host}:{port}/webhook", flush=True)

@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import logging
 import random
 import re
 import secrets
@@ -41,8 +43,11 @@ from typing import Any
 from aiohttp import web
 
 from outbox.errors import ConfigurationError
+from outbox.logs import mask_recipient
 from outbox.schema import MAX_CAPTION_LENGTH, MAX_TEXT_LENGTH, MEDIA_KINDS
 from outbox.status_webhooks import STEPS, StatusNotifier
+
+logger = logging.getLogger("outbox.simulator")
 
 ERROR_TITLES = {
     0: "AuthException",
@@ -338,7 +343,13 @@ class Simulator:
                 )
 
     async def handle_lookup(self, request: web.Request) -> web.StreamResponse:
-        """GET /{version}/{phone_number_id}: the number's profile (what an outage probe asks)."""
+        """GET /{version}/{phone_number_id}: the number's profile (what an outage probe asks),
+        and one INFO line saying how it was answered."""
+        response = await self._answer_lookup(request)
+        await _log_answer(request, response)
+        return response
+
+    async def _answer_lookup(self, request: web.Request) -> web.StreamResponse:
         self.lookups += 1
         if self.unreachable:
             return self._drop(request)
@@ -392,6 +403,12 @@ class Simulator:
         return body
 
     async def handle_message(self, request: web.Request) -> web.StreamResponse:
+        """A send: answered as Meta would, and one INFO line saying how."""
+        response = await self._answer_message(request)
+        await _log_answer(request, response)
+        return response
+
+    async def _answer_message(self, request: web.Request) -> web.StreamResponse:
         if self.unreachable:
             return self._drop(request)
         self.requests += 1
@@ -485,6 +502,49 @@ class Simulator:
         if request.transport is not None:
             request.transport.abort()
         return web.Response(status=499)
+
+
+async def _log_answer(request: web.Request, response: web.StreamResponse) -> None:
+    """`POST …/messages to +********4567 (text): 200 accepted as wamid.…`, or the Graph code it
+    was refused with, or that the connection was dropped unanswered."""
+    if not logger.isEnabledFor(logging.INFO):
+        return  # benchmarks and tests serve it in-process with logging off: no parsing then
+    sent = None
+    if request.method == "POST":
+        with contextlib.suppress(Exception):  # a body it refused, a connection it dropped
+            sent = await request.json()
+    to = str(sent.get("to", "")) if isinstance(sent, dict) else ""
+    kind = str(sent.get("type", "?")) if isinstance(sent, dict) else ""
+    sender = request.match_info.get("phone_number_id")
+    fields: dict[str, Any] = {"status": response.status, "sender": sender}
+    if to:
+        fields["recipient"] = to
+    answer = None
+    if isinstance(response, web.Response) and isinstance(response.body, bytes):
+        with contextlib.suppress(ValueError):
+            answer = json.loads(response.body)
+    if response.status == 499:
+        outcome = "dropped unanswered"
+    elif isinstance(answer, dict) and isinstance(answer.get("messages"), list):
+        fields["wamid"] = str(answer["messages"][0].get("id"))
+        outcome = f"accepted as {fields['wamid']}"
+    elif isinstance(answer, dict) and isinstance(answer.get("error"), dict):
+        fields["code"] = answer["error"].get("code")
+        outcome = f"refused with code {fields['code']}"
+    elif request.method == "GET" and response.status == 200:
+        outcome = "the number's profile"
+    else:
+        outcome = "a scripted raw answer"
+    target = f" to {mask_recipient(to)} ({kind})" if to else ""
+    logger.info(
+        "%s %s%s: %d %s",
+        request.method,
+        request.path,
+        target,
+        response.status,
+        outcome,
+        extra=fields,
+    )
 
 
 async def serve(simulator: Simulator, host: str, port: int) -> web.AppRunner:

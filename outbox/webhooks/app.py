@@ -229,46 +229,67 @@ class _Receiver:
         token = query.get("hub.verify_token", "")
         given = hashlib.sha256(token.encode("utf-8", "replace")).digest()
         challenge = query.get("hub.challenge")
-        if (
-            query.get("hub.mode") == "subscribe"
-            and hmac.compare_digest(given, self._token_digest)
-            and challenge is not None
-        ):
+        if query.get("hub.mode") != "subscribe":
+            why = "hub.mode is not subscribe"
+        elif not hmac.compare_digest(given, self._token_digest):
+            why = "wrong hub.verify_token"  # never the token given: it may be a near miss
+        elif challenge is None:
+            why = "no hub.challenge"
+        else:
+            logger.info("verification answered: the verify token matches")
             self.metrics.requests.labels("200").inc()
             return web.Response(text=challenge, content_type="text/plain")
-        return self._answer(403, "verification refused")
+        return self._refuse(request, 403, "verification refused", why)
 
     async def receive(self, request: web.Request) -> web.Response:
         """A signed webhook: 200 once durable as received (committed or spooled); applied
         later, in the background."""
+        too_large = f"body too large (over {MAX_BODY} bytes)"
         if request.content_length is not None and request.content_length > MAX_BODY:
-            return self._answer(413, "body too large")
+            return self._refuse(request, 413, "body too large", too_large)
         header = request.headers.get(SIGNATURE_HEADER)
         if not header:
             self.metrics.signature_failures.labels("missing").inc()
-            return self._answer(401, f"missing {SIGNATURE_HEADER}")
+            missing = f"missing {SIGNATURE_HEADER}"
+            return self._refuse(request, 401, missing, missing)
         try:
             async with asyncio.timeout(BODY_TIMEOUT):
                 body = await _read_at_most(request, MAX_BODY)
         except TimeoutError:
-            return self._answer(408, "the body did not arrive in time", close=True)
+            late = "the body did not arrive in time"
+            return self._refuse(request, 408, late, f"{late} ({BODY_TIMEOUT:.0f}s)", close=True)
         if body is None:
-            return self._answer(413, "body too large")
+            return self._refuse(request, 413, "body too large", too_large)
         if not signature_matches(self._app_secret, body, header):
-            logger.warning("webhook refused: %s does not match the body", SIGNATURE_HEADER)
             self.metrics.signature_failures.labels("invalid").inc()
-            return self._answer(403, "invalid signature")
+            why = f"{SIGNATURE_HEADER} does not match the body"
+            return self._refuse(request, 403, "invalid signature", why)
         try:
             parse(body)
         except NotAnEnvelope as exc:
-            logger.warning("webhook refused: not a WhatsApp webhook (%s)", exc)
-            return self._answer(400, f"not a WhatsApp webhook: {exc}")
+            why = f"not a WhatsApp webhook: {exc}"
+            return self._refuse(request, 400, why, why)
         assert self._intake is not None, "the app was not started"
         try:
             await self._intake.submit(body)
         except Unavailable:
             return self._answer(503, "cannot store the webhook now")
         return self._answer(200, "ok")
+
+    def _refuse(
+        self, request: web.Request, status: int, text: str, why: str, *, close: bool = False
+    ) -> web.Response:
+        """Answer `status` with `text`, logging the refusal and `why` (one WARNING line)."""
+        logger.warning(
+            "webhook %s %s from %s refused with %d: %s",
+            request.method,
+            request.path,
+            request.remote or "?",
+            status,
+            why,
+            extra={"status": status, "reason": why, "remote": request.remote},
+        )
+        return self._answer(status, text, close=close)
 
     def _answer(self, status: int, text: str, *, close: bool = False) -> web.Response:
         self.metrics.requests.labels(str(status)).inc()

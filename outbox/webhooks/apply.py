@@ -227,7 +227,7 @@ class Applier:
                 if not rows:
                     return False
                 await store.set_lock_timeout(conn, LOCK_TIMEOUT)
-                ids, duplicates, reported = [], 0, []
+                ids, duplicates, reported, inbound_count = [], 0, [], 0
                 charged: list[tuple[str | None, str, datetime]] = []
                 for webhook_id, statuses, inbound, errors in _merged(rows):
                     new = await store.store_contents(
@@ -236,6 +236,7 @@ class Applier:
                     reported += errors
                     ids += new
                     duplicates += len(statuses) - len(new)
+                    inbound_count += len(inbound)
                 await store.mark_webhooks_applied(conn, [webhook_id for webhook_id, _ in rows])
                 await policy.record(conn, [body for _, body in rows], self._keywords)
                 results = await store.apply_statuses(conn, ids)
@@ -250,6 +251,7 @@ class Applier:
             await self._retry_bodies(len(rows))
             return True
         self._log(results)
+        self._log_applied(len(rows), results, duplicates, inbound_count, len(reported))
         self._metrics.bodies.labels("applied").inc(len(rows))
         self._count(results, duplicates=duplicates)
         self._count_reported(reported)
@@ -310,9 +312,11 @@ class Applier:
             self._bodies.succeeded(webhook_id)
             self._metrics.bodies.labels("reapplied").inc()
             self._count(results, duplicates=duplicates)
-            self._count_reported(_error_params(parse(body)))
+            envelope = parse(body)
+            self._count_reported(_error_params(envelope))
             self._count_charged(charged)
             logger.info("webhook %d applied on retry", webhook_id)
+            self._log_applied(1, results, duplicates, len(envelope.inbound), len(envelope.errors))
         return True
 
     async def _sweep_marked_rows(self) -> bool:
@@ -330,6 +334,7 @@ class Applier:
                 results = await store.apply_marked(conn, rows)
                 await store.unmark_rows(conn, rows)
             self._log(results)
+            self._log_waited(results)
             self._count(results, duplicates=None)
             busy = busy or any(r["outcome"] != "waiting" for r in results)
             if len(rows) < BATCH:
@@ -356,6 +361,7 @@ class Applier:
             results = await self._apply_one_by_one(ids)
         self._watermark = max(ids)
         self._log(results)
+        self._log_waited(results)
         self._count(results, duplicates=None)
         return len(ids) >= BATCH
 
@@ -415,6 +421,50 @@ class Applier:
         if duplicates:
             self._metrics.statuses.labels("duplicate").inc(duplicates)
 
+    @staticmethod
+    def _log_applied(
+        bodies: int, results: list[Row], duplicates: int, inbound: int, errors: int
+    ) -> None:
+        """One INFO line per committed batch of bodies: what they applied, in counts (each
+        status has its own DEBUG line: at Meta's three statuses per message, an INFO line each
+        would outnumber every other line)."""
+        outcomes = {"applied": 0, "waiting": 0, "other_copy": 0, "no_row": 0}
+        for result in results:
+            outcomes[str(result["outcome"])] = outcomes.get(str(result["outcome"]), 0) + 1
+        logger.info(
+            "%d webhook%s applied: %d statuses applied, %d waiting for their part, %d "
+            "duplicates, %d for other copies or pruned rows; %d inbound messages, %d errors "
+            "reported by Meta",
+            bodies,
+            "" if bodies == 1 else "s",
+            outcomes["applied"],
+            outcomes["waiting"],
+            duplicates,
+            outcomes["other_copy"] + outcomes["no_row"],
+            inbound,
+            errors,
+            extra={
+                "bodies": bodies,
+                "applied": outcomes["applied"],
+                "waiting": outcomes["waiting"],
+                "duplicates": duplicates,
+                "unmatched": outcomes["other_copy"] + outcomes["no_row"],
+                "inbound": inbound,
+                "errors": errors,
+            },
+        )
+
+    @staticmethod
+    def _log_waited(results: list[Row]) -> None:
+        """One INFO line when statuses that waited for their part are applied at last."""
+        applied = sum(1 for result in results if result["outcome"] == "applied")
+        if applied:
+            logger.info(
+                "%d statuses that waited for their part applied",
+                applied,
+                extra={"applied": applied},
+            )
+
     def _log(self, results: list[Row]) -> None:
         for result in results:
             if result["ignored"]:
@@ -427,4 +477,14 @@ class Applier:
             elif result["outcome"] == "waiting":
                 logger.debug(
                     "status %s for %s waits for its part", result["status"], result["wamid"]
+                )
+            else:
+                logger.debug(
+                    "status %s for %s: %s (message %s, part %s)",
+                    result["status"],
+                    result["wamid"],
+                    result["outcome"],
+                    result["row_id"],
+                    "?" if result["part"] is None else int(result["part"]) + 1,
+                    extra={"row_id": result["row_id"], "wamid": result["wamid"]},
                 )

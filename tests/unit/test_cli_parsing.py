@@ -151,3 +151,15 @@ def test_the_readme_states_the_daemon_flags_defaults_the_code_uses() -> None:
     assert stated, "the README's options line is gone or no longer parses"
     for flag, value in stated.items():
         assert float(value) == float(getattr(defaults, flag.replace("-", "_"))), flag
+
+
+@pytest.mark.parametrize("command", ["run", "webhook", "simulator"])
+def test_every_long_running_command_takes_the_log_format_and_level(command: str) -> None:
+    args = build_parser().parse_args([command, "--log-format", "json", "--log-level", "debug"])
+    assert (args.log_format, args.log_level) == ("json", "DEBUG")
+
+
+@pytest.mark.parametrize("command", ["run", "webhook", "simulator"])
+def test_the_log_defaults_are_text_at_info(command: str) -> None:
+    args = build_parser().parse_args([command])
+    assert (args.log_format, args.log_level) == ("text", "INFO")

@@ -1,6 +1,11 @@
-"""The sending gate: an outage is many rows and recipients failing with no answer between."""
+"""The sending gate: an outage is many rows and recipients failing with no answer between; each
+change of state is one log line naming the sender."""
 
 from __future__ import annotations
+
+import logging
+
+import pytest
 
 from outbox.gate import OUTAGE_FAILURES, OUTAGE_PROBE_CAP, OUTAGE_RECIPIENTS, Gate, State
 
@@ -121,3 +126,57 @@ def test_a_lookup_unanswered_after_the_api_answered_again_is_no_outage() -> None
     gate.answered()  # another row's send is accepted meanwhile
     assert not gate.unreachable("a lookup of the phone number timed out", answers)
     assert gate.open
+
+
+def gate_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str | None, str, str | None]]:
+    """(level, sender, state, reason) of each line the gates logged."""
+    return [
+        (
+            r.levelname,
+            getattr(r, "sender", None),
+            getattr(r, "state", ""),
+            getattr(r, "reason", None),
+        )
+        for r in caplog.records
+        if r.name == "outbox.daemon"
+    ]
+
+
+def test_a_pause_is_one_line_when_it_begins_and_one_when_it_ends_naming_the_sender(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="outbox.daemon")
+    clock = Clock()
+    gate = Gate(pause_probe=60, clock=clock, sender="1234567890")
+    gate.pause("(#131031) Account locked")
+    gate.pause("(#131031) Account locked")  # a second row meeting it: no second line
+    clock.now += 90
+    gate.answered()
+    assert gate_lines(caplog) == [
+        ("ERROR", "1234567890", "paused", "(#131031) Account locked"),
+        ("INFO", "1234567890", "ok", "(#131031) Account locked"),
+    ]
+    assert "sending from 1234567890 resumed after a successful probe (paused for 90s)" in (
+        caplog.records[-1].getMessage()
+    )
+
+
+def test_an_outage_is_one_line_when_it_begins_naming_the_sender_and_the_evidence(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="outbox.daemon")
+    gate = Gate(pause_probe=60, sender="1234567890")
+    fail_many(gate, OUTAGE_FAILURES * 2, OUTAGE_RECIPIENTS)
+    assert gate_lines(caplog) == [("ERROR", "1234567890", "outage", "HTTP 500")]
+    assert (
+        caplog.records[0]
+        .getMessage()
+        .startswith("sending from 1234567890 stopped by a Graph API outage: ")
+    )
+
+
+def test_the_token_gate_speaks_for_every_sender(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="outbox.daemon")
+    Gate(pause_probe=60).pause("(#190) Invalid OAuth access token")
+    assert caplog.records[0].getMessage().startswith("sending from every sender paused: (#190)")
+    assert not hasattr(caplog.records[0], "sender")

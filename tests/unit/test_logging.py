@@ -105,8 +105,8 @@ def test_what_a_row_task_logs_carries_its_id_masked_recipient_and_code() -> None
         asyncio.run(main())
     lines = json_lines(stream)
     assert [(line.get("row_id"), line.get("recipient"), line.get("code")) for line in lines] == [
-        (7, "92300****567", 131026),
-        (8, "1650****234", 131026),
+        (7, "+********4567", 131026),
+        (8, "+*******1234", 131026),
         (None, None, None),
     ]
 
@@ -114,12 +114,34 @@ def test_what_a_row_task_logs_carries_its_id_masked_recipient_and_code() -> None
 @pytest.mark.parametrize(
     ("recipient", "masked"),
     [
-        ("923001234567", "92300****567"),
-        ("16505551234", "1650****234"),
-        ("4915123456789", "491512****789"),
-        ("1234567", "1****567"),
+        ("923001234567", "+********4567"),
+        ("16505554567", "+*******4567"),
+        ("4915123456789", "+*********6789"),
+        ("1234567", "+***4567"),
+        ("+92 300-123 4567", "+********4567"),
+        ("1234", "+****"),
     ],
 )
-def test_a_recipient_is_masked_in_the_middle(recipient: str, masked: str) -> None:
+def test_a_recipient_is_masked_but_for_its_last_four_digits(recipient: str, masked: str) -> None:
     assert mask_recipient(recipient) == masked
-    assert recipient[1:-3] not in mask_recipient(recipient)
+
+
+def test_every_extra_field_of_a_call_is_a_json_field_with_secrets_masked() -> None:
+    with capture("outbox.test.extra", JsonFormatter(SETTINGS)) as (logger, stream):
+        logger.info(
+            "accepted",
+            extra={"part": 1, "parts": 2, "wamid": "wamid.X", "delay": 1.5, "reason": SECRETS[2]},
+        )
+    (line,) = json_lines(stream)
+    assert (line["part"], line["parts"], line["wamid"], line["delay"]) == (1, 2, "wamid.X", 1.5)
+    assert line["reason"] == "***"
+
+
+def test_a_field_json_cannot_encode_is_written_as_text_with_secrets_masked() -> None:
+    class Opaque:
+        def __str__(self) -> str:
+            return f"holding {SECRETS[0]}"
+
+    with capture("outbox.test.opaque", JsonFormatter(SETTINGS)) as (logger, stream):
+        logger.info("odd", extra={"thing": Opaque()})
+    assert json_lines(stream)[0]["thing"] == "holding ***"
