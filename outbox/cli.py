@@ -35,6 +35,7 @@ from outbox.commands import (
 from outbox.database import causes, create_engine, resolve_dsn, short_error
 from outbox.enqueue import enqueue
 from outbox.errors import InvalidMessage, OutboxError
+from outbox.explain import explain_line
 from outbox.policy import commands as policy_commands
 from outbox.settings import Settings, redact_secrets, redact_url
 from outbox.status import Delivery, Event, get_history, get_status
@@ -72,6 +73,7 @@ def print_delivery(delivery: Delivery) -> None:
         ("message_id", delivery.message_id or "-"),
         ("last_error", delivery.last_error or "-"),
         ("error_code", delivery.error_code if delivery.error_code is not None else "-"),
+        ("meaning", explain_line(delivery.error_code)),
         ("created_at", _iso(delivery.created_at)),
         ("next_attempt_at", _iso(delivery.next_attempt_at)),
         ("expires_at", _iso(delivery.expires_at)),

@@ -1,0 +1,37 @@
+"""message reference: an optional name the app gives a row (`booking-1234`), indexed, so the
+dashboard finds a message by it
+
+Revision ID: 0011
+Revises: 0010
+Create Date: 2026-12-06 06:15:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0011"
+down_revision: str | None = "0010"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.add_column("outbox_messages", sa.Column("reference", sa.Text(), nullable=True))
+    op.create_check_constraint(
+        "reference_length", "outbox_messages", "char_length(reference) BETWEEN 1 AND 255"
+    )
+    # A new column holds no value yet, so building the index takes no time worth a CONCURRENTLY.
+    op.create_index(
+        "ix_outbox_messages_reference",
+        "outbox_messages",
+        ["reference", "id"],
+        postgresql_where=sa.text("reference IS NOT NULL"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("ix_outbox_messages_reference", table_name="outbox_messages")
+    op.drop_constraint("ck_outbox_messages_reference_length", "outbox_messages")
+    op.drop_column("outbox_messages", "reference")
