@@ -32,6 +32,7 @@ from outbox.commands import (
     pause,
     tail,
 )
+from outbox.dashboard import server as dashboard_server
 from outbox.database import causes, create_engine, resolve_dsn, short_error
 from outbox.enqueue import enqueue
 from outbox.errors import InvalidMessage, OutboxError
@@ -337,7 +338,7 @@ def _explain(exc: BaseException, settings: Settings, listening: str | None) -> s
 
 def _listening(args: argparse.Namespace) -> str | None:
     """host:port of the server socket this command opens, if it opens one."""
-    if args.command in ("simulator", "webhook"):
+    if args.command in ("simulator", "webhook", "dashboard"):
         return f"{args.host}:{args.port}"
     if args.command == "run" and args.http_port:
         return f"{args.http_host}:{args.http_port}"
@@ -384,6 +385,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.command == "webhook":
             return serve.run_webhook(settings, host=args.host, port=args.port)
+        if args.command == "dashboard":
+            if args.hash_password:
+                return dashboard_server.print_hash()
+            return dashboard_server.run(settings, host=args.host, port=args.port)
         handler = HANDLERS[args.command]
         grammar.check_usage(args)  # before any connection (or embedded server) is made
         return asyncio.run(_on_connection(settings, lambda conn: handler(conn, args)))

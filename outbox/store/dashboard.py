@@ -1,0 +1,73 @@
+"""The dashboard's lookups: a message by id, recipient, reference or wamid. Each one walks an
+index and stops at a LIMIT, however many rows the table holds."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from outbox.connections import AsyncConnectionLike, Row, fetch_all
+from outbox.schema import messages, statuses
+from outbox.store.messages import DELIVERY_COLUMNS
+
+_m = messages
+
+
+def _limit() -> sa.BindParameter[int]:
+    return sa.bindparam("limit", type_=sa.Integer)
+
+
+# One message by id (the primary key).
+FIND_BY_ID = sa.select(*DELIVERY_COLUMNS).where(
+    _m.c.id == sa.bindparam("row_id", type_=sa.BigInteger)
+)
+
+# A recipient's newest messages (ix_outbox_messages_recipient).
+FIND_BY_RECIPIENT = (
+    sa.select(*DELIVERY_COLUMNS)
+    .where(_m.c.recipient == sa.bindparam("recipient", type_=sa.Text))
+    .order_by(_m.c.id.desc())
+    .limit(_limit())
+)
+
+# The newest messages with an app reference (ix_outbox_messages_reference).
+FIND_BY_REFERENCE = (
+    sa.select(*DELIVERY_COLUMNS)
+    .where(_m.c.reference == sa.bindparam("reference", type_=sa.Text))
+    .order_by(_m.c.id.desc())
+    .limit(_limit())
+)
+
+# A message by the wamid of any of its parts: the text's is the row's message_id
+# (ix_outbox_messages_message_id); a part with a status webhook is in outbox_statuses, whose
+# unique (wamid, status) index finds it.
+FIND_BY_WAMID = (
+    sa.select(*DELIVERY_COLUMNS)
+    .where(
+        sa.or_(
+            _m.c.message_id == sa.bindparam("wamid", type_=sa.Text),
+            _m.c.id.in_(
+                sa.select(statuses.c.message_id)
+                .where(statuses.c.wamid == sa.bindparam("wamid", type_=sa.Text))
+                .scalar_subquery()
+            ),
+        )
+    )
+    .order_by(_m.c.id.desc())
+    .limit(_limit())
+)
+
+
+async def find_by_id(conn: AsyncConnectionLike, row_id: int) -> list[Row]:
+    return await fetch_all(conn, FIND_BY_ID, {"row_id": row_id})
+
+
+async def find_by_recipient(conn: AsyncConnectionLike, recipient: str, limit: int) -> list[Row]:
+    return await fetch_all(conn, FIND_BY_RECIPIENT, {"recipient": recipient, "limit": limit})
+
+
+async def find_by_reference(conn: AsyncConnectionLike, reference: str, limit: int) -> list[Row]:
+    return await fetch_all(conn, FIND_BY_REFERENCE, {"reference": reference, "limit": limit})
+
+
+async def find_by_wamid(conn: AsyncConnectionLike, wamid: str, limit: int) -> list[Row]:
+    return await fetch_all(conn, FIND_BY_WAMID, {"wamid": wamid, "limit": limit})
