@@ -91,6 +91,19 @@ async def test_a_login_without_its_csrf_token_is_refused(client: Client) -> None
     assert response.status == 403
 
 
+async def test_a_second_login_page_keeps_the_first_forms_token(client: Client) -> None:
+    # A browser asks for /favicon.ico too, and is sent to the login page: the form it shows
+    # must still work.
+    first = _csrf(await (await client.get("/login")).text())
+    await client.get("/favicon.ico")
+    response = await client.post(
+        "/login",
+        data={"csrf": first, "name": "support", "password": PASSWORD},
+        allow_redirects=False,
+    )
+    assert response.status == 303
+
+
 async def test_the_session_cookie_is_secure_httponly_and_same_site_strict(
     database_url: str,
 ) -> None:

@@ -10,11 +10,16 @@ from outbox.dashboard.auth import LOGIN_COOKIE, SESSIONS, same
 from outbox.dashboard.render import page, see_other
 from outbox.dashboard.users import User, authenticate
 
+TOKEN_LENGTH = len(secrets.token_urlsafe(32))
 USERS: web.AppKey[dict[str, User]] = web.AppKey("outbox_dashboard_users", dict)
 
 
 def _form(request: web.Request, error: str | None = None, status: int = 200) -> web.Response:
-    token = secrets.token_urlsafe(32)
+    # The token already set is kept: a second tab, or the browser's own request for
+    # /favicon.ico (redirected here too), must not invalidate the form already shown.
+    token = request.cookies.get(LOGIN_COOKIE, "")
+    if len(token) != TOKEN_LENGTH:
+        token = secrets.token_urlsafe(32)
     response = page(request, "login.html", status=status, csrf=token, error=error)
     request.app[SESSIONS].set_cookie(response, LOGIN_COOKIE, token)
     return response
