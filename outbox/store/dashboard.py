@@ -39,19 +39,24 @@ FIND_BY_REFERENCE = (
 
 # A message by the wamid of any of its parts: the text's is the row's message_id
 # (ix_outbox_messages_message_id); a part with a status webhook is in outbox_statuses, whose
-# unique (wamid, status) index finds it.
+# unique (wamid, status) index finds it. The few ids are gathered first (a plain OR would have
+# the planner walk the primary key through a filter), then each row is read by its key.
+_WAMID_HITS = (
+    sa.union(
+        sa.select(_m.c.id.label("id")).where(
+            _m.c.message_id == sa.bindparam("wamid", type_=sa.Text)
+        ),
+        sa.select(statuses.c.message_id.label("id")).where(
+            statuses.c.wamid == sa.bindparam("wamid", type_=sa.Text),
+            statuses.c.message_id.is_not(None),
+        ),
+    )
+    .cte("wamid_hits")
+    .prefix_with("MATERIALIZED")
+)
 FIND_BY_WAMID = (
     sa.select(*DELIVERY_COLUMNS)
-    .where(
-        sa.or_(
-            _m.c.message_id == sa.bindparam("wamid", type_=sa.Text),
-            _m.c.id.in_(
-                sa.select(statuses.c.message_id)
-                .where(statuses.c.wamid == sa.bindparam("wamid", type_=sa.Text))
-                .scalar_subquery()
-            ),
-        )
-    )
+    .join_from(_m, _WAMID_HITS, _m.c.id == _WAMID_HITS.c.id)
     .order_by(_m.c.id.desc())
     .limit(_limit())
 )

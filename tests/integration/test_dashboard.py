@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -158,6 +159,23 @@ async def test_search_by_wamid_finds_the_message(client: Client, rows: dict[str,
     assert f'/messages/{rows["failed"]}"' not in html
 
 
+async def test_search_by_the_wamid_of_an_earlier_part_finds_its_message(
+    client: Client, rows: dict[str, int], engine: AsyncEngine
+) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "INSERT INTO outbox_statuses (wamid, message_id, part, status, at, applied_at) "
+                "VALUES ('wamid.PHOTO', :id, 0, 'delivered', now(), now())"
+            ),
+            {"id": rows["failed"]},
+        )
+    await _log_in(client, "support")
+    html = await _page(client, "/?q=wamid.PHOTO")
+    assert f'/messages/{rows["failed"]}"' in html
+    assert f'/messages/{rows["read"]}"' not in html
+
+
 async def test_search_by_id_finds_the_message(client: Client, rows: dict[str, int]) -> None:
     await _log_in(client, "support")
     html = await _page(client, f"/?q={rows['failed']}")
@@ -284,6 +302,26 @@ async def test_no_page_shows_the_access_token_or_the_app_secret(
 async def test_an_unknown_message_is_not_found(client: Client, rows: dict[str, int]) -> None:
     await _log_in(client, "support")
     assert (await client.get("/messages/999999")).status == 404
+
+
+async def test_mounted_under_a_prefix_it_logs_in_and_links_within_it(
+    database_url: str, rows: dict[str, int]
+) -> None:
+    parent = web.Application()
+    parent.add_subapp(
+        "/outbox/", create_app(_app_settings(database_url), users=users(), secure_cookies=False)
+    )
+    async with TestClient(TestServer(parent)) as client:
+        redirect = await client.get("/outbox/", allow_redirects=False)
+        assert redirect.headers["Location"] == "/outbox/login"
+        form = await client.get("/outbox/login")
+        html = await form.text()
+        assert 'action="/outbox/login"' in html
+        await client.post(
+            "/outbox/login", data={"csrf": _csrf(html), "name": "support", "password": PASSWORD}
+        )
+        found = await client.get("/outbox/?q=booking-1234")
+        assert f'href="/outbox/messages/{rows["read"]}"' in await found.text()
 
 
 def test_the_dashboard_without_users_is_refused(database_url: str) -> None:
