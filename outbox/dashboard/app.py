@@ -8,6 +8,7 @@ It holds no secret but the users' bcrypt hashes: the access token and the app se
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 
 from aiohttp import web
 
@@ -68,7 +69,16 @@ def create_app(
     app.router.add_get("/messages/{message_id}/retry", message.confirm_retry, name="confirm_retry")
     app.router.add_post("/messages/{message_id}/retry", message.retry, name="retry")
     app.router.add_get("/healthz", _alive, name="healthz")
+    app.router.add_get("/live.js", _live_script, name="live")
     return app
+
+
+_LIVE_SCRIPT = (Path(__file__).parent / "static" / "live.js").read_text(encoding="utf-8")
+
+
+async def _live_script(request: web.Request) -> web.Response:
+    """The one script: reloads the page of a message still on its way."""
+    return web.Response(text=_LIVE_SCRIPT, content_type="text/javascript")
 
 
 async def _alive(request: web.Request) -> web.Response:

@@ -86,7 +86,7 @@ def same(given: str | None, expected: str | None) -> bool:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PUBLIC = frozenset({"login", "login_submit", "healthz"})
+PUBLIC = frozenset({"login", "login_submit", "healthz", "live"})
 
 
 def require_login(sessions: Sessions) -> Middleware:

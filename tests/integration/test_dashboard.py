@@ -299,6 +299,19 @@ async def test_no_page_shows_the_access_token_or_the_app_secret(
         assert APP_SECRET not in html
 
 
+async def test_a_message_on_its_way_reloads_itself_and_a_finished_one_does_not(
+    client: Client, rows: dict[str, int]
+) -> None:
+    await _log_in(client, "support")
+    confirm = await _page(client, f"/messages/{rows['failed']}/retry")
+    await client.post(f"/messages/{rows['failed']}/retry", data={"csrf": _csrf(confirm)})
+    assert 'data-refresh="5"' in await _page(client, f"/messages/{rows['failed']}")
+    assert "data-refresh" not in await _page(client, f"/messages/{rows['read']}")
+    script = await client.get("/live.js")
+    assert script.content_type == "text/javascript"
+    assert "location.reload" in await script.text()
+
+
 async def test_an_unknown_message_is_not_found(client: Client, rows: dict[str, int]) -> None:
     await _log_in(client, "support")
     assert (await client.get("/messages/999999")).status == 404

@@ -16,12 +16,13 @@ from outbox.dashboard.pages.search import ENGINE
 from outbox.dashboard.render import page
 from outbox.dashboard.summary import clock, explanation, sentence, timeline
 from outbox.errors import MessageNotFound
-from outbox.schema import FAILED
+from outbox.schema import CANCELLED, FAILED, READ
 from outbox.status import Delivery, get_history, get_status
 
 logger = logging.getLogger("outbox.dashboard")
 
 MAX_ID = 2**63 - 1
+REFRESH_SECONDS = 5  # a message still on its way reloads this often (static/live.js)
 # What a retry did, named in the redirect's query (never text from the query itself).
 NOTICES = {
     "retried": "Queued again: the daemon sends it within seconds.",
@@ -94,6 +95,7 @@ async def show(request: web.Request) -> web.Response:
         clock=clock,
         may_retry=session.user.role.may_retry and delivery.status == FAILED,
         notice=NOTICES.get(request.query.get("notice", "")),
+        refresh=0 if delivery.status in (READ, FAILED, CANCELLED) else REFRESH_SECONDS,
     )
 
 
