@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from outbox.connections import AsyncConnectionLike, Row, fetch_all
-from outbox.schema import messages, statuses
+from outbox.schema import messages, part_wamids, statuses
 from outbox.store.messages import DELIVERY_COLUMNS
 
 _m = messages
@@ -38,13 +38,17 @@ FIND_BY_REFERENCE = (
 )
 
 # A message by the wamid of any of its parts: the text's is the row's message_id
-# (ix_outbox_messages_message_id); a part with a status webhook is in outbox_statuses, whose
-# unique (wamid, status) index finds it. The few ids are gathered first (a plain OR would have
-# the planner walk the primary key through a filter), then each row is read by its key.
+# (ix_outbox_messages_message_id), every accepted part is in outbox_part_wamids (its key), and a
+# status webhook names it in outbox_statuses (the unique (wamid, status) index), which also
+# covers a row recorded before part_wamids existed. The few ids are gathered first (a plain OR
+# would have the planner walk the primary key through a filter), then each row by its key.
 _WAMID_HITS = (
     sa.union(
         sa.select(_m.c.id.label("id")).where(
             _m.c.message_id == sa.bindparam("wamid", type_=sa.Text)
+        ),
+        sa.select(part_wamids.c.message_id.label("id")).where(
+            part_wamids.c.wamid == sa.bindparam("wamid", type_=sa.Text)
         ),
         sa.select(statuses.c.message_id.label("id")).where(
             statuses.c.wamid == sa.bindparam("wamid", type_=sa.Text),

@@ -176,6 +176,23 @@ async def test_search_by_the_wamid_of_an_earlier_part_finds_its_message(
     assert f'/messages/{rows["read"]}"' not in html
 
 
+async def test_search_by_the_wamid_of_an_accepted_part_finds_its_message(
+    client: Client, rows: dict[str, int], engine: AsyncEngine
+) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "INSERT INTO outbox_part_wamids (wamid, message_id, part) "
+                "VALUES ('wamid.IMAGE', :id, 0)"
+            ),
+            {"id": rows["failed"]},
+        )
+    await _log_in(client, "support")
+    html = await _page(client, "/?q=wamid.IMAGE")
+    assert f'/messages/{rows["failed"]}"' in html
+    assert f'/messages/{rows["read"]}"' not in html
+
+
 async def test_search_by_id_finds_the_message(client: Client, rows: dict[str, int]) -> None:
     await _log_in(client, "support")
     html = await _page(client, f"/?q={rows['failed']}")

@@ -20,7 +20,11 @@ PARAMS = {"row_id": 1, "recipient": "923001234567", "reference": "booking-1", "w
         (lookups.FIND_BY_REFERENCE, ["ix_outbox_messages_reference"]),
         (
             lookups.FIND_BY_WAMID,
-            ["ix_outbox_messages_message_id", "uq_outbox_statuses_wamid"],
+            [
+                "ix_outbox_messages_message_id",
+                "pk_outbox_part_wamids",
+                "uq_outbox_statuses_wamid",
+            ],
         ),
     ],
     ids=["id", "recipient", "reference", "wamid"],
