@@ -33,7 +33,7 @@ REVISION_TABLES = {
     "0008": "outbox_messages",
     "0009": "outbox_optouts",
     "0010": "outbox_pauses",
-    "0011": "outbox_messages",
+    "0011": "outbox_audit",
 }
 
 

@@ -451,3 +451,22 @@ pauses = sa.Table(
         f"sender = '{ALL_SENDERS}' OR sender ~ '^[0-9]{{1,32}}$'", name="sender_shape"
     ),
 )
+
+# Who did what from the dashboard (a retry, later bulk actions), written in the transaction of
+# the action itself. Kept when `outbox prune` deletes the message it names.
+audit = sa.Table(
+    "outbox_audit",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("message_id", sa.BigInteger, nullable=True),
+    sa.Column("detail", sa.Text, nullable=True),
+    sa.Index(
+        "ix_outbox_audit_message",
+        "message_id",
+        "id",
+        postgresql_where=sa.text("message_id IS NOT NULL"),
+    ),
+)

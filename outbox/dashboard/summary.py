@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from outbox.dashboard.masking import show_phone
 from outbox.explain import Explanation, explain
@@ -73,9 +75,15 @@ _KINDS = {
 }
 
 
-def timeline(delivery: Delivery, history: list[Event]) -> list[Step]:
-    """Enqueued first, then every request's outcome and webhook status, oldest first."""
-    steps = [Step(clock(delivery.created_at), "enqueued", None, None, None)]
+def timeline(
+    delivery: Delivery, history: list[Event], actions: Sequence[Mapping[str, Any]] = ()
+) -> list[Step]:
+    """Enqueued first, then every request's outcome, webhook status and dashboard action
+    (`outbox_audit`), oldest first."""
+    steps = [(delivery.created_at, Step(clock(delivery.created_at), "enqueued", None, None, None))]
+    for action in actions:
+        what = f"{action['action']} by {action['actor']} (dashboard)"
+        steps.append((action["at"], Step(clock(action["at"]), what, None, action["detail"], None)))
     for event in history:
         if event.kind.startswith("status:"):
             what = "webhook: " + event.kind.removeprefix("status:")
@@ -86,13 +94,9 @@ def timeline(delivery: Delivery, history: list[Event]) -> list[Step]:
         detail = event.detail
         if event.error_code is not None:
             detail = f"#{event.error_code} {detail or ''}".strip()
+        part = None if event.part is None else event.part + 1
         steps.append(
-            Step(
-                clock(event.at),
-                what,
-                None if event.part is None else event.part + 1,
-                detail,
-                explain(event.error_code),
-            )
+            (event.at, Step(clock(event.at), what, part, detail, explain(event.error_code)))
         )
-    return steps
+    # Stable: the history's own order holds among entries of the same instant.
+    return [step for _, step in sorted(steps, key=lambda entry: entry[0])]

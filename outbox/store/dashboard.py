@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from outbox.connections import AsyncConnectionLike, Row, fetch_all
-from outbox.schema import messages, part_wamids, statuses
+from outbox.connections import AsyncConnectionLike, Row, fetch_all, fetch_one
+from outbox.schema import audit, messages, part_wamids, statuses
 from outbox.store.messages import DELIVERY_COLUMNS
 
 _m = messages
@@ -80,3 +80,41 @@ async def find_by_reference(conn: AsyncConnectionLike, reference: str, limit: in
 
 async def find_by_wamid(conn: AsyncConnectionLike, wamid: str, limit: int) -> list[Row]:
     return await fetch_all(conn, FIND_BY_WAMID, {"wamid": wamid, "limit": limit})
+
+
+# Record an action in the caller's transaction.
+INSERT_AUDIT = (
+    sa.insert(audit)
+    .values(
+        actor=sa.bindparam("actor", type_=sa.Text),
+        action=sa.bindparam("action", type_=sa.Text),
+        message_id=sa.bindparam("message_id", type_=sa.BigInteger),
+        detail=sa.bindparam("detail", type_=sa.Text),
+    )
+    .returning(audit.c.id)
+)
+
+# A message's audit entries, oldest first (ix_outbox_audit_message).
+SELECT_AUDIT_FOR_MESSAGE = (
+    sa.select(audit.c.at, audit.c.actor, audit.c.action, audit.c.detail)
+    .where(audit.c.message_id == sa.bindparam("message_id", type_=sa.BigInteger))
+    .order_by(audit.c.id)
+    .limit(_limit())
+)
+
+
+async def record_action(
+    conn: AsyncConnectionLike,
+    actor: str,
+    action: str,
+    message_id: int | None,
+    detail: str | None = None,
+) -> None:
+    params = {"actor": actor, "action": action, "message_id": message_id, "detail": detail}
+    await fetch_one(conn, INSERT_AUDIT, params)
+
+
+async def select_actions(conn: AsyncConnectionLike, message_id: int, limit: int) -> list[Row]:
+    return await fetch_all(
+        conn, SELECT_AUDIT_FOR_MESSAGE, {"message_id": message_id, "limit": limit}
+    )

@@ -289,6 +289,34 @@ async def test_support_retries_a_failed_message_after_confirming(
     assert await _status(engine, rows["failed"]) == "pending"
 
 
+async def test_a_retry_is_audited_and_shown_in_the_timeline(
+    client: Client, rows: dict[str, int], engine: AsyncEngine
+) -> None:
+    await _log_in(client, "support")
+    confirm = await _page(client, f"/messages/{rows['failed']}/retry")
+    await client.post(f"/messages/{rows['failed']}/retry", data={"csrf": _csrf(confirm)})
+    async with engine.connect() as conn:
+        audited = await conn.execute(
+            sa.text("SELECT actor, action, message_id FROM outbox_audit ORDER BY id")
+        )
+        assert [tuple(row) for row in audited] == [("support", "retry", rows["failed"])]
+    html = await _page(client, f"/messages/{rows['failed']}")
+    timeline = html[html.index('id="timeline"') : html.index('id="parts"')]
+    assert "retry by support (dashboard)" in timeline
+
+
+async def test_a_retry_that_is_refused_is_not_audited(
+    client: Client, rows: dict[str, int], engine: AsyncEngine
+) -> None:
+    await _log_in(client, "support")
+    token = _csrf(await _page(client, "/"))
+    response = await client.post(f"/messages/{rows['read']}/retry", data={"csrf": token})
+    assert "Not retried" in await response.text()
+    async with engine.connect() as conn:
+        count = await conn.execute(sa.text("SELECT count(*) FROM outbox_audit"))
+        assert count.scalar_one() == 0
+
+
 async def test_a_retry_without_the_csrf_token_is_refused_and_changes_nothing(
     client: Client, rows: dict[str, int], engine: AsyncEngine
 ) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from outbox import store
+from outbox.connections import Row
 from outbox.dashboard.auth import session_of
 from outbox.dashboard.masking import show_body, show_phone
 from outbox.dashboard.pages.search import ENGINE
@@ -17,11 +18,13 @@ from outbox.dashboard.render import page
 from outbox.dashboard.summary import clock, explanation, sentence, timeline
 from outbox.errors import MessageNotFound
 from outbox.schema import CANCELLED, FAILED, READ
-from outbox.status import Delivery, get_history, get_status
+from outbox.status import Delivery, Event, get_history, get_status
+from outbox.store import dashboard as lookups
 
 logger = logging.getLogger("outbox.dashboard")
 
 MAX_ID = 2**63 - 1
+MAX_ACTIONS = 100  # audit entries shown on a message's page
 REFRESH_SECONDS = 5  # a message still on its way reloads this often (static/live.js)
 # What a retry did, named in the redirect's query (never text from the query itself).
 NOTICES = {
@@ -65,20 +68,21 @@ def payload(delivery: Delivery, *, unmasked: bool) -> dict[str, Any]:
     return {key: value for key, value in shown.items() if value is not None}
 
 
-async def _load(request: web.Request, message_id: int) -> tuple[Delivery, list[Any]]:
+async def _load(request: web.Request, message_id: int) -> tuple[Delivery, list[Event], list[Row]]:
     async with request.app[ENGINE].connect() as conn:
         try:
             delivery = await get_status(conn, message_id)
         except MessageNotFound:
             raise web.HTTPNotFound(text=f"no message {message_id}") from None
         history = await get_history(conn, message_id)
-    return delivery, history
+        actions = await lookups.select_actions(conn, message_id, MAX_ACTIONS)
+    return delivery, history, actions
 
 
 async def show(request: web.Request) -> web.Response:
     session = session_of(request)
     unmasked = session.user.role.unmasked
-    delivery, history = await _load(request, _message_id(request))
+    delivery, history, actions = await _load(request, _message_id(request))
     return page(
         request,
         "message.html",
@@ -86,7 +90,7 @@ async def show(request: web.Request) -> web.Response:
         d=delivery,
         sentence=sentence(delivery, unmasked=unmasked),
         explanation=explanation(delivery),
-        steps=timeline(delivery, history),
+        steps=timeline(delivery, history, actions),
         parts=[
             {"number": n, "type": p.type, "status": p.status, "wamid": p.wamid}
             for n, p in enumerate(delivery.parts, 1)
@@ -107,7 +111,7 @@ def _allowed_to_retry(request: web.Request) -> None:
 async def confirm_retry(request: web.Request) -> web.Response:
     _allowed_to_retry(request)
     session = session_of(request)
-    delivery, _ = await _load(request, _message_id(request))
+    delivery, _, _ = await _load(request, _message_id(request))
     return page(
         request,
         "retry.html",
@@ -121,9 +125,11 @@ async def confirm_retry(request: web.Request) -> web.Response:
 async def retry(request: web.Request) -> web.StreamResponse:
     _allowed_to_retry(request)
     message_id = _message_id(request)
+    user = session_of(request).user.name
     async with request.app[ENGINE].begin() as conn:
         refused = await store.retry_failed(conn, message_id)
-    user = session_of(request).user.name
+        if refused is None:  # recorded with the retry itself, or not at all
+            await lookups.record_action(conn, user, "retry", message_id)
     if refused is None:
         logger.info("dashboard user %s retried message %d", user, message_id)
         notice = "retried"

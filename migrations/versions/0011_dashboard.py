@@ -1,5 +1,5 @@
-"""message reference: an optional name the app gives a row (`booking-1234`), indexed, so the
-dashboard finds a message by it
+"""dashboard: a message's `reference` (the app's own name for it, `booking-1234`), indexed so
+the dashboard finds a message by it; and outbox_audit, who did what from the dashboard
 
 Revision ID: 0011
 Revises: 0010
@@ -30,8 +30,27 @@ def upgrade() -> None:
         postgresql_where=sa.text("reference IS NOT NULL"),
     )
 
+    op.create_table(
+        "outbox_audit",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.Column("actor", sa.Text(), nullable=False),
+        sa.Column("action", sa.Text(), nullable=False),
+        sa.Column("message_id", sa.BigInteger(), nullable=True),
+        sa.Column("detail", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name="pk_outbox_audit"),
+    )
+    op.create_index(
+        "ix_outbox_audit_message",
+        "outbox_audit",
+        ["message_id", "id"],
+        postgresql_where=sa.text("message_id IS NOT NULL"),
+    )
+
 
 def downgrade() -> None:
+    op.drop_index("ix_outbox_audit_message", table_name="outbox_audit")
+    op.drop_table("outbox_audit")
     op.drop_index("ix_outbox_messages_reference", table_name="outbox_messages")
     op.drop_constraint("ck_outbox_messages_reference_length", "outbox_messages")
     op.drop_column("outbox_messages", "reference")
