@@ -13,7 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from outbox.dashboard import render
-from outbox.dashboard.auth import SESSIONS, Sessions, require_login
+from outbox.dashboard.auth import SESSIONS, Failures, Sessions, require_login
 from outbox.dashboard.pages import login, message, search
 from outbox.dashboard.users import User, load_users
 from outbox.database import create_engine, resolve_dsn
@@ -47,6 +47,7 @@ def create_app(
     app[render.ENVIRONMENT] = render.environment()
     app[SESSIONS] = sessions
     app[login.USERS] = dict(users)
+    app[login.FAILURES] = Failures()
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         dsn = await resolve_dsn(settings)

@@ -78,6 +78,38 @@ class Sessions:
         )
 
 
+class Failures:
+    """Failed logins per name: past MAX_FAILURES within FAILURE_WINDOW seconds, the name is
+    refused until the window has passed, whatever the password (guessing stays slow)."""
+
+    MAX_FAILURES = 5
+    FAILURE_WINDOW = 900.0
+
+    def __init__(self) -> None:
+        self._times: dict[str, list[float]] = {}
+
+    def _recent(self, name: str) -> list[float]:
+        since = time.monotonic() - self.FAILURE_WINDOW
+        recent = [at for at in self._times.get(name, []) if at > since]
+        if recent:
+            self._times[name] = recent
+        else:
+            self._times.pop(name, None)
+        return recent
+
+    def locked(self, name: str) -> bool:
+        return len(self._recent(name)) >= self.MAX_FAILURES
+
+    def failed(self, name: str) -> None:
+        if len(self._times) >= MAX_SESSIONS and name not in self._times:
+            for stale in [key for key in self._times if not self._recent(key)]:
+                self._times.pop(stale, None)
+        self._times.setdefault(name, []).append(time.monotonic())
+
+    def succeeded(self, name: str) -> None:
+        self._times.pop(name, None)
+
+
 def same(given: str | None, expected: str | None) -> bool:
     """Constant-time equality of two tokens; False when either is missing."""
     if not given or not expected:

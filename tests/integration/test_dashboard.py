@@ -84,6 +84,14 @@ async def test_a_wrong_password_is_refused(client: Client) -> None:
     assert (await client.get("/", allow_redirects=False)).status == 303
 
 
+async def test_after_five_wrong_passwords_even_the_right_one_waits(client: Client) -> None:
+    for _ in range(5):
+        assert (await _log_in(client, "support", "wrong")).status == 401
+    response = await _log_in(client, "support")
+    assert response.status == 429
+    assert (await _log_in(client, "viewer")).status == 303  # other names are not locked
+
+
 async def test_a_login_without_its_csrf_token_is_refused(client: Client) -> None:
     await client.get("/login")
     response = await client.post(

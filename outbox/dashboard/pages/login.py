@@ -6,10 +6,11 @@ import secrets
 
 from aiohttp import web
 
-from outbox.dashboard.auth import LOGIN_COOKIE, SESSIONS, same
+from outbox.dashboard.auth import LOGIN_COOKIE, SESSIONS, Failures, same
 from outbox.dashboard.render import page, see_other
 from outbox.dashboard.users import User, authenticate
 
+FAILURES = web.AppKey("outbox_dashboard_failures", Failures)
 TOKEN_LENGTH = len(secrets.token_urlsafe(32))
 USERS: web.AppKey[dict[str, User]] = web.AppKey("outbox_dashboard_users", dict)
 
@@ -35,11 +36,16 @@ async def submit(request: web.Request) -> web.StreamResponse:
     if not same(token if isinstance(token, str) else None, request.cookies.get(LOGIN_COOKIE)):
         raise web.HTTPForbidden(text="this form has expired: reload the login page")
     name, password = form.get("name"), form.get("password")
-    user = None
-    if isinstance(name, str) and isinstance(password, str):
-        user = authenticate(request.app[USERS], name, password)
-    if user is None:
+    if not isinstance(name, str) or not isinstance(password, str):
         return _form(request, "Wrong name or password.", status=401)
+    failures = request.app[FAILURES]
+    if failures.locked(name):
+        return _form(request, "Too many failed logins: wait 15 minutes.", status=429)
+    user = authenticate(request.app[USERS], name, password)
+    if user is None:
+        failures.failed(name)
+        return _form(request, "Wrong name or password.", status=401)
+    failures.succeeded(name)
     response = see_other(request.app.router["search"].url_for())
     request.app[SESSIONS].start(user, response)
     response.del_cookie(LOGIN_COOKIE, path="/")
