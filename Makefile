@@ -35,7 +35,7 @@ chaos: $(STAMP)
 # changes.
 DEMO_VENV := .venv-demo
 DEMO_STAMP := $(DEMO_VENV)/.installed
-DEMO_SOURCES := pyproject.toml $(shell find outbox migrations -name '*.py' -o -name '*.mako')
+DEMO_SOURCES := pyproject.toml $(shell find outbox migrations -name '*.py' -o -name '*.mako' -o -name '*.html' -o -name '*.js')
 
 $(DEMO_STAMP): $(DEMO_SOURCES)
 	$(PYTHON) -m venv $(DEMO_VENV)

@@ -371,6 +371,26 @@ def _server_commands(commands: Any) -> None:
     )
     _log_flags(p)
 
+    p = commands.add_parser(
+        "dashboard",
+        help="find messages and see what happened to them, in a browser (behind a login)",
+        description="Serve the dashboard. Users come from the file OUTBOX_DASHBOARD_USERS names: "
+        "one `name:role:bcrypt-hash` line each, role viewer (masked), support (unmasked, may "
+        "retry one message) or admin. Cookies are Secure: serve it over HTTPS (a proxy in "
+        "front) or on localhost.",
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="the address to listen on (default %(default)s)"
+    )
+    p.add_argument(
+        "--port", type=positive_int, default=8070, help="the port to listen on (default 8070)"
+    )
+    p.add_argument(
+        "--hash-password",
+        action="store_true",
+        help="read a password and print its bcrypt hash for OUTBOX_DASHBOARD_USERS, then exit",
+    )
+
     p = commands.add_parser("webhook", help="receive Meta's status webhooks and inbound messages")
     p.add_argument(
         "--host", default="127.0.0.1", help="the address to listen on (default %(default)s)"

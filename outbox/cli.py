@@ -34,9 +34,11 @@ from outbox.commands import (
     pause,
     tail,
 )
+from outbox.dashboard import server as dashboard_server
 from outbox.database import causes, create_engine, resolve_dsn, short_error
 from outbox.enqueue import enqueue
 from outbox.errors import InvalidMessage, OutboxError
+from outbox.explain import explain_line
 from outbox.policy import commands as policy_commands
 from outbox.settings import Settings, redact_secrets, redact_url
 from outbox.status import Delivery, Event, get_history, get_status
@@ -74,6 +76,7 @@ def print_delivery(delivery: Delivery) -> None:
         ("message_id", delivery.message_id or "-"),
         ("last_error", delivery.last_error or "-"),
         ("error_code", delivery.error_code if delivery.error_code is not None else "-"),
+        ("meaning", explain_line(delivery.error_code)),
         ("created_at", _iso(delivery.created_at)),
         ("next_attempt_at", _iso(delivery.next_attempt_at)),
         ("expires_at", _iso(delivery.expires_at)),
@@ -340,7 +343,7 @@ def _explain(exc: BaseException, settings: Settings, listening: str | None) -> s
 
 def _listening(args: argparse.Namespace) -> str | None:
     """host:port of the server socket this command opens, if it opens one."""
-    if args.command in ("simulator", "webhook"):
+    if args.command in ("simulator", "webhook", "dashboard"):
         return f"{args.host}:{args.port}"
     if args.command == "run" and args.http_port:
         return f"{args.http_host}:{args.http_port}"
@@ -395,6 +398,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log_format=args.log_format,
                 log_level=args.log_level,
             )
+        if args.command == "dashboard":
+            if args.hash_password:
+                return dashboard_server.print_hash()
+            return dashboard_server.run(settings, host=args.host, port=args.port)
         handler = HANDLERS[args.command]
         grammar.check_usage(args)  # before any connection (or embedded server) is made
         if args.command == "enqueue" and args.dry_run:

@@ -33,6 +33,7 @@ async def enqueue(
     send_at: datetime | None = None,
     expires_at: datetime | None = None,
     fallback: Template | None = None,
+    reference: str | None = None,
 ) -> int:
     """Add a message to the outbox in the caller's transaction and return its id.
 
@@ -44,7 +45,8 @@ async def enqueue(
     outbox tables are not there. A message still unsent at `expires_at` fails as expired
     instead of going out late. `fallback` (a Template, for text or media only) goes out instead
     when the customer-service window is closed at send time; without one such a row fails
-    `window_closed` (outbox/policy/).
+    `window_closed` (outbox/policy/). `reference` is the app's own name for the row
+    (`booking-1234`, at most 255 characters), to find it by in `outbox dashboard`.
 
     Through PgBouncer in transaction mode, `conn` must not keep prepared statements on the server:
     on asyncpg (directly or under SQLAlchemy) open it with `statement_cache_size=0`, and give
@@ -61,6 +63,7 @@ async def enqueue(
         send_at,
         expires_at,
         fallback,
+        reference,
     )
     _in_transaction(conn)
     try:
@@ -82,6 +85,7 @@ def enqueue_sync(
     send_at: datetime | None = None,
     expires_at: datetime | None = None,
     fallback: Template | None = None,
+    reference: str | None = None,
 ) -> int:
     """enqueue() for a synchronous SQLAlchemy Session or Connection, on any driver."""
     new = _checked(
@@ -94,6 +98,7 @@ def enqueue_sync(
         send_at,
         expires_at,
         fallback,
+        reference,
     )
     _in_transaction(conn)
     try:
@@ -126,6 +131,7 @@ def _checked(
     send_at: object,
     expires_at: object,
     fallback: object = None,
+    reference: object = None,
 ) -> NewMessage:
     new = validate(
         recipient,
@@ -136,6 +142,7 @@ def _checked(
         expires_at=expires_at,
         template_json=None if template is None else template_object(template),
         sender=sender,
+        reference=reference,
     )
     return replace(new, **_categorised(template, fallback))
 

@@ -34,6 +34,7 @@ REVISION_TABLES = {
     "0009": "outbox_optouts",
     "0010": "outbox_pauses",
     "0011": "outbox_costs",
+    "0012": "outbox_audit",
 }
 
 

@@ -25,6 +25,7 @@ MEDIA_KINDS = ("image", "video", "document", "audio")
 MAX_TEXT_LENGTH = 4096
 MAX_CAPTION_LENGTH = 1024
 MAX_MEDIA_PARTS = 10
+MAX_REFERENCE_LENGTH = 255
 
 NOTIFY_CHANNEL = "outbox"
 
@@ -106,6 +107,8 @@ messages = sa.Table(
     sa.Column("fallback", JSONB, nullable=True),
     sa.Column("sent_fallback", sa.Boolean, nullable=False, server_default=sa.text("false")),
     sa.Column("category", sa.Text, nullable=True),
+    # The app's own name for the row (`booking-1234`), to find it by in the dashboard.
+    sa.Column("reference", sa.Text, nullable=True),
     # No country code starts with 0 (phonenumbers judges the rest in enqueue and the daemon).
     sa.CheckConstraint(r"recipient ~ '^[1-9][0-9]{6,14}$'", name="recipient_digits"),
     sa.CheckConstraint(r"sender ~ '^[0-9]{1,32}$'", name="sender_digits"),
@@ -154,6 +157,9 @@ messages = sa.Table(
     sa.CheckConstraint("attempts >= 0", name="attempts_not_negative"),
     sa.CheckConstraint("in_doubt >= 0", name="in_doubt_not_negative"),
     sa.CheckConstraint("jsonb_typeof(parts) = 'array'", name="parts_is_array"),
+    sa.CheckConstraint(
+        f"char_length(reference) BETWEEN 1 AND {MAX_REFERENCE_LENGTH}", name="reference_length"
+    ),
     sa.UniqueConstraint("idempotency_key"),
     # The claim's path: pending rows not queued behind an older row to their recipient, oldest
     # due first, however many finished or queued rows there are.
@@ -206,6 +212,12 @@ messages = sa.Table(
     # A row by its wamid (the text's, or the last part's), for apps and `outbox status`.
     sa.Index("ix_outbox_messages_message_id", "message_id"),
     sa.Index("ix_outbox_messages_status", "status", "id"),
+    sa.Index(
+        "ix_outbox_messages_reference",
+        "reference",
+        "id",
+        postgresql_where=sa.text("reference IS NOT NULL"),
+    ),
 )
 
 # One row per running daemon: its state (ok, paused, outage, held) and a heartbeat, so that
@@ -465,4 +477,24 @@ costs = sa.Table(
         "received_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
     sa.Index("ix_outbox_costs_billed_at", "billed_at"),
+)
+
+
+# Who did what from the dashboard (a retry, later bulk actions), written in the transaction of
+# the action itself. Kept when `outbox prune` deletes the message it names.
+audit = sa.Table(
+    "outbox_audit",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("message_id", sa.BigInteger, nullable=True),
+    sa.Column("detail", sa.Text, nullable=True),
+    sa.Index(
+        "ix_outbox_audit_message",
+        "message_id",
+        "id",
+        postgresql_where=sa.text("message_id IS NOT NULL"),
+    ),
 )

@@ -133,6 +133,8 @@ class Settings:
     # Inbound texts that opt the customer out of marketing (OUTBOX_OPTOUT_KEYWORDS, comma-
     # separated; "none": no keywords). Compared case-insensitively with the whole message.
     optout_keywords: tuple[str, ...] = DEFAULT_OPTOUT_KEYWORDS
+    # The dashboard's users: a file of `name:role:bcrypt-hash` lines (OUTBOX_DASHBOARD_USERS).
+    dashboard_users: Path | None = None
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value these settings hold: database passwords (in either URL form),
@@ -221,7 +223,12 @@ class Settings:
             webhook_verify_token=get("META_WEBHOOK_VERIFY_TOKEN"),
             optout_keywords=_keywords(get("OUTBOX_OPTOUT_KEYWORDS")),
             webhook_url=get("OUTBOX_WEBHOOK_URL"),
+            dashboard_users=_path(get("OUTBOX_DASHBOARD_USERS")),
         )
+
+
+def _path(value: str | None) -> Path | None:
+    return None if value is None else Path(value).expanduser()
 
 
 def _keywords(value: str | None) -> tuple[str, ...]:

@@ -64,6 +64,7 @@ class Delivery:
     fallback: dict[str, Any] | None = None  # the template sent instead if the window is closed
     sent_fallback: bool = False  # it went (or goes) as its fallback: its window was closed
     category: str | None = None  # Meta's category of its template or fallback (None: unknown)
+    reference: str | None = None  # the app's own name for the row (`enqueue(reference=)`)
 
     @classmethod
     def from_row(cls, row: Row) -> Delivery:
@@ -114,6 +115,7 @@ class Delivery:
             fallback=fallback,
             sent_fallback=bool(row.get("sent_fallback")),
             category=row.get("category"),
+            reference=row.get("reference"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -151,6 +153,7 @@ class Delivery:
             "fallback": self.fallback,
             "sent_fallback": self.sent_fallback,
             "category": self.category,
+            "reference": self.reference,
         }
 
 

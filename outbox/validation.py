@@ -18,7 +18,13 @@ import phonenumbers
 from phonenumbers import ValidationResult
 
 from outbox.errors import InvalidMessage
-from outbox.schema import MAX_CAPTION_LENGTH, MAX_MEDIA_PARTS, MAX_TEXT_LENGTH, MEDIA_KINDS
+from outbox.schema import (
+    MAX_CAPTION_LENGTH,
+    MAX_MEDIA_PARTS,
+    MAX_REFERENCE_LENGTH,
+    MAX_TEXT_LENGTH,
+    MEDIA_KINDS,
+)
 
 # The familiar dict form of media_urls, in the order its parts are sent.
 MEDIA_URL_KEYS = {"images": "image", "videos": "video", "documents": "document", "audio": "audio"}
@@ -53,6 +59,7 @@ class NewMessage:
     sender: str | None = None  # the phone number id to send from (None: META_PHONE_NUMBER_ID)
     fallback: dict[str, Any] | None = None  # the template sent when the window is closed
     category: str | None = None  # Meta's category of the template or fallback (None: unknown)
+    reference: str | None = None  # the app's own name for the row, to find it by
 
 
 def check_storable(value: str, field: str) -> str:
@@ -302,6 +309,23 @@ def check_idempotency_key(key: object) -> str | None:
     return check_storable(key, "idempotency_key")
 
 
+def check_reference(reference: object) -> str | None:
+    """None, or the app's name for the row: a string of 1 to 255 characters PostgreSQL stores."""
+    if reference is None:
+        return None
+    if not isinstance(reference, str):
+        raise InvalidMessage("reference", "must be a string", rule="type")
+    if not reference:
+        raise InvalidMessage("reference", "must not be empty (leave it out instead)", rule="empty")
+    if len(reference) > MAX_REFERENCE_LENGTH:
+        raise InvalidMessage(
+            "reference",
+            f"must be at most {MAX_REFERENCE_LENGTH} characters, got {len(reference)}",
+            rule="too_long",
+        )
+    return check_storable(reference, "reference")
+
+
 def check_time(value: object, field: str) -> datetime | None:
     """None, or a timezone-aware datetime, returned in UTC: every driver then stores that very
     instant (PostgreSQL refuses offsets of 16 h or more, or with fractions of a second)."""
@@ -349,6 +373,7 @@ def validate(
     expires_at: object = None,
     template_json: dict[str, Any] | None = None,
     sender: object = None,
+    reference: object = None,
 ) -> NewMessage:
     """Check every argument of enqueue; the first broken rule raises InvalidMessage.
     `template_json` is a template already checked by templates.template_object()."""
@@ -373,6 +398,7 @@ def validate(
         expires_at=check_expires_at(expires_at, checked_send_at),
         template=template_json,
         sender=check_sender(sender),
+        reference=check_reference(reference),
     )
 
 

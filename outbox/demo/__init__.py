@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from outbox import embedded, migrate
+from outbox.dashboard.users import hash_password
 from outbox.database import asyncpg_dsn
 from outbox.demo.stage import Stage, create_bookings_table
 from outbox.demo.story import tell
@@ -194,6 +196,25 @@ async def _closing(settings: Settings, home: Path | None, listing: int) -> None:
     print(f"  {prefix}{outbox} stats")
     print(f"  {prefix}{psql}")
     print("  then, in psql: TABLE outbox_demo.bookings; TABLE outbox_events;")
+    users, password = _dashboard_login(home or settings.home)
+    print("\nOr in a browser: the dashboard over the same rows (search 'booking-' or a phone):")
+    print(f"  OUTBOX_DASHBOARD_USERS={_tilde(users)} {prefix}{outbox} dashboard")
+    print(f"  then open http://127.0.0.1:{DASHBOARD_PORT}/ and log in as {DEMO_USER} / {password}")
+
+
+DASHBOARD_PORT = 8070  # `outbox dashboard`'s default
+DEMO_USER = "demo"
+
+
+def _dashboard_login(folder: Path) -> tuple[Path, str]:
+    """A users file with one support user (unmasked: it is the demo's own data) and a password
+    new each run, readable by its owner only."""
+    password = secrets.token_urlsafe(9)
+    folder.mkdir(parents=True, exist_ok=True)
+    users = folder / "demo-dashboard-users"
+    users.touch(mode=0o600)
+    users.write_text(f"{DEMO_USER}:support:{hash_password(password)}\n", encoding="utf-8")
+    return users, password
 
 
 def _tilde(path: Path) -> str:

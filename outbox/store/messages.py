@@ -57,6 +57,7 @@ INSERT_MESSAGE = (
         sender=_text("sender"),
         fallback=sa.cast(_text("fallback"), JSONB),
         category=_text("category"),
+        reference=_text("reference"),
     )
     .on_conflict_do_nothing(index_elements=[_m.c.idempotency_key])
     .returning(_m.c.id)
@@ -93,6 +94,7 @@ DELIVERY_COLUMNS = (
     sa.cast(_m.c.fallback, sa.Text).label("fallback"),
     _m.c.sent_fallback,
     _m.c.category,
+    _m.c.reference,
 )
 
 # One message by id.
@@ -237,6 +239,7 @@ def _insert_params(new: NewMessage) -> dict[str, Any]:
         "sender": new.sender,
         "fallback": None if new.fallback is None else json.dumps(new.fallback),
         "category": new.category,
+        "reference": new.reference,
     }
 
 

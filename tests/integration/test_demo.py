@@ -26,6 +26,7 @@ import psutil
 import psycopg2
 import pytest
 
+from outbox.dashboard.users import authenticate, parse_users
 from tests.conftest import admin, with_database
 
 BIN = Path(sys.executable).parent
@@ -214,6 +215,17 @@ def test_it_ends_with_outbox_list_and_how_to_explore(demo: DemoRun) -> None:
     assert listed == [12, 11, 10, 9, 8, 7, 6, 5, 4, 2, 1]
     assert "outbox status 11" in closing
     assert 'psql "$OUTBOX_DATABASE_URL"' in closing
+
+
+def test_it_ends_with_the_dashboard_url_and_a_login_that_works(demo: DemoRun) -> None:
+    shown = re.search(
+        r"OUTBOX_DASHBOARD_USERS=(\S+) .*outbox dashboard\n"
+        r"  then open (http://127\.0\.0\.1:8070/) and log in as demo / (\S+)\n",
+        demo.stdout,
+    )
+    assert shown, demo.stdout[-800:]
+    users = parse_users(Path(shown.group(1)).expanduser().read_text())
+    assert authenticate(users, "demo", shown.group(3)) is users["demo"]
 
 
 def test_no_process_outlives_the_demo(demo: DemoRun) -> None:

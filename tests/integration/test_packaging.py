@@ -51,4 +51,6 @@ def test_the_wheel_ships_the_migrations_inside_the_package(built: tuple[Path, Pa
     assert "outbox/migrations/script.py.mako" in names
     assert any(name.startswith("outbox/migrations/versions/0001_") for name in names)
     assert "outbox/py.typed" in names
+    assert "outbox/dashboard/templates/message.html" in names
+    assert "outbox/dashboard/static/live.js" in names
     assert not any("__pycache__" in name for name in names)

@@ -1,0 +1,143 @@
+"""GET /messages/{id}: the answer in plain words, the timeline, the payload (masked for a
+viewer); GET and POST /messages/{id}/retry: a support user's retry, confirmed first."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from outbox import store
+from outbox.connections import Row
+from outbox.dashboard.auth import session_of
+from outbox.dashboard.masking import show_body, show_phone
+from outbox.dashboard.pages.search import ENGINE
+from outbox.dashboard.render import page
+from outbox.dashboard.summary import clock, explanation, sentence, timeline
+from outbox.errors import MessageNotFound
+from outbox.schema import CANCELLED, FAILED, READ
+from outbox.status import Delivery, Event, get_history, get_status
+from outbox.store import dashboard as lookups
+
+logger = logging.getLogger("outbox.dashboard")
+
+MAX_ID = 2**63 - 1
+MAX_ACTIONS = 100  # audit entries shown on a message's page
+REFRESH_SECONDS = 5  # a message still on its way reloads this often (static/live.js)
+# What a retry did, named in the redirect's query (never text from the query itself).
+NOTICES = {
+    "retried": "Queued again: the daemon sends it within seconds.",
+    "meta_failed": "Not retried: Meta failed a part it had accepted; a retry would send nothing.",
+    "not_failed": "Not retried: it is no longer failed (someone or something moved it on).",
+}
+
+
+def _message_id(request: web.Request) -> int:
+    text = request.match_info["message_id"]
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_ID:
+        raise web.HTTPNotFound(text="no such message")
+    return int(text)
+
+
+def payload(delivery: Delivery, *, unmasked: bool) -> dict[str, Any]:
+    """What was (or will be) sent, with the phone and the body hidden from a viewer."""
+    shown: dict[str, Any] = {
+        "to": show_phone(delivery.recipient, unmasked=unmasked),
+        "from (phone number id)": delivery.sender or "META_PHONE_NUMBER_ID",
+        "text": show_body(delivery.message, unmasked=unmasked),
+    }
+    if delivery.media:
+        shown["media"] = [
+            {
+                "type": item.get("type"),
+                "url": item.get("url") if unmasked else "(hidden)",
+                "caption": show_body(item.get("caption"), unmasked=unmasked),
+            }
+            for item in delivery.media
+        ]
+    for name, template in (("template", delivery.template), ("fallback", delivery.fallback)):
+        if template is not None:
+            components = json.dumps(template.get("components", []), ensure_ascii=False)
+            shown[name] = {
+                "name": template.get("name"),
+                "language": (template.get("language") or {}).get("code"),
+                "parameters": show_body(components, unmasked=unmasked),
+            }
+    return {key: value for key, value in shown.items() if value is not None}
+
+
+async def _load(request: web.Request, message_id: int) -> tuple[Delivery, list[Event], list[Row]]:
+    async with request.app[ENGINE].connect() as conn:
+        try:
+            delivery = await get_status(conn, message_id)
+        except MessageNotFound:
+            raise web.HTTPNotFound(text=f"no message {message_id}") from None
+        history = await get_history(conn, message_id)
+        actions = await lookups.select_actions(conn, message_id, MAX_ACTIONS)
+    return delivery, history, actions
+
+
+async def show(request: web.Request) -> web.Response:
+    session = session_of(request)
+    unmasked = session.user.role.unmasked
+    delivery, history, actions = await _load(request, _message_id(request))
+    return page(
+        request,
+        "message.html",
+        session=session,
+        d=delivery,
+        sentence=sentence(delivery, unmasked=unmasked),
+        explanation=explanation(delivery),
+        steps=timeline(delivery, history, actions),
+        parts=[
+            {"number": n, "type": p.type, "status": p.status, "wamid": p.wamid}
+            for n, p in enumerate(delivery.parts, 1)
+        ],
+        payload=payload(delivery, unmasked=unmasked),
+        clock=clock,
+        may_retry=session.user.role.may_retry and delivery.status == FAILED,
+        notice=NOTICES.get(request.query.get("notice", "")),
+        refresh=0 if delivery.status in (READ, FAILED, CANCELLED) else REFRESH_SECONDS,
+    )
+
+
+def _allowed_to_retry(request: web.Request) -> None:
+    if not session_of(request).user.role.may_retry:
+        raise web.HTTPForbidden(text="only support and admin users may retry a message")
+
+
+async def confirm_retry(request: web.Request) -> web.Response:
+    _allowed_to_retry(request)
+    session = session_of(request)
+    delivery, _, _ = await _load(request, _message_id(request))
+    return page(
+        request,
+        "retry.html",
+        session=session,
+        d=delivery,
+        sentence=sentence(delivery, unmasked=True),
+        explanation=explanation(delivery),
+    )
+
+
+async def retry(request: web.Request) -> web.StreamResponse:
+    _allowed_to_retry(request)
+    message_id = _message_id(request)
+    user = session_of(request).user.name
+    async with request.app[ENGINE].begin() as conn:
+        refused = await store.retry_failed(conn, message_id)
+        if refused is None:  # recorded with the retry itself, or not at all
+            await lookups.record_action(conn, user, "retry", message_id)
+    if refused is None:
+        logger.info("dashboard user %s retried message %d", user, message_id)
+        notice = "retried"
+    elif refused == "":
+        raise web.HTTPNotFound(text=f"no message {message_id}")
+    elif refused == FAILED:
+        notice = "meta_failed"
+    else:
+        notice = "not_failed"
+    location = request.app.router["message"].url_for(message_id=str(message_id))
+    raise web.HTTPSeeOther(location.with_query(notice=notice))
