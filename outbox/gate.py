@@ -58,6 +58,10 @@ class Gate:
         self._outage_delays: Iterator[float] = expo_delays(1.0, OUTAGE_PROBE_CAP)
         self._failures = 0
         self._failed_recipients: set[str] = set()
+        # Rows whose failure used an attempt since the last answer: if those failures turn out
+        # to be an outage's onset, their attempts are given back (an outage uses none).
+        self._spent: list[int] = []
+        self._onset: list[int] = []
         self._lookup_misses = 0
         self.changes = 0  # bumped on every change of state, for whoever reports it
         self.answers = 0  # answers from the API so far
@@ -125,12 +129,24 @@ class Gate:
         self._lookup_misses += 1
         return self._lookup_misses % LOOKUP_MISSES == 0
 
+    def spent(self, row_id: int) -> None:
+        """A failure with no answer used one of the row's attempts (it was rescheduled)."""
+        if self.open:
+            self._spent.append(row_id)
+
+    def take_onset(self) -> list[int]:
+        """The rows whose attempts the failures before the outage used (once each failure):
+        to be given back, since an outage uses no attempts."""
+        onset, self._onset = self._onset, []
+        return onset
+
     def answered(self) -> bool:
         """The API answered (an id, or an error about the message): True if that reopened
         sending after a pause or an outage."""
         self.answers += 1
         self._failures = 0
         self._failed_recipients.clear()
+        self._spent.clear()
         if self.open:
             return False
         lasted = self._clock() - (self.since or self._clock())
@@ -165,6 +181,8 @@ class Gate:
             extra=self._fields(reason, State.OUTAGE),
         )
         self._outage_delays = expo_delays(1.0, OUTAGE_PROBE_CAP)
+        self._onset += self._spent
+        self._spent = []
         self._enter(State.OUTAGE, reason)
         self._schedule_probe()
 

@@ -26,7 +26,7 @@ from outbox.connections import fetch_all
 from outbox.database import is_connection_error, persistently, short_error
 from outbox.errors import GraphError, InDoubt, InvalidMessage, SendError, clean
 from outbox.events import Event, EventLog
-from outbox.gate import State
+from outbox.gate import Gate, State
 from outbox.limiter import RateLimiter
 from outbox.logs import bind_row, mask_recipient
 from outbox.metrics.daemon import DaemonMetrics
@@ -465,6 +465,20 @@ class RowSender:
         logger.info("outage probe: %s; no message sent", reason)
         return False
 
+    async def _give_back_onset(self, gate: Gate) -> None:
+        """An outage uses no attempts: give back those its first failures used, before it was
+        recognised as one (rows rescheduled for a retry then)."""
+        rows = gate.take_onset()
+        if not rows:
+            return
+        try:
+            async with self._pool.connect() as conn:
+                await fetch_all(conn, store.GIVE_BACK_ATTEMPTS, {"ids": rows})
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise
+            logger.warning("attempts of %d rows not given back (%s)", len(rows), short_error(exc))
+
     def _look_up_later(self, sender: str, failure: str) -> None:
         """After a send without an answer, look the phone number up, apart from the row (whose
         outcome must not wait for it): unanswered too, and no answer since, is an outage."""
@@ -473,8 +487,10 @@ class RowSender:
 
         async def look_up() -> None:
             down = await self._api.unreachable(sender)
-            if down is not None and not self.abandon:  # a stop closes the HTTP session
-                gate.unreachable(f"{failure}; {down}", answers=answers)
+            if down is None or self.abandon:  # a stop closes the HTTP session
+                return
+            if gate.unreachable(f"{failure}; {down}", answers=answers):
+                await self._give_back_onset(gate)
 
         task = asyncio.create_task(look_up(), name=f"outbox-lookup-{sender}")
         self._lookups.add(task)
@@ -538,7 +554,9 @@ class RowSender:
         outage = False
         if no_answer:
             outage = gate.failed(claim.id, recipient, str(error))
-            if not outage:
+            if outage:
+                await self._give_back_onset(gate)
+            else:
                 self._look_up_later(claim.sender, str(error))
         elif error_class is not ErrorClass.ACCOUNT:
             self._senders.answered(claim.sender)
@@ -573,6 +591,8 @@ class RowSender:
                 self.settings.max_attempts,
                 extra={**fields, "delay": round(outcome.delay, 3), "attempts": claim.attempts},
             )
+            if no_answer:  # before any await: an outage recognised meanwhile gives it back
+                gate.spent(claim.id)
             await self._reschedule(claim, outcome.delay, outcome.reason, code=code)
         elif isinstance(outcome, Doubt):
             logger.warning(

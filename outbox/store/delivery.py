@@ -231,6 +231,18 @@ MARK_FAILED = sa.text(
     """
 )
 
+# Give back one attempt per id (a row may be named more than once): failures that turned out
+# to be an outage's first, which uses no attempts.
+GIVE_BACK_ATTEMPTS = sa.text(
+    """
+    UPDATE outbox_messages m SET attempts = greatest(m.attempts - v.count, 0)
+    FROM (SELECT id, count(*)::int AS count FROM unnest(CAST(:ids AS bigint[])) AS u(id)
+          GROUP BY id) AS v
+    WHERE m.id = v.id AND m.status IN ('pending', 'sending')
+    RETURNING m.id
+    """
+)
+
 # Give claimed rows back untouched (shutdown, pause, outage), returning their attempt.
 RELEASE = sa.text(
     """

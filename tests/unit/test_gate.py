@@ -180,3 +180,23 @@ def test_the_token_gate_speaks_for_every_sender(caplog: pytest.LogCaptureFixture
     Gate(pause_probe=60).pause("(#190) Invalid OAuth access token")
     assert caplog.records[0].getMessage().startswith("sending from every sender paused: (#190)")
     assert not hasattr(caplog.records[0], "sender")
+
+
+def test_the_attempts_spent_before_an_outage_is_recognised_are_given_back() -> None:
+    gate = Gate(pause_probe=60)
+    for row in range(OUTAGE_FAILURES - 1):  # each failed and was rescheduled for a retry
+        assert not gate.failed(row, f"92300000000{row % OUTAGE_RECIPIENTS}", "HTTP 500")
+        gate.spent(row)
+    assert gate.take_onset() == []  # no outage yet: genuine failures, so far
+    assert gate.failed(99, "923000000009", "HTTP 500")
+    assert sorted(gate.take_onset()) == list(range(OUTAGE_FAILURES - 1))
+    assert gate.take_onset() == []
+
+
+def test_attempts_spent_before_an_answer_are_not_given_back() -> None:
+    gate = Gate(pause_probe=60)
+    gate.failed(1, "923000000001", "HTTP 500")
+    gate.spent(1)
+    gate.answered()
+    assert fail_many(gate, OUTAGE_FAILURES, OUTAGE_RECIPIENTS)
+    assert gate.take_onset() == []
