@@ -23,6 +23,7 @@ import aiohttp
 
 from outbox import migrate, reach, store
 from outbox.callbacks import installation_id
+from outbox.cancel import cancel_and_wait
 from outbox.claims import Claim, leases
 from outbox.connections import fetch_all, fetch_one
 from outbox.database import (
@@ -379,9 +380,7 @@ class Daemon:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self.settings.shutdown_timeout
             released, unrecorded = await self._shut_down(deadline)
-            for helper in helpers:
-                helper.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
+            await cancel_and_wait(helpers)
             await listener.stop()
             await self._events.close(_left(deadline, cap=2.0))
             await self._forget(_left(deadline, cap=2.0))
@@ -427,9 +426,7 @@ class Daemon:
         self._sender.stop_lookups()
         # Accepted parts are written before their rows are given back, or they would be lost.
         unrecorded = await self._recorder.close(_left(deadline))
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         released = 0
         if claims:
             try:

@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 
 from outbox import store
+from outbox.cancel import cancel_and_wait
 from outbox.connections import fetch_all
 from outbox.database import is_connection_error, short_error
 from outbox.errors import clean
@@ -55,8 +56,7 @@ class EventLog:
     async def close(self, within: float) -> None:
         """Write what is buffered (waiting at most `within` seconds), then stop."""
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait([self._task])
         with contextlib.suppress(Exception):
             async with asyncio.timeout(within):
                 while self._buffer:

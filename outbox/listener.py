@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 
+from outbox.cancel import cancel_and_wait
 from outbox.database import CONNECT_TIMEOUT, is_connection_error, server_settings, short_error
 from outbox.retry import expo_delays
 from outbox.schema import NOTIFY_CHANNEL
@@ -65,8 +66,7 @@ class NotificationListener:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait([self._task])
 
     def _notified(self, *args: Any) -> None:
         # asyncpg calls (connection, pid, channel, payload); a new row's NOTIFY has no payload.

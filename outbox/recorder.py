@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from outbox import store
+from outbox.cancel import cancel_and_wait
 from outbox.connections import fetch_all
 from outbox.database import is_connection_error, persistently, short_error
 from outbox.errors import clean
@@ -93,12 +94,7 @@ class PartRecorder:
             await asyncio.wait_for(self._queue.join(), within)
         except TimeoutError:
             self._abandon = True
-        for task in (self._task, *self._applying):
-            if task is not None:
-                task.cancel()
-        await asyncio.gather(
-            *(t for t in (self._task, *self._applying) if t), return_exceptions=True
-        )
+        await cancel_and_wait(t for t in (self._task, *self._applying) if t is not None)
         unwritten = 0
         while not self._queue.empty():
             part, _ = self._queue.get_nowait()
