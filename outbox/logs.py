@@ -12,6 +12,7 @@ import logging
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import Any
 
 from outbox.settings import Settings, redact_secrets
 
@@ -107,9 +108,22 @@ class JsonFormatter(logging.Formatter):
         return redact_secrets(str(value), self._settings)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is when a record comes: a program that swaps it (a test's
+    capture, a daemon redirecting it) never leaves the handler writing to a closed stream."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def configure_logging(settings: Settings, *, fmt: str = "text", level: str = "INFO") -> None:
     """Route every logger to stderr in `fmt` at `level`, with every secret masked."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(JsonFormatter(settings) if fmt == "json" else TextFormatter(settings))
     handler.addFilter(RowFields())
     logging.basicConfig(level=level, handlers=[handler], force=True)

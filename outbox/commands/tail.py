@@ -1,7 +1,7 @@
 """`outbox tail`: follow the delivery history live (every request's outcome and every status
 webhook, from outbox_events), by recipient and status, until Ctrl-C or SIGTERM (exit 0).
 
-Recipients are masked as in the logs (`92300****567`) unless --show-numbers: a terminal
+Recipients are masked as in the logs (`+********4567`) unless --show-numbers: a terminal
 following production is often on a shared screen.
 """
 

@@ -95,7 +95,7 @@ def test_tail_prints_each_new_event_with_the_recipient_masked(
     (line,) = tail.lines(1)
     assert f"#{row}" in line
     assert "status:delivered" in line
-    assert "92300****567" in line
+    assert "+********4567" in line
     assert ALICE not in line
 
 

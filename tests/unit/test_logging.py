@@ -6,12 +6,20 @@ import asyncio
 import io
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 
-from outbox.logs import JsonFormatter, RowFields, TextFormatter, bind_row, mask_recipient
+from outbox.logs import (
+    JsonFormatter,
+    RowFields,
+    TextFormatter,
+    bind_row,
+    configure_logging,
+    mask_recipient,
+)
 from outbox.settings import Settings
 
 SETTINGS = Settings(
@@ -145,3 +153,16 @@ def test_a_field_json_cannot_encode_is_written_as_text_with_secrets_masked() -> 
     with capture("outbox.test.opaque", JsonFormatter(SETTINGS)) as (logger, stream):
         logger.info("odd", extra={"thing": Opaque()})
     assert json_lines(stream)[0]["thing"] == "holding ***"
+
+
+def test_logging_follows_stderr_when_it_is_replaced_and_the_old_one_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    configure_logging(Settings())
+    first.close()  # a test's capture ends; a later one captures anew
+    monkeypatch.setattr(sys, "stderr", second)
+    logging.getLogger("outbox.test").warning("still heard")
+    assert "still heard" in second.getvalue()
+    assert "Logging error" not in second.getvalue()
