@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from outbox.arguments import UsageError, build_parser, run_overrides
 from outbox.errors import ConfigurationError
 from outbox.policy.quiet import QuietHours, next_opening, parse_quiet_hours, quiet_until
 from outbox.settings import Settings
@@ -86,3 +87,13 @@ def test_bad_quiet_hours_name_the_setting_and_the_rule(text: str) -> None:
 def test_quiet_hours_read_from_the_environment() -> None:
     settings = Settings.from_env({"OUTBOX_QUIET_HOURS": "21:00-09:00"})
     assert settings.quiet_hours == parse_quiet_hours("21:00-09:00") == NIGHT
+
+
+def test_bad_quiet_hours_flag_names_the_flag_and_the_rule() -> None:
+    with pytest.raises(UsageError, match=r"--quiet-hours: invalid value '21-9': must be HH:MM"):
+        build_parser().parse_args(["run", "--quiet-hours", "21-9"])
+
+
+def test_quiet_hours_flag_overrides_the_setting() -> None:
+    args = build_parser().parse_args(["run", "--quiet-hours", "22:30-07:00"])
+    assert run_overrides(args)["quiet_hours"] == QuietHours(time(22, 30), time(7, 0))
