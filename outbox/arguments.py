@@ -12,8 +12,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
 
+from outbox.errors import ConfigurationError
 from outbox.logs import LOG_FORMATS, LOG_LEVELS
 from outbox.policy.commands import add_optout_command
+from outbox.policy.quiet import RULE, QuietHours, parse_quiet_hours
 from outbox.status import MAX_LIST_LIMIT
 
 _DURATION = re.compile(r"^(\d+)([mhd])$")
@@ -88,6 +90,14 @@ def fraction(text: str) -> float:
     return value
 
 
+def quiet_hours(text: str) -> QuietHours:
+    """`--quiet-hours 21:00-09:00`."""
+    try:
+        return parse_quiet_hours(text)
+    except ConfigurationError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be {RULE}") from None
+
+
 @dataclass(frozen=True)
 class DaemonFlag:
     """One tuning option of `outbox run`, named as the Settings field it overrides."""
@@ -152,6 +162,12 @@ DAEMON_FLAGS: dict[str, DaemonFlag] = {
         lambda text: parse_duration(text).total_seconds(),
         "AGE",
         "fail a row without its own expires_at once it is this old: 90m, 12h, 30d (default: never)",
+    ),
+    "quiet-hours": DaemonFlag(
+        quiet_hours,
+        "HH:MM-HH:MM",
+        "send nothing while it is this late in the recipient's time zone(s), e.g. 21:00-09:00; "
+        "rows wait for the opening (default: $OUTBOX_QUIET_HOURS, else any hour)",
     ),
 }
 

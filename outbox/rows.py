@@ -32,6 +32,7 @@ from outbox.logs import bind_row, mask_recipient
 from outbox.metrics.daemon import DaemonMetrics
 from outbox.pace import InFlightTarget
 from outbox.policy import decide as policy_decide
+from outbox.policy import quiet as policy_quiet
 from outbox.policy import receiver as policy_receiver
 from outbox.pool import Pool
 from outbox.rate import SharedRate
@@ -209,6 +210,8 @@ class RowSender:
             logger.info("message %d: %s", claim.id, ruling.fail)
             await self._fail(claim, ruling.fail)
             return
+        if await self._quiet(claim, recipient):
+            return
         claim.fallback_on_131047 = ruling.fallback_on_131047 and claim.accepted == 0
         if ruling.fallback is not None:
             if ruling.switch and not await self._switch_to_fallback(claim, ruling.fallback):
@@ -288,6 +291,22 @@ class RowSender:
             self._answered(claim.sender, recipient)
             if not await self._record(claim, index, wamid, len(parts)):
                 return
+
+    async def _quiet(self, claim: Claim, recipient: str) -> bool:
+        """Inside the recipient's quiet hours, the row waits for the opening (its attempt given
+        back, no request), or fails `expired` when its deadline comes first. True: it was."""
+        quiet = policy_quiet.quiet_until(self.settings.quiet_hours, recipient, datetime.now(UTC))
+        if quiet is None:
+            return False
+        opens, local = quiet
+        delay = max((opens - datetime.now(UTC)).total_seconds(), 0.0)
+        loop = asyncio.get_running_loop()
+        if claim.deadline is not None and loop.time() + delay >= claim.deadline:
+            await self._fail(claim, f"expired: its deadline comes before quiet hours end ({local})")
+            return True
+        # It keeps its error, so it holds its lane: the recipient's later rows are quiet too.
+        await self._reschedule(claim, delay, f"quiet hours until {local}", give_back=1)
+        return True
 
     async def _record(self, claim: Claim, index: int, wamid: str, count: int) -> bool:
         """Write an accepted part; False when the row must not go on (lease lost, refused)."""

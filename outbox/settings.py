@@ -7,9 +7,13 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, unquote_plus
 
 from outbox.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from outbox.policy.quiet import QuietHours
 
 DEFAULT_GRAPH_API_URL = "https://graph.facebook.com"
 DEFAULT_GRAPH_API_VERSION = "v23.0"
@@ -135,6 +139,9 @@ class Settings:
     optout_keywords: tuple[str, ...] = DEFAULT_OPTOUT_KEYWORDS
     # The dashboard's users: a file of `name:role:bcrypt-hash` lines (OUTBOX_DASHBOARD_USERS).
     dashboard_users: Path | None = None
+    # No request while it is night where the customer lives (OUTBOX_QUIET_HOURS, --quiet-hours
+    # 21:00-09:00; outbox.policy.quiet). None: send at any hour.
+    quiet_hours: QuietHours | None = None
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value these settings hold: database passwords (in either URL form),
@@ -224,6 +231,7 @@ class Settings:
             optout_keywords=_keywords(get("OUTBOX_OPTOUT_KEYWORDS")),
             webhook_url=get("OUTBOX_WEBHOOK_URL"),
             dashboard_users=_path(get("OUTBOX_DASHBOARD_USERS")),
+            quiet_hours=_quiet_hours(get("OUTBOX_QUIET_HOURS")),
         )
 
 
@@ -238,3 +246,12 @@ def _keywords(value: str | None) -> tuple[str, ...]:
     if value.lower() == "none":
         return ()
     return tuple(word.strip() for word in value.split(",") if word.strip())
+
+
+def _quiet_hours(value: str | None) -> QuietHours | None:
+    """OUTBOX_QUIET_HOURS: HH:MM-HH:MM; unset: none."""
+    if value is None:
+        return None
+    from outbox.policy.quiet import parse_quiet_hours  # the policy package imports this module
+
+    return parse_quiet_hours(value, "OUTBOX_QUIET_HOURS")
