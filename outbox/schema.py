@@ -514,6 +514,9 @@ templates_catalogue = sa.Table(
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("quality", sa.Text, nullable=True),
     sa.Column("parameter_count", sa.Integer, nullable=True),
+    # The last template_category_update webhook that changed `category`: from what, and when.
+    sa.Column("previous_category", sa.Text, nullable=True),
+    sa.Column("category_changed_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column(
         "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),

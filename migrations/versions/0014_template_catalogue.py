@@ -29,6 +29,8 @@ def upgrade() -> None:
         sa.Column("status", sa.Text(), nullable=False),
         sa.Column("quality", sa.Text(), nullable=True),
         sa.Column("parameter_count", sa.Integer(), nullable=True),
+        sa.Column("previous_category", sa.Text(), nullable=True),
+        sa.Column("category_changed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column(
             "updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
         ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -41,11 +42,7 @@ async def run(conn: Any, args: argparse.Namespace) -> int:
         return await _sync(conn)
     rows = await templates_catalogue.select_templates(conn)
     if args.json:
-        print(
-            json.dumps(
-                [{**row, "updated_at": row["updated_at"].isoformat()} for row in rows], indent=2
-            )
-        )
+        print(json.dumps([{k: _plain(v) for k, v in row.items()} for row in rows], indent=2))
         return 0
     for row in rows:
         count = "-" if row["parameter_count"] is None else row["parameter_count"]
@@ -54,6 +51,10 @@ async def run(conn: Any, args: argparse.Namespace) -> int:
             f"{row['status']:<10} {row['quality'] or '-':<8} {count}"
         )
     return 0
+
+
+def _plain(value: object) -> object:
+    return value.isoformat() if isinstance(value, datetime) else value
 
 
 async def _sync(conn: Any) -> int:

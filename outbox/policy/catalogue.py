@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from outbox.connections import AsyncConnectionLike, Row
 from outbox.errors import ConfigurationError, InvalidMessage
 from outbox.settings import Settings
+from outbox.store import templates_catalogue
 from outbox.whatsapp import error_from_response
 
 WABA_ID_VARIABLE = "META_WABA_ID"
@@ -156,3 +158,75 @@ def check(
             f"{name} ({language}) takes {expected} body parameters, not {body_params}",
             rule="parameter_count",
         )
+
+
+# The webhooks of the WABA's templates (field -> what it changes). Meta's documented shape
+# (webhooks reference: message_template_status_update, message_template_quality_update,
+# template_category_update); entry.id is the WABA id.
+TEMPLATE_FIELDS = (
+    "message_template_status_update",
+    "message_template_quality_update",
+    "template_category_update",
+)
+
+
+def template_changes(bodies: Iterable[bytes]) -> list[dict[str, Any]]:
+    """The catalogue changes the webhook bodies carry, in arrival order; what is malformed is
+    skipped (the body itself stays stored)."""
+    found: list[dict[str, Any]] = []
+    for body in bodies:
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            continue
+        entries = data.get("entry") if isinstance(data, dict) else None
+        for entry in entries if isinstance(entries, list) else []:
+            if not isinstance(entry, dict) or not isinstance(entry.get("changes"), list):
+                continue
+            for change in entry["changes"]:
+                if isinstance(change, dict) and change.get("field") in TEMPLATE_FIELDS:
+                    value = change.get("value")
+                    if isinstance(value, dict):
+                        found += _change(str(entry.get("id") or ""), change["field"], value)
+    return found
+
+
+def _change(waba: str, kind: str, value: Mapping[str, Any]) -> list[dict[str, Any]]:
+    template_id = value.get("message_template_id")
+    change: dict[str, Any] = {
+        "waba_id": waba,
+        "template_id": None if template_id is None else str(template_id),
+        "name": _word(value.get("message_template_name")),
+        "language": _word(value.get("message_template_language")),
+        "status": None,
+        "quality": None,
+        "category": None,
+    }
+    if kind == "message_template_status_update":
+        event = _word(value.get("event"))
+        change["status"] = APPROVED if event == "REINSTATED" else event
+    elif kind == "message_template_quality_update":
+        change["quality"] = _word(value.get("new_quality_score"))
+    else:
+        change["category"] = _word(value.get("new_category"))
+    if change["template_id"] is None and (change["name"] is None or change["language"] is None):
+        return []
+    if change["status"] is None and change["quality"] is None and change["category"] is None:
+        return []
+    return [change]
+
+
+def _word(value: object) -> str | None:
+    return value[:512] if isinstance(value, str) and value else None
+
+
+async def record(conn: AsyncConnectionLike, bodies: Iterable[bytes]) -> list[Row]:
+    """Apply the template webhooks among the bodies to the catalogue (in the caller's
+    transaction); the category changes, as rows of waba_id, name, language, old_category,
+    category."""
+    changed: list[Row] = []
+    for change in template_changes(bodies):
+        for row in await templates_catalogue.update_from_webhook(conn, change):
+            if change["category"] is not None and row["old_category"] != row["category"]:
+                changed.append(row)
+    return changed

@@ -40,7 +40,7 @@ SELECT_BY_NAME = sa.text(
 SELECT_ALL = sa.text(
     """
     SELECT waba_id, name, language, template_id, category, status, quality, parameter_count,
-           updated_at
+           previous_category, category_changed_at, updated_at
     FROM outbox_templates ORDER BY name, language, waba_id
     """
 )
@@ -53,14 +53,22 @@ UPDATE_FROM_WEBHOOK = sa.text(
         status = coalesce(CAST(:status AS text), t.status),
         quality = coalesce(CAST(:quality AS text), t.quality),
         category = coalesce(CAST(:category AS text), t.category),
+        previous_category = CASE WHEN CAST(:category AS text) IS DISTINCT FROM t.category
+                                  AND CAST(:category AS text) IS NOT NULL
+                                 THEN t.category ELSE t.previous_category END,
+        category_changed_at = CASE WHEN CAST(:category AS text) IS DISTINCT FROM t.category
+                                    AND CAST(:category AS text) IS NOT NULL
+                                   THEN now() ELSE t.category_changed_at END,
         template_id = coalesce(t.template_id, CAST(:template_id AS text)),
         updated_at = now()
     FROM (SELECT waba_id, name, language, category AS old_category FROM outbox_templates
-          WHERE (CAST(:template_id AS text) IS NOT NULL AND template_id = :template_id)
-             OR (waba_id = :waba_id AND name = :name AND language = :language)
+          WHERE (CAST(:template_id AS text) IS NOT NULL
+                 AND template_id = CAST(:template_id AS text))
+             OR (waba_id = CAST(:waba_id AS text) AND name = CAST(:name AS text)
+                 AND language = CAST(:language AS text))
           FOR UPDATE) AS old
     WHERE (t.waba_id, t.name, t.language) = (old.waba_id, old.name, old.language)
-    RETURNING t.name, t.language, old.old_category, t.category
+    RETURNING t.waba_id, t.name, t.language, old.old_category, t.category
     """
 )
 
