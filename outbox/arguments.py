@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     _run_command(commands)
     _server_commands(commands)
     add_optout_command(commands)
+    from outbox.commands.templates import add_templates_command
+
+    add_templates_command(commands)
     commands.add_parser(
         "demo",
         help="a story of sends, rollbacks, failures, an outage and a crash, on a local database",

@@ -33,6 +33,7 @@ from outbox.commands import (
     listing,
     pause,
     tail,
+    templates,
 )
 from outbox.dashboard import server as dashboard_server
 from outbox.database import causes, create_engine, resolve_dsn, short_error
@@ -292,6 +293,7 @@ HANDLERS: dict[str, Callable[[AsyncConnection, argparse.Namespace], Awaitable[in
     "pause": pause.pause,
     "resume": pause.resume,
     "tail": tail.run,
+    "templates": templates.run,
 }
 
 

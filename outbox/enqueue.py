@@ -15,6 +15,8 @@ from outbox import store
 from outbox.connections import AsyncConnectionLike, SyncConnectionLike, transaction_problem
 from outbox.database import causes
 from outbox.errors import InvalidMessage, NotInTransaction, SchemaMissing
+from outbox.policy import catalogue
+from outbox.store import templates_catalogue
 from outbox.templates import Template, template_category, template_object
 from outbox.validation import NewMessage, validate
 
@@ -39,13 +41,15 @@ async def enqueue(
 
     `conn` is a SQLAlchemy AsyncSession or AsyncConnection, or an asyncpg Connection. A message
     is text and/or media, or a `template` alone, sent from `sender` (a phone number id; None:
-    META_PHONE_NUMBER_ID). Raises InvalidMessage, before any SQL runs, when
+    META_PHONE_NUMBER_ID). Raises InvalidMessage, before any insert, when
     an argument breaks a rule, NotInTransaction when `conn` would commit the row at once (an
     asyncpg connection outside `conn.transaction()`, or autocommit), and SchemaMissing when the
     outbox tables are not there. A message still unsent at `expires_at` fails as expired
     instead of going out late. `fallback` (a Template, for text or media only) goes out instead
     when the customer-service window is closed at send time; without one such a row fails
-    `window_closed` (outbox/policy/). `reference` is the app's own name for the row
+    `window_closed` (outbox/policy/). A template whose name is in the catalogue
+    (`outbox templates sync`) must be there in its language, APPROVED, with as many body
+    parameters. `reference` is the app's own name for the row
     (`booking-1234`, at most 255 characters), to find it by in `outbox dashboard`.
 
     Through PgBouncer in transaction mode, `conn` must not keep prepared statements on the server:
@@ -67,6 +71,9 @@ async def enqueue(
     )
     _in_transaction(conn)
     try:
+        if isinstance(template, Template):
+            rows = await templates_catalogue.select_by_name(conn, template.name)
+            catalogue.check(template.name, template.language, _body_count(template), rows)
         return await store.insert_message(conn, new)
     except Exception as exc:
         _raise_if_schema_missing(exc)
@@ -102,10 +109,18 @@ def enqueue_sync(
     )
     _in_transaction(conn)
     try:
+        if isinstance(template, Template):
+            rows = templates_catalogue.select_by_name_sync(conn, template.name)
+            catalogue.check(template.name, template.language, _body_count(template), rows)
         return store.insert_message_sync(conn, new)
     except Exception as exc:
         _raise_if_schema_missing(exc)
         raise
+
+
+def _body_count(template: Template) -> int | None:
+    """How many body parameters the template gives; None when it brings its own components."""
+    return None if template.components is not None else len(template.body_params)
 
 
 def _in_transaction(conn: object) -> None:

@@ -35,6 +35,7 @@ REVISION_TABLES = {
     "0010": "outbox_pauses",
     "0011": "outbox_costs",
     "0012": "outbox_audit",
+    "0013": "outbox_templates",
 }
 
 

@@ -498,3 +498,29 @@ audit = sa.Table(
         postgresql_where=sa.text("message_id IS NOT NULL"),
     ),
 )
+
+# Meta's template catalogue of a WABA (`outbox templates sync` and the template webhooks): what
+# enqueue checks a template message against once it knows the template's name. `category`,
+# `status` and `quality` are Meta's words as sent (MARKETING, APPROVED, GREEN...);
+# `parameter_count` counts the {{n}} or named parameters in the BODY text.
+templates_catalogue = sa.Table(
+    "outbox_templates",
+    metadata,
+    sa.Column("waba_id", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("language", sa.Text, nullable=False),
+    sa.Column("template_id", sa.Text, nullable=True),
+    sa.Column("category", sa.Text, nullable=True),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("quality", sa.Text, nullable=True),
+    sa.Column("parameter_count", sa.Integer, nullable=True),
+    # The last template_category_update webhook that changed `category`: from what, and when.
+    sa.Column("previous_category", sa.Text, nullable=True),
+    sa.Column("category_changed_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column(
+        "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.PrimaryKeyConstraint("waba_id", "name", "language"),
+    sa.Index("ix_outbox_templates_name", "name", "language"),
+    sa.Index("ix_outbox_templates_template_id", "template_id"),
+)

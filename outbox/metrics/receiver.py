@@ -80,6 +80,13 @@ class ReceiverMetrics:
             ["country", "category", "currency"],
             registry=registry,
         )
+        self.template_category_changes = Counter(
+            "outbox_webhook_template_category_changes",
+            "Templates of the catalogue whose category Meta changed (template_category_update), "
+            "by the old and the new category",
+            ["old", "new"],
+            registry=registry,
+        )
         self.spool_bytes = Gauge(
             "outbox_webhook_spool_bytes",
             "Bytes of webhook bodies in the local spool, waiting for the database",

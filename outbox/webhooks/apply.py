@@ -27,6 +27,7 @@ from outbox.cost.pricing import pricing_params
 from outbox.cost.rates import RateCard
 from outbox.database import is_connection_error, short_error
 from outbox.metrics.receiver import ReceiverMetrics
+from outbox.policy import catalogue
 from outbox.policy import receiver as policy
 from outbox.policy.consent import DEFAULT_KEYWORDS
 from outbox.policy.receiver import keyword_set
@@ -239,6 +240,7 @@ class Applier:
                     inbound_count += len(inbound)
                 await store.mark_webhooks_applied(conn, [webhook_id for webhook_id, _ in rows])
                 await policy.record(conn, [body for _, body in rows], self._keywords)
+                categories = await catalogue.record(conn, [body for _, body in rows])
                 results = await store.apply_statuses(conn, ids)
         except Exception as exc:
             if is_connection_error(exc) or not rows:
@@ -256,6 +258,7 @@ class Applier:
         self._count(results, duplicates=duplicates)
         self._count_reported(reported)
         self._count_charged(charged)
+        self._count_categories(categories)
         return len(rows) >= BODIES_PER_BATCH
 
     async def _apply(
@@ -298,6 +301,7 @@ class Applier:
                             conn, webhook_id, parse(body), charged
                         )
                         await policy.record(conn, [body], self._keywords)
+                        categories = await catalogue.record(conn, [body])
                 except Exception as exc:
                     if is_connection_error(exc):
                         raise
@@ -315,6 +319,7 @@ class Applier:
             envelope = parse(body)
             self._count_reported(_error_params(envelope))
             self._count_charged(charged)
+            self._count_categories(categories)
             logger.info("webhook %d applied on retry", webhook_id)
             self._log_applied(1, results, duplicates, len(envelope.inbound), len(envelope.errors))
         return True
@@ -394,6 +399,19 @@ class Applier:
             if rate is not None:
                 amount = self._metrics.charged_amount.labels(where, category, rate.currency)
                 amount.inc(float(rate.price))
+
+    def _count_categories(self, changes: list[Row]) -> None:
+        """Count and log the template category changes Meta announced (committed now)."""
+        for change in changes:
+            old, new = change["old_category"] or "unknown", change["category"] or "unknown"
+            self._metrics.template_category_changes.labels(old, new).inc()
+            logger.warning(
+                "Meta changed the category of template %s (%s) from %s to %s",
+                change["name"],
+                change["language"],
+                old,
+                new,
+            )
 
     def _count_reported(self, errors: list[dict[str, Any]]) -> None:
         """Count the errors Meta reported about a number or the app, and log each: they say

@@ -1,0 +1,232 @@
+"""The template catalogue: Meta's templates of the WABA, as `outbox templates sync` reads them
+from the Graph API (`{WABA_ID}/message_templates`) and the template webhooks change them.
+
+Once the catalogue knows a template's name, enqueue refuses that name in a language the
+catalogue does not have, in a status other than APPROVED, or with the wrong number of body
+parameters (`check`); a name it does not know, or an empty catalogue, changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from outbox.connections import AsyncConnectionLike, Row
+from outbox.errors import ConfigurationError, InvalidMessage
+from outbox.settings import Settings
+from outbox.store import templates_catalogue
+from outbox.whatsapp import error_from_response
+
+WABA_ID_VARIABLE = "META_WABA_ID"
+PAGE_SIZE = 100
+TIMEOUT = 30.0
+APPROVED = "APPROVED"
+FIELDS = "name,language,category,status,quality_score,components"
+# {{1}} or {{first_name}}, as Meta writes parameters in a component's text.
+_PARAMETER = re.compile(r"\{\{\s*([a-z0-9_]+)\s*\}\}")
+
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    name: str
+    language: str
+    template_id: str | None
+    category: str | None
+    status: str
+    quality: str | None
+    parameter_count: int | None
+
+    def row(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def parameter_count(components: object) -> int | None:
+    """The distinct parameters in the BODY component's text; None when there is no text."""
+    if not isinstance(components, Sequence):
+        return None
+    for component in components:
+        if isinstance(component, Mapping) and str(component.get("type", "")).upper() == "BODY":
+            text = component.get("text")
+            if isinstance(text, str):
+                return len(set(_PARAMETER.findall(text)))
+    return 0
+
+
+def entry_from_graph(item: Mapping[str, Any]) -> CatalogueEntry | None:
+    """One template of a `message_templates` page; None when it lacks a name or language."""
+    name, language = item.get("name"), item.get("language")
+    if not isinstance(name, str) or not isinstance(language, str):
+        return None
+    quality = item.get("quality_score")
+    score = quality.get("score") if isinstance(quality, Mapping) else None
+    return CatalogueEntry(
+        name=name,
+        language=language,
+        template_id=str(item["id"]) if item.get("id") is not None else None,
+        category=str(item["category"]) if item.get("category") else None,
+        status=str(item.get("status") or "UNKNOWN"),
+        quality=str(score) if score else None,
+        parameter_count=parameter_count(item.get("components")),
+    )
+
+
+def waba_id(environ: Mapping[str, str]) -> str:
+    value = (environ.get(WABA_ID_VARIABLE) or "").strip()
+    if not value.isdigit():
+        raise ConfigurationError(
+            f"{WABA_ID_VARIABLE}: needed by `outbox templates sync`, the WhatsApp Business "
+            "Account id (digits; WhatsApp Manager > Account tools)"
+        )
+    return value
+
+
+async def fetch_catalogue(
+    settings: Settings, waba: str, http: aiohttp.ClientSession
+) -> list[CatalogueEntry]:
+    """Every template of the WABA, following `paging.next` to the last page."""
+    if not settings.access_token:
+        raise ConfigurationError("META_ACCESS_TOKEN: needed by `outbox templates sync`")
+    url: str | None = (
+        f"{settings.graph_api_url}/{settings.graph_api_version}/{waba}/message_templates"
+    )
+    params: dict[str, str] | None = {"fields": FIELDS, "limit": str(PAGE_SIZE)}
+    headers = {"Authorization": f"Bearer {settings.access_token}"}
+    entries: list[CatalogueEntry] = []
+    while url is not None:
+        async with http.get(
+            url, params=params, headers=headers, timeout=aiohttp.ClientTimeout(total=TIMEOUT)
+        ) as response:
+            text = await response.text(errors="replace")
+            if response.status != 200:
+                error = error_from_response(response.status, text, None)
+                raise ConfigurationError(
+                    f"the Graph API refused the templates of WABA {waba} ({WABA_ID_VARIABLE}): "
+                    f"{error}"
+                )
+        try:
+            page = json.loads(text)
+        except ValueError:
+            raise ConfigurationError(
+                "the Graph API answered 200 without JSON: check META_GRAPH_API_URL"
+            ) from None
+        data = page.get("data") if isinstance(page, dict) else None
+        if not isinstance(data, list):
+            raise ConfigurationError(
+                "the Graph API answered 200 without a template list: check META_GRAPH_API_URL"
+            )
+        entries += [e for e in map(entry_from_graph, data) if isinstance(e, CatalogueEntry)]
+        paging = page.get("paging")
+        following = paging.get("next") if isinstance(paging, dict) else None
+        url = following if isinstance(following, str) and following else None
+        params = None  # the next link carries them
+    return entries
+
+
+def check(
+    name: str, language: str, body_params: int | None, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """Refuse a template the catalogue knows by name but not like this. `rows` are the
+    catalogue's languages of `name` (none: nothing to check); `body_params` None means the
+    caller gave its own components, whose count is not checked."""
+    if not rows:
+        return
+    same = [r for r in rows if r["language"] == language]
+    if not same:
+        known = ", ".join(sorted({str(r["language"]) for r in rows}))
+        raise InvalidMessage(
+            "template.language",
+            f"the catalogue has {name} only in {known}: run `outbox templates sync` if that is old",
+            rule="unknown_template",
+        )
+    approved = [r for r in same if r["status"] == APPROVED]
+    if not approved:
+        raise InvalidMessage(
+            "template",
+            f"{name} ({language}) is {same[0]['status']}, not APPROVED; Meta would refuse it",
+            rule="not_approved",
+        )
+    counts = {r["parameter_count"] for r in approved}
+    if body_params is not None and None not in counts and body_params not in counts:
+        expected = " or ".join(str(c) for c in sorted(counts))
+        raise InvalidMessage(
+            "template.body_params",
+            f"{name} ({language}) takes {expected} body parameters, not {body_params}",
+            rule="parameter_count",
+        )
+
+
+# The webhooks of the WABA's templates (field -> what it changes). Meta's documented shape
+# (webhooks reference: message_template_status_update, message_template_quality_update,
+# template_category_update); entry.id is the WABA id.
+TEMPLATE_FIELDS = (
+    "message_template_status_update",
+    "message_template_quality_update",
+    "template_category_update",
+)
+
+
+def template_changes(bodies: Iterable[bytes]) -> list[dict[str, Any]]:
+    """The catalogue changes the webhook bodies carry, in arrival order; what is malformed is
+    skipped (the body itself stays stored)."""
+    found: list[dict[str, Any]] = []
+    for body in bodies:
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            continue
+        entries = data.get("entry") if isinstance(data, dict) else None
+        for entry in entries if isinstance(entries, list) else []:
+            if not isinstance(entry, dict) or not isinstance(entry.get("changes"), list):
+                continue
+            for change in entry["changes"]:
+                if isinstance(change, dict) and change.get("field") in TEMPLATE_FIELDS:
+                    value = change.get("value")
+                    if isinstance(value, dict):
+                        found += _change(str(entry.get("id") or ""), change["field"], value)
+    return found
+
+
+def _change(waba: str, kind: str, value: Mapping[str, Any]) -> list[dict[str, Any]]:
+    template_id = value.get("message_template_id")
+    change: dict[str, Any] = {
+        "waba_id": waba,
+        "template_id": None if template_id is None else str(template_id),
+        "name": _word(value.get("message_template_name")),
+        "language": _word(value.get("message_template_language")),
+        "status": None,
+        "quality": None,
+        "category": None,
+    }
+    if kind == "message_template_status_update":
+        event = _word(value.get("event"))
+        change["status"] = APPROVED if event == "REINSTATED" else event
+    elif kind == "message_template_quality_update":
+        change["quality"] = _word(value.get("new_quality_score"))
+    else:
+        change["category"] = _word(value.get("new_category"))
+    if change["template_id"] is None and (change["name"] is None or change["language"] is None):
+        return []
+    if change["status"] is None and change["quality"] is None and change["category"] is None:
+        return []
+    return [change]
+
+
+def _word(value: object) -> str | None:
+    return value[:512] if isinstance(value, str) and value else None
+
+
+async def record(conn: AsyncConnectionLike, bodies: Iterable[bytes]) -> list[Row]:
+    """Apply the template webhooks among the bodies to the catalogue (in the caller's
+    transaction); the category changes, as rows of waba_id, name, language, old_category,
+    category."""
+    changed: list[Row] = []
+    for change in template_changes(bodies):
+        for row in await templates_catalogue.update_from_webhook(conn, change):
+            if change["category"] is not None and row["old_category"] != row["category"]:
+                changed.append(row)
+    return changed
