@@ -7,6 +7,7 @@ process a test starts is stopped by the end of the run, or the run fails (tests/
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -88,6 +89,17 @@ class EmbeddedHomes:
         for home in list(self.root.iterdir()):
             self.remove(home)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """A test that runs a command in-process configures the root logger (outbox run, webhook,
+    dashboard do): restored after it, so later tests' stderr holds only their own output."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")
