@@ -95,6 +95,29 @@ async def running() -> AsyncIterator[Callable[[outbox.Settings], Daemon]]:
 # --- 1. An outage of the whole API is the sender's problem, not the rows' -------------------
 
 
+async def _in_an_outage(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+    running: Callable[[outbox.Settings], Daemon],
+) -> tuple[Daemon, list[int]]:
+    """A daemon sending rows to every recipient while every request fails, once it has declared
+    an outage."""
+    simulator.fail_rate = 1.0
+    rows = [await enqueue(engine, r, "booking confirmed") for r in RECIPIENTS]
+    daemon = running(replace(settings, max_attempts=3))
+    await eventually(lambda: _async(daemon.health()["status"] == "outage"), 10, "an outage")
+    return daemon, rows
+
+
+async def _recovered(simulator: Simulator, database_url: str, rows: list[int]) -> None:
+    """The API answers again; every row is sent."""
+    simulator.fail_rate = 0.0
+    await eventually(
+        lambda: _counted(database_url, "sent", len(rows)), 40, "every row sent after recovery"
+    )
+
+
 async def test_an_api_outage_stops_sending_without_failing_rows_then_resumes(
     engine: AsyncEngine,
     settings: outbox.Settings,
@@ -102,10 +125,7 @@ async def test_an_api_outage_stops_sending_without_failing_rows_then_resumes(
     database_url: str,
     running: Callable[[outbox.Settings], Daemon],
 ) -> None:
-    simulator.fail_rate = 1.0
-    rows = [await enqueue(engine, r, "booking confirmed") for r in RECIPIENTS]
-    daemon = running(replace(settings, max_attempts=3))
-    await eventually(lambda: _async(daemon.health()["status"] == "outage"), 10, "an outage")
+    daemon, rows = await _in_an_outage(engine, settings, simulator, running)
     assert "131000" in (daemon.health()["reason"] or "")
     await asyncio.sleep(3)
     requests_during_outage = simulator.requests
@@ -114,10 +134,7 @@ async def test_an_api_outage_stops_sending_without_failing_rows_then_resumes(
         "an outage is probed with one request at a time, not hammered"
     )
     assert (await statuses(database_url))["failed"] == 0
-    simulator.fail_rate = 0.0
-    await eventually(
-        lambda: _counted(database_url, "sent", len(rows)), 40, "every row sent after recovery"
-    )
+    await _recovered(simulator, database_url, rows)
     assert daemon.health()["status"] == "ok"
 
 
@@ -128,14 +145,8 @@ async def test_an_api_outage_uses_no_attempts_even_of_the_rows_that_failed_befor
     database_url: str,
     running: Callable[[outbox.Settings], Daemon],
 ) -> None:
-    simulator.fail_rate = 1.0
-    rows = [await enqueue(engine, r, "booking confirmed") for r in RECIPIENTS]
-    daemon = running(replace(settings, max_attempts=3))
-    await eventually(lambda: _async(daemon.health()["status"] == "outage"), 10, "an outage")
-    simulator.fail_rate = 0.0
-    await eventually(
-        lambda: _counted(database_url, "sent", len(rows)), 40, "every row sent after recovery"
-    )
+    _, rows = await _in_an_outage(engine, settings, simulator, running)
+    await _recovered(simulator, database_url, rows)
     # Each row's one attempt is the send that went through: the failures that showed the
     # outage, before it was declared, were given back.
     assert [(await status(engine, row)).attempts for row in rows] == [1] * len(rows)
