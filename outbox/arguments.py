@@ -16,6 +16,8 @@ from outbox.errors import ConfigurationError
 from outbox.logs import LOG_FORMATS, LOG_LEVELS
 from outbox.policy.commands import add_optout_command
 from outbox.policy.quiet import RULE, QuietHours, parse_quiet_hours
+from outbox.policy.tier import RULE as LIMIT_RULE
+from outbox.policy.tier import DailyLimit, parse_daily_limit
 from outbox.status import MAX_LIST_LIMIT
 
 _DURATION = re.compile(r"^(\d+)([mhd])$")
@@ -98,6 +100,14 @@ def quiet_hours(text: str) -> QuietHours:
         raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be {RULE}") from None
 
 
+def daily_limit(text: str) -> DailyLimit:
+    """`--daily-limit 250|2K|unlimited`."""
+    try:
+        return parse_daily_limit(text)
+    except ConfigurationError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be {LIMIT_RULE}") from None
+
+
 @dataclass(frozen=True)
 class DaemonFlag:
     """One tuning option of `outbox run`, named as the Settings field it overrides."""
@@ -168,6 +178,14 @@ DAEMON_FLAGS: dict[str, DaemonFlag] = {
         "HH:MM-HH:MM",
         "send nothing while it is this late in the recipient's time zone(s), e.g. 21:00-09:00; "
         "rows wait for the opening (default: $OUTBOX_QUIET_HOURS, else any hour)",
+    ),
+    "daily-limit": DaemonFlag(
+        daily_limit,
+        "N|unlimited",
+        "the business portfolio's messaging limit: unique customers per moving 24 h that "
+        "templates outside a customer-service window may reach, shared by every daemon; rows "
+        "beyond it wait (tier_budget). Wins over the limit Meta's webhooks report (default: "
+        "$OUTBOX_DAILY_LIMIT, else the webhooks' limit, else none)",
     ),
 }
 

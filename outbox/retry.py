@@ -65,6 +65,10 @@ TEMPLATE_PAUSE_HOLD = 3600.0  # Meta pauses for 3 h, then 6 h: look again within
 TOKEN_CODES = frozenset({0, 3, 10, 190} | set(range(200, 300)))
 OBJECT_DOES_NOT_EXIST = 33  # error_subcode of code 100: the phone number id is wrong
 PAIR_RATE_LIMIT = 131056
+# Meta's per-user marketing limit ("not delivered to maintain healthy ecosystem engagement"):
+# Meta asks to wait at least 24 h. The row is deferred 24 h times its attempts (24 h, 48 h...).
+MARKETING_LIMITED = 131049
+MARKETING_DEFERRAL = 24 * 3600.0
 FLOW_THROTTLED = 132069  # ten sends per hour per flow: that row waits, not the sender
 
 # Waits when Meta sends no Retry-After: seconds for throughput, minutes for app-level limits.
@@ -168,6 +172,15 @@ class Doubt:
 
 
 @dataclass(frozen=True)
+class Defer:
+    """Meta will not take this message for a while (131049): reschedule after `delay` seconds,
+    far beyond a retry's cap, the attempt counting; a deadline that comes first fails it."""
+
+    delay: float
+    reason: str
+
+
+@dataclass(frozen=True)
 class Pause:
     """Stop all sending; the row goes back to pending with its attempt given back."""
 
@@ -183,7 +196,7 @@ class WaitOutage:
     doubt: int
 
 
-Outcome = Retry | Throttle | Fail | Pause | Doubt | HoldTemplate | HoldSender | WaitOutage
+Outcome = Retry | Throttle | Fail | Pause | Doubt | HoldTemplate | HoldSender | WaitOutage | Defer
 
 
 def expo_delays(factor: float, cap: float) -> Iterator[float]:
@@ -230,6 +243,10 @@ def decide(
         if attempts >= max_attempts:
             return Fail(f"{reason} (gave up after {attempts} attempts)")
         return Retry(retry_delay(attempts, base_delay), reason)
+    if isinstance(error, GraphError) and error.code == MARKETING_LIMITED:
+        if attempts >= max_attempts:
+            return Fail(f"{reason} (gave up after {attempts} attempts)")
+        return Defer(MARKETING_DEFERRAL * max(1, attempts), reason)
     if error_class is ErrorClass.PERMANENT:
         return Fail(reason)
     if error_class is ErrorClass.ACCOUNT:

@@ -34,6 +34,7 @@ from outbox.pace import InFlightTarget
 from outbox.policy import decide as policy_decide
 from outbox.policy import quiet as policy_quiet
 from outbox.policy import receiver as policy_receiver
+from outbox.policy import tier as policy_tier
 from outbox.pool import Pool
 from outbox.rate import SharedRate
 from outbox.recorder import AcceptedPart, PartRecorder, RecordFailed
@@ -44,6 +45,7 @@ from outbox.retry import (
     PAIR_RATE_LIMIT,
     SENDER_THROUGHPUT_CODE,
     TEMPLATE_PAUSED,
+    Defer,
     Doubt,
     ErrorClass,
     Fail,
@@ -212,6 +214,8 @@ class RowSender:
             return
         if await self._quiet(claim, recipient):
             return
+        if ruling.business_initiated and await self._over_budget(claim, recipient, ruling):
+            return
         claim.fallback_on_131047 = ruling.fallback_on_131047 and claim.accepted == 0
         if ruling.fallback is not None:
             if ruling.switch and not await self._switch_to_fallback(claim, ruling.fallback):
@@ -306,6 +310,31 @@ class RowSender:
             return True
         # It keeps its error, so it holds its lane: the recipient's later rows are quiet too.
         await self._reschedule(claim, delay, f"quiet hours until {local}", give_back=1)
+        return True
+
+    async def _over_budget(
+        self, claim: Claim, recipient: str, ruling: policy_decide.Ruling
+    ) -> bool:
+        """Beyond the portfolio's daily limit, the row waits for a place (its attempt given back,
+        no request; looked at again within the hour, as the limit may change), or fails
+        `expired` when its deadline comes first. True: it was."""
+        async with self._pool.begin() as conn:
+            verdict = await policy_tier.reserve(
+                conn, recipient, configured=self.settings.daily_limit, category=ruling.category
+            )
+        if verdict.granted:
+            return False
+        wait = MAX_RETRY_DELAY
+        if verdict.frees_at is not None:
+            wait = max((verdict.frees_at - datetime.now(UTC)).total_seconds(), 1.0)
+        loop = asyncio.get_running_loop()
+        if claim.deadline is not None and loop.time() + wait >= claim.deadline:
+            await self._fail(
+                claim, f"expired: its deadline comes before a place frees ({verdict.reason})"
+            )
+            return True
+        logger.info("message %d waits: %s", claim.id, verdict.reason)
+        await self._reschedule(claim, min(wait, MAX_RETRY_DELAY), verdict.reason, give_back=1)
         return True
 
     async def _record(self, claim: Claim, index: int, wamid: str, count: int) -> bool:
@@ -694,6 +723,8 @@ class RowSender:
             reason = f"waiting: template paused by Meta: {outcome.reason}"
             logger.debug("%s waits for its template", where, extra=fields)
             await self._reschedule(claim, outcome.delay, reason, give_back=1, code=code)
+        elif isinstance(outcome, Defer):
+            await self._defer(claim, outcome, code, fields)
         elif isinstance(outcome, Fail):
             reason = f"{prefix}: {outcome.reason}" if prefix else outcome.reason
             failed_part = (index, len(parts))
@@ -709,6 +740,25 @@ class RowSender:
                 self._senders.gate(claim.sender).pause(f"phone number id {claim.sender}: {reason}")
             self._on_pause()
             await self._release(claim)
+
+    async def _defer(
+        self, claim: Claim, outcome: Defer, code: int | None, fields: dict[str, Any]
+    ) -> None:
+        """Meta's per-user marketing limit (131049): the row waits a day or more, not failed,
+        unless its deadline comes first."""
+        loop = asyncio.get_running_loop()
+        if claim.deadline is not None and loop.time() + outcome.delay >= claim.deadline:
+            reason = f"expired: its deadline comes before Meta takes it again ({outcome.reason})"
+            await self._fail(claim, reason, code=code)
+            return
+        logger.info(
+            "%s: %s; deferred %.0fh (Meta's per-user marketing limit)",
+            _named(claim),
+            outcome.reason,
+            outcome.delay / 3600,
+            extra={**fields, "delay": round(outcome.delay, 3)},
+        )
+        await self._reschedule(claim, outcome.delay, f"deferred: {outcome.reason}", code=code)
 
     # --- writes: each names the claim's lease token -----------------------------------------
 

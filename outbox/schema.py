@@ -524,3 +524,49 @@ templates_catalogue = sa.Table(
     sa.Index("ix_outbox_templates_name", "name", "language"),
     sa.Index("ix_outbox_templates_template_id", "template_id"),
 )
+
+# The portfolio's daily limit (outbox.policy.tier): each customer messaged outside a customer-
+# service window (a template the window does not cover), with its latest such send. Those of the
+# last 24 h are what the messaging limit counts; one portfolio per database (every sender).
+tier_recipients = sa.Table(
+    "outbox_tier_recipients",
+    metadata,
+    sa.Column("customer", sa.Text, primary_key=True),  # canonical digits (policy.numbers)
+    sa.Column("counted_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_outbox_tier_recipients_counted_at", "counted_at"),
+)
+
+# Each business number's health as Meta's phone_number_quality_update webhooks tell it, by the
+# display number they name it by: quality GREEN, YELLOW or RED, the last event (FLAGGED,
+# UNFLAGGED, UPGRADE, DOWNGRADE, THROUGHPUT_UPGRADE...) and the tier as Meta wrote it.
+number_health = sa.Table(
+    "outbox_number_health",
+    metadata,
+    sa.Column("phone", sa.Text, primary_key=True),
+    sa.Column("waba_id", sa.Text, nullable=True),
+    sa.Column("quality", sa.Text, nullable=True),
+    sa.Column("event", sa.Text, nullable=True),
+    sa.Column("limit_tier", sa.Text, nullable=True),
+    sa.Column(
+        "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+)
+
+# Each WABA's account events (account_update: restrictions, bans) and the messaging limit of its
+# portfolio (business_capability_update, phone_number_quality_update). `limit_at` set with a
+# null `messaging_limit`: unlimited; `limit_at` null: no limit known.
+account_health = sa.Table(
+    "outbox_account_health",
+    metadata,
+    sa.Column("waba_id", sa.Text, primary_key=True),
+    sa.Column("event", sa.Text, nullable=True),
+    sa.Column("restricted", sa.Boolean, nullable=False, server_default=sa.text("false")),
+    sa.Column("restriction", sa.Text, nullable=True),
+    sa.Column("messaging_limit", sa.BigInteger, nullable=True),
+    sa.Column("limit_tier", sa.Text, nullable=True),
+    sa.Column("limit_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column(
+        "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Index("ix_outbox_account_health_limit_at", "limit_at"),
+)

@@ -14,6 +14,7 @@ from outbox.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from outbox.policy.quiet import QuietHours
+    from outbox.policy.tier import DailyLimit
 
 DEFAULT_GRAPH_API_URL = "https://graph.facebook.com"
 DEFAULT_GRAPH_API_VERSION = "v23.0"
@@ -142,6 +143,9 @@ class Settings:
     # No request while it is night where the customer lives (OUTBOX_QUIET_HOURS, --quiet-hours
     # 21:00-09:00; outbox.policy.quiet). None: send at any hour.
     quiet_hours: QuietHours | None = None
+    # The portfolio's messaging limit, unique customers per moving 24 h (OUTBOX_DAILY_LIMIT,
+    # --daily-limit 250|2K|unlimited; outbox.policy.tier). None: the one Meta's webhooks told.
+    daily_limit: DailyLimit | None = None
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value these settings hold: database passwords (in either URL form),
@@ -232,6 +236,7 @@ class Settings:
             webhook_url=get("OUTBOX_WEBHOOK_URL"),
             dashboard_users=_path(get("OUTBOX_DASHBOARD_USERS")),
             quiet_hours=_quiet_hours(get("OUTBOX_QUIET_HOURS")),
+            daily_limit=_daily_limit(get("OUTBOX_DAILY_LIMIT")),
         )
 
 
@@ -255,3 +260,12 @@ def _quiet_hours(value: str | None) -> QuietHours | None:
     from outbox.policy.quiet import parse_quiet_hours  # the policy package imports this module
 
     return parse_quiet_hours(value, "OUTBOX_QUIET_HOURS")
+
+
+def _daily_limit(value: str | None) -> DailyLimit | None:
+    """OUTBOX_DAILY_LIMIT: 250, 2K, TIER_10K, unlimited...; unset: the webhooks' limit."""
+    if value is None:
+        return None
+    from outbox.policy.tier import parse_daily_limit  # the policy package imports this module
+
+    return parse_daily_limit(value, "OUTBOX_DAILY_LIMIT")

@@ -8,7 +8,7 @@ messages and opt-outs stored by any receiver count. A row ending so changes no o
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from outbox.connections import AsyncConnectionLike
@@ -27,12 +27,16 @@ class Ruling:
     else send, as `fallback` (Meta's template object) when given, else as the row is.
     `switch`: the fallback is chosen now (the row must record it before sending).
     `fallback_on_131047`: sent as it is, but should Meta answer 131047 (the window closed
-    meanwhile), the row can still go as its fallback."""
+    meanwhile), the row can still go as its fallback.
+    `business_initiated`: it goes as a template to a customer whose window is not known to be
+    open, so the daily limit counts it (outbox.policy.tier); `category` is the row's."""
 
     fail: str | None = None
     fallback: dict[str, Any] | None = None
     switch: bool = False
     fallback_on_131047: bool = False
+    business_initiated: bool = False
+    category: str | None = None
 
 
 SEND = Ruling()
@@ -107,12 +111,19 @@ async def rule(
     if facts is None:  # the row is gone (pruned under us): nothing to rule
         return SEND
     raw = facts["fallback"]
-    return decide(
+    window = window_of(sender, recipient, facts)
+    ruling = decide(
         template_row=template_row,
         accepted=accepted,
-        window=window_of(sender, recipient, facts),
+        window=window,
         suppressed=bool(facts["suppressed"]),
         category=facts["category"],
         fallback=json.loads(raw) if isinstance(raw, str) else raw,
         sent_fallback=bool(facts["sent_fallback"]),
     )
+    # A free-form message reaches only a customer whose window is open: the limit never counts
+    # it. A template counts unless the window is known to be open.
+    template = template_row or ruling.fallback is not None
+    if ruling.fail is None and template and not (window.known and window.open):
+        return replace(ruling, business_initiated=True, category=facts["category"])
+    return ruling
