@@ -31,6 +31,7 @@ from outbox.commands import (
     grammar,
     inbound,
     listing,
+    number_health,
     pause,
     tail,
     templates,
@@ -210,6 +211,7 @@ async def _stats(conn: AsyncConnection, args: argparse.Namespace) -> int:
     if args.by is not None:
         return await breakdown.run(conn, args)
     stats = await store.backlog_stats(conn)
+    stats["number_health"] = await number_health.summary(conn)
     if args.json:
         print(json.dumps(stats))
         return 0
@@ -243,6 +245,7 @@ async def _stats(conn: AsyncConnection, args: argparse.Namespace) -> int:
             f"{'Meta reported':<21} {what} for number {error['phone_number_id'] or '?'}, "
             f"{error['count']} times in the last day, last at {error['last_at']}"
         )
+    number_health.print_lines(stats["number_health"])
     return 0
 
 

@@ -41,6 +41,7 @@ from outbox.limiter import RateLimiter
 from outbox.listener import NotificationListener
 from outbox.metrics.backlog import BacklogGauges
 from outbox.metrics.daemon import DaemonMetrics
+from outbox.metrics.health import NumberHealth
 from outbox.pauses import PauseWatcher
 from outbox.pool import Pool
 from outbox.recorder import PartRecorder
@@ -114,6 +115,9 @@ class Daemon:
         self.metrics = DaemonMetrics(
             in_flight=lambda: len(self._in_flight), paused_reasons=self.paused_reasons
         )
+        # What the webhook receiver stored about the numbers: /metrics, and /readyz's reason.
+        self.number_health = NumberHealth(settings.daily_limit)
+        self.metrics.registry.register(self.number_health)
 
     def stop(self, reason: str = "stop() was called") -> None:
         """Stop claiming; in-flight sends finish (bounded), the rest go back to pending.
@@ -185,8 +189,15 @@ class Daemon:
         other phone numbers that cannot send now."""
         status, reason = self._sending_state()
         database_ok = self._database_error is None
+        # Meta restricted the account (account_update): not ready. A RED quality rating is a
+        # warning only: the number still sends, and stopping would not raise it.
+        restricted = self.number_health.restricted
         if status == "ok" and not database_ok:
             reason = f"database unreachable: {self._database_error}"
+        elif status == "ok" and restricted is not None:
+            reason = restricted
+        elif status == "ok" and reason is None:
+            reason = self.number_health.warning
         live_until = self._live_until
         return {
             "status": status,
@@ -196,7 +207,7 @@ class Daemon:
             "in_flight": len(self._in_flight),
             "database": "ok" if database_ok else "unreachable",
             "live": live_until is None or asyncio.get_running_loop().time() < live_until,
-            "ready": status == "ok" and database_ok,
+            "ready": status == "ok" and database_ok and restricted is None,
             "senders": self._senders_states(),
         }
 
@@ -370,6 +381,7 @@ class Daemon:
             asyncio.create_task(self._keep_leases(), name="outbox-leases"),
             asyncio.create_task(self._report_state(), name="outbox-heartbeat"),
             asyncio.create_task(backlog.run(), name="outbox-backlog-gauges"),
+            asyncio.create_task(self.number_health.run(pool), name="outbox-number-health"),
         ]
         logger.info("delivering to %s (concurrency %d)", api.url, self.settings.concurrency)
         self._started_at = asyncio.get_running_loop().time()

@@ -547,6 +547,7 @@ number_health = sa.Table(
     sa.Column("quality", sa.Text, nullable=True),
     sa.Column("event", sa.Text, nullable=True),
     sa.Column("limit_tier", sa.Text, nullable=True),
+    sa.Column("event_at", sa.DateTime(timezone=True), nullable=False),  # Meta's entry.time
     sa.Column(
         "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
@@ -560,8 +561,11 @@ account_health = sa.Table(
     metadata,
     sa.Column("waba_id", sa.Text, primary_key=True),
     sa.Column("event", sa.Text, nullable=True),
+    sa.Column("event_at", sa.DateTime(timezone=True), nullable=True),  # of the account event
+    # Sending restricted (a messaging restriction until `restricted_until`, a disabled account).
     sa.Column("restricted", sa.Boolean, nullable=False, server_default=sa.text("false")),
     sa.Column("restriction", sa.Text, nullable=True),
+    sa.Column("restricted_until", sa.DateTime(timezone=True), nullable=True),
     sa.Column("messaging_limit", sa.BigInteger, nullable=True),
     sa.Column("limit_tier", sa.Text, nullable=True),
     sa.Column("limit_at", sa.DateTime(timezone=True), nullable=True),

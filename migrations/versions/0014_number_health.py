@@ -36,6 +36,7 @@ def upgrade() -> None:
         sa.Column("quality", sa.Text(), nullable=True),
         sa.Column("event", sa.Text(), nullable=True),
         sa.Column("limit_tier", sa.Text(), nullable=True),
+        sa.Column("event_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column(
             "updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
         ),
@@ -45,8 +46,10 @@ def upgrade() -> None:
         "outbox_account_health",
         sa.Column("waba_id", sa.Text(), nullable=False),
         sa.Column("event", sa.Text(), nullable=True),
+        sa.Column("event_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("restricted", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.Column("restriction", sa.Text(), nullable=True),
+        sa.Column("restricted_until", sa.DateTime(timezone=True), nullable=True),
         sa.Column("messaging_limit", sa.BigInteger(), nullable=True),
         sa.Column("limit_tier", sa.Text(), nullable=True),
         sa.Column("limit_at", sa.DateTime(timezone=True), nullable=True),

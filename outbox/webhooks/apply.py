@@ -27,7 +27,7 @@ from outbox.cost.pricing import pricing_params
 from outbox.cost.rates import RateCard
 from outbox.database import is_connection_error, short_error
 from outbox.metrics.receiver import ReceiverMetrics
-from outbox.policy import catalogue
+from outbox.policy import catalogue, health
 from outbox.policy import receiver as policy
 from outbox.policy.consent import DEFAULT_KEYWORDS
 from outbox.policy.receiver import keyword_set
@@ -241,6 +241,7 @@ class Applier:
                 await store.mark_webhooks_applied(conn, [webhook_id for webhook_id, _ in rows])
                 await policy.record(conn, [body for _, body in rows], self._keywords)
                 categories = await catalogue.record(conn, [body for _, body in rows])
+                await health.record(conn, [body for _, body in rows])
                 results = await store.apply_statuses(conn, ids)
         except Exception as exc:
             if is_connection_error(exc) or not rows:
@@ -302,6 +303,7 @@ class Applier:
                         )
                         await policy.record(conn, [body], self._keywords)
                         categories = await catalogue.record(conn, [body])
+                        await health.record(conn, [body])
                 except Exception as exc:
                     if is_connection_error(exc):
                         raise
