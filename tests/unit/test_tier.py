@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from outbox.arguments import UsageError, build_parser, run_overrides
 from outbox.errors import ConfigurationError
 from outbox.policy.tier import DailyLimit, is_marketing, parse_daily_limit, read_limit
 from outbox.settings import Settings
@@ -60,3 +61,13 @@ def test_templates_of_unknown_category_count_as_marketing() -> None:
     assert is_marketing("marketing")
     assert not is_marketing("utility")
     assert not is_marketing("authentication")
+
+
+def test_outbox_run_takes_the_daily_limit_as_a_flag() -> None:
+    args = build_parser().parse_args(["run", "--daily-limit", "TIER_2K"])
+    assert run_overrides(args)["daily_limit"] == DailyLimit(2000)
+
+
+def test_a_bad_daily_limit_flag_is_a_usage_error_naming_the_rule() -> None:
+    with pytest.raises(UsageError, match="--daily-limit: invalid value '-3': must be a positive"):
+        build_parser().parse_args(["run", "--daily-limit", "-3"])
