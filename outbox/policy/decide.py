@@ -1,19 +1,24 @@
 """The send-time decision for a claimed row, before any request: send it as it is, send its
-fallback template instead, or fail it with `window_closed` or `opted_out`.
+fallback template instead, hold it while Meta pauses its template, or fail it with
+`window_closed`, `opted_out` or `template_disabled`.
 
 Made by the daemon under the row's claim, from one query (store.policy.ROW_FACTS): inbound
-messages and opt-outs stored by any receiver count. A row ending so changes no other row.
+messages, opt-outs and the template catalogue stored by any receiver count. A row ending so
+changes no other row. The ruling also carries the row's own quiet hours and time zone.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from outbox.connections import AsyncConnectionLike
 from outbox.policy.consent import withheld
 from outbox.policy.numbers import canonical, forms
+from outbox.policy.template_holds import APPROVED, TemplateRuling
+from outbox.policy.template_holds import ruling as template_ruling
 from outbox.policy.window import Window, window_of
 from outbox.store import policy as store
 
@@ -27,12 +32,20 @@ class Ruling:
     else send, as `fallback` (Meta's template object) when given, else as the row is.
     `switch`: the fallback is chosen now (the row must record it before sending).
     `fallback_on_131047`: sent as it is, but should Meta answer 131047 (the window closed
-    meanwhile), the row can still go as its fallback."""
+    meanwhile), the row can still go as its fallback. `hold` (with `hold_until`): Meta paused
+    the template it would send; it waits, with no request. `template_approved`: the catalogue
+    says that template is APPROVED. `quiet_hours` and `timezone`: the row's own (None: the
+    daemon's, and the number's zones)."""
 
     fail: str | None = None
     fallback: dict[str, Any] | None = None
     switch: bool = False
     fallback_on_131047: bool = False
+    hold: str | None = None
+    hold_until: datetime | None = None
+    template_approved: bool = False
+    quiet_hours: str | None = None
+    timezone: str | None = None
 
 
 SEND = Ruling()
@@ -47,6 +60,7 @@ def decide(
     category: str | None,
     fallback: dict[str, Any] | None,
     sent_fallback: bool,
+    template: TemplateRuling | None = None,
 ) -> Ruling:
     """The rules of issue 16 for one row (see README, "Meta's rules").
 
@@ -54,13 +68,14 @@ def decide(
     customer opted out. A free-form row goes while its window is open or unknown; closed, it goes
     as its fallback template when it has one and nothing of it was sent yet (the fallback then
     answers to the consent rule), else it fails `window_closed`. A row that switched to its
-    fallback stays switched."""
+    fallback stays switched. A template the catalogue says is paused or disabled (`template`,
+    about the row's template, else its fallback) holds or fails the row that would send it."""
     if template_row:
         if withheld(category, suppressed):
             return Ruling(fail=f"{OPTED_OUT}: the customer stopped marketing messages")
-        return SEND
+        return _held(template) or SEND
     if sent_fallback and fallback is not None:
-        return _fallback(fallback, category, suppressed, switch=False)
+        return _fallback(fallback, category, suppressed, switch=False, template=template)
     if window.open:
         # Only where the window is known: there a 131047 closes it, so the next ruling sends
         # the fallback instead of the same free-form message again.
@@ -70,18 +85,32 @@ def decide(
         return Ruling(fail=f"{WINDOW_CLOSED}: {closed}; no fallback template")
     if accepted > 0:
         return Ruling(fail=f"{WINDOW_CLOSED}: {closed} after {accepted} part(s) were sent")
-    return _fallback(fallback, category, suppressed, switch=True)
+    return _fallback(fallback, category, suppressed, switch=True, template=template)
 
 
 def _fallback(
-    fallback: dict[str, Any], category: str | None, suppressed: bool, *, switch: bool
+    fallback: dict[str, Any],
+    category: str | None,
+    suppressed: bool,
+    *,
+    switch: bool,
+    template: TemplateRuling | None,
 ) -> Ruling:
     if withheld(category, suppressed):
         return Ruling(
             fail=f"{OPTED_OUT}: window closed, and the customer stopped marketing messages "
             "(its fallback template is marketing)"
         )
-    return Ruling(fallback=fallback, switch=switch)
+    return _held(template) or Ruling(fallback=fallback, switch=switch)
+
+
+def _held(template: TemplateRuling | None) -> Ruling | None:
+    """The row's ruling when the catalogue holds or refuses its template; None otherwise."""
+    if template is None:
+        return None
+    if template.hold_until is not None:
+        return Ruling(hold=template.reason, hold_until=template.hold_until)
+    return Ruling(fail=template.reason)
 
 
 def _closed(window: Window) -> str:
@@ -107,7 +136,8 @@ async def rule(
     if facts is None:  # the row is gone (pruned under us): nothing to rule
         return SEND
     raw = facts["fallback"]
-    return decide(
+    status = facts["template_status"]
+    ruling = decide(
         template_row=template_row,
         accepted=accepted,
         window=window_of(sender, recipient, facts),
@@ -115,4 +145,17 @@ async def rule(
         category=facts["category"],
         fallback=json.loads(raw) if isinstance(raw, str) else raw,
         sent_fallback=bool(facts["sent_fallback"]),
+        template=template_ruling(
+            status,
+            facts["template_paused_until"],
+            facts["now"],
+            facts["template_name"],
+            facts["template_language"],
+        ),
+    )
+    return replace(
+        ruling,
+        template_approved=status == APPROVED,
+        quiet_hours=facts["quiet_hours"],
+        timezone=facts["timezone"],
     )

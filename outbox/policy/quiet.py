@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import phonenumbers
 from phonenumbers import timezone as phone_zones
 
-from outbox.errors import ConfigurationError
+from outbox.errors import ConfigurationError, InvalidMessage
 
 RULE = "HH:MM-HH:MM on a 24-hour clock, start and end different, e.g. 21:00-09:00"
 _WINDOW = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-3]):([0-5][0-9])$")
@@ -103,14 +103,43 @@ def next_opening(hours: QuietHours, zones: tuple[ZoneInfo, ...], now: datetime) 
     return None
 
 
+NO_QUIET_HOURS = "none"  # a row's own quiet hours that lets it go at any hour
+
+
+def row_quiet_hours(own: str | None, default: QuietHours | None) -> QuietHours | None:
+    """A row's quiet hours: its own (`none`: none at all), else the daemon's. An InvalidMessage
+    for a value only a plain SQL insert can store (start equal to end)."""
+    if own is None:
+        return default
+    if own == NO_QUIET_HOURS:
+        return None
+    try:
+        return parse_quiet_hours(own)
+    except ConfigurationError as exc:
+        raise InvalidMessage("quiet_hours", f"{own!r} must be {RULE}, or none") from exc
+
+
+def row_zone(name: str | None) -> ZoneInfo | None:
+    """A row's own time zone (an IANA name); None: the number's. An InvalidMessage when this
+    system's tz database does not know it."""
+    if name is None:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        raise InvalidMessage(
+            "timezone", f"{name!r} is not a time zone (an IANA name, e.g. Europe/Madrid)"
+        ) from None
+
+
 def quiet_until(
-    hours: QuietHours | None, recipient: str, now: datetime
+    hours: QuietHours | None, recipient: str, now: datetime, zone: ZoneInfo | None = None
 ) -> tuple[datetime, str] | None:
     """(the opening in UTC, its wording `09:00 America/Sao_Paulo`) when `recipient` is inside
-    quiet hours at `now`; None when the row may go."""
+    quiet hours at `now`; None when the row may go. `zone` replaces the number's zones."""
     if hours is None:
         return None
-    zones = zones_for(recipient)
+    zones = (zone,) if zone is not None else zones_for(recipient)
     opens = next_opening(hours, zones, now)
     if opens is None:
         return None
