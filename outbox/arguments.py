@@ -264,6 +264,18 @@ def _enqueue_command(commands: Any) -> None:
         help="fail the message instead of sending it later than this (90m, 12h, 30d; "
         "default: never)",
     )
+    p.add_argument(
+        "--quiet-hours",
+        metavar="HH:MM-HH:MM",
+        help="this message's own quiet hours where its recipient lives, instead of the "
+        "daemon's --quiet-hours (e.g. 21:00-09:00; none: any hour)",
+    )
+    p.add_argument(
+        "--timezone",
+        metavar="ZONE",
+        help="the recipient's time zone for quiet hours, an IANA name such as Europe/Madrid "
+        "(default: the zones of the number)",
+    )
 
 
 def _query_commands(commands: Any) -> None:

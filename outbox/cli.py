@@ -178,6 +178,8 @@ async def _enqueue(conn: AsyncConnection, args: argparse.Namespace) -> int:
         idempotency_key=args.idempotency_key,
         send_at=args.send_at,
         expires_at=await _database_now(conn) + args.expires_in if args.expires_in else None,
+        quiet_hours=args.quiet_hours,
+        timezone=args.timezone,
     )
     await conn.commit()
     print(message_id)

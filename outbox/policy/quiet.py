@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from functools import lru_cache
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import phonenumbers
@@ -26,6 +27,8 @@ _WINDOW = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-3]):([0-5
 # Several zones can chain openings into one another; past this many steps the quiet hours of a
 # number's zones cover the whole day, and the row goes rather than wait forever.
 MAX_STEPS = 64
+# An IANA zone name, as the table's CHECK takes it (zoneinfo then says whether it exists).
+_ZONE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_+/-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -128,8 +131,39 @@ def row_zone(name: str | None) -> ZoneInfo | None:
         return ZoneInfo(name)
     except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError
         raise InvalidMessage(
-            "timezone", f"{name!r} is not a time zone (an IANA name, e.g. Europe/Madrid)"
+            "timezone",
+            f"{name[:80]!r} is not a time zone (an IANA name, e.g. Europe/Madrid)",
+            rule="timezone",
         ) from None
+
+
+def checked_row_quiet(quiet_hours: object, timezone: object) -> dict[str, Any]:
+    """enqueue()'s `quiet_hours` and `timezone`, checked: InvalidMessage naming the field."""
+    if quiet_hours is not None:
+        if not isinstance(quiet_hours, str):
+            raise InvalidMessage("quiet_hours", f"must be a string: {RULE}, or none", rule="type")
+        quiet_hours = quiet_hours.strip()
+        if quiet_hours.lower() == NO_QUIET_HOURS:
+            quiet_hours = NO_QUIET_HOURS
+        else:
+            try:
+                parse_quiet_hours(quiet_hours)
+            except ConfigurationError:
+                raise InvalidMessage(
+                    "quiet_hours", f"{quiet_hours!r} must be {RULE}, or none", rule="quiet_hours"
+                ) from None
+    if timezone is not None:
+        if not isinstance(timezone, str):
+            raise InvalidMessage("timezone", "must be a string, e.g. Europe/Madrid", rule="type")
+        timezone = timezone.strip()
+        if not _ZONE_NAME.match(timezone):
+            raise InvalidMessage(
+                "timezone",
+                f"{timezone[:80]!r} is not a time zone (an IANA name, e.g. Europe/Madrid)",
+                rule="timezone",
+            )
+        row_zone(timezone)  # one this system's tz database knows
+    return {"quiet_hours": quiet_hours, "timezone": timezone}
 
 
 def quiet_until(
