@@ -400,6 +400,12 @@ def _server_commands(commands: Any) -> None:
         metavar="MS",
         help="milliseconds before each status webhook (default 200)",
     )
+    p.add_argument(
+        "--enforce-window",
+        action="store_true",
+        help="close the 24-hour window of customers it never heard from too (default: only "
+        "customers injected at POST /_simulator/inbound have a window)",
+    )
     _log_flags(p)
 
     p = commands.add_parser(

@@ -391,6 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 mps=args.mps,
                 webhook_url=args.webhook_url,
                 status_delay=args.status_delay_ms / 1000,
+                enforce_window=args.enforce_window,
                 log_format=args.log_format,
                 log_level=args.log_level,
             )
