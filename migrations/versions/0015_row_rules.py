@@ -7,7 +7,7 @@ records until when Meta paused a template (`paused_until`: 3 h for a first pause
 second), so that its rows wait that long, and no longer, when no REINSTATED webhook comes.
 
 Revision ID: 0015
-Revises: 0013 (renumbered at merge: it follows 0014)
+Revises: 0014 (renumbered at merge: it follows 0014)
 Create Date: 2026-12-07 10:00:00
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0015"
-down_revision: str | None = "0013"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
