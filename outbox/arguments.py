@@ -282,6 +282,18 @@ def _enqueue_command(commands: Any) -> None:
         help="fail the message instead of sending it later than this (90m, 12h, 30d; "
         "default: never)",
     )
+    p.add_argument(
+        "--quiet-hours",
+        metavar="HH:MM-HH:MM",
+        help="this message's own quiet hours where its recipient lives, instead of the "
+        "daemon's --quiet-hours (e.g. 21:00-09:00; none: any hour)",
+    )
+    p.add_argument(
+        "--timezone",
+        metavar="ZONE",
+        help="the recipient's time zone for quiet hours, an IANA name such as Europe/Madrid "
+        "(default: the zones of the number)",
+    )
 
 
 def _query_commands(commands: Any) -> None:
@@ -405,6 +417,12 @@ def _server_commands(commands: Any) -> None:
         default=200.0,
         metavar="MS",
         help="milliseconds before each status webhook (default 200)",
+    )
+    p.add_argument(
+        "--enforce-window",
+        action="store_true",
+        help="close the 24-hour window of customers it never heard from too (default: only "
+        "customers injected at POST /_simulator/inbound have a window)",
     )
     _log_flags(p)
 

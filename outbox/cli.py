@@ -179,6 +179,8 @@ async def _enqueue(conn: AsyncConnection, args: argparse.Namespace) -> int:
         idempotency_key=args.idempotency_key,
         send_at=args.send_at,
         expires_at=await _database_now(conn) + args.expires_in if args.expires_in else None,
+        quiet_hours=args.quiet_hours,
+        timezone=args.timezone,
     )
     await conn.commit()
     print(message_id)
@@ -392,6 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 mps=args.mps,
                 webhook_url=args.webhook_url,
                 status_delay=args.status_delay_ms / 1000,
+                enforce_window=args.enforce_window,
                 log_format=args.log_format,
                 log_level=args.log_level,
             )

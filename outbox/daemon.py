@@ -17,6 +17,8 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -111,6 +113,8 @@ class Daemon:
         self._takeover_after = 0.0  # loop time before which expired leases are left alone
         self._database_error: str | None = None
         self._live_until: float | None = None  # None: the loop has not started
+        # The wall clock quiet hours are judged by; tests set their own before run().
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         self._rows: RowSender | None = None
         self.metrics = DaemonMetrics(
             in_flight=lambda: len(self._in_flight), paused_reasons=self.paused_reasons
@@ -369,6 +373,7 @@ class Daemon:
             self._events,
             self.metrics,
             installation=await installation_id(pool),
+            clock=self.clock,
         )
         backlog = BacklogGauges(pool, self.metrics.pending, self.metrics.oldest_pending)
         pauses = PauseWatcher(pool, self.senders.operator, self.wake)

@@ -16,6 +16,7 @@ from outbox.connections import AsyncConnectionLike, SyncConnectionLike, transact
 from outbox.database import causes
 from outbox.errors import InvalidMessage, NotInTransaction, SchemaMissing
 from outbox.policy import catalogue
+from outbox.policy.quiet import checked_row_quiet
 from outbox.store import templates_catalogue
 from outbox.templates import Template, template_category, template_object
 from outbox.validation import NewMessage, validate
@@ -36,6 +37,8 @@ async def enqueue(
     expires_at: datetime | None = None,
     fallback: Template | None = None,
     reference: str | None = None,
+    quiet_hours: str | None = None,
+    timezone: str | None = None,
 ) -> int:
     """Add a message to the outbox in the caller's transaction and return its id.
 
@@ -51,6 +54,9 @@ async def enqueue(
     (`outbox templates sync`) must be there in its language, APPROVED, with as many body
     parameters. `reference` is the app's own name for the row
     (`booking-1234`, at most 255 characters), to find it by in `outbox dashboard`.
+    `quiet_hours` (`"21:00-09:00"`, or `"none"` for any hour) and `timezone` (an IANA name,
+    `"Europe/Madrid"`) are the row's own, instead of the daemon's `--quiet-hours` and the
+    zones of the recipient's number; `expires_at` still wins.
 
     Through PgBouncer in transaction mode, `conn` must not keep prepared statements on the server:
     on asyncpg (directly or under SQLAlchemy) open it with `statement_cache_size=0`, and give
@@ -68,6 +74,8 @@ async def enqueue(
         expires_at,
         fallback,
         reference,
+        quiet_hours,
+        timezone,
     )
     _in_transaction(conn)
     try:
@@ -93,6 +101,8 @@ def enqueue_sync(
     expires_at: datetime | None = None,
     fallback: Template | None = None,
     reference: str | None = None,
+    quiet_hours: str | None = None,
+    timezone: str | None = None,
 ) -> int:
     """enqueue() for a synchronous SQLAlchemy Session or Connection, on any driver."""
     new = _checked(
@@ -106,6 +116,8 @@ def enqueue_sync(
         expires_at,
         fallback,
         reference,
+        quiet_hours,
+        timezone,
     )
     _in_transaction(conn)
     try:
@@ -147,6 +159,8 @@ def _checked(
     expires_at: object,
     fallback: object = None,
     reference: object = None,
+    quiet_hours: object = None,
+    timezone: object = None,
 ) -> NewMessage:
     new = validate(
         recipient,
@@ -159,7 +173,9 @@ def _checked(
         sender=sender,
         reference=reference,
     )
-    return replace(new, **_categorised(template, fallback))
+    return replace(
+        new, **_categorised(template, fallback), **checked_row_quiet(quiet_hours, timezone)
+    )
 
 
 def _categorised(template: object, fallback: object) -> dict[str, Any]:

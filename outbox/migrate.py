@@ -37,6 +37,7 @@ REVISION_TABLES = {
     "0012": "outbox_audit",
     "0013": "outbox_templates",
     "0014": "outbox_tier_recipients",
+    "0015": "outbox_messages",
 }
 
 

@@ -58,6 +58,7 @@ PERMANENT_CODES = frozenset(
     | (set(range(132000, 133000)) - THROTTLE_CODES)
 )
 TEMPLATE_PAUSED = 132015
+TEMPLATE_DISABLED_CODE = 132016
 TEMPLATE_PAUSE_HOLD = 3600.0  # Meta pauses for 3 h, then 6 h: look again within the hour
 # Account errors about the access token or the app, not one phone number: they pause every sender
 # the token serves. Every other account error (a locked or blocked number, a wrong phone number

@@ -35,6 +35,7 @@ from outbox.policy import decide as policy_decide
 from outbox.policy import quiet as policy_quiet
 from outbox.policy import receiver as policy_receiver
 from outbox.policy import tier as policy_tier
+from outbox.policy.template_holds import DISABLED, PAUSED
 from outbox.pool import Pool
 from outbox.rate import SharedRate
 from outbox.recorder import AcceptedPart, PartRecorder, RecordFailed
@@ -44,6 +45,7 @@ from outbox.retry import (
     MAX_SPAM_HOLD,
     PAIR_RATE_LIMIT,
     SENDER_THROUGHPUT_CODE,
+    TEMPLATE_DISABLED_CODE,
     TEMPLATE_PAUSED,
     Defer,
     Doubt,
@@ -64,6 +66,7 @@ from outbox.retry import (
 from outbox.senders import Senders
 from outbox.settings import Settings
 from outbox.store import policy as policy_store
+from outbox.store import template_holds as template_holds_store
 from outbox.validation import normalize_media, normalize_recipient, normalize_text
 from outbox.whatsapp import CloudAPI, Part, parts_of
 
@@ -131,8 +134,11 @@ class RowSender:
         pace: InFlightTarget | None = None,
         *,
         installation: str,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.settings = settings
+        # The wall clock quiet hours are judged by (tests give their own).
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self._installation = installation  # goes into every send's callback data
         self.abandon = False
         self.accepted = 0  # parts this daemon sent and Meta accepted, for the stop line
@@ -212,7 +218,17 @@ class RowSender:
             logger.info("message %d: %s", claim.id, ruling.fail)
             await self._fail(claim, ruling.fail)
             return
-        if await self._quiet(claim, recipient):
+        if ruling.hold is not None and ruling.hold_until is not None:
+            # Its code marks it as held: it no longer holds back its lane (migration 0008).
+            delay = max((ruling.hold_until - datetime.now(UTC)).total_seconds(), 0.0)
+            logger.info("message %d: %s", claim.id, ruling.hold)
+            await self._reschedule(claim, delay, ruling.hold, give_back=1, code=TEMPLATE_PAUSED)
+            return
+        try:
+            if await self._quiet(claim, recipient, ruling.quiet_hours, ruling.timezone):
+                return
+        except InvalidMessage as exc:  # a plain SQL insert's quiet hours or time zone
+            await self._fail(claim, f"invalid row: {exc}")
             return
         if ruling.business_initiated and await self._over_budget(claim, recipient, ruling):
             return
@@ -221,6 +237,10 @@ class RowSender:
             if ruling.switch and not await self._switch_to_fallback(claim, ruling.fallback):
                 return
             parts = parts_of(None, [], ruling.fallback)
+        if ruling.template_approved:  # approved since Meta paused it (a webhook, or a sync)
+            for part in parts:
+                if part.template is not None:
+                    self._template_holds.pop(str(part.template.get("name")), None)
         if claim.accepted >= len(parts):
             await self._write(store.FINISH_ACCEPTED, claim)
             return
@@ -296,14 +316,20 @@ class RowSender:
             if not await self._record(claim, index, wamid, len(parts)):
                 return
 
-    async def _quiet(self, claim: Claim, recipient: str) -> bool:
-        """Inside the recipient's quiet hours, the row waits for the opening (its attempt given
-        back, no request), or fails `expired` when its deadline comes first. True: it was."""
-        quiet = policy_quiet.quiet_until(self.settings.quiet_hours, recipient, datetime.now(UTC))
+    async def _quiet(
+        self, claim: Claim, recipient: str, own_hours: str | None, own_zone: str | None
+    ) -> bool:
+        """Inside the recipient's quiet hours (the row's own, else the daemon's; in the row's
+        time zone, else the number's), the row waits for the opening (its attempt given back, no
+        request), or fails `expired` when its deadline comes first. True: it was."""
+        hours = policy_quiet.row_quiet_hours(own_hours, self.settings.quiet_hours)
+        zone = policy_quiet.row_zone(own_zone)
+        now = self.clock()
+        quiet = policy_quiet.quiet_until(hours, recipient, now, zone)
         if quiet is None:
             return False
         opens, local = quiet
-        delay = max((opens - datetime.now(UTC)).total_seconds(), 0.0)
+        delay = max((opens - now).total_seconds(), 0.0)
         loop = asyncio.get_running_loop()
         if claim.deadline is not None and loop.time() + delay >= claim.deadline:
             await self._fail(claim, f"expired: its deadline comes before quiet hours end ({local})")
@@ -554,6 +580,16 @@ class RowSender:
         self._limiter.succeeded(sender, recipient)
         self._senders.answered(sender)
 
+    async def _learn_template(self, part: Part, status: str, hold: float) -> None:
+        """Meta's answer about a template (132015 paused, 132016 disabled) goes into the
+        catalogue, when it has the template: every daemon's next rows of it are ruled by it."""
+        template = part.template or {}
+        language = template.get("language")
+        code = language.get("code") if isinstance(language, dict) else None
+        if isinstance(template.get("name"), str) and isinstance(code, str):
+            async with self._pool.connect() as conn:
+                await template_holds_store.learn_status(conn, template["name"], code, status, hold)
+
     async def _switch_to_fallback(self, claim: Claim, fallback: dict[str, Any]) -> bool:
         """Record that the row goes out as its fallback template (its window is closed), before
         the request; False when the row is no longer ours."""
@@ -720,12 +756,15 @@ class RowSender:
                     },
                 )
             self._template_holds[name] = time.monotonic() + outcome.delay
+            await self._learn_template(part, PAUSED, outcome.delay)
             reason = f"waiting: template paused by Meta: {outcome.reason}"
             logger.debug("%s waits for its template", where, extra=fields)
             await self._reschedule(claim, outcome.delay, reason, give_back=1, code=code)
         elif isinstance(outcome, Defer):
             await self._defer(claim, outcome, code, fields)
         elif isinstance(outcome, Fail):
+            if code == TEMPLATE_DISABLED_CODE:  # the template's next rows fail with no request
+                await self._learn_template(part, DISABLED, 0.0)
             reason = f"{prefix}: {outcome.reason}" if prefix else outcome.reason
             failed_part = (index, len(parts))
             await self._fail(claim, reason, code=code, doubt=doubt, part=failed_part)

@@ -109,6 +109,10 @@ messages = sa.Table(
     sa.Column("category", sa.Text, nullable=True),
     # The app's own name for the row (`booking-1234`), to find it by in the dashboard.
     sa.Column("reference", sa.Text, nullable=True),
+    # The row's own quiet hours (`HH:MM-HH:MM`, or `none`: any hour) and its recipient's time
+    # zone (IANA), overriding the daemon's --quiet-hours and the zone of the number; null: those.
+    sa.Column("quiet_hours", sa.Text, nullable=True),
+    sa.Column("timezone", sa.Text, nullable=True),
     # No country code starts with 0 (phonenumbers judges the rest in enqueue and the daemon).
     sa.CheckConstraint(r"recipient ~ '^[1-9][0-9]{6,14}$'", name="recipient_digits"),
     sa.CheckConstraint(r"sender ~ '^[0-9]{1,32}$'", name="sender_digits"),
@@ -160,6 +164,12 @@ messages = sa.Table(
     sa.CheckConstraint(
         f"char_length(reference) BETWEEN 1 AND {MAX_REFERENCE_LENGTH}", name="reference_length"
     ),
+    sa.CheckConstraint(
+        "quiet_hours = 'none' OR quiet_hours ~ "
+        "'^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$'",
+        name="quiet_hours_shape",
+    ),
+    sa.CheckConstraint("timezone ~ '^[A-Za-z][A-Za-z0-9_+/-]{0,63}$'", name="timezone_shape"),
     sa.UniqueConstraint("idempotency_key"),
     # The claim's path: pending rows not queued behind an older row to their recipient, oldest
     # due first, however many finished or queued rows there are.
@@ -517,6 +527,8 @@ templates_catalogue = sa.Table(
     # The last template_category_update webhook that changed `category`: from what, and when.
     sa.Column("previous_category", sa.Text, nullable=True),
     sa.Column("category_changed_at", sa.DateTime(timezone=True), nullable=True),
+    # Until when Meta paused it (status PAUSED): its rows wait that long at most.
+    sa.Column("paused_until", sa.DateTime(timezone=True), nullable=True),
     sa.Column(
         "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),

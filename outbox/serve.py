@@ -105,6 +105,7 @@ def run_simulator(
     mps: float | None,
     webhook_url: str | None = None,
     status_delay: float = 0.2,
+    enforce_window: bool = False,
     log_format: str = "text",
     log_level: str = "INFO",
 ) -> int:
@@ -130,6 +131,9 @@ def run_simulator(
         sender_scenario=load_sender_scenario(scenario) if scenario else {},
         notifier=notifier,
     )
+    simulator.rules.enforce_window = enforce_window
+    if notifier is not None:
+        simulator.rules.phone_number_id = notifier.phone_number_id
 
     async def main() -> int:
         stopped = asyncio.Event()

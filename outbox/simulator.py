@@ -35,7 +35,7 @@ import re
 import secrets
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from aiohttp import web
 from outbox.errors import ConfigurationError
 from outbox.logs import mask_recipient
 from outbox.schema import MAX_CAPTION_LENGTH, MAX_TEXT_LENGTH, MEDIA_KINDS
+from outbox.simulator_rules import TEMPLATE_DISABLED, TEMPLATE_PAUSED, BadControl, MetaRules
 from outbox.status_webhooks import STEPS, StatusNotifier
 
 logger = logging.getLogger("outbox.simulator")
@@ -64,6 +65,8 @@ ERROR_TITLES = {
     131026: "Message undeliverable",
     131030: "Recipient phone number not in allowed list",
     131047: "Re-engagement message",
+    131049: "This message was not delivered to maintain healthy ecosystem engagement.",
+    131050: "User stopped marketing messages",
     131053: "Media upload error",
     131056: "(Business Account, Consumer Account) pair rate limit hit",
     132001: "Template name does not exist in the translation",
@@ -275,6 +278,12 @@ class Simulator:
     _pairs: dict[str, tuple[float, float]] = field(default_factory=dict)
     _accepting: asyncio.Event = field(default_factory=asyncio.Event)
     notifier: StatusNotifier | None = None
+    # Meta's rules (simulator_rules.py): windows, opt-outs, template statuses.
+    rules: MetaRules = field(default_factory=MetaRules)
+
+    def __post_init__(self) -> None:
+        if self.phone_number_id is not None:  # its webhooks name the number it serves
+            self.rules.phone_number_id = self.phone_number_id
 
     async def wait_for_accepted(self, count: int) -> None:
         """Return once at least `count` messages have been accepted."""
@@ -287,12 +296,40 @@ class Simulator:
         app.router.add_post("/{version}/{phone_number_id}/messages", self.handle_message)
         app.router.add_get("/_simulator/messages", self.handle_accepted)
         app.router.add_get("/{version}/{phone_number_id}", self.handle_lookup)
+        for path, play in (
+            ("inbound", self.rules.inbound),
+            ("user_preferences", self.rules.user_preference),
+            ("templates", self.rules.template_event),
+            ("marketing_limit", self.rules.limit_marketing),
+        ):
+            app.router.add_post(f"/_simulator/{path}", self._control(play))
         app.on_cleanup.append(self._close_notifier)
         return app
 
     async def _close_notifier(self, app: web.Application) -> None:
         if self.notifier is not None:
             await self.notifier.close()
+
+    def _control(
+        self, play: Callable[[dict[str, Any]], bytes | list[bytes] | None]
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """A control endpoint: play the request on the rules, then post the webhooks it makes
+        (signed, to --webhook-url) before answering with them."""
+
+        async def handle(request: web.Request) -> web.Response:
+            try:
+                asked = await request.json()
+                if not isinstance(asked, dict):
+                    raise BadControl("the body must be a JSON object")
+                made = play(asked)
+            except (BadControl, ValueError) as exc:
+                return web.json_response({"error": str(exc)}, status=400)
+            bodies = [made] if isinstance(made, bytes) else made or []
+            posted = [await self.notifier.deliver(b) for b in bodies] if self.notifier else []
+            webhooks = [json.loads(body) for body in bodies]
+            return web.json_response({"webhooks": webhooks, "posted": sum(posted)})
+
+        return handle
 
     async def handle_accepted(self, request: web.Request) -> web.Response:
         return web.json_response({"requests": self.requests, "accepted": self.accepted})
@@ -424,7 +461,13 @@ class Simulator:
             return Refusal(100, "Request body is not valid JSON").response()
         recipient = str(body["to"]).lstrip("+")
         sender = request.match_info["phone_number_id"]
-        step = self._next_step(recipient, sender)
+        ruled = self.rules.answer(body, recipient, time.time())
+        if ruled in (TEMPLATE_PAUSED, TEMPLATE_DISABLED):
+            return Refusal(ruled).response()
+        # As Meta: accepted, then failed by a status webhook (131047, 131049, 131050).
+        step = self._next_step(recipient, sender) if ruled is None else Step("ok", code=ruled)
+        if ruled is not None:
+            step.then = "failed"
         if (failed := await self._failed(step, request)) is not None:
             return failed
         if step.action == "raw":
@@ -455,6 +498,7 @@ class Simulator:
                 "received": received,
                 "host": request.host,
                 "step": step.action,
+                "failed_with": ruled,  # the error of Meta's rules its webhook fails it with
             }
         )
         self._accepting.set()

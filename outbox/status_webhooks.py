@@ -31,6 +31,7 @@ ERROR_TITLES = {
     131026: "Message undeliverable",
     131047: "Re-engagement message",
     131049: "This message was not delivered to maintain healthy ecosystem engagement.",
+    131050: "User stopped marketing messages",
     130472: "User's number is part of an experiment",
 }
 
@@ -136,7 +137,11 @@ class StatusNotifier:
         }
         return json.dumps(envelope, ensure_ascii=True).encode()
 
-    async def _post(self, body: bytes) -> None:
+    async def deliver(self, body: bytes) -> bool:
+        """Post any webhook body now, signed, retried as Meta retries; True once taken (200)."""
+        return await self._post(body)
+
+    async def _post(self, body: bytes) -> bool:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         headers = {"Content-Type": "application/json"}
@@ -149,9 +154,10 @@ class StatusNotifier:
                 ) as response:
                     if response.status == 200:
                         self.posted += 1
-                        return
+                        return True
             except (aiohttp.ClientError, TimeoutError):
                 pass
             await asyncio.sleep(0.2 * 2**attempt)
         self.failures += 1
         logger.warning("status webhook to %s not accepted after %d tries", self.url, RETRIES)
+        return False

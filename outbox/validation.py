@@ -60,6 +60,8 @@ class NewMessage:
     fallback: dict[str, Any] | None = None  # the template sent when the window is closed
     category: str | None = None  # Meta's category of the template or fallback (None: unknown)
     reference: str | None = None  # the app's own name for the row, to find it by
+    quiet_hours: str | None = None  # its own quiet hours (`none`: any hour; None: the daemon's)
+    timezone: str | None = None  # its recipient's time zone (None: the number's)
 
 
 def check_storable(value: str, field: str) -> str:

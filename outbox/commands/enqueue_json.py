@@ -26,6 +26,8 @@ FIELDS = (
     "idempotency_key",
     "send_at",
     "expires_at",
+    "quiet_hours",
+    "timezone",
 )
 TEMPLATE_FIELDS = ("name", "language", "body_params", "header_image", "components")
 # The options of `outbox enqueue` that --json replaces (argparse dests and their flags).
@@ -44,6 +46,8 @@ _REPLACED = {
     "idempotency_key": "--idempotency-key",
     "send_at": "--send-at",
     "expires_in": "--expires-in",
+    "quiet_hours": "--quiet-hours",
+    "timezone": "--timezone",
 }
 
 
@@ -56,7 +60,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         help="the message(s) as JSON instead of the options above, from DOCUMENT or stdin: "
         "an object with the fields of Python's enqueue() (recipient, message, media_urls, "
         "template {name, language, body_params, header_image, components}, sender, "
-        "idempotency_key, send_at, expires_at as ISO 8601), a list of them, or one per line; "
+        "idempotency_key, send_at, expires_at as ISO 8601, quiet_hours, timezone), a list "
+        "of them, or one per line; "
         "prints one id per message, all inserted in one transaction or none",
     )
 

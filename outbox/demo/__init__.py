@@ -1,4 +1,4 @@
-"""`outbox demo`: the outbox's promise in five short chapters, on a real database (story.py).
+"""`outbox demo`: the outbox's promise in six short chapters, on a real database (story.py).
 
 The database is OUTBOX_DATABASE_URL when set, else an embedded PostgreSQL of the demo's own under
 OUTBOX_HOME/demo whose database is recreated on every run. The rows stay there to explore; every

@@ -215,6 +215,11 @@ class Stage:
 
     # --- watching the rows ---------------------------------------------------------------
 
+    async def holds_any(self, table: str) -> bool:
+        """Whether one of outbox's tables holds a row yet (what the receiver has stored)."""
+        async with self.engine.connect() as conn:
+            return bool(await conn.scalar(sa.text(f"SELECT EXISTS (SELECT 1 FROM {table})")))
+
     async def deliveries(self, ids: Sequence[int]) -> list[Delivery]:
         async with self.engine.connect() as conn:
             return [await get_status(conn, message_id) for message_id in ids]

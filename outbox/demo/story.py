@@ -1,6 +1,6 @@
 """The demo's story: a holiday-lettings site writes its guests' WhatsApp messages into the outbox.
 
-Five chapters, each real: transactions through the public API, the `outbox run` subprocess, the
+Six chapters, each real: transactions through the public API, the `outbox run` subprocess, the
 simulator and the webhook receiver. Every figure printed is read from the rows or from the
 simulator's record of what it was asked and what it accepted; nothing is written in advance.
 """
@@ -28,6 +28,8 @@ OMAR = "+44 7700 900456"
 LANDLINE = "+44 7700 900123"  # scripted: accepted, then failed by Meta's webhook (131026)
 BUYER = "+92 300 1234567"  # scripted: the third request hangs, and the daemon is killed then
 LENA = "+49 151 12345678"
+NIAMH = "+353 85 123 4567"  # chapter 6: wrote 25 hours ago, then says stop
+WE_MISS_YOU = outbox.Template("stay_follow_up", "en_US", ("Niamh",), category="utility")
 GUESTS = (
     ("Ana", "+34 612 345 678"),
     ("Luca", "+39 312 345 6789"),
@@ -271,6 +273,47 @@ def _parts(numbers: Sequence[int]) -> str:
     return ", ".join(map(str, numbers)) or "none"
 
 
+async def metas_rules(stage: Stage) -> None:
+    chapter(6, "Meta's rules: a closed window, then an opt-out")
+    rules, notifier = stage.simulator.rules, stage.simulator.notifier
+    assert notifier is not None
+    guest = normalize_recipient(NIAMH)
+    for name in (WE_MISS_YOU.name, "stay_receipt"):  # Meta knows its templates' categories
+        rules.template_event({"name": name, "language": "en_US", "category": "UTILITY"})
+    await notifier.deliver(rules.inbound({"from": guest, "text": "Thanks!", "ago_seconds": 90000}))
+    await stage.until(lambda: stage.holds_any("outbox_inbound"), within=10, what="her message")
+    say(f"{NIAMH} last wrote 25 h ago: her 24-hour window is closed")
+    requests = stage.simulator.requests
+    async with AsyncSession(stage.engine) as session, session.begin():
+        follow_up = await outbox.enqueue(
+            session, NIAMH, "How was your stay, Niamh?", fallback=WE_MISS_YOU
+        )
+    (delivery,) = await stage.settled([follow_up], ["read"])
+    asked = stage.simulator.requests - requests
+    say(
+        f"message {follow_up}, free-form text, went as its fallback template "
+        f"{WE_MISS_YOU.name}: {asked} request, {delivery.status}"
+    )
+    await notifier.deliver(rules.user_preference({"customer": guest, "value": "stop"}))
+    await stage.until(lambda: stage.holds_any("outbox_optouts"), within=10, what="her stop")
+    say("she stops marketing messages in WhatsApp: Meta's user_preferences webhook says so")
+    requests = stage.simulator.requests
+    async with AsyncSession(stage.engine) as session, session.begin():
+        offer = await outbox.enqueue(
+            session, NIAMH, template=outbox.Template("winter_offer", "en_US", category="marketing")
+        )
+        receipt = await outbox.enqueue(
+            session,
+            NIAMH,
+            template=outbox.Template("stay_receipt", "en_US", ("Niamh",), category="utility"),
+        )
+    marketing, utility = await stage.settled([offer, receipt], ["failed", "read"])
+    asked = stage.simulator.requests - requests
+    say(f"message {offer:<3} {marketing.status}  {marketing.last_error}")
+    say(f"message {receipt:<3} {utility.status}  (a utility template still goes)")
+    say(f"{asked} request for the two: none for the marketing one")
+
+
 async def totals(stage: Stage) -> None:
     print("\nIn all")
     async with stage.engine.connect() as conn:
@@ -292,11 +335,12 @@ async def totals(stage: Stage) -> None:
 
 
 async def tell(stage: Stage) -> int:
-    """The five chapters and the totals; the id of the message sent across the kill."""
+    """The six chapters and the totals; the id of the message sent across the kill."""
     await booking_committed(stage)
     await booking_rolled_back(stage)
     await not_on_whatsapp(stage)
     await api_outage(stage)
     listing = await daemon_killed(stage)
+    await metas_rules(stage)
     await totals(stage)
     return listing

@@ -9,19 +9,23 @@ parameters (`check`); a name it does not know, or an empty catalogue, changes no
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 
 from outbox.connections import AsyncConnectionLike, Row
 from outbox.errors import ConfigurationError, InvalidMessage
+from outbox.policy import template_holds
 from outbox.settings import Settings
 from outbox.store import templates_catalogue
 from outbox.whatsapp import error_from_response
 
+logger = logging.getLogger("outbox.webhooks")
 WABA_ID_VARIABLE = "META_WABA_ID"
 PAGE_SIZE = 100
 TIMEOUT = 30.0
@@ -187,11 +191,21 @@ def template_changes(bodies: Iterable[bytes]) -> list[dict[str, Any]]:
                 if isinstance(change, dict) and change.get("field") in TEMPLATE_FIELDS:
                     value = change.get("value")
                     if isinstance(value, dict):
-                        found += _change(str(entry.get("id") or ""), change["field"], value)
+                        at = _entry_time(entry.get("time"))
+                        found += _change(str(entry.get("id") or ""), change["field"], value, at)
     return found
 
 
-def _change(waba: str, kind: str, value: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _entry_time(value: object) -> datetime:
+    """The webhook's trigger time (unix seconds), or now when missing or absurd."""
+    now = datetime.now(UTC)
+    if isinstance(value, int) and 0 < value < 2**33:
+        at = datetime.fromtimestamp(value, UTC)
+        return at if at <= now else now
+    return now
+
+
+def _change(waba: str, kind: str, value: Mapping[str, Any], at: datetime) -> list[dict[str, Any]]:
     template_id = value.get("message_template_id")
     change: dict[str, Any] = {
         "waba_id": waba,
@@ -201,10 +215,13 @@ def _change(waba: str, kind: str, value: Mapping[str, Any]) -> list[dict[str, An
         "status": None,
         "quality": None,
         "category": None,
+        "paused_until": None,
     }
     if kind == "message_template_status_update":
         event = _word(value.get("event"))
         change["status"] = APPROVED if event == "REINSTATED" else event
+        if event == template_holds.PAUSED:
+            change["paused_until"] = at + template_holds.pause_length(value.get("other_info"))
     elif kind == "message_template_quality_update":
         change["quality"] = _word(value.get("new_quality_score"))
     else:
@@ -222,11 +239,24 @@ def _word(value: object) -> str | None:
 
 async def record(conn: AsyncConnectionLike, bodies: Iterable[bytes]) -> list[Row]:
     """Apply the template webhooks among the bodies to the catalogue (in the caller's
-    transaction); the category changes, as rows of waba_id, name, language, old_category,
-    category."""
+    transaction), and a status change to the pending rows using the template; the category
+    changes, as rows of waba_id, name, language, old_category, category."""
     changed: list[Row] = []
+    statuses: list[Row] = []
     for change in template_changes(bodies):
         for row in await templates_catalogue.update_from_webhook(conn, change):
             if change["category"] is not None and row["old_category"] != row["category"]:
                 changed.append(row)
+            if change["status"] is not None:
+                statuses.append(row)
+    if statuses:
+        counts = await template_holds.apply_to_rows(conn, statuses)
+        if any(counts.values()):
+            logger.info(
+                "template status webhooks: %d messages held, %d failed, %d due again",
+                counts["held"],
+                counts["failed"],
+                counts["released"],
+                extra=counts,
+            )
     return changed

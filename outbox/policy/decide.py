@@ -1,19 +1,24 @@
 """The send-time decision for a claimed row, before any request: send it as it is, send its
-fallback template instead, or fail it with `window_closed` or `opted_out`.
+fallback template instead, hold it while Meta pauses its template, or fail it with
+`window_closed`, `opted_out` or `template_disabled`.
 
 Made by the daemon under the row's claim, from one query (store.policy.ROW_FACTS): inbound
-messages and opt-outs stored by any receiver count. A row ending so changes no other row.
+messages, opt-outs and the template catalogue stored by any receiver count. A row ending so
+changes no other row. The ruling also carries the row's own quiet hours and time zone.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from outbox.connections import AsyncConnectionLike
 from outbox.policy.consent import withheld
 from outbox.policy.numbers import canonical, forms
+from outbox.policy.template_holds import APPROVED, TemplateRuling
+from outbox.policy.template_holds import ruling as template_ruling
 from outbox.policy.window import Window, window_of
 from outbox.store import policy as store
 
@@ -27,7 +32,10 @@ class Ruling:
     else send, as `fallback` (Meta's template object) when given, else as the row is.
     `switch`: the fallback is chosen now (the row must record it before sending).
     `fallback_on_131047`: sent as it is, but should Meta answer 131047 (the window closed
-    meanwhile), the row can still go as its fallback.
+    meanwhile), the row can still go as its fallback. `hold` (with `hold_until`): Meta paused
+    the template it would send; it waits, with no request. `template_approved`: the catalogue
+    says that template is APPROVED. `quiet_hours` and `timezone`: the row's own (None: the
+    daemon's, and the number's zones).
     `business_initiated`: it goes as a template to a customer whose window is not known to be
     open, so the daily limit counts it (outbox.policy.tier); `category` is the row's."""
 
@@ -35,6 +43,11 @@ class Ruling:
     fallback: dict[str, Any] | None = None
     switch: bool = False
     fallback_on_131047: bool = False
+    hold: str | None = None
+    hold_until: datetime | None = None
+    template_approved: bool = False
+    quiet_hours: str | None = None
+    timezone: str | None = None
     business_initiated: bool = False
     category: str | None = None
 
@@ -51,6 +64,7 @@ def decide(
     category: str | None,
     fallback: dict[str, Any] | None,
     sent_fallback: bool,
+    template: TemplateRuling | None = None,
 ) -> Ruling:
     """The rules of issue 16 for one row (see README, "Meta's rules").
 
@@ -58,13 +72,14 @@ def decide(
     customer opted out. A free-form row goes while its window is open or unknown; closed, it goes
     as its fallback template when it has one and nothing of it was sent yet (the fallback then
     answers to the consent rule), else it fails `window_closed`. A row that switched to its
-    fallback stays switched."""
+    fallback stays switched. A template the catalogue says is paused or disabled (`template`,
+    about the row's template, else its fallback) holds or fails the row that would send it."""
     if template_row:
         if withheld(category, suppressed):
             return Ruling(fail=f"{OPTED_OUT}: the customer stopped marketing messages")
-        return SEND
+        return _held(template) or SEND
     if sent_fallback and fallback is not None:
-        return _fallback(fallback, category, suppressed, switch=False)
+        return _fallback(fallback, category, suppressed, switch=False, template=template)
     if window.open:
         # Only where the window is known: there a 131047 closes it, so the next ruling sends
         # the fallback instead of the same free-form message again.
@@ -74,18 +89,32 @@ def decide(
         return Ruling(fail=f"{WINDOW_CLOSED}: {closed}; no fallback template")
     if accepted > 0:
         return Ruling(fail=f"{WINDOW_CLOSED}: {closed} after {accepted} part(s) were sent")
-    return _fallback(fallback, category, suppressed, switch=True)
+    return _fallback(fallback, category, suppressed, switch=True, template=template)
 
 
 def _fallback(
-    fallback: dict[str, Any], category: str | None, suppressed: bool, *, switch: bool
+    fallback: dict[str, Any],
+    category: str | None,
+    suppressed: bool,
+    *,
+    switch: bool,
+    template: TemplateRuling | None,
 ) -> Ruling:
     if withheld(category, suppressed):
         return Ruling(
             fail=f"{OPTED_OUT}: window closed, and the customer stopped marketing messages "
             "(its fallback template is marketing)"
         )
-    return Ruling(fallback=fallback, switch=switch)
+    return _held(template) or Ruling(fallback=fallback, switch=switch)
+
+
+def _held(template: TemplateRuling | None) -> Ruling | None:
+    """The row's ruling when the catalogue holds or refuses its template; None otherwise."""
+    if template is None:
+        return None
+    if template.hold_until is not None:
+        return Ruling(hold=template.reason, hold_until=template.hold_until)
+    return Ruling(fail=template.reason)
 
 
 def _closed(window: Window) -> str:
@@ -112,6 +141,7 @@ async def rule(
         return SEND
     raw = facts["fallback"]
     window = window_of(sender, recipient, facts)
+    status = facts["template_status"]
     ruling = decide(
         template_row=template_row,
         accepted=accepted,
@@ -120,6 +150,19 @@ async def rule(
         category=facts["category"],
         fallback=json.loads(raw) if isinstance(raw, str) else raw,
         sent_fallback=bool(facts["sent_fallback"]),
+        template=template_ruling(
+            status,
+            facts["template_paused_until"],
+            facts["now"],
+            facts["template_name"],
+            facts["template_language"],
+        ),
+    )
+    ruling = replace(
+        ruling,
+        template_approved=status == APPROVED,
+        quiet_hours=facts["quiet_hours"],
+        timezone=facts["timezone"],
     )
     # A free-form message reaches only a customer whose window is open: the limit never counts
     # it. A template counts unless the window is known to be open.

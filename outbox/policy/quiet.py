@@ -14,18 +14,21 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from functools import lru_cache
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import phonenumbers
 from phonenumbers import timezone as phone_zones
 
-from outbox.errors import ConfigurationError
+from outbox.errors import ConfigurationError, InvalidMessage
 
 RULE = "HH:MM-HH:MM on a 24-hour clock, start and end different, e.g. 21:00-09:00"
 _WINDOW = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-3]):([0-5][0-9])$")
 # Several zones can chain openings into one another; past this many steps the quiet hours of a
 # number's zones cover the whole day, and the row goes rather than wait forever.
 MAX_STEPS = 64
+# An IANA zone name, as the table's CHECK takes it (zoneinfo then says whether it exists).
+_ZONE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_+/-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -103,14 +106,74 @@ def next_opening(hours: QuietHours, zones: tuple[ZoneInfo, ...], now: datetime) 
     return None
 
 
+NO_QUIET_HOURS = "none"  # a row's own quiet hours that lets it go at any hour
+
+
+def row_quiet_hours(own: str | None, default: QuietHours | None) -> QuietHours | None:
+    """A row's quiet hours: its own (`none`: none at all), else the daemon's. An InvalidMessage
+    for a value only a plain SQL insert can store (start equal to end)."""
+    if own is None:
+        return default
+    if own == NO_QUIET_HOURS:
+        return None
+    try:
+        return parse_quiet_hours(own)
+    except ConfigurationError as exc:
+        raise InvalidMessage("quiet_hours", f"{own!r} must be {RULE}, or none") from exc
+
+
+def row_zone(name: str | None) -> ZoneInfo | None:
+    """A row's own time zone (an IANA name); None: the number's. An InvalidMessage when this
+    system's tz database does not know it."""
+    if name is None:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        raise InvalidMessage(
+            "timezone",
+            f"{name[:80]!r} is not a time zone (an IANA name, e.g. Europe/Madrid)",
+            rule="timezone",
+        ) from None
+
+
+def checked_row_quiet(quiet_hours: object, timezone: object) -> dict[str, Any]:
+    """enqueue()'s `quiet_hours` and `timezone`, checked: InvalidMessage naming the field."""
+    if quiet_hours is not None:
+        if not isinstance(quiet_hours, str):
+            raise InvalidMessage("quiet_hours", f"must be a string: {RULE}, or none", rule="type")
+        quiet_hours = quiet_hours.strip()
+        if quiet_hours.lower() == NO_QUIET_HOURS:
+            quiet_hours = NO_QUIET_HOURS
+        else:
+            try:
+                parse_quiet_hours(quiet_hours)
+            except ConfigurationError:
+                raise InvalidMessage(
+                    "quiet_hours", f"{quiet_hours!r} must be {RULE}, or none", rule="quiet_hours"
+                ) from None
+    if timezone is not None:
+        if not isinstance(timezone, str):
+            raise InvalidMessage("timezone", "must be a string, e.g. Europe/Madrid", rule="type")
+        timezone = timezone.strip()
+        if not _ZONE_NAME.match(timezone):
+            raise InvalidMessage(
+                "timezone",
+                f"{timezone[:80]!r} is not a time zone (an IANA name, e.g. Europe/Madrid)",
+                rule="timezone",
+            )
+        row_zone(timezone)  # one this system's tz database knows
+    return {"quiet_hours": quiet_hours, "timezone": timezone}
+
+
 def quiet_until(
-    hours: QuietHours | None, recipient: str, now: datetime
+    hours: QuietHours | None, recipient: str, now: datetime, zone: ZoneInfo | None = None
 ) -> tuple[datetime, str] | None:
     """(the opening in UTC, its wording `09:00 America/Sao_Paulo`) when `recipient` is inside
-    quiet hours at `now`; None when the row may go."""
+    quiet hours at `now`; None when the row may go. `zone` replaces the number's zones."""
     if hours is None:
         return None
-    zones = zones_for(recipient)
+    zones = (zone,) if zone is not None else zones_for(recipient)
     opens = next_opening(hours, zones, now)
     if opens is None:
         return None

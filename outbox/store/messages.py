@@ -58,6 +58,8 @@ INSERT_MESSAGE = (
         fallback=sa.cast(_text("fallback"), JSONB),
         category=_text("category"),
         reference=_text("reference"),
+        quiet_hours=_text("quiet_hours"),
+        timezone=_text("timezone"),
     )
     .on_conflict_do_nothing(index_elements=[_m.c.idempotency_key])
     .returning(_m.c.id)
@@ -240,6 +242,8 @@ def _insert_params(new: NewMessage) -> dict[str, Any]:
         "fallback": None if new.fallback is None else json.dumps(new.fallback),
         "category": new.category,
         "reference": new.reference,
+        "quiet_hours": new.quiet_hours,
+        "timezone": new.timezone,
     }
 
 

@@ -29,12 +29,24 @@ _FACTS = """
                  WHERE o.phone_number_id = :sender AND o.customer = :key), false) AS suppressed
 """
 
-# What the daemon decides a claimed row by, in one round trip: the row's fallback and category,
-# and its customer's window and consent.
+# What the daemon decides a claimed row by, in one round trip: the row's fallback, category and
+# own quiet hours, its customer's window and consent, and the catalogue's status of the template
+# it would send (its own, else its fallback; APPROVED first when several WABAs have it).
 ROW_FACTS = sa.text(
     f"""
-    SELECT m.fallback::text AS fallback, m.sent_fallback, m.category, {_FACTS}
-    FROM outbox_messages m WHERE m.id = :id
+    SELECT m.fallback::text AS fallback, m.sent_fallback, m.category, m.quiet_hours,
+           m.timezone, coalesce(m.template, m.fallback) ->> 'name' AS template_name,
+           coalesce(m.template, m.fallback) -> 'language' ->> 'code' AS template_language,
+           catalogue.status AS template_status, catalogue.paused_until AS template_paused_until,
+           {_FACTS}
+    FROM outbox_messages m
+    LEFT JOIN LATERAL (
+        SELECT t.status, t.paused_until FROM outbox_templates t
+        WHERE t.name = coalesce(m.template, m.fallback) ->> 'name'
+          AND t.language = coalesce(m.template, m.fallback) -> 'language' ->> 'code'
+        ORDER BY t.status = 'APPROVED' DESC, t.status = 'PAUSED' DESC, t.updated_at DESC
+        LIMIT 1) AS catalogue ON true
+    WHERE m.id = :id
     """
 )
 

@@ -19,13 +19,18 @@ from outbox.connections import (
 UPSERT_TEMPLATE = sa.text(
     """
     INSERT INTO outbox_templates AS t (waba_id, name, language, template_id, category, status,
-                                       quality, parameter_count, updated_at)
+                                       quality, parameter_count, updated_at, paused_until)
     VALUES (:waba_id, :name, :language, :template_id, :category, :status, :quality,
-            :parameter_count, now())
+            :parameter_count, now(),
+            CASE WHEN CAST(:status AS text) = 'PAUSED' THEN now() + interval '6 hours' END)
     ON CONFLICT (waba_id, name, language) DO UPDATE SET
         template_id = excluded.template_id, category = excluded.category,
         status = excluded.status, quality = excluded.quality,
-        parameter_count = excluded.parameter_count, updated_at = now()
+        parameter_count = excluded.parameter_count, updated_at = now(),
+        -- a pause already known keeps its end; one first seen here lasts Meta's longest
+        paused_until = CASE WHEN excluded.status <> 'PAUSED' THEN NULL
+                            WHEN t.status = 'PAUSED' THEN t.paused_until
+                            ELSE excluded.paused_until END
     RETURNING t.name
     """
 )
@@ -40,7 +45,7 @@ SELECT_BY_NAME = sa.text(
 SELECT_ALL = sa.text(
     """
     SELECT waba_id, name, language, template_id, category, status, quality, parameter_count,
-           previous_category, category_changed_at, updated_at
+           previous_category, category_changed_at, paused_until, updated_at
     FROM outbox_templates ORDER BY name, language, waba_id
     """
 )
@@ -60,6 +65,8 @@ UPDATE_FROM_WEBHOOK = sa.text(
                                     AND CAST(:category AS text) IS NOT NULL
                                    THEN now() ELSE t.category_changed_at END,
         template_id = coalesce(t.template_id, CAST(:template_id AS text)),
+        paused_until = CASE WHEN CAST(:status AS text) IS NULL THEN t.paused_until
+                            ELSE CAST(:paused_until AS timestamptz) END,
         updated_at = now()
     FROM (SELECT waba_id, name, language, category AS old_category FROM outbox_templates
           WHERE (CAST(:template_id AS text) IS NOT NULL
@@ -68,7 +75,8 @@ UPDATE_FROM_WEBHOOK = sa.text(
                  AND language = CAST(:language AS text))
           FOR UPDATE) AS old
     WHERE (t.waba_id, t.name, t.language) = (old.waba_id, old.name, old.language)
-    RETURNING t.waba_id, t.name, t.language, old.old_category, t.category
+    RETURNING t.waba_id, t.name, t.language, old.old_category, t.category, t.status,
+              t.paused_until
     """
 )
 

@@ -188,18 +188,39 @@ def test_killed_daemon_loses_nothing_and_repeats_nothing(demo: DemoRun, demo_dat
     assert len({part["wamid"] for part in parts}) == 4
 
 
+def test_a_closed_window_sends_the_fallback_and_an_opt_out_stops_marketing(
+    demo: DemoRun, demo_database: str
+) -> None:
+    chapter = demo.chapter(6)
+    assert "last wrote 25 h ago: her 24-hour window is closed" in chapter
+    assert (
+        "message 13, free-form text, went as its fallback template stay_follow_up: 1 request, read"
+        in chapter
+    )
+    assert re.search(r"message 14 +failed +opted_out: the customer stopped marketing", chapter)
+    assert re.search(r"message 15 +read ", chapter)
+    assert "1 request for the two: none for the marketing one" in chapter
+    assert sql(demo_database, "SELECT sent_fallback FROM outbox_messages WHERE id = 13") == [
+        (True,)
+    ]
+    assert sql(
+        demo_database,
+        "SELECT count(*) FROM outbox_events WHERE message_id = 14 AND kind = 'accepted'",
+    ) == [(0,)]
+
+
 def test_totals_count_messages_and_parts_apart(demo: DemoRun) -> None:
     lines = demo.totals.splitlines()
     assert lines[0].strip() == (
-        "11 messages (15 parts) committed and 1 rolled back: 10 read, 1 failed"
+        "14 messages (18 parts) committed and 1 rolled back: 12 read, 2 failed"
     )
     assert re.fullmatch(
-        r"the API got \d+ requests and accepted 15 parts, none of them twice", lines[1].strip()
+        r"the API got \d+ requests and accepted 17 parts, none of them twice", lines[1].strip()
     )
 
 
 def test_rows_and_bookings_stay_for_exploring(demo: DemoRun, demo_database: str) -> None:
-    assert sql(demo_database, "SELECT count(*) FROM outbox_messages") == [(11,)]
+    assert sql(demo_database, "SELECT count(*) FROM outbox_messages") == [(14,)]
     assert sql(demo_database, "SELECT guest FROM outbox_demo.bookings ORDER BY id") == [
         ("Sara",),
         ("Lena",),
@@ -212,7 +233,7 @@ def test_it_ends_with_outbox_list_and_how_to_explore(demo: DemoRun) -> None:
     assert command.endswith("outbox list")
     assert header.split() == ["id", "status", "recipient", "tries", "created_at", "text"]
     listed = [int(line.split()[0]) for line in rows[: rows.index("")]]
-    assert listed == [12, 11, 10, 9, 8, 7, 6, 5, 4, 2, 1]
+    assert listed == [15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 2, 1]
     assert "outbox status 11" in closing
     assert 'psql "$OUTBOX_DATABASE_URL"' in closing
 
@@ -280,7 +301,7 @@ def test_embedded_demo_stops_its_server_and_every_process(
     embedded_demo: DemoRun, outbox_home: Path
 ) -> None:
     assert (embedded_demo.returncode, embedded_demo.stderr) == (0, "")
-    assert "11 messages (15 parts) committed and 1 rolled back" in embedded_demo.stdout
+    assert "14 messages (18 parts) committed and 1 rolled back" in embedded_demo.stdout
     assert [process for process in embedded_demo.processes if alive(process)] == []
     assert servers_of(outbox_home) == []
 
@@ -299,5 +320,20 @@ def test_embedded_demo_names_the_home_its_rows_can_be_listed_from(
         timeout=120,
         check=True,
     )
-    assert [row["id"] for row in json.loads(listed.stdout)] == [12, 11, 10, 9, 8, 7, 6, 5, 4, 2, 1]
+    assert [row["id"] for row in json.loads(listed.stdout)] == [
+        15,
+        14,
+        13,
+        12,
+        11,
+        10,
+        9,
+        8,
+        7,
+        6,
+        5,
+        4,
+        2,
+        1,
+    ]
     assert servers_of(outbox_home) == []  # started for the command, stopped after it
