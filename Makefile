@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.receiver
 	$(BIN)/python -m benchmarks.throughput
 	$(BIN)/python -m benchmarks.backlog
+	$(BIN)/python -m benchmarks.dashboard
 
 clean:
 	rm -rf $(VENV) $(DEMO_VENV)

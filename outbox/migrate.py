@@ -38,6 +38,7 @@ REVISION_TABLES = {
     "0013": "outbox_templates",
     "0014": "outbox_tier_recipients",
     "0015": "outbox_messages",
+    "0016": "outbox_rollup",
 }
 
 

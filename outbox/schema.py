@@ -586,3 +586,30 @@ account_health = sa.Table(
     ),
     sa.Index("ix_outbox_account_health_limit_at", "limit_at"),
 )
+
+# The dashboard's charts: request outcomes per minute, sender, template and Graph error code,
+# folded from outbox_events (outbox/dashboard/rollup.py) so that no page view scans the messages.
+# `outcome` is `sent` (accepted, or found accepted by its status webhook) or `failed` (refused,
+# expired, or failed by Meta's status webhook). '' and 0 stand for no sender, template or code.
+rollup = sa.Table(
+    "outbox_rollup",
+    metadata,
+    sa.Column("minute", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("sender", sa.Text, nullable=False),
+    sa.Column("template", sa.Text, nullable=False),
+    sa.Column("outcome", sa.Text, nullable=False),
+    sa.Column("error_code", sa.Integer, nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.PrimaryKeyConstraint("minute", "sender", "template", "outcome", "error_code"),
+)
+
+# How far the fold has read outbox_events (its id), one row per source.
+rollup_marks = sa.Table(
+    "outbox_rollup_marks",
+    metadata,
+    sa.Column("source", sa.Text, primary_key=True),
+    sa.Column("upto", sa.BigInteger, nullable=False),
+    sa.Column(
+        "folded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import sqlalchemy as sa
+from aiohttp.test_utils import TestClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
 from outbox.dashboard.users import Role, User, parse_users
 from outbox.dashboard.users import hash_password as _hash
+from outbox.settings import Settings
 
 PASSWORD = "correct horse battery staple"
 ACCESS_TOKEN = "EAAG-secret-access-token-0123456789"
@@ -78,3 +83,32 @@ async def seed(engine: AsyncEngine) -> dict[str, int]:
             {"id": failed},
         )
     return {"read": read, "failed": failed}
+
+
+Client = TestClient[Any, Any]
+
+
+def app_settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, access_token=ACCESS_TOKEN, app_secret=APP_SECRET)
+
+
+def csrf(html: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert match, html
+    return match.group(1)
+
+
+async def log_in(client: Client, name: str, password: str = PASSWORD) -> Any:
+    form = await client.get("/login")
+    token = csrf(await form.text())
+    return await client.post(
+        "/login",
+        data={"csrf": token, "name": name, "password": password},
+        allow_redirects=False,
+    )
+
+
+async def page_text(client: Client, path: str) -> str:
+    response = await client.get(path)
+    assert response.status == 200, await response.text()
+    return await response.text()

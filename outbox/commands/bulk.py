@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TextIO
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -83,16 +83,23 @@ def check_usage(args: argparse.Namespace) -> None:
     values.recipient_filter(f"outbox {command}", args.recipient)
 
 
-def _describe(args: argparse.Namespace, status: str) -> str:
+def describe(
+    status: str,
+    *,
+    recipient: str | None,
+    code: int | None,
+    since: datetime | timedelta | None,
+) -> str:
+    """The filter in words: `failed messages to 923001234567 with error code 131047`."""
     words = [f"{status} messages"]
-    if args.recipient is not None:
-        words.append(f"to {args.recipient}")
-    if args.code is not None:
-        words.append(f"with error code {args.code}")
-    if isinstance(args.since, timedelta):
-        words.append(f"created in the last {values.age(args.since)}")
-    elif args.since is not None:
-        words.append(f"created since {args.since.isoformat()}")
+    if recipient is not None:
+        words.append(f"to {recipient}")
+    if code is not None:
+        words.append(f"with error code {code}")
+    if isinstance(since, timedelta):
+        words.append(f"created in the last {values.age(since)}")
+    elif since is not None:
+        words.append(f"created since {since.isoformat()}")
     return " ".join(words)
 
 
@@ -112,7 +119,7 @@ async def run(conn: AsyncConnection, args: argparse.Namespace) -> int:
     actionable, refused, upto = await bulk.count_matching(conn, params)
     await conn.commit()
     done = "retried" if command == "retry" else "cancelled"
-    what = _describe(args, status)
+    what = describe(status, recipient=args.recipient, code=args.code, since=args.since)
     if refused:
         print(
             f"{refused} {what} failed after Meta accepted a part (a status webhook said so) "

@@ -7,14 +7,26 @@ It holds no secret but the users' bcrypt hashes: the access token and the app se
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 from aiohttp import web
 
+from outbox.cancel import cancel_and_wait
 from outbox.dashboard import render
 from outbox.dashboard.auth import SESSIONS, Failures, Sessions, require_login
-from outbox.dashboard.pages import login, message, search
+from outbox.dashboard.pages import (
+    bulk,
+    cancel,
+    conversation,
+    login,
+    message,
+    operate,
+    resend,
+    search,
+)
+from outbox.dashboard.rollup import keep_folding
 from outbox.dashboard.users import User, load_users
 from outbox.database import create_engine, resolve_dsn
 from outbox.errors import ConfigurationError
@@ -58,7 +70,9 @@ def create_app(
             application_name="outbox-dashboard",
         )
         app[search.ENGINE] = engine
+        folding = asyncio.create_task(keep_folding(engine), name="outbox-dashboard-rollup")
         yield
+        await cancel_and_wait([folding])
         await engine.dispose()
 
     app.cleanup_ctx.append(lifecycle)
@@ -69,6 +83,16 @@ def create_app(
     app.router.add_get("/messages/{message_id}", message.show, name="message")
     app.router.add_get("/messages/{message_id}/retry", message.confirm_retry, name="confirm_retry")
     app.router.add_post("/messages/{message_id}/retry", message.retry, name="retry")
+    app.router.add_get("/messages/{message_id}/cancel", cancel.confirm, name="confirm_cancel")
+    app.router.add_post("/messages/{message_id}/cancel", cancel.cancel, name="cancel")
+    app.router.add_get("/messages/{message_id}/resend", resend.form, name="resend_form")
+    app.router.add_post("/messages/{message_id}/resend", resend.resend, name="resend")
+    app.router.add_get(
+        "/messages/{message_id}/conversation", conversation.show, name="conversation"
+    )
+    app.router.add_get("/operate", operate.show, name="operate")
+    app.router.add_get("/operate/bulk", bulk.confirm, name="confirm_bulk")
+    app.router.add_post("/operate/bulk", bulk.act, name="bulk")
     app.router.add_get("/healthz", _alive, name="healthz")
     app.router.add_get("/live.js", _live_script, name="live")
     return app

@@ -17,8 +17,8 @@ from outbox.errors import ConfigurationError
 
 class Role(StrEnum):
     VIEWER = "viewer"  # sees messages with phone numbers and bodies masked
-    SUPPORT = "support"  # sees them unmasked and may retry one message
-    ADMIN = "admin"  # as support, and bulk actions
+    SUPPORT = "support"  # sees them unmasked; may retry, cancel or resend one message
+    ADMIN = "admin"  # as support, and bulk actions on every message a filter matches
 
     @property
     def unmasked(self) -> bool:
@@ -26,7 +26,12 @@ class Role(StrEnum):
 
     @property
     def may_retry(self) -> bool:
+        """Retry, cancel or resend one message."""
         return self in (Role.SUPPORT, Role.ADMIN)
+
+    @property
+    def may_bulk(self) -> bool:
+        return self is Role.ADMIN
 
 
 @dataclass(frozen=True)

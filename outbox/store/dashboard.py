@@ -102,6 +102,13 @@ SELECT_AUDIT_FOR_MESSAGE = (
     .limit(_limit())
 )
 
+# The latest actions of every user, newest first (the primary key).
+SELECT_RECENT_AUDIT = (
+    sa.select(audit.c.at, audit.c.actor, audit.c.action, audit.c.message_id, audit.c.detail)
+    .order_by(audit.c.id.desc())
+    .limit(_limit())
+)
+
 
 async def record_action(
     conn: AsyncConnectionLike,
@@ -118,3 +125,7 @@ async def select_actions(conn: AsyncConnectionLike, message_id: int, limit: int)
     return await fetch_all(
         conn, SELECT_AUDIT_FOR_MESSAGE, {"message_id": message_id, "limit": limit}
     )
+
+
+async def recent_actions(conn: AsyncConnectionLike, limit: int) -> list[Row]:
+    return await fetch_all(conn, SELECT_RECENT_AUDIT, {"limit": limit})

@@ -79,3 +79,22 @@ def test_a_viewer_sees_masked_data_only(
     page.goto(f"{dashboard}/messages/{rows['failed']}")
     expect(page.locator("#answer")).to_be_visible()
     expect(page.locator("#retry")).to_have_count(0)
+
+
+def test_an_admin_retries_every_message_a_filter_matches_from_operate(
+    page: Page, dashboard: str, rows: dict[str, int], screenshots: Path
+) -> None:
+    _log_in(page, dashboard, "admin")
+    page.get_by_role("link", name="Operate").click()
+    expect(page.get_by_role("heading", name="Operate")).to_be_visible()
+    expect(page.locator("#sends-chart svg")).to_be_visible()
+    page.screenshot(path=screenshots / "admin-operate.png", full_page=True)
+    page.get_by_role("textbox", name="Graph code").fill("131047")
+    page.get_by_role("button", name="Count what matches…").click()
+    expect(page.locator("#bulk-count")).to_have_text(
+        "Retry 1 failed messages with error code 131047?"
+    )
+    page.screenshot(path=screenshots / "admin-bulk-confirm.png", full_page=True)
+    page.get_by_role("button", name="Yes, retry 1 message(s)").click()
+    expect(page.get_by_role("status")).to_have_text("Retried 1 message(s).")
+    expect(page.locator("#actions")).to_contain_text("retried 1 failed messages")

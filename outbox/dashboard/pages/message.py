@@ -1,5 +1,6 @@
 """GET /messages/{id}: the answer in plain words, the timeline, the payload (masked for a
-viewer); GET and POST /messages/{id}/retry: a support user's retry, confirmed first."""
+viewer); GET and POST /messages/{id}/retry: a support user's retry, confirmed first (cancel.py
+and resend.py are the other actions on one message)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from outbox.dashboard.pages.search import ENGINE
 from outbox.dashboard.render import page
 from outbox.dashboard.summary import clock, explanation, sentence, timeline
 from outbox.errors import MessageNotFound
-from outbox.schema import CANCELLED, FAILED, READ
+from outbox.schema import CANCELLED, FAILED, PENDING, READ
 from outbox.status import Delivery, Event, get_history, get_status
 from outbox.store import dashboard as lookups
 
@@ -31,10 +32,13 @@ NOTICES = {
     "retried": "Queued again: the daemon sends it within seconds.",
     "meta_failed": "Not retried: Meta failed a part it had accepted; a retry would send nothing.",
     "not_failed": "Not retried: it is no longer failed (someone or something moved it on).",
+    "cancelled": "Cancelled: it will not be sent.",
+    "not_pending": "Not cancelled: it is no longer pending (a daemon took it, or it ended).",
+    "resent": "Enqueued again as a template: this is the new message.",
 }
 
 
-def _message_id(request: web.Request) -> int:
+def message_id_of(request: web.Request) -> int:
     text = request.match_info["message_id"]
     if not (text.isascii() and text.isdigit()) or int(text) > MAX_ID:
         raise web.HTTPNotFound(text="no such message")
@@ -68,7 +72,7 @@ def payload(delivery: Delivery, *, unmasked: bool) -> dict[str, Any]:
     return {key: value for key, value in shown.items() if value is not None}
 
 
-async def _load(request: web.Request, message_id: int) -> tuple[Delivery, list[Event], list[Row]]:
+async def load(request: web.Request, message_id: int) -> tuple[Delivery, list[Event], list[Row]]:
     async with request.app[ENGINE].connect() as conn:
         try:
             delivery = await get_status(conn, message_id)
@@ -82,7 +86,7 @@ async def _load(request: web.Request, message_id: int) -> tuple[Delivery, list[E
 async def show(request: web.Request) -> web.Response:
     session = session_of(request)
     unmasked = session.user.role.unmasked
-    delivery, history, actions = await _load(request, _message_id(request))
+    delivery, history, actions = await load(request, message_id_of(request))
     return page(
         request,
         "message.html",
@@ -98,20 +102,25 @@ async def show(request: web.Request) -> web.Response:
         payload=payload(delivery, unmasked=unmasked),
         clock=clock,
         may_retry=session.user.role.may_retry and delivery.status == FAILED,
+        may_cancel=session.user.role.may_retry and delivery.status == PENDING,
+        may_resend=session.user.role.may_retry and delivery.status in (FAILED, CANCELLED),
         notice=NOTICES.get(request.query.get("notice", "")),
         refresh=0 if delivery.status in (READ, FAILED, CANCELLED) else REFRESH_SECONDS,
     )
 
 
-def _allowed_to_retry(request: web.Request) -> None:
+def allowed_to_change(request: web.Request) -> None:
+    """Retry, cancel and resend are for support and admin users."""
     if not session_of(request).user.role.may_retry:
-        raise web.HTTPForbidden(text="only support and admin users may retry a message")
+        raise web.HTTPForbidden(
+            text="only support and admin users may retry, cancel or resend a message"
+        )
 
 
 async def confirm_retry(request: web.Request) -> web.Response:
-    _allowed_to_retry(request)
+    allowed_to_change(request)
     session = session_of(request)
-    delivery, _, _ = await _load(request, _message_id(request))
+    delivery, _, _ = await load(request, message_id_of(request))
     return page(
         request,
         "retry.html",
@@ -123,8 +132,8 @@ async def confirm_retry(request: web.Request) -> web.Response:
 
 
 async def retry(request: web.Request) -> web.StreamResponse:
-    _allowed_to_retry(request)
-    message_id = _message_id(request)
+    allowed_to_change(request)
+    message_id = message_id_of(request)
     user = session_of(request).user.name
     async with request.app[ENGINE].begin() as conn:
         refused = await store.retry_failed(conn, message_id)
