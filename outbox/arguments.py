@@ -16,6 +16,7 @@ from outbox.errors import ConfigurationError
 from outbox.logs import LOG_FORMATS, LOG_LEVELS
 from outbox.policy.commands import add_optout_command
 from outbox.policy.quiet import RULE, QuietHours, parse_quiet_hours
+from outbox.settings import MEDIA_MODES
 from outbox.status import MAX_LIST_LIMIT
 
 _DURATION = re.compile(r"^(\d+)([mhd])$")
@@ -88,6 +89,14 @@ def fraction(text: str) -> float:
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"invalid fraction {text!r}: must be from 0 to 1")
     return value
+
+
+def media_mode(text: str) -> str:
+    """`--media-mode link|upload`."""
+    mode = text.strip().lower()
+    if mode not in MEDIA_MODES:
+        raise argparse.ArgumentTypeError(f"must be {' or '.join(MEDIA_MODES)}, not {text!r}")
+    return mode
 
 
 def quiet_hours(text: str) -> QuietHours:
@@ -168,6 +177,15 @@ DAEMON_FLAGS: dict[str, DaemonFlag] = {
         "HH:MM-HH:MM",
         "send nothing while it is this late in the recipient's time zone(s), e.g. 21:00-09:00; "
         "rows wait for the opening (default: $OUTBOX_QUIET_HOURS, else any hour)",
+    ),
+    "media-mode": DaemonFlag(
+        media_mode,
+        "link|upload",
+        "upload: each media file is uploaded to Meta once and sent by its id; link: Meta fetches "
+        "the link on every send (default: $OUTBOX_MEDIA_MODE, else upload)",
+    ),
+    "upload-rate": DaemonFlag(
+        float, "N", "media uploads per second per sender, shared by every daemon (default 10)"
     ),
 }
 

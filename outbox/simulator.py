@@ -45,6 +45,7 @@ from aiohttp import web
 from outbox.errors import ConfigurationError
 from outbox.logs import mask_recipient
 from outbox.schema import MAX_CAPTION_LENGTH, MAX_TEXT_LENGTH, MEDIA_KINDS
+from outbox.simulator_media import MAX_UPLOAD_BYTES, MediaRefusal, SimulatedMedia
 from outbox.status_webhooks import STEPS, StatusNotifier
 
 logger = logging.getLogger("outbox.simulator")
@@ -275,6 +276,7 @@ class Simulator:
     _pairs: dict[str, tuple[float, float]] = field(default_factory=dict)
     _accepting: asyncio.Event = field(default_factory=asyncio.Event)
     notifier: StatusNotifier | None = None
+    media: SimulatedMedia = field(default_factory=SimulatedMedia)
 
     async def wait_for_accepted(self, count: int) -> None:
         """Return once at least `count` messages have been accepted."""
@@ -283,8 +285,10 @@ class Simulator:
             await self._accepting.wait()
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=1024 * 1024)
+        app = web.Application(client_max_size=MAX_UPLOAD_BYTES)
         app.router.add_post("/{version}/{phone_number_id}/messages", self.handle_message)
+        app.router.add_post("/{version}/{phone_number_id}/media", self.handle_upload)
+        self.media.routes(app)
         app.router.add_get("/_simulator/messages", self.handle_accepted)
         app.router.add_get("/{version}/{phone_number_id}", self.handle_lookup)
         app.on_cleanup.append(self._close_notifier)
@@ -392,7 +396,12 @@ class Simulator:
             check_template(body.get("template"))
         elif kind in MEDIA_KINDS:
             media = body.get(kind)
-            if not isinstance(media, dict) or not str(media.get("link", "")).startswith(
+            if isinstance(media, dict) and "id" in media and "link" not in media:
+                try:
+                    self.media.check_id(kind, media["id"])
+                except MediaRefusal as refusal:
+                    raise Refusal(refusal.code, refusal.message) from None
+            elif not isinstance(media, dict) or not str(media.get("link", "")).startswith(
                 ("http://", "https://")
             ):
                 raise Refusal(131009, f"Parameter {kind}['link'] is not a valid URL")
@@ -401,6 +410,18 @@ class Simulator:
         else:
             raise Refusal(100, f"Unsupported message type {kind!r}")
         return body
+
+    async def handle_upload(self, request: web.Request) -> web.StreamResponse:
+        """POST /{phone_number_id}/media: a file uploaded, its media id answered."""
+        if self.unreachable:
+            return self._drop(request)
+        try:
+            self._check_sender(request)
+            return await self.media.upload(request, request.match_info["phone_number_id"])
+        except Refusal as refusal:
+            return refusal.response()
+        except MediaRefusal as refusal:
+            return Refusal(refusal.code, refusal.message).response()
 
     async def handle_message(self, request: web.Request) -> web.StreamResponse:
         """A send: answered as Meta would, and one INFO line saying how."""
@@ -451,6 +472,7 @@ class Simulator:
                 "callback": body.get("biz_opaque_callback_data"),
                 "body": body.get("text", {}).get("body") if body["type"] == "text" else None,
                 "link": body.get(body["type"], {}).get("link"),
+                "media_id": body.get(body["type"], {}).get("id"),
                 "at": time.time(),
                 "received": received,
                 "host": request.host,
