@@ -36,7 +36,7 @@ REVISION_TABLES = {
     "0011": "outbox_costs",
     "0012": "outbox_audit",
     "0013": "outbox_templates",
-    "0014": "outbox_media",
+    "0017": "outbox_media",
 }
 
 
