@@ -48,6 +48,7 @@ def environ(dsn: str, url: str) -> dict[str, str]:
         "META_ACCESS_TOKEN": TOKEN,
         "META_PHONE_NUMBER_ID": PHONE,
         "META_GRAPH_API_URL": url,
+        "OUTBOX_MEDIA_MODE": "link",  # cdn.example.com does not exist; the simulator takes links
     }
 
 

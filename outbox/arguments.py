@@ -18,6 +18,7 @@ from outbox.policy.commands import add_optout_command
 from outbox.policy.quiet import RULE, QuietHours, parse_quiet_hours
 from outbox.policy.tier import RULE as LIMIT_RULE
 from outbox.policy.tier import DailyLimit, parse_daily_limit
+from outbox.settings import MEDIA_MODES
 from outbox.status import MAX_LIST_LIMIT
 
 _DURATION = re.compile(r"^(\d+)([mhd])$")
@@ -90,6 +91,14 @@ def fraction(text: str) -> float:
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"invalid fraction {text!r}: must be from 0 to 1")
     return value
+
+
+def media_mode(text: str) -> str:
+    """`--media-mode link|upload`."""
+    mode = text.strip().lower()
+    if mode not in MEDIA_MODES:
+        raise argparse.ArgumentTypeError(f"must be {' or '.join(MEDIA_MODES)}, not {text!r}")
+    return mode
 
 
 def quiet_hours(text: str) -> QuietHours:
@@ -186,6 +195,15 @@ DAEMON_FLAGS: dict[str, DaemonFlag] = {
         "templates outside a customer-service window may reach, shared by every daemon; rows "
         "beyond it wait (tier_budget). Wins over the limit Meta's webhooks report (default: "
         "$OUTBOX_DAILY_LIMIT, else the webhooks' limit, else none)",
+    ),
+    "media-mode": DaemonFlag(
+        media_mode,
+        "link|upload",
+        "upload: each media file is uploaded to Meta once and sent by its id; link: Meta fetches "
+        "the link on every send (default: $OUTBOX_MEDIA_MODE, else upload)",
+    ),
+    "upload-rate": DaemonFlag(
+        float, "N", "media uploads per second per sender, shared by every daemon (default 10)"
     ),
 }
 

@@ -41,11 +41,13 @@ from outbox.events import EventLog
 from outbox.gate import State
 from outbox.limiter import RateLimiter
 from outbox.listener import NotificationListener
+from outbox.media.ids import MediaIds
 from outbox.metrics.backlog import BacklogGauges
 from outbox.metrics.daemon import DaemonMetrics
 from outbox.metrics.health import NumberHealth
 from outbox.pauses import PauseWatcher
 from outbox.pool import Pool
+from outbox.rate import SharedRate
 from outbox.recorder import PartRecorder
 from outbox.retry import expo_delays
 from outbox.rows import RowSender
@@ -345,12 +347,28 @@ class Daemon:
                     access_token=token,
                     timeout=settings.request_timeout,
                 )
-                await self._run_with(pool, dsn, api)
+                media = (
+                    MediaIds(
+                        pool,
+                        api,
+                        SharedRate(pool, settings.upload_rate),
+                        on_upload=lambda sender: self.metrics.media_uploads.labels(sender).inc(),
+                    )
+                    if settings.media_mode == "upload"
+                    else None
+                )
+                try:
+                    await self._run_with(pool, dsn, api, media)
+                finally:
+                    if media is not None:
+                        await media.close()
         finally:
             await pool.close(CLOSE_TIMEOUT)
         return self._exit_code
 
-    async def _run_with(self, pool: Pool, dsn: str, api: CloudAPI) -> None:
+    async def _run_with(
+        self, pool: Pool, dsn: str, api: CloudAPI, media: MediaIds | None = None
+    ) -> None:
         self._pool = pool
         self._recorder = PartRecorder(
             pool,
@@ -374,6 +392,7 @@ class Daemon:
             self.metrics,
             installation=await installation_id(pool),
             clock=self.clock,
+            media=media,
         )
         backlog = BacklogGauges(pool, self.metrics.pending, self.metrics.oldest_pending)
         pauses = PauseWatcher(pool, self.senders.operator, self.wake)

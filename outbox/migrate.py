@@ -39,6 +39,7 @@ REVISION_TABLES = {
     "0014": "outbox_tier_recipients",
     "0015": "outbox_messages",
     "0016": "outbox_rollup",
+    "0017": "outbox_media",
 }
 
 

@@ -29,6 +29,8 @@ from outbox.events import Event, EventLog
 from outbox.gate import Gate, State
 from outbox.limiter import RateLimiter
 from outbox.logs import bind_row, mask_recipient
+from outbox.media.fetch import MediaRefused, MediaUnreachable
+from outbox.media.ids import MediaIds, refuses_media_id
 from outbox.metrics.daemon import DaemonMetrics
 from outbox.pace import InFlightTarget
 from outbox.policy import decide as policy_decide
@@ -135,10 +137,12 @@ class RowSender:
         *,
         installation: str,
         clock: Callable[[], datetime] | None = None,
+        media: MediaIds | None = None,
     ) -> None:
         self.settings = settings
         # The wall clock quiet hours are judged by (tests give their own).
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+        self._media = media  # media parts go by the id of their upload (None: by link)
         self._installation = installation  # goes into every send's callback data
         self.abandon = False
         self.accepted = 0  # parts this daemon sent and Meta accepted, for the stop line
@@ -282,7 +286,7 @@ class RowSender:
                 await self._fail(claim, "expired: not sent before its deadline")
                 return
             try:
-                wamid = await self._send(claim, recipient, parts[index], index)
+                wamid = await self._send_part(claim, recipient, parts[index], index)
                 self.accepted += 1
                 logger.info(
                     "%s: part %d/%d accepted as %s",
@@ -302,6 +306,12 @@ class RowSender:
             except Expired:
                 await self._fail(claim, "expired: not sent before its deadline")
                 return
+            except MediaRefused as exc:
+                await self._fail(claim, f"media part {index + 1}: {exc}")
+                return
+            except MediaUnreachable as exc:
+                await self._media_later(claim, index, exc)
+                return
             except InDoubt as error:
                 settled = await self._reconciled(claim, recipient, index, len(parts))
                 if settled is None:
@@ -315,6 +325,40 @@ class RowSender:
             self._answered(claim.sender, recipient)
             if not await self._record(claim, index, wamid, len(parts)):
                 return
+
+    async def _send_part(self, claim: Claim, recipient: str, part: Part, index: int) -> str:
+        """Send one part; a media part by the id of its upload when uploads are on, uploaded
+        once more if Meta refuses the id it was given (expired or deleted)."""
+        if self._media is None or part.url is None:
+            return await self._send(claim, recipient, part, index)
+        by_id = await self._media.prepared(part, claim.sender)
+        try:
+            return await self._send(claim, recipient, by_id, index)
+        except SendError as error:
+            if not refuses_media_id(error):
+                raise
+            assert by_id.media_id is not None
+            logger.info(
+                "%s: part %d: Meta refused media %s (%s); uploading it again",
+                _named(claim),
+                index + 1,
+                by_id.media_id,
+                error,
+            )
+            await self._media.forget(by_id.media_id)
+            again = await self._media.prepared(part, claim.sender, fresh=True)
+            return await self._send(claim, recipient, again, index)
+
+    async def _media_later(self, claim: Claim, index: int, exc: MediaUnreachable) -> None:
+        """The link's host did not answer: the row tries again later, its attempt counted (the
+        sender is fine: no outage), and fails once its attempts are spent."""
+        reason = f"media part {index + 1}: {exc}"
+        if claim.attempts >= self.settings.max_attempts:
+            await self._fail(claim, f"{reason} (gave up after {claim.attempts} attempts)")
+        else:
+            await self._reschedule(
+                claim, retry_delay(claim.attempts, self.settings.retry_delay), reason
+            )
 
     async def _quiet(
         self, claim: Claim, recipient: str, own_hours: str | None, own_zone: str | None

@@ -100,6 +100,9 @@ def default_home() -> Path:
     return Path.home() / ".local" / "share" / "outbox"
 
 
+MEDIA_MODES = ("upload", "link")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the CLI, the daemon and the webhook receiver read from the environment."""
@@ -146,6 +149,10 @@ class Settings:
     # The portfolio's messaging limit, unique customers per moving 24 h (OUTBOX_DAILY_LIMIT,
     # --daily-limit 250|2K|unlimited; outbox.policy.tier). None: the one Meta's webhooks told.
     daily_limit: DailyLimit | None = None
+    # Media parts: "upload" (each file uploaded once, sent by its media id; outbox/media/) or
+    # "link" (Meta fetches the link on every send). OUTBOX_MEDIA_MODE, --media-mode.
+    media_mode: str = "upload"
+    upload_rate: float = 10.0  # media uploads per second per sender, across daemons
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value these settings hold: database passwords (in either URL form),
@@ -190,6 +197,7 @@ class Settings:
             "pause_probe",
             "request_timeout",
             "shutdown_timeout",
+            "upload_rate",
         ):
             value = getattr(self, name)
             if not 0 < value <= MAX_SECONDS:
@@ -202,6 +210,11 @@ class Settings:
             raise ConfigurationError("reconcile-seconds: must be from 0 to ten years")
         if self.max_age < 0:
             raise ConfigurationError("max-age: must not be negative")
+        if self.media_mode not in MEDIA_MODES:
+            raise ConfigurationError(
+                f"media-mode (OUTBOX_MEDIA_MODE): must be {' or '.join(MEDIA_MODES)}, "
+                f"not {self.media_mode!r}"
+            )
         if self.quick_retry_delay < 0:
             raise ConfigurationError("quick-retry-delay: must not be negative")
 
@@ -237,6 +250,7 @@ class Settings:
             dashboard_users=_path(get("OUTBOX_DASHBOARD_USERS")),
             quiet_hours=_quiet_hours(get("OUTBOX_QUIET_HOURS")),
             daily_limit=_daily_limit(get("OUTBOX_DAILY_LIMIT")),
+            media_mode=(get("OUTBOX_MEDIA_MODE") or "upload").lower(),
         )
 
 

@@ -45,6 +45,7 @@ from aiohttp import web
 from outbox.errors import ConfigurationError
 from outbox.logs import mask_recipient
 from outbox.schema import MAX_CAPTION_LENGTH, MAX_TEXT_LENGTH, MEDIA_KINDS
+from outbox.simulator_media import MAX_UPLOAD_BYTES, MediaRefusal, SimulatedMedia
 from outbox.simulator_rules import TEMPLATE_DISABLED, TEMPLATE_PAUSED, BadControl, MetaRules
 from outbox.status_webhooks import STEPS, StatusNotifier
 
@@ -280,6 +281,8 @@ class Simulator:
     notifier: StatusNotifier | None = None
     # Meta's rules (simulator_rules.py): windows, opt-outs, template statuses.
     rules: MetaRules = field(default_factory=MetaRules)
+    # Uploaded media and the test file host (simulator_media.py).
+    media: SimulatedMedia = field(default_factory=SimulatedMedia)
 
     def __post_init__(self) -> None:
         if self.phone_number_id is not None:  # its webhooks name the number it serves
@@ -292,8 +295,10 @@ class Simulator:
             await self._accepting.wait()
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=1024 * 1024)
+        app = web.Application(client_max_size=MAX_UPLOAD_BYTES)
         app.router.add_post("/{version}/{phone_number_id}/messages", self.handle_message)
+        app.router.add_post("/{version}/{phone_number_id}/media", self.handle_upload)
+        self.media.routes(app)
         app.router.add_get("/_simulator/messages", self.handle_accepted)
         app.router.add_get("/{version}/{phone_number_id}", self.handle_lookup)
         for path, play in (
@@ -429,7 +434,12 @@ class Simulator:
             check_template(body.get("template"))
         elif kind in MEDIA_KINDS:
             media = body.get(kind)
-            if not isinstance(media, dict) or not str(media.get("link", "")).startswith(
+            if isinstance(media, dict) and "id" in media and "link" not in media:
+                try:
+                    self.media.check_id(kind, media["id"])
+                except MediaRefusal as refusal:
+                    raise Refusal(refusal.code, refusal.message) from None
+            elif not isinstance(media, dict) or not str(media.get("link", "")).startswith(
                 ("http://", "https://")
             ):
                 raise Refusal(131009, f"Parameter {kind}['link'] is not a valid URL")
@@ -438,6 +448,18 @@ class Simulator:
         else:
             raise Refusal(100, f"Unsupported message type {kind!r}")
         return body
+
+    async def handle_upload(self, request: web.Request) -> web.StreamResponse:
+        """POST /{phone_number_id}/media: a file uploaded, its media id answered."""
+        if self.unreachable:
+            return self._drop(request)
+        try:
+            self._check_sender(request)
+            return await self.media.upload(request, request.match_info["phone_number_id"])
+        except Refusal as refusal:
+            return refusal.response()
+        except MediaRefusal as refusal:
+            return Refusal(refusal.code, refusal.message).response()
 
     async def handle_message(self, request: web.Request) -> web.StreamResponse:
         """A send: answered as Meta would, and one INFO line saying how."""
@@ -494,6 +516,7 @@ class Simulator:
                 "callback": body.get("biz_opaque_callback_data"),
                 "body": body.get("text", {}).get("body") if body["type"] == "text" else None,
                 "link": body.get(body["type"], {}).get("link"),
+                "media_id": body.get(body["type"], {}).get("id"),
                 "at": time.time(),
                 "received": received,
                 "host": request.host,

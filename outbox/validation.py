@@ -18,6 +18,7 @@ import phonenumbers
 from phonenumbers import ValidationResult
 
 from outbox.errors import InvalidMessage
+from outbox.media.limits import refused_by_extension
 from outbox.schema import (
     MAX_CAPTION_LENGTH,
     MAX_MEDIA_PARTS,
@@ -232,6 +233,16 @@ def check_filename(filename: object, kind: str, field: str) -> str | None:
     return check_storable(filename, field)
 
 
+def check_media_url(kind: str, url: object, field: str) -> str:
+    """A media link (check_url) whose file extension, if it names a type, names one Meta takes
+    for `kind` (outbox/media/limits.py): a .gif is no image Meta sends."""
+    checked = check_url(url, field)
+    reason = refused_by_extension(kind, checked)
+    if reason is not None:
+        raise InvalidMessage(field, reason, rule="media_type")
+    return checked
+
+
 def check_part(part: object, field: str) -> dict[str, str]:
     """One explicit media part: type, url, optional caption (not audio), optional filename."""
     if not isinstance(part, Mapping):
@@ -246,7 +257,7 @@ def check_part(part: object, field: str) -> dict[str, str]:
         raise InvalidMessage(
             f"{field}.type", f"must be one of {', '.join(MEDIA_KINDS)}", rule="choice"
         )
-    checked = {"type": kind, "url": check_url(part.get("url"), f"{field}.url")}
+    checked = {"type": kind, "url": check_media_url(kind, part.get("url"), f"{field}.url")}
     caption = check_caption(part.get("caption"), kind, f"{field}.caption")
     if caption is not None:
         checked["caption"] = caption
@@ -273,7 +284,8 @@ def media_from_dict(media_urls: Mapping[object, object]) -> list[dict[str, str]]
         if isinstance(urls, str | bytes) or not isinstance(urls, Sequence):
             raise InvalidMessage(f"media_urls.{key}", "must be a list of URLs", rule="type")
         for index, url in enumerate(urls):
-            parts.append({"type": kind, "url": check_url(url, f"media_urls.{key}[{index}]")})
+            field = f"media_urls.{key}[{index}]"
+            parts.append({"type": kind, "url": check_media_url(kind, url, field)})
     return parts
 
 

@@ -31,11 +31,13 @@ MAX_RETRY_AFTER = 86400.0  # a sane bound before retry.py applies its own ceilin
 
 @dataclass(frozen=True)
 class Part:
-    """One message to send: a media item by link, the text, or a template."""
+    """One message to send: a media item (by link, or by the id of its upload), the text, or a
+    template."""
 
     type: str  # text, image, video, document, audio, template
     body: str | None = None
     url: str | None = None
+    media_id: str | None = None  # sent instead of `url` once the file was uploaded
     caption: str | None = None
     filename: str | None = None
     template: dict[str, Any] | None = None  # Meta's template object, sent as is
@@ -79,7 +81,9 @@ def payload(recipient: str, part: Part, callback_data: str | None = None) -> dic
             text["preview_url"] = True
         body["text"] = text
     else:
-        media: dict[str, Any] = {"link": part.url}
+        media: dict[str, Any] = (
+            {"id": part.media_id} if part.media_id is not None else {"link": part.url}
+        )
         if part.caption and part.type != "audio":
             media["caption"] = part.caption
         if part.filename and part.type == "document":
@@ -201,6 +205,8 @@ class CloudAPI:
         self.url = self.url_for(phone_number_id)
         self._headers = {"Authorization": f"Bearer {access_token}"}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        # A file of up to 100 MB goes up: the request timeout for its answer, more to send it.
+        self._upload_timeout = aiohttp.ClientTimeout(total=max(timeout * 8, 120.0))
         self._lookups: dict[str, asyncio.Future[str | None]] = {}
 
     def __repr__(self) -> str:
@@ -258,6 +264,36 @@ class CloudAPI:
             ) from None
         except aiohttp.ClientError as exc:
             raise TransportError(_described(exc)) from None
+
+    async def upload_media(self, sender: str, content: bytes, mime: str, filename: str) -> str:
+        """POST the file to /{sender}/media (multipart, as Meta takes it); the media id, or a
+        GraphError / TransportError. Never InDoubt: uploading a file twice sends nothing."""
+        form = aiohttp.FormData()
+        form.add_field("messaging_product", "whatsapp")
+        form.add_field("type", mime)
+        form.add_field("file", content, filename=filename, content_type=mime)
+        try:
+            async with self._session.post(
+                f"{self._base}/{sender}/media",
+                data=form,
+                headers=self._headers,
+                timeout=self._upload_timeout,
+            ) as response:
+                text = (await _read_capped(response)).decode("utf-8", "replace")
+                if not _accepted(response.status):
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    raise error_from_response(response.status, text, retry_after)
+        except TimeoutError:
+            raise TransportError("the media upload timed out") from None
+        except aiohttp.ClientError as exc:
+            raise TransportError(f"the media upload failed: {_described(exc)}") from None
+        try:
+            media_id = json.loads(text).get("id")
+        except (ValueError, AttributeError):
+            media_id = None
+        if not isinstance(media_id, str | int) or not _WAMID.match(str(media_id)):
+            raise TransportError("the media upload was answered without a media id")
+        return str(media_id)
 
     async def unreachable(self, sender: str | None = None) -> str | None:
         """Why the Graph API does not answer at all, or None when it does, asked without sending

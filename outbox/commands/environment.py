@@ -18,6 +18,8 @@ VARIABLES = {
     "META_WEBHOOK_VERIFY_TOKEN": "answers Meta's webhook verification",
     "OUTBOX_OPTOUT_KEYWORDS": "inbound texts that opt a customer out of marketing",
     "OUTBOX_RATE_CARD": "the rate card CSV that prices charged messages",
+    "OUTBOX_QUIET_HOURS": "HH:MM-HH:MM when nothing is sent (the recipient's local time)",
+    "OUTBOX_MEDIA_MODE": "upload (default: each file uploaded once) or link",
 }
 _DATABASE = ("OUTBOX_DATABASE_URL", "OUTBOX_HOME")
 _GRAPH = (
@@ -27,7 +29,14 @@ _GRAPH = (
     "META_GRAPH_API_VERSION",
 )
 READS: dict[str, tuple[str, ...]] = {
-    "run": (*_DATABASE, "OUTBOX_LISTEN_URL", *_GRAPH, "META_APP_SECRET"),
+    "run": (
+        *_DATABASE,
+        "OUTBOX_LISTEN_URL",
+        *_GRAPH,
+        "META_APP_SECRET",
+        "OUTBOX_QUIET_HOURS",
+        "OUTBOX_MEDIA_MODE",
+    ),
     "webhook": (
         *_DATABASE,
         "META_APP_SECRET",

@@ -134,6 +134,7 @@ class Stage:
             META_ACCESS_TOKEN=TOKEN,
             META_PHONE_NUMBER_ID=PHONE_NUMBER_ID,
             META_GRAPH_API_URL=self.api_url,
+            OUTBOX_MEDIA_MODE="link",  # its photos are links to example.com
         )
         log = self.workdir / f"daemon-{len(self._logs) + 1}.log"
         self._logs.append(log)

@@ -110,6 +110,12 @@ class DaemonMetrics:
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
+        self.media_uploads = Counter(
+            "outbox_media_uploads",
+            "Media files this daemon uploaded to Meta (--media-mode upload), by sender",
+            ["sender"],
+            registry=registry,
+        )
         self.failed = Counter(
             "outbox_messages_failed",
             "Rows this daemon marked failed (permanent errors, attempts used up, expiry, bad data)",

@@ -82,6 +82,7 @@ class Fleet:
             META_ACCESS_TOKEN=token,
             META_PHONE_NUMBER_ID=PHONE,
             META_GRAPH_API_URL=url,
+            OUTBOX_MEDIA_MODE="link",  # the load links to hosts that do not exist
         )
         env.update(environ or {})
         args = [item for pair in {**FLAGS, **(flags or {})}.items() for item in pair]

@@ -32,4 +32,5 @@ def settings(database_url: str, simulator: Simulator) -> outbox.Settings:
         quick_retry_delay=0.0,
         pause_probe=0.2,
         shutdown_timeout=5,
+        media_mode="link",  # tests link to hosts that do not exist (test_media.py uploads)
     )

@@ -93,6 +93,7 @@ def daemon_env(dsn: str, graph_url: str) -> dict[str, str]:
         "META_ACCESS_TOKEN": TOKEN,
         "META_PHONE_NUMBER_ID": PHONE,
         "META_GRAPH_API_URL": graph_url,
+        "OUTBOX_MEDIA_MODE": "link",
     }
 
 

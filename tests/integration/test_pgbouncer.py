@@ -69,7 +69,10 @@ def outbox_env(
 ) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("OUTBOX_")}
     env.update(
-        OUTBOX_DATABASE_URL=database_url, META_ACCESS_TOKEN=TOKEN, META_PHONE_NUMBER_ID=PHONE
+        OUTBOX_DATABASE_URL=database_url,
+        META_ACCESS_TOKEN=TOKEN,
+        META_PHONE_NUMBER_ID=PHONE,
+        OUTBOX_MEDIA_MODE="link",  # its media links name hosts that do not exist
     )
     if simulator is not None:
         env["META_GRAPH_API_URL"] = simulator.url  # type: ignore[attr-defined]

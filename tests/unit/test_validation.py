@@ -10,7 +10,7 @@ import pytest
 
 from outbox import InvalidMessage
 from outbox.schema import MAX_MEDIA_PARTS
-from outbox.validation import normalize_recipient, validate
+from outbox.validation import normalize_media, normalize_recipient, validate
 
 IMAGE = "https://a.example/x.jpg"
 
@@ -467,3 +467,37 @@ def test_every_rule_id_the_package_raises_is_documented_in_the_readme() -> None:
     documented = set(re.findall(r"`([a-z_]+)`", table.split("\n## ", 1)[0]))
     assert raised, "no rule ids found: the pattern no longer matches the code"
     assert raised <= documented, f"undocumented rule ids: {sorted(raised - documented)}"
+
+
+@pytest.mark.parametrize(
+    ("kind", "url"),
+    [
+        ("image", "https://cdn.example.com/a.gif"),
+        ("image", "https://cdn.example.com/a.webp"),
+        ("video", "https://cdn.example.com/a.mov"),
+        ("document", "https://cdn.example.com/a.png"),
+    ],
+    ids=["gif-image", "webp-image", "mov-video", "png-document"],
+)
+def test_a_link_whose_extension_meta_does_not_take_for_its_kind_is_refused(
+    kind: str, url: str
+) -> None:
+    with pytest.raises(InvalidMessage) as caught:
+        normalize_media([{"type": kind, "url": url}])
+    assert caught.value.field == "media_urls[0].url"
+    assert caught.value.rule == "media_type"
+
+
+@pytest.mark.parametrize(
+    ("kind", "url"),
+    [
+        ("image", "https://cdn.example.com/a.JPG"),
+        ("image", "https://cdn.example.com/render?id=7"),
+        ("document", "https://cdn.example.com/invoice.pdf?X-Amz-Signature=abc"),
+        ("audio", "https://cdn.example.com/note.opus"),
+        ("video", "https://cdn.example.com/clip.3gp"),
+    ],
+    ids=["upper-case-jpg", "no-extension", "presigned-pdf", "opus", "3gp"],
+)
+def test_a_link_of_a_type_meta_takes_or_of_no_known_type_is_kept(kind: str, url: str) -> None:
+    assert normalize_media([{"type": kind, "url": url}])[0]["type"] == kind
