@@ -612,6 +612,7 @@ rollup_marks = sa.Table(
     sa.Column(
         "folded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
+)
 
 # Media uploaded to Meta (`--media-mode upload`): per sender and link, the content's hash and
 # the media id Meta gave for it. A link seen again is sent by its id without being fetched; a

@@ -29,9 +29,7 @@ def upgrade() -> None:
         sa.Column("uploaded_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("sender", "url", name="pk_outbox_media"),
     )
-    op.create_index(
-        "ix_outbox_media_content", "outbox_media", ["sender", "sha256", "uploaded_at"]
-    )
+    op.create_index("ix_outbox_media_content", "outbox_media", ["sender", "sha256", "uploaded_at"])
     op.create_index("ix_outbox_media_media_id", "outbox_media", ["media_id"])
 
 
