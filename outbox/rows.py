@@ -143,6 +143,7 @@ class RowSender:
         # The wall clock quiet hours are judged by (tests give their own).
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self._media = media  # media parts go by the id of their upload (None: by link)
+        self._limit = policy_tier.LimitWatch(pool, settings.daily_limit)
         self._installation = installation  # goes into every send's callback data
         self.abandon = False
         self.accepted = 0  # parts this daemon sent and Meta accepted, for the stop line
@@ -388,6 +389,8 @@ class RowSender:
         """Beyond the portfolio's daily limit, the row waits for a place (its attempt given back,
         no request; looked at again within the hour, as the limit may change), or fails
         `expired` when its deadline comes first. True: it was."""
+        if not await self._limit.in_effect():
+            return False
         async with self._pool.begin() as conn:
             verdict = await policy_tier.reserve(
                 conn, recipient, configured=self.settings.daily_limit, category=ruling.category

@@ -16,6 +16,7 @@ last one Meta's webhooks told (outbox.policy.health), else none (sent as before)
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -23,6 +24,7 @@ from outbox.connections import AsyncConnectionLike
 from outbox.errors import ConfigurationError
 from outbox.policy.consent import MARKETING
 from outbox.policy.numbers import canonical
+from outbox.pool import Pool
 from outbox.store import tier as store
 
 TIER_BUDGET = "tier_budget"
@@ -32,6 +34,33 @@ RULE = "a positive number of customers (250, 2000, 2K, TIER_10K...) or unlimited
 # `max_daily_conversations_per_business`; whatsapp_business_manager_messaging_limit).
 _SIZE = re.compile(r"^(?:TIER_)?([0-9]+)(K?)$")
 _UNLIMITED = ("UNLIMITED", "TIER_UNLIMITED")
+
+
+LIMIT_TTL = 30.0  # seconds a daemon trusts what it read of the webhooks' limit
+
+
+class LimitWatch:
+    """Whether a limit is in effect: the configured one, else the webhooks' (re-read at most
+    every LIMIT_TTL seconds). With none, or an unlimited one, a send takes no place in the
+    budget: no lock, no count, nothing on the hot path. Customers are counted from the moment a
+    limit is known."""
+
+    def __init__(self, pool: Pool, configured: DailyLimit | None) -> None:
+        self._pool = pool
+        self._configured = configured
+        self._known = False
+        self._until = float("-inf")
+
+    async def in_effect(self) -> bool:
+        if self._configured is not None:
+            return self._configured.customers is not None
+        now = time.monotonic()
+        if now >= self._until:
+            async with self._pool.connect() as conn:
+                row = await store.usage(conn)
+            self._known = bool(row["webhook_known"]) and row["webhook_limit"] is not None
+            self._until = now + LIMIT_TTL
+        return self._known
 
 
 @dataclass(frozen=True)

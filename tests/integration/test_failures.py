@@ -166,6 +166,7 @@ async def test_postgres_restart_under_a_running_daemon_is_ridden_out(
         concurrency=8,
         poll_interval=0.5,
         rate=1000,
+        media_mode="link",  # its media links name a host that does not exist
     )
     daemon = Daemon(settings)
     running = asyncio.create_task(daemon.run())

@@ -214,3 +214,25 @@ async def test_a_row_whose_deadline_comes_before_a_place_frees_fails_expired(
             sa.text("SELECT last_error FROM outbox_messages WHERE id = :id"), {"id": late}
         )
     assert error.startswith("expired: its deadline comes before a place frees (tier_budget:")
+
+
+async def test_without_a_known_limit_a_template_takes_no_place_in_the_budget(
+    settings: outbox.Settings, engine: AsyncEngine, simulator: Simulator
+) -> None:
+    rows = await enqueue_templates(engine, customers(5))
+    assert settings.daily_limit is None
+    assert await run_until(settings, engine, rows, {"sent": 5}) == {"sent": 5}
+    async with engine.connect() as conn:
+        placed = await conn.execute(sa.text("SELECT count(*) FROM outbox_tier_recipients"))
+        assert placed.scalar_one() == 0
+
+
+async def test_an_unlimited_configured_limit_takes_no_place_either(
+    settings: outbox.Settings, engine: AsyncEngine, simulator: Simulator
+) -> None:
+    rows = await enqueue_templates(engine, customers(5))
+    unlimited = replace(settings, daily_limit=DailyLimit(None))
+    assert await run_until(unlimited, engine, rows, {"sent": 5}) == {"sent": 5}
+    async with engine.connect() as conn:
+        placed = await conn.execute(sa.text("SELECT count(*) FROM outbox_tier_recipients"))
+        assert placed.scalar_one() == 0
