@@ -218,6 +218,7 @@ class RowSender:
                 recipient,
                 template_row=template is not None,
                 accepted=claim.accepted,
+                may_have_sent=claim.in_doubt > 0 or claim.taken_over,
             )
         if ruling.fail is not None:
             logger.info("message %d: %s", claim.id, ruling.fail)

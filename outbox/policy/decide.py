@@ -65,6 +65,7 @@ def decide(
     fallback: dict[str, Any] | None,
     sent_fallback: bool,
     template: TemplateRuling | None = None,
+    may_have_sent: bool = False,
 ) -> Ruling:
     """The rules of issue 16 for one row (see README, "Meta's rules").
 
@@ -73,7 +74,10 @@ def decide(
     as its fallback template when it has one and nothing of it was sent yet (the fallback then
     answers to the consent rule), else it fails `window_closed`. A row that switched to its
     fallback stays switched. A template the catalogue says is paused or disabled (`template`,
-    about the row's template, else its fallback) holds or fails the row that would send it."""
+    about the row's template, else its fallback) holds or fails the row that would send it.
+    `may_have_sent`: a request for its first part may have been accepted (in doubt, or the row
+    was taken over from a holder whose request's fate is unknown): then a closed window fails
+    it instead of switching, so that the customer never gets both the text and the template."""
     if template_row:
         if withheld(category, suppressed):
             return Ruling(fail=f"{OPTED_OUT}: the customer stopped marketing messages")
@@ -89,6 +93,11 @@ def decide(
         return Ruling(fail=f"{WINDOW_CLOSED}: {closed}; no fallback template")
     if accepted > 0:
         return Ruling(fail=f"{WINDOW_CLOSED}: {closed} after {accepted} part(s) were sent")
+    if may_have_sent:
+        return Ruling(
+            fail=f"{WINDOW_CLOSED}: {closed}; not sent as its fallback template, since its own "
+            "first part may have gone already (a request with no clear answer)"
+        )
     return _fallback(fallback, category, suppressed, switch=True, template=template)
 
 
@@ -134,6 +143,7 @@ async def rule(
     *,
     template_row: bool,
     accepted: int,
+    may_have_sent: bool = False,
 ) -> Ruling:
     """The ruling for a claimed row, read in one query."""
     facts = await store.row_facts(conn, row_id, sender, forms(recipient), canonical(recipient))
@@ -150,6 +160,7 @@ async def rule(
         category=facts["category"],
         fallback=json.loads(raw) if isinstance(raw, str) else raw,
         sent_fallback=bool(facts["sent_fallback"]),
+        may_have_sent=may_have_sent,
         template=template_ruling(
             status,
             facts["template_paused_until"],

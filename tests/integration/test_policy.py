@@ -3,6 +3,8 @@ PostgreSQL: the customer-service window with fallback templates, and the suppres
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -10,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
+from outbox.daemon import Daemon
 from outbox.simulator import Simulator
 from tests.daemon_helpers import PHONE, drain, enqueue, script, status
 
@@ -368,3 +371,28 @@ async def test_enqueue_sync_takes_a_fallback(database_url: str) -> None:
     finally:
         engine.dispose()
     assert tuple(stored) == ("we_miss_you", "utility")
+
+
+async def test_a_text_in_doubt_is_never_followed_by_its_fallback_when_the_window_closes(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    await wrote(engine, timedelta(hours=1))
+    script(simulator, CUSTOMER, {"accept_and_hang": True})  # accepted, the answer never comes
+    row = await enqueue(engine, CUSTOMER, "Your table is ready", fallback=FALLBACK)
+    options = replace(settings, request_timeout=1.0, reconcile_seconds=0, retry_delay=0.2)
+    daemon = asyncio.create_task(Daemon(options, drain=True).run())
+    await simulator.wait_for_accepted(1)
+    async with engine.begin() as conn:  # meanwhile Meta closes the window (a 131047 elsewhere)
+        await conn.execute(
+            sa.text(
+                "INSERT INTO outbox_window_closures (phone_number_id, customer, closed_at)"
+                " VALUES (:phone, :customer, now())"
+            ),
+            {"phone": PHONE, "customer": CUSTOMER},
+        )
+    assert await asyncio.wait_for(daemon, 30) == 0
+    assert [m["type"] for m in simulator.accepted] == ["text"], "text and template both went"
+    delivery = await status(engine, row)
+    assert delivery.status == "failed"
+    assert (delivery.last_error or "").startswith("window_closed")
+    assert "may have gone already" in (delivery.last_error or "")

@@ -96,6 +96,18 @@ def test_a_closed_window_after_a_part_was_sent_fails_window_closed() -> None:
     assert rule(accepted=1).fail.startswith("window_closed")
 
 
+def test_a_closed_window_fails_a_row_whose_first_part_may_have_gone_instead_of_switching() -> None:
+    ruling = rule(may_have_sent=True)
+    assert (ruling.fallback, ruling.switch) == (None, False)
+    assert ruling.fail.startswith("window_closed")
+    assert "may have gone already" in ruling.fail
+
+
+def test_an_open_window_sends_a_row_in_doubt_as_it_is() -> None:
+    ruling = rule(window=window(timedelta(hours=1)), may_have_sent=True)
+    assert (ruling.fail, ruling.fallback) == (None, None)
+
+
 def test_a_row_that_switched_stays_switched_when_the_window_reopens() -> None:
     ruling = rule(window=window(timedelta(hours=1)), sent_fallback=True, category="utility")
     assert (ruling.fallback, ruling.switch) == (FALLBACK, False)
