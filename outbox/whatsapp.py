@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 
 from outbox.errors import GraphError, InDoubt, TransportError
+from outbox.settings import MIN_SECRET, REDACTED
 
 _URL_IN_TEXT = re.compile(r"https?://\S", re.IGNORECASE)
 # Meta's ids are printable ASCII ("wamid.HBgL..."); anything else cannot be stored or trusted.
@@ -204,6 +205,9 @@ class CloudAPI:
         self._base = f"{base_url.rstrip('/')}/{version}"
         self.url = self.url_for(phone_number_id)
         self._headers = {"Authorization": f"Bearer {access_token}"}
+        # An answer that echoes our headers (a proxy's error page, a debugging gateway) must not
+        # carry the token into errors, which are stored, logged and printed.
+        self._token = access_token if len(access_token) >= MIN_SECRET else None
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         # A file of up to 100 MB goes up: the request timeout for its answer, more to send it.
         self._upload_timeout = aiohttp.ClientTimeout(total=max(timeout * 8, 120.0))
@@ -211,6 +215,9 @@ class CloudAPI:
 
     def __repr__(self) -> str:
         return f"CloudAPI(url={self.url!r})"
+
+    def _hidden(self, text: str) -> str:
+        return text if self._token is None else text.replace(self._token, REDACTED)
 
     def url_for(self, sender: str) -> str:
         return f"{self._base}/{sender}/messages"
@@ -232,7 +239,7 @@ class CloudAPI:
                 timeout=self._timeout,
             ) as response:
                 try:
-                    text = (await _read_capped(response)).decode("utf-8", "replace")
+                    text = self._hidden((await _read_capped(response)).decode("utf-8", "replace"))
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     if not _accepted(response.status):
                         raise
@@ -279,7 +286,7 @@ class CloudAPI:
                 headers=self._headers,
                 timeout=self._upload_timeout,
             ) as response:
-                text = (await _read_capped(response)).decode("utf-8", "replace")
+                text = self._hidden((await _read_capped(response)).decode("utf-8", "replace"))
                 if not _accepted(response.status):
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
                     raise error_from_response(response.status, text, retry_after)

@@ -413,3 +413,25 @@ async def test_lookups_asked_meanwhile_share_one_request(api: CloudAPI) -> None:
         reasons = await asyncio.gather(*(api.unreachable() for _ in range(5)))
         assert sum(len(calls) for calls in mocked.requests.values()) == 1
     assert reasons == ["a lookup of the phone number timed out"] * 5
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (400, json.dumps({"error": {"code": 100, "message": f"bad header Bearer {TOKEN}"}})),
+        (502, f"<html>gateway saw Authorization: Bearer {TOKEN}</html>"),
+        (200, f"<html>welcome, Bearer {TOKEN}</html>"),
+    ],
+    ids=["graph-error", "gateway-page", "html-200"],
+)
+async def test_an_answer_that_echoes_the_access_token_never_carries_it_into_the_error(
+    api: CloudAPI, status: int, body: str
+) -> None:
+    with aioresponses() as mocked:
+        mocked.post(URL, status=status, body=body)
+        with pytest.raises(SendError) as caught:
+            await api.send("923001234567", Part("text", body="hi"))
+    error = caught.value
+    assert TOKEN not in str(error)
+    assert TOKEN not in repr(error.__dict__)
+    assert "Bearer ***" in str(error)
