@@ -62,6 +62,9 @@ class Gate:
         # to be an outage's onset, their attempts are given back (an outage uses none).
         self._spent: list[int] = []
         self._onset: list[int] = []
+        # Rows such a failure failed for good (their last attempt): undone if it was an onset.
+        self._ended: list[int] = []
+        self._onset_ended: list[int] = []
         self._lookup_misses = 0
         self.changes = 0  # bumped on every change of state, for whoever reports it
         self.answers = 0  # answers from the API so far
@@ -134,6 +137,17 @@ class Gate:
         if self.open:
             self._spent.append(row_id)
 
+    def ended(self, row_id: int) -> None:
+        """A failure with no answer failed the row for good (it had no attempt left)."""
+        if self.open:
+            self._ended.append(row_id)
+
+    def take_onset_ended(self) -> list[int]:
+        """The rows that failures before the outage failed for good: to be sent again, since an
+        outage uses no attempts."""
+        ended, self._onset_ended = self._onset_ended, []
+        return ended
+
     def take_onset(self) -> list[int]:
         """The rows whose attempts the failures before the outage used (once each failure):
         to be given back, since an outage uses no attempts."""
@@ -147,6 +161,7 @@ class Gate:
         self._failures = 0
         self._failed_recipients.clear()
         self._spent.clear()
+        self._ended.clear()
         if self.open:
             return False
         lasted = self._clock() - (self.since or self._clock())
@@ -183,6 +198,8 @@ class Gate:
         self._outage_delays = expo_delays(1.0, OUTAGE_PROBE_CAP)
         self._onset += self._spent
         self._spent = []
+        self._onset_ended += self._ended
+        self._ended = []
         self._enter(State.OUTAGE, reason)
         self._schedule_probe()
 

@@ -590,6 +590,7 @@ class RowSender:
     async def _give_back_onset(self, gate: Gate) -> None:
         """An outage uses no attempts: give back those its first failures used, before it was
         recognised as one (rows rescheduled for a retry then)."""
+        await self._undo_failures(gate.take_onset_ended())
         rows = gate.take_onset()
         if not rows:
             return
@@ -600,6 +601,33 @@ class RowSender:
             if not is_connection_error(exc):
                 raise
             logger.warning("attempts of %d rows not given back (%s)", len(rows), short_error(exc))
+
+    async def _undo_failures(self, rows: list[int]) -> None:
+        """Rows failed for good by an outage's first failures (their last attempt, used before
+        the outage was recognised) go back to pending with that attempt returned: an outage
+        fails no row. A row changed since (retried, cancelled, failed by Meta) stays as it is."""
+        if not rows:
+            return
+        try:
+            async with self._pool.connect() as conn:
+                undone = await fetch_all(conn, store.UNDO_ONSET_FAILURES, {"ids": rows})
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise
+            logger.warning(
+                "%d rows failed by the outage's onset stay failed (%s)", len(rows), short_error(exc)
+            )
+            return
+        for row in undone:
+            self.failed -= 1
+            self._events.record(
+                Event(int(row["id"]), None, "unfailed", detail="its failure began an API outage")
+            )
+        if undone:
+            logger.info(
+                "%d row(s) failed by the first failures of the outage are pending again",
+                len(undone),
+            )
 
     def _look_up_later(self, sender: str, failure: str) -> None:
         """After a send without an answer, look the phone number up, apart from the row (whose
@@ -816,6 +844,11 @@ class RowSender:
             reason = f"{prefix}: {outcome.reason}" if prefix else outcome.reason
             failed_part = (index, len(parts))
             await self._fail(claim, reason, code=code, doubt=doubt, part=failed_part)
+            if no_answer and not doubt:  # its last attempt may be an outage's first failure
+                if gate.state is State.OUTAGE:  # recognised while it was being failed
+                    await self._undo_failures([claim.id])
+                else:
+                    gate.ended(claim.id)
         else:
             assert isinstance(outcome, Pause)
             reason = outcome.reason

@@ -72,6 +72,7 @@ _KINDS = {
     "account": "attempt refused: account problem, sending paused",
     "in_doubt": "attempt with no clear answer (may have gone)",
     "expired": "expired before it could be sent",
+    "unfailed": "failure undone: it was the first sign of an API outage; pending again",
 }
 
 

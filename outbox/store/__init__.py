@@ -26,6 +26,7 @@ from outbox.store.delivery import (
     RESCHEDULE,
     SAVE_DAEMON_STATE,
     SECONDS_TO_NEXT_DUE,
+    UNDO_ONSET_FAILURES,
 )
 from outbox.store.intake import (
     insert_webhooks,
@@ -84,6 +85,7 @@ __all__ = [
     "SECONDS_TO_NEXT_DUE",
     "SLOW_DOWN",
     "TAKE_TOKENS",
+    "UNDO_ONSET_FAILURES",
     "apply_marked",
     "apply_statuses",
     "backlog_stats",

@@ -100,12 +100,14 @@ async def _in_an_outage(
     settings: outbox.Settings,
     simulator: Simulator,
     running: Callable[[outbox.Settings], Daemon],
+    *,
+    max_attempts: int = 3,
 ) -> tuple[Daemon, list[int]]:
     """A daemon sending rows to every recipient while every request fails, once it has declared
     an outage."""
     simulator.fail_rate = 1.0
     rows = [await enqueue(engine, r, "booking confirmed") for r in RECIPIENTS]
-    daemon = running(replace(settings, max_attempts=3))
+    daemon = running(replace(settings, max_attempts=max_attempts))
     await eventually(lambda: _async(daemon.health()["status"] == "outage"), 10, "an outage")
     return daemon, rows
 
@@ -149,6 +151,20 @@ async def test_an_api_outage_uses_no_attempts_even_of_the_rows_that_failed_befor
     await _recovered(simulator, database_url, rows)
     # Each row's one attempt is the send that went through: the failures that showed the
     # outage, before it was declared, were given back.
+    assert [(await status(engine, row)).attempts for row in rows] == [1] * len(rows)
+
+
+async def test_an_api_outage_fails_no_row_even_of_those_on_their_last_attempt(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+    database_url: str,
+    running: Callable[[outbox.Settings], Daemon],
+) -> None:
+    no_quick_retries = replace(settings, quick_retries=1)
+    _, rows = await _in_an_outage(engine, no_quick_retries, simulator, running, max_attempts=1)
+    assert (await statuses(database_url))["failed"] == 0
+    await _recovered(simulator, database_url, rows)
     assert [(await status(engine, row)).attempts for row in rows] == [1] * len(rows)
 
 
