@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import cast
+from typing import Any, cast
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -120,6 +120,7 @@ class Pool:
         pool, self._pool = self._pool, None
         if pool is None:
             return
+        _quiet_abandoned_releases(asyncio.get_running_loop())
         try:
             async with asyncio.timeout(within):
                 await pool.close()
@@ -129,3 +130,27 @@ class Pool:
         except Exception as exc:
             logger.debug("dropped the connections the database failed to close (%r)", exc)
             pool.terminate()
+
+
+def _quiet_abandoned_releases(loop: asyncio.AbstractEventLoop) -> None:
+    """At shutdown, a connection given back while the database swallows everything leaves
+    asyncpg's own release task to time out after its caller was cancelled; asyncio would print
+    its unretrieved TimeoutError as a traceback. Those say nothing the stop line does not: one
+    debug line each instead. Every other unhandled error is reported as before."""
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        task = context.get("future")
+        coroutine = task.get_coro() if isinstance(task, asyncio.Task) else None
+        name = getattr(coroutine, "__qualname__", "")
+        if name == "PoolConnectionHolder.release":
+            logger.debug(
+                "a connection released at shutdown was dropped (%r)", context.get("exception")
+            )
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
