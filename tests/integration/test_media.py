@@ -10,6 +10,7 @@ import dataclasses
 import json
 from collections import deque
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -108,27 +109,18 @@ async def _age_uploads(engine: AsyncEngine, days: int) -> None:
         )
 
 
-async def test_an_id_29_days_old_is_uploaded_again(
-    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+@pytest.mark.parametrize(("days", "uploads"), [(28, 1), (29, 2)], ids=["28-days", "29-days"])
+async def test_an_id_is_used_for_28_days_and_uploaded_again_at_29(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, days: int, uploads: int
 ) -> None:
     await _enqueue(engine, _file(simulator, "menu.pdf"))
     await _drain(settings)
-    await _age_uploads(engine, 29)
+    await _age_uploads(engine, days)
     await _enqueue(engine, _file(simulator, "menu.pdf"))
     await _drain(settings)
-    first, second = simulator.media.uploads
-    assert _sent_ids(simulator) == [first["id"], second["id"]]
-
-
-async def test_an_id_28_days_old_is_still_used(
-    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
-) -> None:
-    await _enqueue(engine, _file(simulator, "menu.pdf"))
-    await _drain(settings)
-    await _age_uploads(engine, 28)
-    await _enqueue(engine, _file(simulator, "menu.pdf"))
-    await _drain(settings)
-    assert len(simulator.media.uploads) == 1
+    assert len(simulator.media.uploads) == uploads
+    first, last = simulator.media.uploads[0]["id"], simulator.media.uploads[-1]["id"]
+    assert _sent_ids(simulator) == [first, last]
 
 
 async def test_an_id_meta_refuses_is_uploaded_again_and_the_part_sent(

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -216,23 +217,15 @@ async def test_a_row_whose_deadline_comes_before_a_place_frees_fails_expired(
     assert error.startswith("expired: its deadline comes before a place frees (tier_budget:")
 
 
-async def test_without_a_known_limit_a_template_takes_no_place_in_the_budget(
-    settings: outbox.Settings, engine: AsyncEngine, simulator: Simulator
+@pytest.mark.parametrize(
+    "limit", [None, DailyLimit(None)], ids=["no-limit-known", "configured-unlimited"]
+)
+async def test_without_a_limit_in_effect_a_template_takes_no_place_in_the_budget(
+    settings: outbox.Settings, engine: AsyncEngine, simulator: Simulator, limit: DailyLimit | None
 ) -> None:
     rows = await enqueue_templates(engine, customers(5))
-    assert settings.daily_limit is None
-    assert await run_until(settings, engine, rows, {"sent": 5}) == {"sent": 5}
-    async with engine.connect() as conn:
-        placed = await conn.execute(sa.text("SELECT count(*) FROM outbox_tier_recipients"))
-        assert placed.scalar_one() == 0
-
-
-async def test_an_unlimited_configured_limit_takes_no_place_either(
-    settings: outbox.Settings, engine: AsyncEngine, simulator: Simulator
-) -> None:
-    rows = await enqueue_templates(engine, customers(5))
-    unlimited = replace(settings, daily_limit=DailyLimit(None))
-    assert await run_until(unlimited, engine, rows, {"sent": 5}) == {"sent": 5}
+    options = replace(settings, daily_limit=limit)
+    assert await run_until(options, engine, rows, {"sent": 5}) == {"sent": 5}
     async with engine.connect() as conn:
         placed = await conn.execute(sa.text("SELECT count(*) FROM outbox_tier_recipients"))
         assert placed.scalar_one() == 0

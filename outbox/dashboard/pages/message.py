@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outbox import store
 from outbox.connections import Row
@@ -117,36 +119,71 @@ def allowed_to_change(request: web.Request) -> None:
         )
 
 
-async def confirm_retry(request: web.Request) -> web.Response:
+# What each action does, said on its confirm page.
+CONSEQUENCES = {
+    "retry": "The daemon will send its unsent parts again, with its attempts counted from zero. "
+    "Parts Meta already accepted are not sent twice.",
+    "cancel": "It will not be sent. A message a daemon is sending right now cannot be cancelled: "
+    "it stays as it is.",
+}
+
+
+async def confirm(request: web.Request, verb: str) -> web.Response:
+    """The page that asks before `verb` (retry, cancel) changes a message."""
     allowed_to_change(request)
-    session = session_of(request)
     delivery, _, _ = await load(request, message_id_of(request))
     return page(
         request,
-        "retry.html",
-        session=session,
+        "confirm.html",
+        session=session_of(request),
         d=delivery,
+        verb=verb,
         sentence=sentence(delivery, unmasked=True),
-        explanation=explanation(delivery),
+        explanation=explanation(delivery) if verb == "retry" else None,
+        consequence=CONSEQUENCES[verb],
     )
 
 
-async def retry(request: web.Request) -> web.StreamResponse:
+async def change(
+    request: web.Request,
+    verb: str,
+    transition: Callable[[AsyncConnection, int], Awaitable[str | None]],
+    *,
+    done: str,
+    refused: str,
+    refused_when: Mapping[str, str] | None = None,
+) -> web.StreamResponse:
+    """Apply a confirmed action (the store's `transition`: None when it changed the row, else
+    the status that prevented it), audited in the same transaction when it happened; back to
+    the message with a notice naming the outcome (`refused_when` by the preventing status)."""
     allowed_to_change(request)
     message_id = message_id_of(request)
     user = session_of(request).user.name
     async with request.app[ENGINE].begin() as conn:
-        refused = await store.retry_failed(conn, message_id)
-        if refused is None:  # recorded with the retry itself, or not at all
-            await lookups.record_action(conn, user, "retry", message_id)
-    if refused is None:
-        logger.info("dashboard user %s retried message %d", user, message_id)
-        notice = "retried"
-    elif refused == "":
+        prevented = await transition(conn, message_id)
+        if prevented is None:  # recorded with the change itself, or not at all
+            await lookups.record_action(conn, user, verb, message_id)
+    if prevented == "":
         raise web.HTTPNotFound(text=f"no message {message_id}")
-    elif refused == FAILED:
-        notice = "meta_failed"
+    if prevented is None:
+        logger.info("dashboard user %s: %s of message %d", user, verb, message_id)
+        notice = done
     else:
-        notice = "not_failed"
+        notice = (refused_when or {}).get(prevented, refused)
     location = request.app.router["message"].url_for(message_id=str(message_id))
     raise web.HTTPSeeOther(location.with_query(notice=notice))
+
+
+async def confirm_retry(request: web.Request) -> web.Response:
+    return await confirm(request, "retry")
+
+
+async def retry(request: web.Request) -> web.StreamResponse:
+    return await change(
+        request,
+        "retry",
+        store.retry_failed,
+        done="retried",
+        refused="not_failed",
+        refused_when={FAILED: "meta_failed"},
+    )
