@@ -52,7 +52,9 @@ async def fill(dsn: str, messages: int) -> None:
                    CASE WHEN i % 10 = 9 OR i % 50 = 3 THEN NULL ELSE 'wamid.' || i END,
                    CASE WHEN i % 10 = 9 THEN 0 ELSE 1 END,
                    CASE WHEN i % 50 = 3 THEN (ARRAY[131026, 131047, 131050])[1 + i % 3] END,
-                   CASE WHEN i % 50 = 3 THEN 'refused' END,
+                   CASE WHEN i % 50 = 3 THEN 'refused'
+                        WHEN i % 30 = 29 THEN 'quiet hours until 2026-12-07 09:00 Asia/Karachi'
+                   END,
                    now() - make_interval(secs => ($1 - i) * 86400.0 / $1),
                    now() - make_interval(secs => ($1 - i) * 86400.0 / $1),
                    now() - make_interval(secs => ($1 - i) * 86400.0 / $1),

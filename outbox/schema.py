@@ -213,6 +213,13 @@ messages = sa.Table(
         postgresql_where=sa.text(f"status = '{PENDING}' AND expires_at IS NOT NULL"),
     ),
     sa.Index("ix_outbox_messages_recipient", "recipient", "id"),
+    # Pending rows that wait for a reason (a retry, quiet hours, a budget, a paused template):
+    # the dashboard's Operate page counts them by reason without reading the whole backlog.
+    sa.Index(
+        "ix_outbox_messages_waiting",
+        "id",
+        postgresql_where=sa.text(f"status = '{PENDING}' AND last_error IS NOT NULL"),
+    ),
     # The few rows with statuses waiting for their parts, for the receiver's sweep.
     sa.Index(
         "ix_outbox_messages_statuses_waiting",

@@ -1,6 +1,7 @@
 """dashboard rollup: outbox_rollup, request outcomes per minute, sender, template and error
 code folded from outbox_events for the dashboard's charts, and outbox_rollup_marks, how far the
-fold has read
+fold has read; ix_outbox_messages_waiting, the pending rows that wait for a reason, which the
+Operate page counts by reason
 
 Revision ID: 0016
 Revises: 0015
@@ -40,8 +41,15 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("source", name="pk_outbox_rollup_marks"),
     )
+    op.create_index(
+        "ix_outbox_messages_waiting",
+        "outbox_messages",
+        ["id"],
+        postgresql_where=sa.text("status = 'pending' AND last_error IS NOT NULL"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_outbox_messages_waiting", table_name="outbox_messages")
     op.drop_table("outbox_rollup_marks")
     op.drop_table("outbox_rollup")

@@ -23,7 +23,7 @@ IN_HAND = sa.text(
 )
 
 # Pending rows that wait for a reason (quiet hours, a paused template, a budget, a retry after an
-# error): the reason's first words, among the first :cap such rows.
+# error): the reason's first words, among the first :cap such rows (ix_outbox_messages_waiting).
 HELD = sa.text(
     """
     SELECT split_part(last_error, ':', 1) AS reason, count(*) AS count

@@ -145,3 +145,5 @@ async def test_a_live_figure_walks_an_index_of_the_messages(
         plan = "\n".join(row[0] for row in result)
     assert "Seq Scan" not in plan, plan
     assert "Limit" in plan, plan
+    if statement is operations.HELD:
+        assert "ix_outbox_messages_waiting" in plan, plan
