@@ -29,8 +29,11 @@ def closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def run_drain(database_url: str, graph_url: str) -> tuple[int, list[str], float]:
-    """`outbox run --drain` against `graph_url`: exit code, stderr lines, seconds taken."""
+async def run_drain(
+    database_url: str, graph_url: str, waiting: asyncio.Event | None = None
+) -> tuple[int, list[str], float]:
+    """`outbox run --drain` against `graph_url`: exit code, stderr lines, seconds taken.
+    `waiting` is set once it says it waits for META_GRAPH_API_URL."""
     env = {
         **os.environ,
         "OUTBOX_DATABASE_URL": database_url,
@@ -46,9 +49,20 @@ async def run_drain(database_url: str, graph_url: str) -> tuple[int, list[str], 
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.stderr is not None
+    lines = []
+
+    async def read() -> None:
+        assert process.stderr is not None
+        async for raw in process.stderr:
+            lines.append(raw.decode().rstrip("\n"))
+            if waiting is not None and "META_GRAPH_API_URL" in lines[-1]:
+                waiting.set()
+        await process.wait()
+
+    await asyncio.wait_for(read(), 60)
     assert process.returncode is not None
-    return process.returncode, stderr.decode().splitlines(), time.monotonic() - started
+    return process.returncode, lines, time.monotonic() - started
 
 
 @pytest.fixture
@@ -95,8 +109,9 @@ async def test_a_host_that_answers_with_errors_is_fine(database_url: str, answer
 
 async def test_an_api_that_comes_up_within_the_startup_wait_is_fine(database_url: str) -> None:
     port = closed_port()
-    drain = asyncio.create_task(run_drain(database_url, f"http://127.0.0.1:{port}"))
-    await asyncio.sleep(2)
+    waiting = asyncio.Event()
+    drain = asyncio.create_task(run_drain(database_url, f"http://127.0.0.1:{port}", waiting))
+    await asyncio.wait_for(waiting.wait(), 30)  # it found the API down, and waits for it
     runner = await serve(Simulator(access_token=TOKEN, phone_number_id=PHONE), "127.0.0.1", port)
     try:
         code, lines, _ = await drain
