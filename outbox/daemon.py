@@ -394,7 +394,7 @@ class Daemon:
             clock=self.clock,
             media=media,
         )
-        backlog = BacklogGauges(pool, self.metrics.pending, self.metrics.oldest_pending)
+        backlog = BacklogGauges(self.metrics.pending, self.metrics.oldest_pending)
         pauses = PauseWatcher(pool, self.senders.operator, self.wake)
         await persistently(pauses.read, what="reading the operator pauses", max_tries=10)
         listen_dsn = asyncpg_dsn(self.settings.listen_url) if self.settings.listen_url else dsn
@@ -404,7 +404,7 @@ class Daemon:
             asyncio.create_task(pauses.run(), name="outbox-operator-pauses"),
             asyncio.create_task(self._keep_leases(), name="outbox-leases"),
             asyncio.create_task(self._report_state(), name="outbox-heartbeat"),
-            asyncio.create_task(backlog.run(), name="outbox-backlog-gauges"),
+            asyncio.create_task(backlog.run(pool), name="outbox-backlog-gauges"),
             asyncio.create_task(self.number_health.run(pool), name="outbox-number-health"),
         ]
         logger.info("delivering to %s (concurrency %d)", api.url, self.settings.concurrency)

@@ -10,29 +10,24 @@ limit in effect, +Inf when unlimited, absent when none is known) and outbox_mess
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Iterator
 
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
-from outbox.database import short_error
+from outbox.connections import AsyncConnectionLike
+from outbox.metrics.refresh import REFRESH_SECONDS, Refresher
 from outbox.policy import health as policy_health
 from outbox.policy.tier import DailyLimit
-from outbox.pool import Pool
-
-logger = logging.getLogger("outbox.daemon")
-REFRESH_SECONDS = 5.0
-REFRESH_TIMEOUT = 10.0
 
 
-class NumberHealth:
+class NumberHealth(Refresher):
     """The last number health read (None before the first), as a Prometheus collector."""
 
+    what = "the number health"
+
     def __init__(self, configured: DailyLimit | None, *, interval: float = REFRESH_SECONDS) -> None:
+        super().__init__(interval=interval)
         self._configured = configured
-        self._interval = interval
-        self._failing = False
         self.health: policy_health.Health | None = None
 
     @property
@@ -45,28 +40,8 @@ class NumberHealth:
         """A warning that does not stop sending (a RED quality rating), or None."""
         return None if self.health is None else self.health.warning
 
-    async def run(self, pool: Pool) -> None:
-        while True:
-            await self.refresh(pool)
-            await asyncio.sleep(self._interval)
-
-    async def refresh(self, pool: Pool) -> bool:
-        """One refresh; False (values kept) when the database did not answer in time."""
-        try:
-            async with asyncio.timeout(REFRESH_TIMEOUT), pool.connect() as conn:
-                self.health = await policy_health.read(conn, self._configured)
-        except Exception as exc:
-            if not self._failing:
-                logger.warning(
-                    "cannot read the number health (%s); it keeps its last values",
-                    short_error(exc),
-                )
-            self._failing = True
-            return False
-        if self._failing:
-            logger.info("the number health is read again")
-            self._failing = False
-        return True
+    async def _read(self, conn: AsyncConnectionLike) -> None:
+        self.health = await policy_health.read(conn, self._configured)
 
     def describe(self) -> Iterator[Metric]:
         yield from self._families()

@@ -21,6 +21,7 @@ import aiohttp
 from outbox.connections import AsyncConnectionLike, Row
 from outbox.errors import ConfigurationError, InvalidMessage
 from outbox.policy import template_holds
+from outbox.policy.bodies import changes
 from outbox.settings import Settings
 from outbox.store import templates_catalogue
 from outbox.whatsapp import error_from_response
@@ -178,21 +179,11 @@ def template_changes(bodies: Iterable[bytes]) -> list[dict[str, Any]]:
     """The catalogue changes the webhook bodies carry, in arrival order; what is malformed is
     skipped (the body itself stays stored)."""
     found: list[dict[str, Any]] = []
-    for body in bodies:
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            continue
-        entries = data.get("entry") if isinstance(data, dict) else None
-        for entry in entries if isinstance(entries, list) else []:
-            if not isinstance(entry, dict) or not isinstance(entry.get("changes"), list):
-                continue
-            for change in entry["changes"]:
-                if isinstance(change, dict) and change.get("field") in TEMPLATE_FIELDS:
-                    value = change.get("value")
-                    if isinstance(value, dict):
-                        at = _entry_time(entry.get("time"))
-                        found += _change(str(entry.get("id") or ""), change["field"], value, at)
+    for change in changes(bodies):
+        if change.field in TEMPLATE_FIELDS:
+            at = _entry_time(change.entry.get("time"))
+            waba = str(change.entry.get("id") or "")
+            found += _change(waba, str(change.field), change.value, at)
     return found
 
 

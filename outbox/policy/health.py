@@ -14,13 +14,13 @@ so that /metrics, `outbox stats` and /readyz can show it, and so that the daily 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from outbox.connections import AsyncConnectionLike, Row
+from outbox.policy.bodies import changes, dicts
 from outbox.policy.tier import DailyLimit, read_limit
 from outbox.store import health as store
 from outbox.store import tier as tier_store
@@ -55,18 +55,11 @@ class Found:
 def health_changes(bodies: Iterable[bytes]) -> Found:
     """What the bodies say about number health; what is malformed is skipped."""
     found = Found()
-    for body in bodies:
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            continue
-        for entry in _dicts(data.get("entry") if isinstance(data, dict) else None):
-            waba = _word(entry.get("id")) if isinstance(entry.get("id"), str | int) else None
-            at = _timestamp(entry.get("time"))
-            for change in _dicts(entry.get("changes")):
-                value = change.get("value")
-                if isinstance(value, dict) and waba is not None:
-                    _read(change.get("field"), value, waba, at, found)
+    for change in changes(bodies):
+        entry = change.entry
+        waba = _word(entry.get("id")) if isinstance(entry.get("id"), str | int) else None
+        if waba is not None:
+            _read(change.field, change.value, waba, _timestamp(entry.get("time")), found)
     return found
 
 
@@ -123,7 +116,7 @@ def _account(value: dict[str, Any], waba: str, at: datetime | None, found: Found
     }
     if event == "ACCOUNT_RESTRICTION":
         kinds, until = [], None
-        for item in _dicts(value.get("restriction_info")):
+        for item in dicts(value.get("restriction_info")):
             kind = _word(item.get("restriction_type"))
             if kind in MESSAGING_RESTRICTIONS:
                 kinds.append(kind)
@@ -204,10 +197,6 @@ def _quality(value: dict[str, Any]) -> str | None:
         if word is not None and word.upper() in _QUALITY_WORDS:
             return _QUALITY_WORDS[word.upper()]
     return None
-
-
-def _dicts(value: object) -> list[dict[str, Any]]:
-    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
 
 def _word(value: object) -> str | None:

@@ -7,7 +7,6 @@ messages). The daemon's synchronous 131047 and 131050 go through `learn` too.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from outbox.connections import AsyncConnectionLike
+from outbox.policy.bodies import changes, dicts
 from outbox.policy.numbers import canonical
 from outbox.store import policy as store
 
@@ -45,16 +45,8 @@ def learned(bodies: Iterable[bytes], keywords: frozenset[str]) -> Learned:
     """Everything the bodies say about windows and consent, in arrival order; what is malformed
     is skipped (the body itself stays stored)."""
     found = Learned()
-    for body in bodies:
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            continue
-        for entry in _dicts(data.get("entry") if isinstance(data, dict) else None):
-            for change in _dicts(entry.get("changes")):
-                value = change.get("value")
-                if isinstance(value, dict):
-                    _read(change.get("field"), value, keywords, found)
+    for change in changes(bodies):
+        _read(change.field, change.value, keywords, found)
     return found
 
 
@@ -85,7 +77,7 @@ def _read(kind: object, value: dict[str, Any], keywords: frozenset[str], found: 
     if not isinstance(phone, str) or not _PHONE_ID.match(phone):
         return
     if kind == "user_preferences":
-        for item in _dicts(value.get("user_preferences")):
+        for item in dicts(value.get("user_preferences")):
             customer, choice = _customer(item.get("wa_id")), item.get("value")
             if customer is None or item.get("category") != "marketing_messages":
                 continue
@@ -98,7 +90,7 @@ def _read(kind: object, value: dict[str, Any], keywords: frozenset[str], found: 
         return
     if kind != "messages":
         return
-    for item in _dicts(value.get("messages")):
+    for item in dicts(value.get("messages")):
         if isinstance(item.get("referral"), dict) and isinstance(item.get("id"), str):
             found.referrals.append(item["id"][:512])
         customer = _customer(item.get("from"))
@@ -111,21 +103,17 @@ def _read(kind: object, value: dict[str, Any], keywords: frozenset[str], found: 
                 found.consent.append(
                     (phone, customer, True, "keyword", f"the customer wrote {word.upper()}", at)
                 )
-    for item in _dicts(value.get("statuses")):
+    for item in dicts(value.get("statuses")):
         customer = _customer(item.get("recipient_id"))
         if customer is None or item.get("status") != "failed":
             continue
-        codes = {error.get("code") for error in _dicts(item.get("errors"))}
+        codes = {error.get("code") for error in dicts(item.get("errors"))}
         at = _timestamp(item.get("timestamp"))
         if REENGAGEMENT in codes:
             found.closures.append((phone, customer, at))
         if MARKETING_STOPPED in codes:
             detail = "a failed status with 131050"
             found.consent.append((phone, customer, True, "131050", detail, at))
-
-
-def _dicts(value: object) -> list[dict[str, Any]]:
-    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
 
 def _customer(value: object) -> str | None:

@@ -444,7 +444,7 @@ async def test_backlog_gauges_count_pending_rows_and_the_oldest_due_wait(
 ) -> None:
     await _insert_pending(database_url)
     metrics = DaemonMetrics()
-    assert await BacklogGauges(pool, metrics.pending, metrics.oldest_pending).refresh()
+    assert await BacklogGauges(metrics.pending, metrics.oldest_pending).refresh(pool)
     samples = parse(generate_latest(metrics.registry).decode())
     assert value(samples, "outbox_pending_messages") == 3
     assert 30 <= value(samples, "outbox_oldest_pending_seconds") < 40
@@ -457,18 +457,18 @@ async def test_backlog_gauges_keep_their_values_and_log_once_while_the_database_
     proxy = PostgresProxy(database_url)
     pool = Pool(await proxy.start())
     metrics = DaemonMetrics()
-    gauges = BacklogGauges(pool, metrics.pending, metrics.oldest_pending)
+    gauges = BacklogGauges(metrics.pending, metrics.oldest_pending)
     try:
-        assert await gauges.refresh()
+        assert await gauges.refresh(pool)
         proxy.cut()
-        assert not await gauges.refresh()
-        assert not await gauges.refresh()
+        assert not await gauges.refresh(pool)
+        assert not await gauges.refresh(pool)
         samples = parse(generate_latest(metrics.registry).decode())
         assert value(samples, "outbox_pending_messages") == 3
         warnings = [r for r in caplog.records if "backlog gauges" in r.getMessage()]
         assert len(warnings) == 1
         proxy.restore()
-        assert await gauges.refresh()
+        assert await gauges.refresh(pool)
     finally:
         await pool.close(5)
         await proxy.close()

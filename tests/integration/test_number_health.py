@@ -71,6 +71,24 @@ async def started(start: Callable[[outbox.Settings], Daemon], settings: outbox.S
     return daemon
 
 
+Readyz = Callable[[], Awaitable[tuple[int, Any]]]
+
+
+@pytest.fixture
+def readyz(
+    settings: outbox.Settings,
+    running: Callable[[outbox.Settings], Daemon],
+    health_url: Callable[[Daemon], Awaitable[str]],
+) -> Readyz:
+    """/readyz's status and body from a daemon started now, once it has read the number health."""
+
+    async def answer() -> tuple[int, Any]:
+        url = await health_url(await started(running, settings))
+        return await get(f"{url}/readyz")
+
+    return answer
+
+
 async def test_a_flagged_number_is_stored_red_with_its_tier(
     receiver: TestClient[Any, Any], engine: AsyncEngine
 ) -> None:
@@ -132,15 +150,10 @@ async def test_a_configured_limit_is_the_one_the_metrics_show(
 
 
 async def test_readyz_answers_503_while_an_account_update_restricts_messaging(
-    receiver: TestClient[Any, Any],
-    engine: AsyncEngine,
-    settings: outbox.Settings,
-    running: Callable[[outbox.Settings], Daemon],
-    health_url: Callable[[Daemon], Awaitable[str]],
+    receiver: TestClient[Any, Any], engine: AsyncEngine, readyz: Readyz
 ) -> None:
     await post(receiver, engine, restriction("RESTRICTED_BIZ_INITIATED_MESSAGING"))
-    url = await health_url(await started(running, settings))
-    status, body = await get(f"{url}/readyz")
+    status, body = await readyz()
     assert status == 503
     assert body["reason"].startswith(
         f"account restricted: WABA {WABA}: RESTRICTED_BIZ_INITIATED_MESSAGING until 2099-04-19"
@@ -148,44 +161,29 @@ async def test_readyz_answers_503_while_an_account_update_restricts_messaging(
 
 
 async def test_a_restriction_on_adding_numbers_does_not_stop_readiness(
-    receiver: TestClient[Any, Any],
-    engine: AsyncEngine,
-    settings: outbox.Settings,
-    running: Callable[[outbox.Settings], Daemon],
-    health_url: Callable[[Daemon], Awaitable[str]],
+    receiver: TestClient[Any, Any], engine: AsyncEngine, readyz: Readyz
 ) -> None:
     await post(receiver, engine, restriction("RESTRICTED_ADD_PHONE_NUMBER_ACTION"))
-    url = await health_url(await started(running, settings))
-    status, _ = await get(f"{url}/readyz")
+    status, _ = await readyz()
     assert status == 200
 
 
 async def test_a_reinstated_account_is_ready_again(
-    receiver: TestClient[Any, Any],
-    engine: AsyncEngine,
-    settings: outbox.Settings,
-    running: Callable[[outbox.Settings], Daemon],
-    health_url: Callable[[Daemon], Awaitable[str]],
+    receiver: TestClient[Any, Any], engine: AsyncEngine, readyz: Readyz
 ) -> None:
     disabled = {"event": "DISABLED_UPDATE", "ban_info": {"waba_ban_state": "DISABLE"}}
     await post(receiver, engine, change("account_update", disabled, at=1765000000))
     reinstated = {"event": "DISABLED_UPDATE", "ban_info": {"waba_ban_state": "REINSTATE"}}
     await post(receiver, engine, change("account_update", reinstated, at=1765000100))
-    url = await health_url(await started(running, settings))
-    status, _ = await get(f"{url}/readyz")
+    status, _ = await readyz()
     assert status == 200
 
 
 async def test_a_red_quality_rating_is_a_warning_in_readyz_not_a_503(
-    receiver: TestClient[Any, Any],
-    engine: AsyncEngine,
-    settings: outbox.Settings,
-    running: Callable[[outbox.Settings], Daemon],
-    health_url: Callable[[Daemon], Awaitable[str]],
+    receiver: TestClient[Any, Any], engine: AsyncEngine, readyz: Readyz
 ) -> None:
     await post(receiver, engine, quality("FLAGGED"))
-    url = await health_url(await started(running, settings))
-    status, body = await get(f"{url}/readyz")
+    status, body = await readyz()
     assert (status, body["ready"], body["reason"]) == (200, True, f"quality RED for {NUMBER}")
 
 

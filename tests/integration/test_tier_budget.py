@@ -158,16 +158,22 @@ async def test_marketing_leaves_a_tenth_of_the_budget_to_utility(
     assert found == {"sent": 1, "tier_budget": 1}
 
 
-async def test_without_a_configured_limit_the_webhooks_limit_applies(
-    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
-) -> None:
+async def webhooks_report_limit(engine: AsyncEngine, customers: int) -> None:
+    """The portfolio's limit as the number health webhooks store it."""
     async with engine.begin() as conn:
         await conn.execute(
             sa.text(
                 "INSERT INTO outbox_account_health (waba_id, messaging_limit, limit_tier, limit_at)"
-                " VALUES ('102290129340398', 2, 'TIER_2', now())"
-            )
+                " VALUES ('102290129340398', :limit, :tier, now())"
+            ),
+            {"limit": customers, "tier": f"TIER_{customers}"},
         )
+
+
+async def test_without_a_configured_limit_the_webhooks_limit_applies(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    await webhooks_report_limit(engine, 2)
     rows = await enqueue_templates(engine, customers(3))
     found = await run_until(settings, engine, rows, {"sent": 2, "tier_budget": 1})
     assert found == {"sent": 2, "tier_budget": 1}
@@ -176,13 +182,7 @@ async def test_without_a_configured_limit_the_webhooks_limit_applies(
 async def test_a_configured_limit_wins_over_the_webhooks(
     engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
 ) -> None:
-    async with engine.begin() as conn:
-        await conn.execute(
-            sa.text(
-                "INSERT INTO outbox_account_health (waba_id, messaging_limit, limit_tier, limit_at)"
-                " VALUES ('102290129340398', 1, 'TIER_1', now())"
-            )
-        )
+    await webhooks_report_limit(engine, 1)
     rows = await enqueue_templates(engine, customers(3))
     found = await run_until(
         replace(settings, daily_limit=DailyLimit(None)), engine, rows, {"sent": 3}
