@@ -40,6 +40,7 @@ REVISION_TABLES = {
     "0015": "outbox_messages",
     "0016": "outbox_rollup",
     "0017": "outbox_media",
+    "0018": "outbox_tier_count",
 }
 
 

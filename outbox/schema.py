@@ -555,6 +555,18 @@ tier_recipients = sa.Table(
     sa.Index("ix_outbox_tier_recipients_counted_at", "counted_at"),
 )
 
+# The running count of outbox_tier_recipients' rows (one row, id 1), kept under the budget's lock
+# by every reservation, so that taking a place reads one number instead of counting the last
+# 24 h: the customers of the last 24 h are `used` less the rows older than that, which each
+# reservation deletes a batch of.
+tier_count = sa.Table(
+    "outbox_tier_count",
+    metadata,
+    sa.Column("id", sa.SmallInteger, primary_key=True),
+    sa.Column("used", sa.BigInteger, nullable=False),
+    sa.CheckConstraint("id = 1", name="one_row"),
+)
+
 # Each business number's health as Meta's phone_number_quality_update webhooks tell it, by the
 # display number they name it by: quality GREEN, YELLOW or RED, the last event (FLAGGED,
 # UNFLAGGED, UPGRADE, DOWNGRADE, THROUGHPUT_UPGRADE...) and the tier as Meta wrote it.

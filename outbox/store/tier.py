@@ -25,11 +25,21 @@ _WEBHOOK_LIMIT = """
      WHERE a.limit_at IS NOT NULL ORDER BY a.limit_at DESC LIMIT 1)
 """
 
+# The customers counted in the last 24 h: the running count of outbox_tier_count less the rows
+# older than that, which reservations have not deleted yet (few: each deletes a batch).
+_USED = """
+    coalesce((SELECT c.used FROM outbox_tier_count c WHERE c.id = 1), 0)
+    - (SELECT count(*) FROM outbox_tier_recipients o
+       WHERE o.counted_at <= now() - interval '24 hours')
+"""
+FORGET_BATCH = 256
+
 # Under TIER_LOCK: the budget in effect (configured, else the webhooks'), the customers counted
 # in the last 24 h, and whether :key may be sent to now. A customer counted in the last 24 h
 # does not count again (its time moves on); a new one takes a place while the count is below
-# the budget (below the budget less the reserve for marketing). Each reservation also forgets a
-# few customers older than 24 h, so the table stays about as large as the budget.
+# the budget (below the budget less the reserve for marketing). Each reservation also deletes a
+# batch of customers older than 24 h, and moves the running count by what it inserted and
+# deleted, so that no reservation counts the table.
 RESERVE = sa.text(
     f"""
     WITH limit_in_effect AS (
@@ -39,13 +49,17 @@ RESERVE = sa.text(
                OR EXISTS (SELECT 1 FROM outbox_account_health a WHERE a.limit_at IS NOT NULL)
                AS known
     ),
+    mine AS (
+        SELECT t.counted_at FROM outbox_tier_recipients t WHERE t.customer = :key
+    ),
     counted AS (
-        SELECT count(*) AS used,
-               bool_or(t.customer = :key) AS already
-        FROM outbox_tier_recipients t WHERE t.counted_at > now() - interval '24 hours'
+        SELECT {_USED} AS used,
+               EXISTS (SELECT 1 FROM mine WHERE counted_at > now() - interval '24 hours')
+               AS already,
+               EXISTS (SELECT 1 FROM mine) AS present
     ),
     ruling AS (
-        SELECT l.budget, l.known, c.used, coalesce(c.already, false) AS already,
+        SELECT l.budget, l.known, c.used, c.already, c.present,
                CASE WHEN CAST(:marketing AS boolean) AND l.budget IS NOT NULL
                     THEN l.budget - ceil(l.budget * CAST(:reserve AS numeric) / 100)::bigint
                     ELSE l.budget END AS cap
@@ -65,11 +79,20 @@ RESERVE = sa.text(
         DELETE FROM outbox_tier_recipients WHERE customer IN (
             SELECT o.customer FROM outbox_tier_recipients o
             WHERE o.counted_at <= now() - interval '24 hours' AND o.customer <> :key
-            ORDER BY o.counted_at LIMIT 4)
+            ORDER BY o.counted_at LIMIT {FORGET_BATCH})
         RETURNING customer
+    ),
+    tally AS (
+        INSERT INTO outbox_tier_count AS c (id, used)
+        SELECT 1, CASE WHEN g.ok AND NOT g.present THEN 1 ELSE 0 END
+                  - (SELECT count(*) FROM forgotten)
+        FROM granted g
+        ON CONFLICT (id) DO UPDATE SET used = c.used + EXCLUDED.used
+        RETURNING c.used
     )
     SELECT g.budget, g.known, g.used, g.already, g.cap, g.ok,
            (SELECT count(*) FROM forgotten) AS forgotten,
+           (SELECT count(*) FROM tally) AS tallied,
            CASE WHEN NOT g.ok THEN (
                SELECT o.counted_at + interval '24 hours' FROM outbox_tier_recipients o
                WHERE o.counted_at > now() - interval '24 hours'
@@ -82,8 +105,7 @@ RESERVE = sa.text(
 # How much of the budget the last 24 h used, and the limit the webhooks last told.
 USAGE = sa.text(
     f"""
-    SELECT (SELECT count(*) FROM outbox_tier_recipients
-            WHERE counted_at > now() - interval '24 hours') AS used,
+    SELECT {_USED} AS used,
            EXISTS (SELECT 1 FROM outbox_account_health WHERE limit_at IS NOT NULL)
            AS webhook_known,
            {_WEBHOOK_LIMIT} AS webhook_limit
