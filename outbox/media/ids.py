@@ -19,10 +19,10 @@ from urllib.parse import unquote, urlsplit
 import aiohttp
 
 from outbox.cancel import cancel_and_wait
+from outbox.delivery.rate import SharedRate
 from outbox.errors import GraphError, SendError
 from outbox.media import fetch as fetching
 from outbox.pool import Pool
-from outbox.rate import SharedRate
 from outbox.store import media as store
 from outbox.whatsapp import CloudAPI, Part
 

@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 
 import outbox
-from outbox import reach
-from outbox.daemon import API_STARTUP_WAIT, Daemon
+from outbox.delivery import reach
+from outbox.delivery.daemon import API_STARTUP_WAIT, Daemon
 from outbox.simulator import Simulator, serve
 from tests.daemon_helpers import PHONE, TOKEN, cli_path
 

@@ -24,9 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
 from outbox import cli, serve
-from outbox import daemon as daemon_module
-from outbox import gate as gate_module
-from outbox.daemon import Daemon
+from outbox.delivery import daemon as daemon_module
+from outbox.delivery import health as gate_module
+from outbox.delivery.daemon import Daemon
 from outbox.simulator import Simulator, Step
 from tests.daemon_helpers import (
     IMAGE,
@@ -630,7 +630,7 @@ async def test_a_row_that_crashes_the_delivery_code_ends_failed_not_looping(
     simulator: Simulator,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from outbox import rows
+    from outbox.delivery import send as rows
 
     original = rows.parts_of
 

@@ -25,9 +25,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
-from outbox import daemon as daemon_module
 from outbox import serve
-from outbox.daemon import Daemon
+from outbox.delivery import daemon as daemon_module
+from outbox.delivery.daemon import Daemon
 from outbox.metrics.backlog import BacklogGauges
 from outbox.metrics.daemon import DaemonMetrics
 from outbox.pool import Pool

@@ -23,10 +23,9 @@ from typing import Any
 
 import aiohttp
 
-from outbox import migrate, reach, store
+from outbox import migrate, store
 from outbox.callbacks import installation_id
 from outbox.cancel import cancel_and_wait
-from outbox.claims import Claim, leases
 from outbox.connections import fetch_all, fetch_one
 from outbox.database import (
     asyncpg_dsn,
@@ -36,22 +35,24 @@ from outbox.database import (
     resolve_dsn,
     short_error,
 )
+from outbox.delivery import reach
+from outbox.delivery.claim import Claim, leases
+from outbox.delivery.events import EventLog
+from outbox.delivery.health import State
+from outbox.delivery.limiter import RateLimiter
+from outbox.delivery.listen import NotificationListener
+from outbox.delivery.pauses import PauseWatcher
+from outbox.delivery.rate import SharedRate
+from outbox.delivery.record import PartRecorder
+from outbox.delivery.send import RowSender
+from outbox.delivery.senders import Senders
 from outbox.errors import ConfigurationError
-from outbox.events import EventLog
-from outbox.gate import State
-from outbox.limiter import RateLimiter
-from outbox.listener import NotificationListener
 from outbox.media.ids import MediaIds
 from outbox.metrics.backlog import BacklogGauges
 from outbox.metrics.daemon import DaemonMetrics
 from outbox.metrics.health import NumberHealth
-from outbox.pauses import PauseWatcher
 from outbox.pool import Pool
-from outbox.rate import SharedRate
-from outbox.recorder import PartRecorder
 from outbox.retry import expo_delays
-from outbox.rows import RowSender
-from outbox.senders import Senders
 from outbox.settings import DEFAULT_GRAPH_API_URL, Settings, redact_url
 from outbox.whatsapp import CloudAPI
 

@@ -21,26 +21,27 @@ import sqlalchemy as sa
 
 from outbox import store
 from outbox.callbacks import callback_data, same_customer
-from outbox.claims import Claim, leases
 from outbox.connections import fetch_all
 from outbox.database import is_connection_error, persistently, short_error
+from outbox.delivery.claim import Claim, leases
+from outbox.delivery.events import Event, EventLog
+from outbox.delivery.health import Gate, State
+from outbox.delivery.limiter import RateLimiter
+from outbox.delivery.pace import InFlightTarget
+from outbox.delivery.rate import SharedRate
+from outbox.delivery.record import AcceptedPart, PartRecorder, RecordFailed
+from outbox.delivery.senders import Senders
 from outbox.errors import GraphError, InDoubt, InvalidMessage, SendError, clean
-from outbox.events import Event, EventLog
-from outbox.gate import Gate, State
-from outbox.limiter import RateLimiter
 from outbox.logs import bind_row, mask_recipient
 from outbox.media.fetch import MediaRefused, MediaUnreachable
 from outbox.media.ids import MediaIds, refuses_media_id
 from outbox.metrics.daemon import DaemonMetrics
-from outbox.pace import InFlightTarget
 from outbox.policy import decide as policy_decide
 from outbox.policy import quiet as policy_quiet
 from outbox.policy import receiver as policy_receiver
 from outbox.policy import tier as policy_tier
 from outbox.policy.template_holds import DISABLED, PAUSED
 from outbox.pool import Pool
-from outbox.rate import SharedRate
-from outbox.recorder import AcceptedPart, PartRecorder, RecordFailed
 from outbox.retry import (
     MAX_RETRY_DELAY,
     MAX_SENDER_HOLD,
@@ -65,7 +66,6 @@ from outbox.retry import (
     pauses_every_sender,
     retry_delay,
 )
-from outbox.senders import Senders
 from outbox.settings import Settings
 from outbox.store import policy as policy_store
 from outbox.store import template_holds as template_holds_store
