@@ -47,7 +47,7 @@ from outbox.metrics.daemon import DaemonMetrics
 from outbox.metrics.health import NumberHealth
 from outbox.pool import Pool
 from outbox.settings import Settings
-from outbox.whatsapp import CloudAPI
+from outbox.whatsapp_client import CloudAPI
 
 logger = logging.getLogger("outbox.daemon")
 EXIT_PAUSED = 3

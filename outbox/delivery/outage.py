@@ -16,7 +16,7 @@ from outbox.delivery.health import Gate, State
 from outbox.delivery.outcome import Outcomes
 from outbox.delivery.senders import Senders
 from outbox.pool import Pool
-from outbox.whatsapp import CloudAPI
+from outbox.whatsapp_client import CloudAPI
 
 logger = logging.getLogger("outbox.daemon")
 

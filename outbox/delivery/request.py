@@ -25,7 +25,8 @@ from outbox.media.ids import MediaIds, refuses_media_id
 from outbox.metrics.daemon import DaemonMetrics
 from outbox.retry import ErrorClass, classify
 from outbox.settings import Settings
-from outbox.whatsapp import CloudAPI, Part
+from outbox.whatsapp import Part
+from outbox.whatsapp_client import CloudAPI
 
 logger = logging.getLogger("outbox.daemon")
 

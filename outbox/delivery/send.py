@@ -42,7 +42,8 @@ from outbox.pool import Pool
 from outbox.retry import TEMPLATE_PAUSED, retry_delay
 from outbox.settings import Settings
 from outbox.validation import normalize_media, normalize_recipient, normalize_text
-from outbox.whatsapp import CloudAPI, parts_of
+from outbox.whatsapp import parts_of
+from outbox.whatsapp_client import CloudAPI
 
 logger = logging.getLogger("outbox.daemon")
 MAX_INLINE_PACING = 2.0  # wait this long in-process for a rate slot; longer: reschedule

@@ -24,7 +24,8 @@ from outbox.errors import GraphError, SendError
 from outbox.media import fetch as fetching
 from outbox.pool import Pool
 from outbox.store import media as store
-from outbox.whatsapp import CloudAPI, Part
+from outbox.whatsapp import Part
+from outbox.whatsapp_client import CloudAPI
 
 logger = logging.getLogger("outbox.daemon")
 

@@ -19,7 +19,7 @@ from outbox.delivery.send import RowSender
 from outbox.delivery.senders import Senders
 from outbox.pool import Pool
 from outbox.retry import MAX_IN_DOUBT, MAX_IN_DOUBT_IN_OUTAGE
-from outbox.whatsapp import CloudAPI
+from outbox.whatsapp_client import CloudAPI
 from tests.daemon_helpers import claim_of
 
 PHONE = "1122334455"

@@ -26,7 +26,7 @@ from outbox.delivery.record import PartRecorder
 from outbox.delivery.send import RowSender
 from outbox.delivery.senders import Senders
 from outbox.pool import Pool
-from outbox.whatsapp import CloudAPI
+from outbox.whatsapp_client import CloudAPI
 from tests.daemon_helpers import claim_of
 
 URL = "http://127.0.0.1:9/v23.0/1122334455/messages"
