@@ -28,7 +28,7 @@ from aiohttp import web
 import outbox
 from benchmarks.scratch import scratch_database
 from outbox.callbacks import callback_data
-from outbox.daemon import Daemon
+from outbox.delivery.daemon import Daemon
 from outbox.simulator import Simulator, Step, serve
 from outbox.status_webhooks import StatusNotifier
 

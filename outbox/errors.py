@@ -7,7 +7,7 @@ OutboxError
 │   └── SchemaMissing                the outbox tables are not there: run `outbox migrate`
 └── StateConflict                    retry/cancel asked of a row in the wrong state
 NotInTransaction (RuntimeError)      enqueue on a connection that would commit at once
-SendError                            a part the Cloud API did not accept (see whatsapp.py)
+SendError                            a part the Cloud API did not accept (see whatsapp_client.py)
 ├── GraphError                       Graph's error envelope, with its code
 └── TransportError                   no usable answer: connection refused, 5xx HTML, ...
     └── InDoubt                      a timeout or a 200 without a usable id: maybe accepted

@@ -9,6 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
+from outbox.whatsapp import MAX_TEXT_LENGTH
+
 PENDING = "pending"
 SENDING = "sending"
 SENT = "sent"
@@ -21,9 +23,6 @@ STATUSES = (PENDING, SENDING, SENT, DELIVERED, READ, FAILED, CANCELLED)
 ACTIVE_STATUSES = (PENDING, SENDING)
 FINISHED_STATUSES = (SENT, DELIVERED, READ, FAILED, CANCELLED)
 
-MEDIA_KINDS = ("image", "video", "document", "audio")
-MAX_TEXT_LENGTH = 4096
-MAX_CAPTION_LENGTH = 1024
 MAX_MEDIA_PARTS = 10
 MAX_REFERENCE_LENGTH = 255
 

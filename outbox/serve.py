@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from outbox.daemon import EXIT_PAUSED, Daemon
+from outbox.delivery.daemon import EXIT_PAUSED, Daemon
 from outbox.logs import configure_logging
 from outbox.metrics.exposition import metrics_handler
 from outbox.settings import Settings

@@ -120,7 +120,7 @@ class Settings:
     # Where `outbox check` finds the webhook receiver (its /webhook URL, as given to Meta).
     webhook_url: str | None = None
     # The daemon's tuning (CLI flags of `outbox run`).
-    concurrency: int = 500  # the ceiling: 1,000 msg/s at 500 ms; see outbox.pace
+    concurrency: int = 500  # the ceiling: 1,000 msg/s at 500 ms; see outbox.delivery.pace
     batch_size: int = 100
     lease_seconds: float = 30.0
     max_attempts: int = 10

@@ -44,10 +44,10 @@ from aiohttp import web
 
 from outbox.errors import ConfigurationError
 from outbox.logs import mask_recipient
-from outbox.schema import MAX_CAPTION_LENGTH, MAX_TEXT_LENGTH, MEDIA_KINDS
 from outbox.simulator_media import MAX_UPLOAD_BYTES, MediaRefusal, SimulatedMedia
 from outbox.simulator_rules import TEMPLATE_DISABLED, TEMPLATE_PAUSED, BadControl, MetaRules
 from outbox.status_webhooks import STEPS, StatusNotifier
+from outbox.whatsapp import MAX_CAPTION_LENGTH, MAX_TEXT_LENGTH, MEDIA_KINDS
 
 logger = logging.getLogger("outbox.simulator")
 

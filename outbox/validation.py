@@ -19,13 +19,8 @@ from phonenumbers import ValidationResult
 
 from outbox.errors import InvalidMessage
 from outbox.media.limits import refused_by_extension
-from outbox.schema import (
-    MAX_CAPTION_LENGTH,
-    MAX_MEDIA_PARTS,
-    MAX_REFERENCE_LENGTH,
-    MAX_TEXT_LENGTH,
-    MEDIA_KINDS,
-)
+from outbox.schema import MAX_MEDIA_PARTS, MAX_REFERENCE_LENGTH
+from outbox.whatsapp import MAX_CAPTION_LENGTH, MAX_TEXT_LENGTH, MEDIA_KINDS
 
 # The familiar dict form of media_urls, in the order its parts are sent.
 MEDIA_URL_KEYS = {"images": "image", "videos": "video", "documents": "document", "audio": "audio"}

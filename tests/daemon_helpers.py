@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
 from outbox.callbacks import parse_callback
-from outbox.claims import Claim
-from outbox.daemon import Daemon
+from outbox.delivery.claim import Claim
+from outbox.delivery.daemon import Daemon
 from outbox.simulator import Simulator, Step
 
 TOKEN = "test-token"

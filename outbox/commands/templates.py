@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from outbox.policy.catalogue import fetch_catalogue, waba_id
+from outbox.policy.catalogue_sync import fetch_catalogue, waba_id
 from outbox.settings import Settings
 from outbox.store import templates_catalogue
 

@@ -62,7 +62,7 @@ class Step:
     explanation: Explanation | None
 
 
-# A request's outcome as outbox.events records it, in words.
+# A request's outcome as outbox.delivery.events records it, in words.
 _KINDS = {
     "accepted": "attempt: accepted by Meta",
     "reconciled": "accepted by Meta (found by its status webhook)",

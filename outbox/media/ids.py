@@ -19,12 +19,13 @@ from urllib.parse import unquote, urlsplit
 import aiohttp
 
 from outbox.cancel import cancel_and_wait
+from outbox.delivery.rate import SharedRate
 from outbox.errors import GraphError, SendError
 from outbox.media import fetch as fetching
 from outbox.pool import Pool
-from outbox.rate import SharedRate
 from outbox.store import media as store
-from outbox.whatsapp import CloudAPI, Part
+from outbox.whatsapp import Part
+from outbox.whatsapp_client import CloudAPI
 
 logger = logging.getLogger("outbox.daemon")
 

@@ -386,8 +386,8 @@ APPEND_EVENTS = sa.text(
 # The status webhooks that name a part by our callback data (of this installation: the receiver
 # stores another deployment's without a row) and come from after the row was created (with a
 # margin for clocks: 2 minutes before, 10 after now): their wamid settles a send in doubt once
-# their recipient is checked too (rows.py). Even `failed` says Meta accepted the request (and
-# then could not deliver it).
+# their recipient is checked too (delivery/reconcile.py). Even `failed` says Meta accepted the
+# request (and then could not deliver it).
 RECONCILED_WAMID = sa.text(
     """
     SELECT s.wamid, s.recipient FROM outbox_statuses s

@@ -15,8 +15,9 @@ import pytest
 from aiohttp import web
 
 import outbox
-from outbox import reach
-from outbox.daemon import API_STARTUP_WAIT, Daemon
+from outbox.delivery import reach
+from outbox.delivery.daemon import Daemon
+from outbox.delivery.startup import API_STARTUP_WAIT
 from outbox.simulator import Simulator, serve
 from tests.daemon_helpers import PHONE, TOKEN, cli_path
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
-from outbox.daemon import EXIT_PAUSED, Daemon
+from outbox.delivery.daemon import EXIT_PAUSED, Daemon
 from outbox.simulator import Simulator
 from tests.daemon_helpers import IMAGE, VIDEO, drain, enqueue, script, sent, short_callback, status
 

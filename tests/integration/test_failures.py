@@ -22,7 +22,7 @@ import pytest
 
 import outbox
 from outbox import embedded
-from outbox.daemon import Daemon
+from outbox.delivery.daemon import Daemon
 from outbox.simulator import Simulator, serve
 from tests.conftest import migrate_with
 from tests.daemon_helpers import short_callback

@@ -24,9 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
 from outbox import cli, serve
-from outbox import daemon as daemon_module
-from outbox import gate as gate_module
-from outbox.daemon import Daemon
+from outbox.delivery import health as gate_module
+from outbox.delivery import startup as startup_module
+from outbox.delivery.daemon import Daemon
 from outbox.simulator import Simulator, Step
 from tests.daemon_helpers import (
     IMAGE,
@@ -609,7 +609,7 @@ async def _idle_statements(
 def _count_daemon_statements(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Count every statement the daemons started from now on send to PostgreSQL."""
     counter = [0]
-    original = daemon_module.create_engine
+    original = startup_module.create_engine
 
     def counting_engine(*args: Any, **kwargs: Any) -> AsyncEngine:
         engine = original(*args, **kwargs)
@@ -620,7 +620,7 @@ def _count_daemon_statements(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         sa.event.listen(engine.sync_engine, "before_cursor_execute", count)
         return engine
 
-    monkeypatch.setattr(daemon_module, "create_engine", counting_engine)
+    monkeypatch.setattr(startup_module, "create_engine", counting_engine)
     return counter
 
 
@@ -630,7 +630,7 @@ async def test_a_row_that_crashes_the_delivery_code_ends_failed_not_looping(
     simulator: Simulator,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from outbox import rows
+    from outbox.delivery import send as rows
 
     original = rows.parts_of
 

@@ -12,14 +12,14 @@ from aioresponses import aioresponses
 
 import outbox
 from outbox.callbacks import installation_id
-from outbox.events import EventLog
-from outbox.limiter import RateLimiter
+from outbox.delivery.events import EventLog
+from outbox.delivery.limiter import RateLimiter
+from outbox.delivery.record import PartRecorder
+from outbox.delivery.send import RowSender
+from outbox.delivery.senders import Senders
 from outbox.pool import Pool
-from outbox.recorder import PartRecorder
 from outbox.retry import MAX_IN_DOUBT, MAX_IN_DOUBT_IN_OUTAGE
-from outbox.rows import RowSender
-from outbox.senders import Senders
-from outbox.whatsapp import CloudAPI
+from outbox.whatsapp_client import CloudAPI
 from tests.daemon_helpers import claim_of
 
 PHONE = "1122334455"

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
-from outbox.daemon import Daemon
+from outbox.delivery.daemon import Daemon
 from outbox.simulator import Simulator
 
 RECIPIENT = "+923001234567"

@@ -25,9 +25,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
-from outbox import daemon as daemon_module
 from outbox import serve
-from outbox.daemon import Daemon
+from outbox.delivery import daemon as daemon_module
+from outbox.delivery import turn as turn_module
+from outbox.delivery.daemon import Daemon
 from outbox.metrics.backlog import BacklogGauges
 from outbox.metrics.daemon import DaemonMetrics
 from outbox.pool import Pool
@@ -540,7 +541,7 @@ async def test_healthz_is_503_only_while_the_loop_is_stuck(
     health_url: Callable[[Daemon], Awaitable[str]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(daemon_module, "STUCK_TURN", 1.0)
+    monkeypatch.setattr(turn_module, "STUCK_TURN", 1.0)
     monkeypatch.setattr(daemon_module, "STATEMENT_TIMEOUT", 3.0)
     proxy = PostgresProxy(database_url)
     daemon = running(replace(settings, database_url=await proxy.start(), shutdown_timeout=2))

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
-from outbox.daemon import Daemon
+from outbox.delivery.daemon import Daemon
 from outbox.policy.tier import DailyLimit
 from outbox.simulator import Simulator
 from tests.integration.test_metrics import (

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 import outbox
 from outbox import migrate
 from outbox.database import create_engine
-from outbox.listener import NotificationListener
+from outbox.delivery.listen import NotificationListener
 from outbox.simulator import Simulator
 from tests.conftest import sync_engine
 from tests.daemon_helpers import IMAGE, PHONE, TOKEN, VIDEO, sent

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
-from outbox.daemon import Daemon
+from outbox.delivery.daemon import Daemon
 from outbox.simulator import Simulator
 from tests.daemon_helpers import PHONE, drain, enqueue, script, status
 

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
-from outbox.daemon import Daemon
+from outbox.delivery.daemon import Daemon
 from outbox.policy.quiet import QuietHours, next_opening
 from outbox.simulator import Simulator
 from tests.daemon_helpers import enqueue

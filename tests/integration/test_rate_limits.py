@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
+from outbox.delivery.rate import SharedRate
 from outbox.pool import Pool
-from outbox.rate import SharedRate
 from outbox.simulator import Simulator
 from tests.daemon_helpers import PHONE, daemon_env, drain, enqueue, script
 

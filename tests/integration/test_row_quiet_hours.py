@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
-from outbox.daemon import Daemon
+from outbox.delivery.daemon import Daemon
 from outbox.policy.quiet import QuietHours
 from outbox.simulator import Simulator
 from tests.daemon_helpers import cli_path, daemon_env, enqueue

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
 from outbox.cli import main
-from outbox.daemon import Daemon
+from outbox.delivery.daemon import Daemon
 from outbox.simulator import Simulator, Step
 from tests.daemon_helpers import PHONE, daemon_env, drain, enqueue, status
 

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
-from outbox.daemon import Daemon
+from outbox.delivery.daemon import Daemon
 from outbox.simulator import Simulator
 from outbox.store import templates_catalogue
 from tests.daemon_helpers import drain, enqueue, script

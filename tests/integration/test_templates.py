@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
 from outbox import cli, retry, store
-from outbox.daemon import Daemon
+from outbox.delivery.daemon import Daemon
 from outbox.simulator import Simulator
 from tests.daemon_helpers import drain, enqueue, script, status
 

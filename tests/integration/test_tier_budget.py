@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
-from outbox.daemon import Daemon
+from outbox.delivery.daemon import Daemon
 from outbox.policy.tier import DailyLimit
 from outbox.simulator import Simulator
 from tests.integration.test_policy import wrote

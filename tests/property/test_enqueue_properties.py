@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 import outbox
 from outbox.database import create_engine
-from outbox.schema import MEDIA_KINDS
+from outbox.whatsapp import MEDIA_KINDS
 from tests.conftest import sync_engine
 
 # Characters that once reached the database as errors, or sit at the edges of what it stores.

@@ -19,14 +19,14 @@ from hypothesis import strategies as st
 
 import outbox
 from outbox.callbacks import installation_id
-from outbox.claims import Claim
-from outbox.events import EventLog
-from outbox.limiter import RateLimiter
+from outbox.delivery.claim import Claim
+from outbox.delivery.events import EventLog
+from outbox.delivery.limiter import RateLimiter
+from outbox.delivery.record import PartRecorder
+from outbox.delivery.send import RowSender
+from outbox.delivery.senders import Senders
 from outbox.pool import Pool
-from outbox.recorder import PartRecorder
-from outbox.rows import RowSender
-from outbox.senders import Senders
-from outbox.whatsapp import CloudAPI
+from outbox.whatsapp_client import CloudAPI
 from tests.daemon_helpers import claim_of
 
 URL = "http://127.0.0.1:9/v23.0/1122334455/messages"

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from outbox.gate import OUTAGE_FAILURES, OUTAGE_PROBE_CAP, OUTAGE_RECIPIENTS, Gate, State
+from outbox.delivery.health import OUTAGE_FAILURES, OUTAGE_PROBE_CAP, OUTAGE_RECIPIENTS, Gate, State
 
 
 class Clock:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from outbox.limiter import RateLimiter
+from outbox.delivery.limiter import RateLimiter
 
 DAY = 86400.0
 

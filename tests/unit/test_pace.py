@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from outbox.pace import INITIAL_LATENCY, MINIMUM, InFlightTarget
+from outbox.delivery.pace import INITIAL_LATENCY, MINIMUM, InFlightTarget
 
 
 def settle(target: InFlightTarget, seconds: float) -> None:

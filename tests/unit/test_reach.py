@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from outbox import reach
+from outbox.delivery import reach
 
 
 @pytest.fixture

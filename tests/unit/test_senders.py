@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from outbox.delivery.senders import Senders
 from outbox.errors import GraphError
 from outbox.retry import pauses_every_sender
-from outbox.senders import Senders
 
 
 def graph(code: int, subcode: int | None = None) -> GraphError:

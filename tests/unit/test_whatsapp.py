@@ -13,7 +13,8 @@ import pytest
 from aioresponses import aioresponses
 
 from outbox.errors import GraphError, InDoubt, SendError, TransportError
-from outbox.whatsapp import CloudAPI, Part, parse_retry_after, parts_of, payload
+from outbox.whatsapp import Part, parse_retry_after, parts_of, payload
+from outbox.whatsapp_client import CloudAPI
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "whatsapp-examples"
 URL = "http://127.0.0.1:9/v23.0/1122334455/messages"

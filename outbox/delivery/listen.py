@@ -22,7 +22,7 @@ from outbox.database import CONNECT_TIMEOUT, is_connection_error, server_setting
 from outbox.retry import expo_delays
 from outbox.schema import NOTIFY_CHANNEL
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("outbox.listener")
 
 PROBE_TIMEOUT = 3.0  # a direct connection hears its probe within milliseconds
 RECHECK_INTERVAL = 300.0  # between silent looks once LISTEN proved impossible

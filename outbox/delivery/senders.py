@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from outbox.gate import Gate, State
-from outbox.pauses import OperatorHold
+from outbox.delivery.health import Gate, State
+from outbox.delivery.pauses import OperatorHold
 
 
 class Senders:

@@ -23,7 +23,7 @@ from outbox.database import is_connection_error, persistently, short_error
 from outbox.errors import clean
 from outbox.pool import Pool
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("outbox.recorder")
 MAX_BATCH = 1000
 STRUGGLING_AFTER = 0.5  # seconds a batch may take before claiming waits for it
 

@@ -20,7 +20,7 @@ from outbox.database import is_connection_error, short_error
 from outbox.errors import clean
 from outbox.pool import Pool
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("outbox.events")
 EVERY = 0.2
 MAX_BATCH = 2000
 MAX_BUFFER = 100_000

@@ -1,6 +1,6 @@
 """Paces sends to one recipient inside Meta's pair rate (a burst, then one message per interval),
 and holds the whole sender when Meta throttles it. GCRA, so no timers and O(1) per send. The
-sender's messages per second are paced across daemons by outbox.rate."""
+sender's messages per second are paced across daemons by outbox.delivery.rate."""
 
 from __future__ import annotations
 
