@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import json
 import os
 import resource
@@ -104,7 +105,7 @@ def children_cpu() -> float:
 def process_cpu(process: psutil.Process) -> float:
     """CPU-seconds of a process and of its children it has reaped."""
     times = process.cpu_times()
-    return times.user + times.system + times.children_user + times.children_system
+    return float(times.user + times.system + times.children_user + times.children_system)
 
 
 class ServerCpu:
@@ -235,9 +236,7 @@ class Setup:
     simulator: psutil.Process
 
 
-async def on_connection(
-    dsn: str, work: Callable[[asyncpg.Connection], Awaitable[int | None]]
-) -> int | None:
+async def on_connection(dsn: str, work: Count) -> int:
     conn = await asyncpg.connect(dsn)
     try:
         return await work(conn)
@@ -266,7 +265,7 @@ async def timed(setup: Setup, commands: list[list[str]], count: Count) -> Drain:
         seconds, server = await setup.server.measure(run())
     return Drain(
         seconds=seconds,
-        sent=int(await on_connection(setup.dsn, count) or 0),
+        sent=await on_connection(setup.dsn, count),
         drainer=children_cpu() - drainer,
         server=server,
         simulator=process_cpu(setup.simulator) - simulator,
@@ -311,7 +310,11 @@ async def measure(setup: Setup, rows: int, recipients: int, latency: float) -> l
     ]
     results = {}
     for name, fill, count, commands in drainers:
-        await on_connection(setup.dsn, lambda conn, fill=fill: fill(conn, rows, recipients))
+        conn = await asyncpg.connect(setup.dsn)
+        try:
+            await fill(conn, rows, recipients)
+        finally:
+            await conn.close()
         results[name] = await timed(setup, commands, count)
     base = results["pgqueuer"].rate()
     shown = "distinct" if recipients >= rows else f"{recipients:,}"
@@ -408,10 +411,10 @@ def load_average() -> str:
 
 def has_uvloop() -> str:
     try:
-        import uvloop
+        import uvloop  # noqa: F401
     except ImportError:
         return "no (not installed)"
-    return f"yes ({uvloop.__version__})"
+    return f"yes ({importlib.metadata.version('uvloop')})"
 
 
 async def wait_for_port(port: int) -> None:
