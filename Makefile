@@ -47,7 +47,15 @@ $(DEMO_STAMP): $(DEMO_SOURCES)
 demo: $(DEMO_STAMP)
 	$(DEMO_VENV)/bin/outbox demo
 
-bench: $(STAMP)
+# The benchmarks also need the bench extra (pgqueuer for throughput's comparison), installed into
+# the same .venv on top of the test extra.
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.enqueue
 	$(BIN)/python -m benchmarks.daemon
 	$(BIN)/python -m benchmarks.receipts

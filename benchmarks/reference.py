@@ -1,6 +1,9 @@
 """The bare reference loop of issue 9, as its own process: claim up to 100 rows with SKIP LOCKED,
 send each with aiohttp, mark the answered ones sent with one batched UPDATE. No leases checked,
-no parts, no order, no retries: the ceiling a safe daemon is measured against.
+no parts, no order, no retries: the ceiling a safe daemon is measured against. benchmarks/bare.py
+runs the same loop on a bare table of its own.
+
+Like `outbox run`, it runs on uvloop's event loop when uvloop is installed.
 
     python -m benchmarks.reference DSN GRAPH_URL IN_FLIGHT
 """
@@ -9,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -28,7 +33,21 @@ FROM unnest($1::bigint[], $2::text[]) AS u(id, wamid) WHERE m.id = u.id
 TOKEN, PHONE = "bench-token", "1234567890"
 
 
-async def drain(dsn: str, graph_url: str, in_flight: int) -> None:
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """asyncio.run(main), on uvloop's loop when it is installed, as `outbox run` does."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
+
+
+async def drain(
+    dsn: str, graph_url: str, in_flight: int, claim: str = CLAIM, done: str = DONE
+) -> None:
+    """Claim with `claim` (returning id, recipient, message), record with `done` (ids, wamids)."""
     pool = await asyncpg.create_pool(dsn, min_size=2, max_size=2)
     slots = asyncio.Semaphore(in_flight)
     answered: list[tuple[int, str]] = []
@@ -56,7 +75,7 @@ async def drain(dsn: str, graph_url: str, in_flight: int) -> None:
             if answered:
                 batch = answered[:]
                 del answered[: len(batch)]
-                await pool.execute(DONE, [i for i, _ in batch], [w for _, w in batch])
+                await pool.execute(done, [i for i, _ in batch], [w for _, w in batch])
             elif stopping.is_set():
                 return
             else:
@@ -71,7 +90,7 @@ async def drain(dsn: str, graph_url: str, in_flight: int) -> None:
             while free < min(100, in_flight) and not slots.locked():
                 await slots.acquire()
                 free += 1
-            rows = await pool.fetch(CLAIM, free)
+            rows = await pool.fetch(claim, free)
             for _ in range(free - len(rows)):
                 slots.release()
             for row in rows:
@@ -88,4 +107,4 @@ async def drain(dsn: str, graph_url: str, in_flight: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(drain(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+    run(drain(sys.argv[1], sys.argv[2], int(sys.argv[3])))
