@@ -41,6 +41,7 @@ REVISION_TABLES = {
     "0016": "outbox_rollup",
     "0017": "outbox_media",
     "0018": "outbox_tier_count",
+    "0019": "outbox_messages",
 }
 
 

@@ -87,6 +87,9 @@ messages = sa.Table(
     # Sends whose outcome is unknown (a timeout, a 200 without a usable id): Meta may have
     # accepted them, so they are resent only a few times, counted apart from `attempts`.
     sa.Column("in_doubt", sa.Integer, nullable=False, server_default=sa.text("0")),
+    # Claimed from an expired lease: the daemon that lost it may have sent the next part. Kept
+    # across releases until that part is recorded (or its status webhook settles it).
+    sa.Column("taken_over", sa.Boolean, nullable=False, server_default=sa.text("false")),
     # A template message, as Meta takes it: {"name", "language": {"code"}, "components": [...]}.
     sa.Column("template", JSONB, nullable=True),
     # The phone number id to send from; null: META_PHONE_NUMBER_ID.

@@ -26,7 +26,8 @@ import sqlalchemy as sa
 # with a null id says so, and the daemon claims again at once.
 # `expires_in` is the seconds left before the row's deadline (expires_at, else created_at plus
 # :max_age when that is positive), null without one. `taken_over`: the row's lease ran out while
-# another daemon held it, so that daemon may have sent the next part.
+# another daemon held it, so that daemon may have sent the next part; kept on the row (a release
+# does not clear it) until that part is recorded.
 CLAIM_BATCH = sa.text(
     """
     WITH seen AS (
@@ -79,11 +80,12 @@ CLAIM_BATCH = sa.text(
     ), claimed AS (
         UPDATE outbox_messages m
         SET status = 'sending', attempts = m.attempts + 1, lease_token = :token,
-            locked_until = now() + make_interval(secs => :lease), updated_at = now()
+            locked_until = now() + make_interval(secs => :lease), updated_at = now(),
+            taken_over = m.taken_over OR candidates.taken_over
         FROM candidates WHERE m.id = candidates.id
         RETURNING m.id, m.recipient, m.sender, m.message, m.media::text AS media,
                   m.template::text AS template, jsonb_array_length(m.parts) AS accepted,
-                  m.attempts, m.in_doubt, candidates.taken_over,
+                  m.attempts, m.in_doubt, m.taken_over,
                   (SELECT extract(epoch FROM l.tat - now()) FROM outbox_limits l
                    WHERE l.key = 'pair:' || coalesce(m.sender, :default_sender) || ':'
                                  || m.recipient) AS pair_due_in,
@@ -153,6 +155,7 @@ RECORD_PARTS = sa.text(
             locked_until = CASE WHEN v.final THEN NULL
                                 ELSE now() + make_interval(secs => :lease) END,
             lease_token = CASE WHEN v.final THEN NULL ELSE m.lease_token END,
+            taken_over = false,
             statuses_waiting = m.statuses_waiting OR EXISTS (
                 SELECT 1 FROM outbox_statuses s
                 WHERE s.wamid = v.wamid AND s.applied_at IS NULL),
