@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
@@ -91,3 +92,35 @@ def claim_of(row_id: int, token: uuid.UUID, *, in_doubt: int = 0, probe: bool = 
         lease_until=asyncio.get_running_loop().time() + 30,
         probe=probe,
     )
+
+
+async def rescheduled(engine: AsyncEngine, row: int) -> sa.Row[tuple[object, ...]]:
+    """The row once the daemon has ruled on it (waiting, or failed)."""
+    async with engine.connect() as conn:
+        for _ in range(200):
+            found = (
+                await conn.execute(
+                    sa.text(
+                        "SELECT status, attempts, available_at, last_error FROM outbox_messages"
+                        " WHERE id = :id"
+                    ),
+                    {"id": row},
+                )
+            ).one()
+            if found.last_error is not None and found.status != "sending":
+                return found
+            await conn.rollback()
+            await asyncio.sleep(0.05)
+    raise AssertionError("the daemon never ruled on the row")
+
+
+async def run_until_ruled(
+    settings: outbox.Settings, engine: AsyncEngine, row: int
+) -> sa.Row[tuple[object, ...]]:
+    daemon = Daemon(settings)
+    running = asyncio.create_task(daemon.run())
+    try:
+        return await rescheduled(engine, row)
+    finally:
+        daemon.stop()
+        assert await asyncio.wait_for(running, 10) == 0

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -13,8 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
 from outbox.delivery.daemon import Daemon
+from outbox.policy.quiet import parse_quiet_hours
 from outbox.simulator import Simulator
-from tests.daemon_helpers import PHONE, drain, enqueue, script, status
+from tests.daemon_helpers import PHONE, drain, enqueue, run_until_ruled, script, status
 
 CUSTOMER = "923001234567"
 FALLBACK = outbox.Template("we_miss_you", "en_US", ("Ali",), category="utility")
@@ -395,4 +397,43 @@ async def test_a_text_in_doubt_is_never_followed_by_its_fallback_when_the_window
     delivery = await status(engine, row)
     assert delivery.status == "failed"
     assert (delivery.last_error or "").startswith("window_closed")
+    assert "may have gone already" in (delivery.last_error or "")
+
+
+async def test_a_taken_over_row_released_and_claimed_again_never_switches_to_its_fallback(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    # A daemon died holding the row: it may have sent the text. Another takes the row over, and
+    # quiet hours give it back; by its next claim the window has closed.
+    await wrote(engine, timedelta(hours=1))
+    row = await enqueue(engine, CUSTOMER, "Your table is ready", fallback=FALLBACK)
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "UPDATE outbox_messages SET status = 'sending', attempts = 1,"
+                " lease_token = gen_random_uuid(), locked_until = now() - interval '1 hour'"
+                " WHERE id = :id"
+            ),
+            {"id": row},
+        )
+    local = datetime.now(ZoneInfo("Asia/Karachi"))
+    hours = f"{local - timedelta(hours=1):%H:%M}-{local + timedelta(hours=1):%H:%M}"
+    quiet = replace(settings, quiet_hours=parse_quiet_hours(hours, "--quiet-hours"))
+    ruled = await run_until_ruled(quiet, engine, row)
+    assert (ruled.status, ruled.last_error[:11]) == ("pending", "quiet hours")
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "INSERT INTO outbox_window_closures (phone_number_id, customer, closed_at)"
+                " VALUES (:phone, :customer, now())"
+            ),
+            {"phone": PHONE, "customer": CUSTOMER},
+        )
+        await conn.execute(
+            sa.text("UPDATE outbox_messages SET available_at = now() WHERE id = :id"), {"id": row}
+        )
+    assert await drain(replace(settings, reconcile_seconds=0)) == 0
+    assert simulator.accepted == [], "the fallback went after a text that may have gone"
+    delivery = await status(engine, row)
+    assert delivery.status == "failed"
     assert "may have gone already" in (delivery.last_error or "")
