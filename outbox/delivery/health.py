@@ -63,8 +63,8 @@ class Gate:
         self._spent: list[int] = []
         self._onset: list[int] = []
         # Rows such a failure failed for good (their last attempt): undone if it was an onset.
-        self._ended: list[int] = []
-        self._onset_ended: list[int] = []
+        self._ended: list[tuple[int, str]] = []  # (row id, the failure it ended with)
+        self._onset_ended: list[tuple[int, str]] = []
         self._lookup_misses = 0
         self.changes = 0  # bumped on every change of state, for whoever reports it
         self.answers = 0  # answers from the API so far
@@ -137,14 +137,16 @@ class Gate:
         if self.open:
             self._spent.append(row_id)
 
-    def ended(self, row_id: int) -> None:
-        """A failure with no answer failed the row for good (it had no attempt left)."""
+    def ended(self, row_id: int, error: str) -> None:
+        """A failure with no answer failed the row for good (it had no attempt left), with
+        `error` as its last error."""
         if self.open:
-            self._ended.append(row_id)
+            self._ended.append((row_id, error))
 
-    def take_onset_ended(self) -> list[int]:
-        """The rows that failures before the outage failed for good: to be sent again, since an
-        outage uses no attempts."""
+    def take_onset_ended(self) -> list[tuple[int, str]]:
+        """The rows that failures before the outage failed for good, with those failures: to be
+        sent again, since an outage uses no attempts, unless they failed since for another
+        reason."""
         ended, self._onset_ended = self._onset_ended, []
         return ended
 

@@ -15,6 +15,7 @@ from outbox.delivery.events import Event, EventLog
 from outbox.delivery.health import Gate, State
 from outbox.delivery.outcome import Outcomes
 from outbox.delivery.senders import Senders
+from outbox.errors import clean
 from outbox.pool import Pool
 from outbox.whatsapp_client import CloudAPI
 
@@ -65,15 +66,19 @@ class Outages:
                 raise
             logger.warning("attempts of %d rows not given back (%s)", len(rows), short_error(exc))
 
-    async def undo_failures(self, rows: list[int]) -> None:
+    async def undo_failures(self, rows: list[tuple[int, str]]) -> None:
         """Rows failed for good by an outage's first failures (their last attempt, used before
         the outage was recognised) go back to pending with that attempt returned: an outage
-        fails no row. A row changed since (retried, cancelled, failed by Meta) stays as it is."""
+        fails no row. A row changed since (retried, cancelled, failed by Meta or for a reason
+        of its own) stays as it is: its last error is no longer that failure."""
         if not rows:
             return
+        ids, errors = [row for row, _ in rows], [clean(error) for _, error in rows]
         try:
             async with self._pool.connect() as conn:
-                undone = await fetch_all(conn, store.UNDO_ONSET_FAILURES, {"ids": rows})
+                undone = await fetch_all(
+                    conn, store.UNDO_ONSET_FAILURES, {"ids": ids, "errors": errors}
+                )
         except Exception as exc:
             if not is_connection_error(exc):
                 raise

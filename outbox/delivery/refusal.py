@@ -256,9 +256,9 @@ class Refusals:
             await self._outcomes.fail(claim, reason, code=code, doubt=doubt, part=failed_part)
             if no_answer and not doubt:  # its last attempt may be an outage's first failure
                 if gate.state is State.OUTAGE:  # recognised while it was being failed
-                    await self._outages.undo_failures([claim.id])
+                    await self._outages.undo_failures([(claim.id, reason)])
                 else:
-                    gate.ended(claim.id)
+                    gate.ended(claim.id, reason)
         else:
             assert isinstance(outcome, Pause)
             reason = outcome.reason

@@ -247,21 +247,21 @@ GIVE_BACK_ATTEMPTS = sa.text(
 )
 
 # Rows failed for good by failures that turned out to be an outage's first: pending again, the
-# attempt returned, unless changed since (then no longer failed by us: retried, cancelled) or a
-# part of theirs was failed by Meta's status webhook.
+# attempt returned, unless changed since: retried, cancelled, failed for another reason (its
+# last error is no longer that failure), or a part of theirs failed by Meta's status webhook.
 UNDO_ONSET_FAILURES = sa.text(
     """
     UPDATE outbox_messages m
     SET status = 'pending', attempts = greatest(m.attempts - 1, 0), available_at = now(),
         error_code = NULL, last_error = 'waiting out an API outage: ' || coalesce(m.last_error, ''),
         updated_at = now()
-    WHERE m.id = ANY(CAST(:ids AS bigint[])) AND m.status = 'failed'
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:errors AS text[])) AS v(id, error)
+    WHERE m.id = v.id AND m.status = 'failed' AND m.last_error = v.error
       AND NOT EXISTS (SELECT FROM jsonb_array_elements(m.parts) AS p(part)
                       WHERE p.part ->> 'status' = 'failed')
     RETURNING m.id
     """
 )
-
 # Give claimed rows back untouched (shutdown, pause, outage), returning their attempt.
 RELEASE = sa.text(
     """

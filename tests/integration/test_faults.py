@@ -28,8 +28,10 @@ from outbox.delivery import health as gate_module
 from outbox.delivery import startup as startup_module
 from outbox.delivery.daemon import Daemon
 from outbox.simulator import Simulator, Step
+from outbox.store.messages import retry_failed
 from tests.daemon_helpers import (
     IMAGE,
+    PHONE,
     cli_path,
     daemon_env,
     drain,
@@ -167,6 +169,33 @@ async def test_an_api_outage_fails_no_row_even_of_those_on_their_last_attempt(
     await eventually(lambda: _counted(database_url, "failed", 0), 10, "no row failed")
     await _recovered(simulator, database_url, rows)
     assert [(await status(engine, row)).attempts for row in rows] == [1] * len(rows)
+
+
+async def test_an_outage_leaves_failed_a_row_that_failed_since_for_its_own_reason(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+    database_url: str,
+    running: Callable[[outbox.Settings], Daemon],
+) -> None:
+    # Its last attempt failed with no answer, alone (no outage); retried, it then failed because
+    # the customer opted out. A later outage's onset must not take that failure for its own.
+    simulator.fail_rate = 1.0
+    promo = outbox.Template("spring_sale", "en_US", category="marketing")
+    row = await enqueue(engine, RECIPIENTS[0], None, template=promo)
+    daemon = running(replace(settings, max_attempts=1, quick_retries=1))
+    await eventually(lambda: _status_is(database_url, row, "failed"), 10, "its last attempt")
+    async with engine.begin() as conn:
+        await outbox.add_optout(conn, RECIPIENTS[0], sender=PHONE)
+        assert await retry_failed(conn, row) is None
+    await eventually(lambda: _failed_with(database_url, row, "opted_out"), 10, "opted_out")
+    opted_out = await fetch_row(database_url, row)
+    others = [await enqueue(engine, r, "booking confirmed") for r in RECIPIENTS[1:10]]
+    await eventually(lambda: _async(daemon.health()["status"] == "outage"), 10, "an outage")
+    # One statement gives back the onset's rows: once none of them is failed, it has run.
+    await eventually(lambda: _none_failed(database_url, others), 10, "the onset undone")
+    record = await fetch_row(database_url, row)
+    assert (record["status"], record["updated_at"]) == ("failed", opted_out["updated_at"])
 
 
 async def test_a_drain_waits_through_an_api_outage(
@@ -576,6 +605,15 @@ async def _async(value: bool) -> bool:
 
 async def _counted(database_url: str, state: str, count: int) -> bool:
     return (await statuses(database_url))[state] == count
+
+
+async def _none_failed(database_url: str, rows: list[int]) -> bool:
+    return all([(await fetch_row(database_url, r))["status"] != "failed" for r in rows])
+
+
+async def _failed_with(database_url: str, row: int, reason: str) -> bool:
+    record = await fetch_row(database_url, row)
+    return bool(record["status"] == "failed" and record["last_error"].startswith(reason))
 
 
 async def _status_is(database_url: str, row: int, state: str, *, tried: bool = False) -> bool:
