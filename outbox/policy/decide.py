@@ -81,9 +81,11 @@ def decide(
     if template_row:
         if withheld(category, suppressed):
             return Ruling(fail=f"{OPTED_OUT}: the customer stopped marketing messages")
-        return _held(template) or SEND
+        return _held(template, may_have_sent) or SEND
     if sent_fallback and fallback is not None:
-        return _fallback(fallback, category, suppressed, switch=False, template=template)
+        return _fallback(
+            fallback, category, suppressed, switch=False, template=template, sent=may_have_sent
+        )
     if window.open:
         # Only where the window is known: there a 131047 closes it, so the next ruling sends
         # the fallback instead of the same free-form message again.
@@ -108,21 +110,24 @@ def _fallback(
     *,
     switch: bool,
     template: TemplateRuling | None,
+    sent: bool = False,
 ) -> Ruling:
     if withheld(category, suppressed):
         return Ruling(
             fail=f"{OPTED_OUT}: window closed, and the customer stopped marketing messages "
             "(its fallback template is marketing)"
         )
-    return _held(template) or Ruling(fallback=fallback, switch=switch)
+    return _held(template, sent) or Ruling(fallback=fallback, switch=switch)
 
 
-def _held(template: TemplateRuling | None) -> Ruling | None:
+def _held(template: TemplateRuling | None, may_have_sent: bool) -> Ruling | None:
     """The row's ruling when the catalogue holds or refuses its template; None otherwise."""
     if template is None:
         return None
     if template.hold_until is not None:
         return Ruling(hold=template.reason, hold_until=template.hold_until)
+    if may_have_sent and template.reason_if_sent is not None:
+        return Ruling(fail=template.reason_if_sent)
     return Ruling(fail=template.reason)
 
 

@@ -34,10 +34,12 @@ SYNCED_PAUSE = timedelta(hours=6)  # a pause seen by `outbox templates sync`: it
 
 @dataclass(frozen=True)
 class TemplateRuling:
-    """`hold_until` (with `reason`): the row waits until then; else `reason` fails it."""
+    """`hold_until` (with `reason`): the row waits until then; else `reason` fails it, or
+    `reason_if_sent` when an earlier request for it may have been accepted."""
 
     reason: str
     hold_until: datetime | None = None
+    reason_if_sent: str | None = None
 
 
 def pause_length(other_info: object) -> timedelta:
@@ -52,8 +54,16 @@ def paused_reason(name: str, language: str, until: datetime) -> str:
     )
 
 
-def refused_reason(name: str, language: str, status: str) -> str:
-    return clean(f"{TEMPLATE_DISABLED}: Meta says {name} ({language}) is {status}; not sent")
+def refused_reason(name: str, language: str, status: str, *, may_have_sent: bool = False) -> str:
+    """Why a row fails for its refused template; `may_have_sent`: a request for it had no clear
+    answer, so "not sent" would not be known to be true."""
+    told = f"{TEMPLATE_DISABLED}: Meta says {name} ({language}) is {status}"
+    if may_have_sent:
+        return clean(
+            f"{told}; not sent again (an earlier request with no clear answer may have been "
+            "accepted)"
+        )
+    return clean(f"{told}; not sent")
 
 
 def ruling(
@@ -69,7 +79,10 @@ def ruling(
     if status == PAUSED and paused_until is not None and paused_until > now:
         return TemplateRuling(paused_reason(name, language, paused_until), paused_until)
     if status in REFUSED:
-        return TemplateRuling(refused_reason(name, language, status))
+        return TemplateRuling(
+            refused_reason(name, language, status),
+            reason_if_sent=refused_reason(name, language, status, may_have_sent=True),
+        )
     return None  # approved, a pause that is over (Meta answers 132015 if not), or Meta decides
 
 
@@ -85,7 +98,8 @@ async def apply_to_rows(conn: AsyncConnectionLike, changed: list[Row]) -> dict[s
             counts["held"] += await store.hold_rows(conn, name, language, until, reason)
         elif status in REFUSED:
             reason = refused_reason(name, language, status)
-            counts["failed"] += await store.fail_rows(conn, name, language, reason)
+            doubtful = refused_reason(name, language, status, may_have_sent=True)
+            counts["failed"] += await store.fail_rows(conn, name, language, reason, doubtful)
         elif status == APPROVED:
             counts["released"] += await store.release_rows(conn, name, language)
     return counts

@@ -37,18 +37,20 @@ HOLD_ROWS = sa.text(
     """
 )
 
-# Fail the template's unsent rows, each with a `failed` event in its history.
+# Fail the template's waiting rows, each with a `failed` event in its history: :doubtful for a
+# row an earlier request of which may have been accepted (in doubt, or taken over).
 FAIL_ROWS = sa.text(
     f"""
     WITH failed AS (
         UPDATE outbox_messages m
-        SET status = 'failed', last_error = :reason, error_code = NULL,
+        SET status = 'failed', error_code = NULL,
+            last_error = CASE WHEN m.in_doubt > 0 OR m.taken_over THEN :doubtful ELSE :reason END,
             locked_until = NULL, lease_token = NULL, updated_at = now()
         WHERE {_USES_TEMPLATE}
-        RETURNING m.id)
+        RETURNING m.id, m.last_error)
     , history AS (
         INSERT INTO outbox_events (message_id, kind, detail)
-        SELECT id, 'failed', :reason FROM failed)
+        SELECT id, 'failed', last_error FROM failed)
     SELECT id FROM failed
     """
 )
@@ -86,8 +88,10 @@ async def hold_rows(
     return len(await fetch_all(conn, HOLD_ROWS, params))
 
 
-async def fail_rows(conn: AsyncConnectionLike, name: str, language: str, reason: str) -> int:
-    params = {"name": name, "language": language, "reason": reason}
+async def fail_rows(
+    conn: AsyncConnectionLike, name: str, language: str, reason: str, doubtful: str
+) -> int:
+    params = {"name": name, "language": language, "reason": reason, "doubtful": doubtful}
     return len(await fetch_all(conn, FAIL_ROWS, params))
 
 

@@ -242,3 +242,49 @@ async def test_a_132015_answer_holds_the_templates_next_rows_with_no_request(
     assert simulator.requests == 1
     assert (found.status, found.error_code) == ("pending", 132015)
     assert found.last_error.startswith("template_paused:")
+
+
+async def in_doubt(engine: AsyncEngine, row: int) -> None:
+    """The row as a request with no clear answer leaves it: Meta may have accepted it."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text("UPDATE outbox_messages SET in_doubt = 1 WHERE id = :id"), {"id": row}
+        )
+
+
+async def test_a_disabled_webhook_does_not_say_not_sent_of_a_row_that_may_have_gone(
+    known: None,
+    receiver: TestClient[Any, Any],
+    engine: AsyncEngine,
+) -> None:
+    row = await enqueue(engine, CUSTOMER, None, template=SHIPPED)
+    await in_doubt(engine, row)
+    disabled = {"event": "DISABLED", "disable_info": {"disable_date": "1733468400"}}
+    await post(receiver, engine, template_change("message_template_status_update", disabled))
+    found = await row_of(engine, row)
+    assert (found.status, found.last_error) == (
+        "failed",
+        "template_disabled: Meta says order_shipped (en_US) is DISABLED; not sent again "
+        "(an earlier request with no clear answer may have been accepted)",
+    )
+
+
+async def test_a_row_in_doubt_claimed_after_a_disabled_webhook_does_not_say_not_sent(
+    known: None,
+    receiver: TestClient[Any, Any],
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+) -> None:
+    disabled = {"event": "DISABLED", "disable_info": {"disable_date": "1733468400"}}
+    await post(receiver, engine, template_change("message_template_status_update", disabled))
+    row = await raw_template_row(engine)
+    await in_doubt(engine, row)
+    await drain(settings)
+    assert simulator.requests == 0
+    found = await row_of(engine, row)
+    assert (found.status, found.last_error) == (
+        "failed",
+        "template_disabled: Meta says order_shipped (en_US) is DISABLED; not sent again "
+        "(an earlier request with no clear answer may have been accepted)",
+    )
