@@ -101,8 +101,9 @@ async def rescheduled(engine: AsyncEngine, row: int) -> sa.Row[tuple[object, ...
             found = (
                 await conn.execute(
                     sa.text(
-                        "SELECT status, attempts, available_at, last_error FROM outbox_messages"
-                        " WHERE id = :id"
+                        "SELECT status, attempts, available_at, error_code, last_error,"
+                        " extract(epoch FROM available_at - now()) AS wait"
+                        " FROM outbox_messages WHERE id = :id"
                     ),
                     {"id": row},
                 )

@@ -3,47 +3,16 @@ by a day or more instead of failing it, bounded by its deadline."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
-from outbox.delivery.daemon import Daemon
 from outbox.simulator import Simulator
-from tests.daemon_helpers import script
+from tests.daemon_helpers import run_until_ruled, script
 
 CUSTOMER = "923001234567"
 PROMO = outbox.Template("spring_sale", "en_US", category="marketing")
-
-
-async def ruled(
-    settings: outbox.Settings, engine: AsyncEngine, row: int
-) -> sa.Row[tuple[object, ...]]:
-    daemon = Daemon(settings)
-    running = asyncio.create_task(daemon.run())
-    try:
-        async with engine.connect() as conn:
-            for _ in range(200):
-                found = (
-                    await conn.execute(
-                        sa.text(
-                            "SELECT status, attempts, error_code, last_error,"
-                            " extract(epoch FROM available_at - now()) AS wait"
-                            " FROM outbox_messages WHERE id = :id"
-                        ),
-                        {"id": row},
-                    )
-                ).one()
-                if found.last_error is not None and found.status != "sending":
-                    return found
-                await conn.rollback()
-                await asyncio.sleep(0.05)
-        raise AssertionError("the daemon never ruled on the row")
-    finally:
-        daemon.stop()
-        assert await asyncio.wait_for(running, 10) == 0
 
 
 async def test_a_131049_defers_the_row_a_day_instead_of_failing_it(
@@ -52,7 +21,7 @@ async def test_a_131049_defers_the_row_a_day_instead_of_failing_it(
     script(simulator, CUSTOMER, {"error": 131049})
     async with engine.begin() as conn:
         row = await outbox.enqueue(conn, CUSTOMER, template=PROMO)
-    found = await ruled(settings, engine, row)
+    found = await run_until_ruled(settings, engine, row)
     assert (found.status, found.attempts, found.error_code) == ("pending", 1, 131049)
     assert found.last_error.startswith("deferred: ")
     assert 23.9 * 3600 < found.wait <= 24 * 3600
@@ -66,6 +35,6 @@ async def test_a_131049_past_the_rows_deadline_fails_it_expired(
         row = await outbox.enqueue(
             conn, CUSTOMER, template=PROMO, expires_at=datetime.now(UTC) + timedelta(hours=2)
         )
-    found = await ruled(settings, engine, row)
+    found = await run_until_ruled(settings, engine, row)
     assert (found.status, found.error_code) == ("failed", 131049)
     assert found.last_error.startswith("expired: its deadline comes before Meta takes it again")

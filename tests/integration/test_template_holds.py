@@ -26,6 +26,11 @@ __all__ = ["known", "receiver"]  # fixtures, used by name
 
 CUSTOMER = "923001234567"
 SHIPPED = outbox.Template("order_shipped", "en_US", ("Ali", "A-1042", "12 May"), category="utility")
+DISABLED = {"event": "DISABLED", "disable_info": {"disable_date": "1733468400"}}
+NOT_SENT_AGAIN = (
+    "template_disabled: Meta says order_shipped (en_US) is DISABLED; not sent again "
+    "(an earlier request with no clear answer may have been accepted)"
+)
 PAUSED = template_change(
     "message_template_status_update",
     {"event": "PAUSED", "other_info": {"title": "FIRST_PAUSE", "description": "3 hours"}},
@@ -193,8 +198,7 @@ async def test_a_row_claimed_after_a_disabled_webhook_fails_with_no_request(
     settings: outbox.Settings,
     simulator: Simulator,
 ) -> None:
-    disabled = {"event": "DISABLED", "disable_info": {"disable_date": "1733468400"}}
-    await post(receiver, engine, template_change("message_template_status_update", disabled))
+    await post(receiver, engine, template_change("message_template_status_update", DISABLED))
     row = await raw_template_row(engine)
     await drain(settings)
     assert simulator.requests == 0
@@ -259,14 +263,9 @@ async def test_a_disabled_webhook_does_not_say_not_sent_of_a_row_that_may_have_g
 ) -> None:
     row = await enqueue(engine, CUSTOMER, None, template=SHIPPED)
     await in_doubt(engine, row)
-    disabled = {"event": "DISABLED", "disable_info": {"disable_date": "1733468400"}}
-    await post(receiver, engine, template_change("message_template_status_update", disabled))
+    await post(receiver, engine, template_change("message_template_status_update", DISABLED))
     found = await row_of(engine, row)
-    assert (found.status, found.last_error) == (
-        "failed",
-        "template_disabled: Meta says order_shipped (en_US) is DISABLED; not sent again "
-        "(an earlier request with no clear answer may have been accepted)",
-    )
+    assert (found.status, found.last_error) == ("failed", NOT_SENT_AGAIN)
 
 
 async def test_a_row_in_doubt_claimed_after_a_disabled_webhook_does_not_say_not_sent(
@@ -276,15 +275,10 @@ async def test_a_row_in_doubt_claimed_after_a_disabled_webhook_does_not_say_not_
     settings: outbox.Settings,
     simulator: Simulator,
 ) -> None:
-    disabled = {"event": "DISABLED", "disable_info": {"disable_date": "1733468400"}}
-    await post(receiver, engine, template_change("message_template_status_update", disabled))
+    await post(receiver, engine, template_change("message_template_status_update", DISABLED))
     row = await raw_template_row(engine)
     await in_doubt(engine, row)
     await drain(settings)
     assert simulator.requests == 0
     found = await row_of(engine, row)
-    assert (found.status, found.last_error) == (
-        "failed",
-        "template_disabled: Meta says order_shipped (en_US) is DISABLED; not sent again "
-        "(an earlier request with no clear answer may have been accepted)",
-    )
+    assert (found.status, found.last_error) == ("failed", NOT_SENT_AGAIN)
