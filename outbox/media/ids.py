@@ -22,6 +22,7 @@ from outbox.cancel import cancel_and_wait
 from outbox.delivery.rate import SharedRate
 from outbox.errors import GraphError, SendError
 from outbox.media import fetch as fetching
+from outbox.media import upload as uploading
 from outbox.pool import Pool
 from outbox.store import media as store
 from outbox.whatsapp import Part
@@ -90,7 +91,8 @@ class MediaIds:
 
     async def prepared(self, part: Part, sender: str, *, fresh: bool = False) -> Part:
         """The part to send by id. `fresh`: Meta refused the remembered id; upload again.
-        Raises MediaRefused, MediaUnreachable, or the upload's SendError."""
+        Raises MediaRefused, MediaUnreachable (the row's, upload.py), or the upload's SendError
+        that is the API's."""
         assert part.url is not None
         key = (sender, part.url)
         media_id = await _shared(
@@ -129,8 +131,8 @@ class MediaIds:
             media_id, uploaded_at = found
         else:
             await self._upload_rate.acquire(f"upload-{sender}")
-            media_id = await self._api.upload_media(
-                sender, fetched.content, fetched.mime, filename_for(part)
+            media_id = await uploading.upload(
+                self._api, sender, fetched.content, fetched.mime, filename_for(part)
             )
             uploaded_at = None
             self._on_upload(sender)
