@@ -2,13 +2,15 @@
 media ids that a send may name instead of a link (and that expire: `POST
 /_simulator/media/expire`), and a file host for tests and the demo (`GET
 /_simulator/files/{name}`: made-up bytes of the type the extension names; `?status=` answers
-that status instead, `?bytes=` sets the size, `?type=` the Content-Type). `GET
+that status instead, `?bytes=` sets the size, `?type=` the Content-Type, `?delay_ms=` answers
+that much later). `GET
 /_simulator/media` counts uploads and fetches. `upload_answer` answers every upload with a fixed
 status and body instead (an odd answer: a 200 without an id, a proxy's HTML 413).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -126,6 +128,9 @@ class SimulatedMedia:
         self.fetches[name] = self.fetches.get(name, 0) + 1
         if "Authorization" in request.headers:
             self.authorized_fetches += 1
+        delay = request.query.get("delay_ms", "")
+        if delay.isdigit():
+            await asyncio.sleep(int(delay) / 1000)
         status = request.query.get("status", "")
         if status.isdigit() and int(status) != 200:
             return web.Response(status=int(status), text="simulated failure")
