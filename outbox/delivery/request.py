@@ -113,7 +113,7 @@ class Requests:
                 by_id.media_id,
                 error,
             )
-            await self._media.forget(by_id.media_id)
+            await self._media.forget(by_id.media_id, part.type)
             again = await self._media.prepared(part, claim.sender, fresh=True)
             return await self._send(claim, recipient, again, index)
 

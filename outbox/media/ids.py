@@ -1,7 +1,9 @@
 """A media part's id: remembered for its link, else found for its bytes, else uploaded.
 
-Per sender (a media id belongs to the number that uploaded it). One daemon resolves each link,
-and uploads each content, once at a time however many rows ask together; uploads are paced
+Per sender (a media id belongs to the number that uploaded it) and kind (one link named as an
+image and as a document is fetched, judged and uploaded for each: it may fit only one, and Meta
+refusing one's id says nothing of the other's). One daemon resolves each link, and uploads each
+content, once at a time however many rows ask together; uploads are paced
 per sender through the shared rate (`--upload-rate`). Two daemons meeting the same new file at
 the same moment may both upload it: both ids work, the newer is kept.
 """
@@ -74,8 +76,9 @@ class MediaIds:
         self._fetch_timeout = fetch_timeout
         self._on_upload = on_upload or (lambda sender: None)
         self._session: aiohttp.ClientSession | None = None
-        self._links: dict[tuple[str, str], asyncio.Task[str]] = {}
-        self._contents: dict[tuple[str, str], asyncio.Task[str]] = {}
+        # In flight by (sender, url, kind) and by (sender, sha256, kind).
+        self._links: dict[tuple[str, str, str], asyncio.Task[str]] = {}
+        self._contents: dict[tuple[str, str, str], asyncio.Task[str]] = {}
 
     async def close(self) -> None:
         """Stop what is under way (the daemon is stopping) and close the links' session."""
@@ -94,27 +97,28 @@ class MediaIds:
         Raises MediaRefused, MediaUnreachable (the row's, upload.py), or the upload's SendError
         that is the API's."""
         assert part.url is not None
-        key = (sender, part.url)
+        key = (sender, part.url, part.type)
         media_id = await _shared(
             self._links, key, lambda: self._for_link(part, sender, fresh=fresh), join=not fresh
         )
         return replace(part, media_id=media_id)
 
-    async def forget(self, media_id: str) -> None:
+    async def forget(self, media_id: str, kind: str) -> None:
+        """Meta refused `media_id` sent as `kind`: no part of that kind is sent by it again."""
         async with self._pool.connect() as conn:
-            await store.forget(conn, media_id)
+            await store.forget(conn, media_id, kind)
 
     async def _for_link(self, part: Part, sender: str, *, fresh: bool) -> str:
         assert part.url is not None
         if not fresh:
             async with self._pool.connect() as conn:
-                known = await store.by_url(conn, sender, part.url, MAX_AGE_SECONDS)
+                known = await store.by_url(conn, sender, part.url, part.type, MAX_AGE_SECONDS)
             if known is not None:
                 return known
         fetched = await fetching.fetch(self._fetcher(), part.url, part.type, self._fetch_timeout)
         return await _shared(
             self._contents,
-            (sender, fetched.sha256),
+            (sender, fetched.sha256, part.type),
             lambda: self._for_content(part, sender, fetched, fresh=fresh),
             join=not fresh,
         )
@@ -126,7 +130,9 @@ class MediaIds:
         found = None
         if not fresh:
             async with self._pool.connect() as conn:
-                found = await store.by_content(conn, sender, fetched.sha256, MAX_AGE_SECONDS)
+                found = await store.by_content(
+                    conn, sender, fetched.sha256, part.type, MAX_AGE_SECONDS
+                )
         if found is not None:
             media_id, uploaded_at = found
         else:
@@ -149,6 +155,7 @@ class MediaIds:
                 conn,
                 sender=sender,
                 url=part.url,
+                kind=part.type,
                 sha256=fetched.sha256,
                 media_id=media_id,
                 mime_type=fetched.mime,
@@ -159,8 +166,8 @@ class MediaIds:
 
 
 async def _shared(
-    flights: dict[tuple[str, str], asyncio.Task[str]],
-    key: tuple[str, str],
+    flights: dict[tuple[str, str, str], asyncio.Task[str]],
+    key: tuple[str, str, str],
     work: Callable[[], Coroutine[Any, Any, str]],
     *,
     join: bool,
@@ -172,7 +179,7 @@ async def _shared(
         flight = asyncio.create_task(work())
         flights[key] = flight
 
-        def done(finished: asyncio.Task[str], key: tuple[str, str] = key) -> None:
+        def done(finished: asyncio.Task[str], key: tuple[str, str, str] = key) -> None:
             if flights.get(key) is finished:
                 del flights[key]
             if not finished.cancelled():

@@ -250,6 +250,47 @@ async def test_the_upload_is_remembered_in_outbox_media(
     assert json.dumps(row[1])  # a plain string id
 
 
+# --- A link's id is its kind's: an image and a document at one link are apart ------------------
+
+
+async def test_an_image_and_a_document_at_one_link_are_each_judged_as_their_kind(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    # No extension: only its type says what it is. Slow, so that both rows resolve it at once.
+    pdf = _file(simulator, "scan", "?type=application/pdf&delay_ms=300")
+    async with engine.begin() as conn:  # to two recipients, so that neither waits for the other
+        image = [await outbox.enqueue(conn, RECIPIENT, media_urls=[{"type": "image", "url": pdf}])]
+        document = [
+            await outbox.enqueue(
+                conn, "+923009876543", media_urls=[{"type": "document", "url": pdf}]
+            )
+        ]
+    await _drain(settings)
+    ((status, error),) = await _rows(engine, image)
+    assert status == "failed"
+    assert "the link serves application/pdf, which cannot be sent as image" in str(error)
+    assert await _rows(engine, document) == [("sent", None)]
+    assert simulator.requests == 1  # the image was never sent by the document's id
+
+
+async def test_an_image_at_a_documents_link_leaves_the_documents_id_alone(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    pdf = _file(simulator, "scan", "?type=application/pdf")
+    await _enqueue(engine, pdf, kind="document")
+    await _drain(settings)
+    image = await _enqueue(engine, pdf, kind="image")
+    await _drain(settings)
+    later = await _enqueue(engine, pdf, kind="document")
+    await _drain(settings)
+    ((status, error),) = await _rows(engine, image)
+    assert status == "failed"
+    assert "the link serves application/pdf, which cannot be sent as image" in str(error)
+    assert await _rows(engine, later) == [("sent", None)]
+    (upload,) = simulator.media.uploads  # the document's id was neither refused nor forgotten
+    assert _sent_ids(simulator) == [upload["id"]] * 2
+
+
 # --- An odd answer from the upload endpoint is the row's problem, never the sender's ---------
 
 # What an attack got from POST /{phone}/media: a 200 without an id, a proxy's HTML page (which
