@@ -92,14 +92,16 @@ class MediaIds:
             self._session = aiohttp.ClientSession()
         return self._session
 
-    async def prepared(self, part: Part, sender: str, *, fresh: bool = False) -> Part:
-        """The part to send by id. `fresh`: Meta refused the remembered id; upload again.
-        Raises MediaRefused, MediaUnreachable (the row's, upload.py), or the upload's SendError
-        that is the API's."""
+    async def prepared(self, part: Part, sender: str, *, refused: str | None = None) -> Part:
+        """The part to send by id. `refused`: Meta refused this id for the part (expired or
+        deleted; forget() it first): another, found or uploaded since. Rows asking for one link
+        and kind at once share one lookup, a refresh too: 200 rows finding their id gone make
+        one fetch and one upload. Raises MediaRefused, MediaUnreachable (the row's, upload.py),
+        or the upload's SendError that is the API's."""
         assert part.url is not None
         key = (sender, part.url, part.type)
         media_id = await _shared(
-            self._links, key, lambda: self._for_link(part, sender, fresh=fresh), join=not fresh
+            self._links, key, lambda: self._for_link(part, sender, refused), refused
         )
         return replace(part, media_id=media_id)
 
@@ -108,32 +110,30 @@ class MediaIds:
         async with self._pool.connect() as conn:
             await store.forget(conn, media_id, kind)
 
-    async def _for_link(self, part: Part, sender: str, *, fresh: bool) -> str:
+    async def _for_link(self, part: Part, sender: str, refused: str | None) -> str:
+        """The link's id: remembered (another than `refused`: a daemon may have uploaded the
+        file again since), else its content's."""
         assert part.url is not None
-        if not fresh:
-            async with self._pool.connect() as conn:
-                known = await store.by_url(conn, sender, part.url, part.type, MAX_AGE_SECONDS)
-            if known is not None:
-                return known
+        async with self._pool.connect() as conn:
+            known = await store.by_url(conn, sender, part.url, part.type, MAX_AGE_SECONDS)
+        if known is not None and known != refused:
+            return known
         fetched = await fetching.fetch(self._fetcher(), part.url, part.type, self._fetch_timeout)
         return await _shared(
             self._contents,
             (sender, fetched.sha256, part.type),
-            lambda: self._for_content(part, sender, fetched, fresh=fresh),
-            join=not fresh,
+            lambda: self._for_content(part, sender, fetched, refused),
+            refused,
         )
 
     async def _for_content(
-        self, part: Part, sender: str, fetched: fetching.Fetched, *, fresh: bool
+        self, part: Part, sender: str, fetched: fetching.Fetched, refused: str | None
     ) -> str:
+        """The id of these bytes (another than `refused`), else a new upload's."""
         assert part.url is not None
-        found = None
-        if not fresh:
-            async with self._pool.connect() as conn:
-                found = await store.by_content(
-                    conn, sender, fetched.sha256, part.type, MAX_AGE_SECONDS
-                )
-        if found is not None:
+        async with self._pool.connect() as conn:
+            found = await store.by_content(conn, sender, fetched.sha256, part.type, MAX_AGE_SECONDS)
+        if found is not None and found[0] != refused:
             media_id, uploaded_at = found
         else:
             await self._upload_rate.acquire(f"upload-{sender}")
@@ -169,21 +169,38 @@ async def _shared(
     flights: dict[tuple[str, str, str], asyncio.Task[str]],
     key: tuple[str, str, str],
     work: Callable[[], Coroutine[Any, Any, str]],
+    refused: str | None,
+) -> str:
+    """One `work` per key at a time: callers meanwhile share its result (or its error). A caller
+    whose id was `refused` shares one too, unless it found that very id (it began before the
+    refusal): then it shares the next, and at last starts its own (`work` skips `refused`). A
+    caller cancelled does not cancel the others'."""
+    media_id = await asyncio.shield(_flight(flights, key, work, join=True))
+    for join in (True, False):
+        if media_id != refused:
+            break
+        media_id = await asyncio.shield(_flight(flights, key, work, join=join))
+    return media_id
+
+
+def _flight(
+    flights: dict[tuple[str, str, str], asyncio.Task[str]],
+    key: tuple[str, str, str],
+    work: Callable[[], Coroutine[Any, Any, str]],
     *,
     join: bool,
-) -> str:
-    """One `work` per key at a time: callers meanwhile share its result (or its error). A
-    caller cancelled does not cancel the others'."""
+) -> asyncio.Task[str]:
+    """The key's `work` under way (`join`), else a new one, which later callers join."""
     flight = flights.get(key) if join else None
-    if flight is None:
-        flight = asyncio.create_task(work())
-        flights[key] = flight
+    if flight is not None and not flight.done():
+        return flight
+    flight = flights[key] = asyncio.create_task(work())
 
-        def done(finished: asyncio.Task[str], key: tuple[str, str, str] = key) -> None:
-            if flights.get(key) is finished:
-                del flights[key]
-            if not finished.cancelled():
-                finished.exception()  # retrieved, so an error nobody awaited is not logged
+    def done(finished: asyncio.Task[str]) -> None:
+        if flights.get(key) is finished:
+            del flights[key]
+        if not finished.cancelled():
+            finished.exception()  # retrieved, so an error nobody awaited is not logged
 
-        flight.add_done_callback(done)
-    return await asyncio.shield(flight)
+    flight.add_done_callback(done)
+    return flight

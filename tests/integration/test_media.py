@@ -250,6 +250,40 @@ async def test_the_upload_is_remembered_in_outbox_media(
     assert json.dumps(row[1])  # a plain string id
 
 
+# --- A file is uploaded again once, however many rows find its id gone ------------------------
+
+
+async def _many_at_once(settings: outbox.Settings) -> None:
+    daemon = Daemon(dataclasses.replace(_upload_settings(settings), concurrency=64), drain=True)
+    assert await asyncio.wait_for(daemon.run(), 120) == 0
+
+
+async def test_an_id_meta_refuses_to_200_rows_at_once_is_fetched_and_uploaded_again_once(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    await _enqueue(engine, _file(simulator, "menu.pdf"))
+    await _drain(settings)
+    simulator.media.expired.update(u["id"] for u in simulator.media.uploads)  # gone at Meta
+    ids = await _enqueue(engine, _file(simulator, "menu.pdf"), count=200)
+    await _many_at_once(settings)
+    assert await _rows(engine, ids) == [("sent", None)] * 200
+    assert simulator.media.fetches == {"menu.pdf": 2}
+    assert len(simulator.media.uploads) == 2
+
+
+async def test_an_id_too_old_for_200_rows_at_once_is_fetched_and_uploaded_again_once(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    await _enqueue(engine, _file(simulator, "menu.pdf"))
+    await _drain(settings)
+    await _age_uploads(engine, 29)
+    ids = await _enqueue(engine, _file(simulator, "menu.pdf"), count=200)
+    await _many_at_once(settings)
+    assert await _rows(engine, ids) == [("sent", None)] * 200
+    assert simulator.media.fetches == {"menu.pdf": 2}
+    assert len(simulator.media.uploads) == 2
+
+
 # --- A link's id is its kind's: an image and a document at one link are apart ------------------
 
 
