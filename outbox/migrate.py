@@ -42,6 +42,7 @@ REVISION_TABLES = {
     "0017": "outbox_media",
     "0018": "outbox_tier_count",
     "0019": "outbox_messages",
+    "0020": "outbox_media",
 }
 
 

@@ -635,21 +635,23 @@ rollup_marks = sa.Table(
     ),
 )
 
-# Media uploaded to Meta (`--media-mode upload`): per sender and link, the content's hash and
-# the media id Meta gave for it. A link seen again is sent by its id without being fetched; a
-# new link to the same bytes (a fresh presigned URL) finds the id by hash. Ids are used for 29
-# of Meta's 30 days, then uploaded again; an id Meta refuses is deleted here.
+# Media uploaded to Meta (`--media-mode upload`): per sender, link and kind (image, video, audio,
+# document: one link may be named as two, and be fit for one only), the content's hash and the
+# media id Meta gave for it. A link seen again is sent by its id without being fetched; a new
+# link to the same bytes (a fresh presigned URL) finds the id by hash. Ids are used for 29 of
+# Meta's 30 days, then uploaded again; an id Meta refuses is deleted here.
 media = sa.Table(
     "outbox_media",
     metadata,
     sa.Column("sender", sa.Text, nullable=False),
     sa.Column("url", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
     sa.Column("sha256", sa.Text, nullable=False),
     sa.Column("media_id", sa.Text, nullable=False),
     sa.Column("mime_type", sa.Text, nullable=False),
     sa.Column("bytes", sa.BigInteger, nullable=False),
     sa.Column("uploaded_at", sa.DateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint("sender", "url"),
-    sa.Index("ix_outbox_media_content", "sender", "sha256", "uploaded_at"),
+    sa.PrimaryKeyConstraint("sender", "url", "kind"),
+    sa.Index("ix_outbox_media_content", "sender", "sha256", "kind", "uploaded_at"),
     sa.Index("ix_outbox_media_media_id", "media_id"),
 )

@@ -2,12 +2,15 @@
 media ids that a send may name instead of a link (and that expire: `POST
 /_simulator/media/expire`), and a file host for tests and the demo (`GET
 /_simulator/files/{name}`: made-up bytes of the type the extension names; `?status=` answers
-that status instead, `?bytes=` sets the size, `?type=` the Content-Type). `GET
-/_simulator/media` counts uploads and fetches.
+that status instead, `?bytes=` sets the size, `?type=` the Content-Type, `?delay_ms=` answers
+that much later). `GET
+/_simulator/media` counts uploads and fetches. `upload_answer` answers every upload with a fixed
+status and body instead (an odd answer: a 200 without an id, a proxy's HTML 413).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -49,6 +52,9 @@ class SimulatedMedia:
     fetches: dict[str, int] = field(default_factory=dict)
     # Whether any fetch of a file carried an Authorization header (a token leaking to a host).
     authorized_fetches: int = 0
+    # How every upload is answered instead, if set: (HTTP status, body, Content-Type).
+    upload_answer: tuple[int, str, str] | None = None
+    upload_requests: int = 0  # POSTs to /media that reached it, answered or refused
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/_simulator/media", self.handle_counts)
@@ -65,6 +71,11 @@ class SimulatedMedia:
 
     async def upload(self, request: web.Request, sender: str) -> web.Response:
         """POST /{version}/{phone_number_id}/media: the file kept, its id answered."""
+        self.upload_requests += 1
+        if self.upload_answer is not None:
+            status, body, content_type = self.upload_answer
+            await request.read()
+            return web.Response(status=status, text=body, content_type=content_type)
         if request.content_length is not None and request.content_length > MAX_UPLOAD_BYTES:
             raise MediaRefusal(131053, "Media upload error: the file is too large")
         fields: dict[str, Any] = {}
@@ -117,6 +128,9 @@ class SimulatedMedia:
         self.fetches[name] = self.fetches.get(name, 0) + 1
         if "Authorization" in request.headers:
             self.authorized_fetches += 1
+        delay = request.query.get("delay_ms", "")
+        if delay.isdigit():
+            await asyncio.sleep(int(delay) / 1000)
         status = request.query.get("status", "")
         if status.isdigit() and int(status) != 200:
             return web.Response(status=int(status), text="simulated failure")

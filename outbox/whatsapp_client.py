@@ -127,7 +127,9 @@ class CloudAPI:
 
     async def upload_media(self, sender: str, content: bytes, mime: str, filename: str) -> str:
         """POST the file to /{sender}/media (multipart, as Meta takes it); the media id, or a
-        GraphError / TransportError. Never InDoubt: uploading a file twice sends nothing."""
+        GraphError / TransportError (with the HTTP status when one came: a 2xx without a usable
+        id too). Never InDoubt: uploading a file twice sends nothing. What is the row's and what
+        the API's: outbox/media/upload.py."""
         form = aiohttp.FormData()
         form.add_field("messaging_product", "whatsapp")
         form.add_field("type", mime)
@@ -139,10 +141,11 @@ class CloudAPI:
                 headers=self._headers,
                 timeout=self._upload_timeout,
             ) as response:
+                status = response.status
                 text = self._hidden((await _read_capped(response)).decode("utf-8", "replace"))
-                if not accepted(response.status):
+                if not accepted(status):
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                    raise error_from_response(response.status, text, retry_after)
+                    raise error_from_response(status, text, retry_after)
         except TimeoutError:
             raise TransportError("the media upload timed out") from None
         except aiohttp.ClientError as exc:
@@ -152,7 +155,10 @@ class CloudAPI:
         except (ValueError, AttributeError):
             media_id = None
         if not isinstance(media_id, str | int) or not WAMID.match(str(media_id)):
-            raise TransportError("the media upload was answered without a media id")
+            raise TransportError(
+                f"the media upload was answered with HTTP {status} but no media id",
+                http_status=status,
+            )
         return str(media_id)
 
     async def unreachable(self, sender: str | None = None) -> str | None:

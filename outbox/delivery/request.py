@@ -113,8 +113,8 @@ class Requests:
                 by_id.media_id,
                 error,
             )
-            await self._media.forget(by_id.media_id)
-            again = await self._media.prepared(part, claim.sender, fresh=True)
+            await self._media.forget(by_id.media_id, part.type)
+            again = await self._media.prepared(part, claim.sender, refused=by_id.media_id)
             return await self._send(claim, recipient, again, index)
 
     async def _send_once(self, claim: Claim, recipient: str, part: Part, index: int) -> str:

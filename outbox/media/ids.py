@@ -1,7 +1,9 @@
 """A media part's id: remembered for its link, else found for its bytes, else uploaded.
 
-Per sender (a media id belongs to the number that uploaded it). One daemon resolves each link,
-and uploads each content, once at a time however many rows ask together; uploads are paced
+Per sender (a media id belongs to the number that uploaded it) and kind (one link named as an
+image and as a document is fetched, judged and uploaded for each: it may fit only one, and Meta
+refusing one's id says nothing of the other's). One daemon resolves each link, and uploads each
+content, once at a time however many rows ask together; uploads are paced
 per sender through the shared rate (`--upload-rate`). Two daemons meeting the same new file at
 the same moment may both upload it: both ids work, the newer is kept.
 """
@@ -22,6 +24,7 @@ from outbox.cancel import cancel_and_wait
 from outbox.delivery.rate import SharedRate
 from outbox.errors import GraphError, SendError
 from outbox.media import fetch as fetching
+from outbox.media import upload as uploading
 from outbox.pool import Pool
 from outbox.store import media as store
 from outbox.whatsapp import Part
@@ -73,8 +76,9 @@ class MediaIds:
         self._fetch_timeout = fetch_timeout
         self._on_upload = on_upload or (lambda sender: None)
         self._session: aiohttp.ClientSession | None = None
-        self._links: dict[tuple[str, str], asyncio.Task[str]] = {}
-        self._contents: dict[tuple[str, str], asyncio.Task[str]] = {}
+        # In flight by (sender, url, kind) and by (sender, sha256, kind).
+        self._links: dict[tuple[str, str, str], asyncio.Task[str]] = {}
+        self._contents: dict[tuple[str, str, str], asyncio.Task[str]] = {}
 
     async def close(self) -> None:
         """Stop what is under way (the daemon is stopping) and close the links' session."""
@@ -88,49 +92,53 @@ class MediaIds:
             self._session = aiohttp.ClientSession()
         return self._session
 
-    async def prepared(self, part: Part, sender: str, *, fresh: bool = False) -> Part:
-        """The part to send by id. `fresh`: Meta refused the remembered id; upload again.
-        Raises MediaRefused, MediaUnreachable, or the upload's SendError."""
+    async def prepared(self, part: Part, sender: str, *, refused: str | None = None) -> Part:
+        """The part to send by id. `refused`: Meta refused this id for the part (expired or
+        deleted; forget() it first): another, found or uploaded since. Rows asking for one link
+        and kind at once share one lookup, a refresh too: 200 rows finding their id gone make
+        one fetch and one upload. Raises MediaRefused, MediaUnreachable (the row's, upload.py),
+        or the upload's SendError that is the API's."""
         assert part.url is not None
-        key = (sender, part.url)
+        key = (sender, part.url, part.type)
         media_id = await _shared(
-            self._links, key, lambda: self._for_link(part, sender, fresh=fresh), join=not fresh
+            self._links, key, lambda: self._for_link(part, sender, refused), refused
         )
         return replace(part, media_id=media_id)
 
-    async def forget(self, media_id: str) -> None:
+    async def forget(self, media_id: str, kind: str) -> None:
+        """Meta refused `media_id` sent as `kind`: no part of that kind is sent by it again."""
         async with self._pool.connect() as conn:
-            await store.forget(conn, media_id)
+            await store.forget(conn, media_id, kind)
 
-    async def _for_link(self, part: Part, sender: str, *, fresh: bool) -> str:
+    async def _for_link(self, part: Part, sender: str, refused: str | None) -> str:
+        """The link's id: remembered (another than `refused`: a daemon may have uploaded the
+        file again since), else its content's."""
         assert part.url is not None
-        if not fresh:
-            async with self._pool.connect() as conn:
-                known = await store.by_url(conn, sender, part.url, MAX_AGE_SECONDS)
-            if known is not None:
-                return known
+        async with self._pool.connect() as conn:
+            known = await store.by_url(conn, sender, part.url, part.type, MAX_AGE_SECONDS)
+        if known is not None and known != refused:
+            return known
         fetched = await fetching.fetch(self._fetcher(), part.url, part.type, self._fetch_timeout)
         return await _shared(
             self._contents,
-            (sender, fetched.sha256),
-            lambda: self._for_content(part, sender, fetched, fresh=fresh),
-            join=not fresh,
+            (sender, fetched.sha256, part.type),
+            lambda: self._for_content(part, sender, fetched, refused),
+            refused,
         )
 
     async def _for_content(
-        self, part: Part, sender: str, fetched: fetching.Fetched, *, fresh: bool
+        self, part: Part, sender: str, fetched: fetching.Fetched, refused: str | None
     ) -> str:
+        """The id of these bytes (another than `refused`), else a new upload's."""
         assert part.url is not None
-        found = None
-        if not fresh:
-            async with self._pool.connect() as conn:
-                found = await store.by_content(conn, sender, fetched.sha256, MAX_AGE_SECONDS)
-        if found is not None:
+        async with self._pool.connect() as conn:
+            found = await store.by_content(conn, sender, fetched.sha256, part.type, MAX_AGE_SECONDS)
+        if found is not None and found[0] != refused:
             media_id, uploaded_at = found
         else:
             await self._upload_rate.acquire(f"upload-{sender}")
-            media_id = await self._api.upload_media(
-                sender, fetched.content, fetched.mime, filename_for(part)
+            media_id = await uploading.upload(
+                self._api, sender, fetched.content, fetched.mime, filename_for(part)
             )
             uploaded_at = None
             self._on_upload(sender)
@@ -147,6 +155,7 @@ class MediaIds:
                 conn,
                 sender=sender,
                 url=part.url,
+                kind=part.type,
                 sha256=fetched.sha256,
                 media_id=media_id,
                 mime_type=fetched.mime,
@@ -157,24 +166,41 @@ class MediaIds:
 
 
 async def _shared(
-    flights: dict[tuple[str, str], asyncio.Task[str]],
-    key: tuple[str, str],
+    flights: dict[tuple[str, str, str], asyncio.Task[str]],
+    key: tuple[str, str, str],
+    work: Callable[[], Coroutine[Any, Any, str]],
+    refused: str | None,
+) -> str:
+    """One `work` per key at a time: callers meanwhile share its result (or its error). A caller
+    whose id was `refused` shares one too, unless it found that very id (it began before the
+    refusal): then it shares the next, and at last starts its own (`work` skips `refused`). A
+    caller cancelled does not cancel the others'."""
+    media_id = await asyncio.shield(_flight(flights, key, work, join=True))
+    for join in (True, False):
+        if media_id != refused:
+            break
+        media_id = await asyncio.shield(_flight(flights, key, work, join=join))
+    return media_id
+
+
+def _flight(
+    flights: dict[tuple[str, str, str], asyncio.Task[str]],
+    key: tuple[str, str, str],
     work: Callable[[], Coroutine[Any, Any, str]],
     *,
     join: bool,
-) -> str:
-    """One `work` per key at a time: callers meanwhile share its result (or its error). A
-    caller cancelled does not cancel the others'."""
+) -> asyncio.Task[str]:
+    """The key's `work` under way (`join`), else a new one, which later callers join."""
     flight = flights.get(key) if join else None
-    if flight is None:
-        flight = asyncio.create_task(work())
-        flights[key] = flight
+    if flight is not None and not flight.done():
+        return flight
+    flight = flights[key] = asyncio.create_task(work())
 
-        def done(finished: asyncio.Task[str], key: tuple[str, str] = key) -> None:
-            if flights.get(key) is finished:
-                del flights[key]
-            if not finished.cancelled():
-                finished.exception()  # retrieved, so an error nobody awaited is not logged
+    def done(finished: asyncio.Task[str]) -> None:
+        if flights.get(key) is finished:
+            del flights[key]
+        if not finished.cancelled():
+            finished.exception()  # retrieved, so an error nobody awaited is not logged
 
-        flight.add_done_callback(done)
-    return await asyncio.shield(flight)
+    flight.add_done_callback(done)
+    return flight

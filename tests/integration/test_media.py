@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 
 import pytest
 import sqlalchemy as sa
@@ -17,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 import outbox
 from outbox.delivery.daemon import Daemon
 from outbox.simulator import Simulator
+from tests.daemon_helpers import TOKEN
 
 RECIPIENT = "+923001234567"
 
@@ -245,3 +248,165 @@ async def test_the_upload_is_remembered_in_outbox_media(
     (upload,) = simulator.media.uploads
     assert tuple(row) == (upload["sender"], upload["id"], "application/pdf", upload["bytes"])
     assert json.dumps(row[1])  # a plain string id
+
+
+# --- A file is uploaded again once, however many rows find its id gone ------------------------
+
+
+async def _many_at_once(settings: outbox.Settings) -> None:
+    daemon = Daemon(dataclasses.replace(_upload_settings(settings), concurrency=64), drain=True)
+    assert await asyncio.wait_for(daemon.run(), 120) == 0
+
+
+async def test_an_id_meta_refuses_to_200_rows_at_once_is_fetched_and_uploaded_again_once(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    await _enqueue(engine, _file(simulator, "menu.pdf"))
+    await _drain(settings)
+    simulator.media.expired.update(u["id"] for u in simulator.media.uploads)  # gone at Meta
+    ids = await _enqueue(engine, _file(simulator, "menu.pdf"), count=200)
+    await _many_at_once(settings)
+    assert await _rows(engine, ids) == [("sent", None)] * 200
+    assert simulator.media.fetches == {"menu.pdf": 2}
+    assert len(simulator.media.uploads) == 2
+
+
+async def test_an_id_too_old_for_200_rows_at_once_is_fetched_and_uploaded_again_once(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    await _enqueue(engine, _file(simulator, "menu.pdf"))
+    await _drain(settings)
+    await _age_uploads(engine, 29)
+    ids = await _enqueue(engine, _file(simulator, "menu.pdf"), count=200)
+    await _many_at_once(settings)
+    assert await _rows(engine, ids) == [("sent", None)] * 200
+    assert simulator.media.fetches == {"menu.pdf": 2}
+    assert len(simulator.media.uploads) == 2
+
+
+# --- A link's id is its kind's: an image and a document at one link are apart ------------------
+
+
+async def test_an_image_and_a_document_at_one_link_are_each_judged_as_their_kind(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    # No extension: only its type says what it is. Slow, so that both rows resolve it at once.
+    pdf = _file(simulator, "scan", "?type=application/pdf&delay_ms=300")
+    async with engine.begin() as conn:  # to two recipients, so that neither waits for the other
+        image = [await outbox.enqueue(conn, RECIPIENT, media_urls=[{"type": "image", "url": pdf}])]
+        document = [
+            await outbox.enqueue(
+                conn, "+923009876543", media_urls=[{"type": "document", "url": pdf}]
+            )
+        ]
+    await _drain(settings)
+    ((status, error),) = await _rows(engine, image)
+    assert status == "failed"
+    assert "the link serves application/pdf, which cannot be sent as image" in str(error)
+    assert await _rows(engine, document) == [("sent", None)]
+    assert simulator.requests == 1  # the image was never sent by the document's id
+
+
+async def test_an_image_at_a_documents_link_leaves_the_documents_id_alone(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    pdf = _file(simulator, "scan", "?type=application/pdf")
+    await _enqueue(engine, pdf, kind="document")
+    await _drain(settings)
+    image = await _enqueue(engine, pdf, kind="image")
+    await _drain(settings)
+    later = await _enqueue(engine, pdf, kind="document")
+    await _drain(settings)
+    ((status, error),) = await _rows(engine, image)
+    assert status == "failed"
+    assert "the link serves application/pdf, which cannot be sent as image" in str(error)
+    assert await _rows(engine, later) == [("sent", None)]
+    (upload,) = simulator.media.uploads  # the document's id was neither refused nor forgotten
+    assert _sent_ids(simulator) == [upload["id"]] * 2
+
+
+# --- An odd answer from the upload endpoint is the row's problem, never the sender's ---------
+
+# What an attack got from POST /{phone}/media: a 200 without an id, a proxy's HTML page (which
+# may echo the request's headers: the token must not reach the row's reason).
+_ODD_UPLOADS = {
+    "200-without-an-id": (
+        (200, "{}", "application/json"),
+        "media part 1: Meta answered the upload with HTTP 200 but no media id "
+        "(gave up after 3 attempts)",
+    ),
+    "413-in-html": (
+        (
+            413,
+            f"<html><body><h1>413 Request Entity Too Large</h1>{TOKEN}</body></html>",
+            "text/html",
+        ),
+        "media part 1: Meta refused the upload: HTTP 413, the file is too large",
+    ),
+}
+
+
+async def _until(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("answer", _ODD_UPLOADS, ids=list(_ODD_UPLOADS))
+async def test_an_odd_upload_answer_fails_its_rows_with_a_clean_reason(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, answer: str
+) -> None:
+    (status, body, content_type), reason = _ODD_UPLOADS[answer]
+    simulator.media.upload_answer = (status, body, content_type)
+    ids = await _enqueue(engine, _file(simulator, "menu.pdf"), count=5)
+    daemon = Daemon(dataclasses.replace(_upload_settings(settings), max_attempts=3), drain=True)
+    assert await asyncio.wait_for(daemon.run(), 30) == 0
+    assert await _rows(engine, ids) == [("failed", reason)] * 5
+    assert simulator.requests == 0
+
+
+@pytest.mark.parametrize("answer", _ODD_UPLOADS, ids=list(_ODD_UPLOADS))
+async def test_an_odd_upload_answer_declares_no_outage_and_the_senders_text_goes_at_once(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, answer: str
+) -> None:
+    simulator.media.upload_answer = _ODD_UPLOADS[answer][0]
+    media = await _enqueue(engine, _file(simulator, "menu.pdf"), count=5)
+    daemon = Daemon(dataclasses.replace(_upload_settings(settings), max_attempts=3))
+    running = asyncio.create_task(daemon.run())
+    states: set[str] = set()
+
+    async def watch() -> None:
+        while True:
+            states.add(daemon.health()["status"])
+            await asyncio.sleep(0.01)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        # The odd answer reached every media row (five recipients) before the text is enqueued.
+        await _until(lambda: _async(simulator.media.upload_requests >= 1), 10, "an upload")
+        await asyncio.sleep(0.2)
+        async with engine.begin() as conn:
+            text = await outbox.enqueue(conn, RECIPIENT, "your booking is confirmed")
+        enqueued = time.monotonic()
+        await _until(lambda: _is_sent(engine, text), 20, "the text row sent")
+        waited = time.monotonic() - enqueued
+        await _until(lambda: _all_failed(engine, media), 20, "the media rows failed")
+    finally:
+        watcher.cancel()
+        daemon.stop()
+        await asyncio.wait_for(running, 30)
+    assert "outage" not in states
+    assert waited < 2.0, f"the text row waited {waited:.1f}s"
+
+
+async def _async(value: bool) -> bool:
+    return value
+
+
+async def _is_sent(engine: AsyncEngine, message_id: int) -> bool:
+    return await _rows(engine, [message_id]) == [("sent", None)]
+
+
+async def _all_failed(engine: AsyncEngine, ids: list[int]) -> bool:
+    return all(status == "failed" for status, _ in await _rows(engine, ids))

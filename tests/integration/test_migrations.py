@@ -129,3 +129,41 @@ def test_migrations_ship_inside_a_non_editable_install(
 def test_every_revision_is_known_as_ours_to_the_version_table_move() -> None:
     revisions = {path.name[:4] for path in (ROOT / "migrations" / "versions").glob("0*.py")}
     assert set(migrate.REVISION_TABLES) == revisions
+
+
+def _execute(database_url: str, sql: str) -> list[tuple[object, ...]]:
+    connection = psycopg2.connect(database_url)
+    try:
+        with connection, connection.cursor() as cursor:
+            cursor.execute(sql)
+            return cursor.fetchall() if cursor.description else []
+    finally:
+        connection.close()
+
+
+def test_0020_keeps_each_cached_media_id_under_the_kind_its_type_names(
+    empty_database_url: str,
+) -> None:
+    alembic = str(BIN / "alembic")
+    before = run([alembic, "upgrade", "0019"], ROOT, empty_database_url)
+    assert before.returncode == 0, before.stderr
+    _execute(
+        empty_database_url,
+        "INSERT INTO outbox_media (sender, url, sha256, media_id, mime_type, bytes, uploaded_at) "
+        "VALUES ('1', 'https://a/menu', 'h1', '11', 'application/pdf', 10, now()),"
+        "       ('1', 'https://a/room', 'h2', '12', 'image/jpeg', 10, now()),"
+        "       ('1', 'https://a/tour', 'h3', '13', 'video/mp4', 10, now()),"
+        "       ('1', 'https://a/song', 'h4', '14', 'audio/mp4', 10, now()),"
+        "       ('1', 'https://a/what', 'h5', '15', 'application/zip', 10, now())",
+    )
+    upgraded = run([alembic, "upgrade", "head"], ROOT, empty_database_url)
+    assert upgraded.returncode == 0, upgraded.stderr
+    kinds = _execute(empty_database_url, "SELECT url, kind FROM outbox_media ORDER BY media_id")
+    assert kinds == [
+        ("https://a/menu", "document"),
+        ("https://a/room", "image"),
+        ("https://a/tour", "video"),
+        ("https://a/song", "audio"),
+    ]  # a type no kind takes was never uploaded by outbox: dropped (uploading again is safe)
+    downgraded = run([alembic, "downgrade", "0019"], ROOT, empty_database_url)
+    assert downgraded.returncode == 0, downgraded.stderr
