@@ -50,6 +50,9 @@ class Claim:
     taken_over: bool = False  # from an expired lease: its next part may have been sent already
     lost: bool = False  # another worker holds the row now: send nothing more
     settling: bool = False  # every part sent; only the last one's recording is left
+    # A request for its next part may have been accepted and is not recorded yet: a crash now
+    # must leave the row to its lease (taken over, it waits for that part's webhook).
+    unsettled: bool = False
     requests: int = 0  # requests made under this claim (a later one checks the row first)
     sender: str = ""  # the phone number id it goes from (the row's, else the default)
     # Seconds until its (sender, recipient) pair's pacing clock, as the last daemon to send that

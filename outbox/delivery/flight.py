@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from outbox.database import is_connection_error, short_error
 from outbox.delivery.claim import Claim
 
 if TYPE_CHECKING:
@@ -47,7 +48,14 @@ class InFlight:
         try:
             await rows.deliver(claim)
         except Exception as exc:
-            logger.exception("message %d: delivery failed unexpectedly", claim.id)
+            if is_connection_error(exc):
+                logger.warning(
+                    "message %d: the database went away while it was being sent (%s)",
+                    claim.id,
+                    short_error(exc),
+                )
+            else:
+                logger.exception("message %d: delivery failed unexpectedly", claim.id)
             await rows.crashed(claim, exc)
         finally:
             # Only our own claim: a newer claim of the same row must keep its lease.

@@ -209,6 +209,7 @@ class RowSender:
             if claim.deadline is not None and loop.time() >= claim.deadline:
                 await self._outcomes.fail(claim, "expired: not sent before its deadline")
                 return
+            claim.unsettled = True
             try:
                 wamid = await self._requests.send(claim, recipient, parts[index], index)
                 self.accepted += 1
@@ -249,6 +250,7 @@ class RowSender:
             self._answered(claim.sender, recipient)
             if not await self._record(claim, index, wamid, len(parts)):
                 return
+            claim.unsettled = False
 
     async def _record(self, claim: Claim, index: int, wamid: str, count: int) -> bool:
         """Write an accepted part; False when the row must not go on (lease lost, refused)."""
@@ -267,9 +269,15 @@ class RowSender:
 
     async def crashed(self, claim: Claim, exc: Exception) -> None:
         """A bug while delivering: the row retries as after a transient error (the attempt
-        counts), so even a row that always crashes ends failed instead of looping forever."""
-        if is_connection_error(exc) or self.abandon:
-            return  # the lease runs out and the row is claimed again
+        counts), so even a row that always crashes ends failed instead of looping forever. The
+        database gone away: the row is given back once it is back, unless a request of it may
+        have been accepted (then its lease runs out, and whoever takes it over settles that)."""
+        if self.abandon:
+            return
+        if is_connection_error(exc):
+            if not claim.unsettled:  # no request in the air: nothing for a takeover to settle
+                await self._outcomes.release(claim)
+            return
         reason = f"internal error: {short_error(exc)}"
         if claim.attempts >= self.settings.max_attempts:
             await self._outcomes.fail(claim, f"{reason} (gave up after {claim.attempts} attempts)")

@@ -457,6 +457,44 @@ async def test_a_daemon_started_while_postgres_shuts_down_waits_for_it(
     assert (await status(engine, row)).status == "sent"
 
 
+async def test_a_database_cut_before_any_request_gives_the_row_back_unmarked(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, database_url: str
+) -> None:
+    # Rows whose rules were being read when the database went away made no request: they must
+    # not come back as taken over (which would fail them instead of sending their fallback).
+    fallback = outbox.Template("parcel_update", "en_US", category="utility")
+    async with engine.begin() as conn:  # someone wrote once: the sender's windows are known
+        await conn.execute(
+            sa.text(
+                "INSERT INTO outbox_inbound (wamid, phone_number_id, customer, type, at)"
+                " VALUES ('wamid.in.1', :phone, :customer, 'text', now())"
+            ),
+            {"phone": PHONE, "customer": RECIPIENTS[39]},
+        )
+    rows = [await enqueue(engine, r, "hello", fallback=fallback) for r in RECIPIENTS[:5]]
+    proxy = PostgresProxy(database_url)
+    proxied = await proxy.start()
+    blocker = await asyncpg.connect(database_url)
+    tx = blocker.transaction()
+    await tx.start()
+    await blocker.execute("LOCK TABLE outbox_inbound IN ACCESS EXCLUSIVE MODE")
+    options = replace(settings, database_url=proxied, lease_seconds=2, poll_interval=0.5)
+    draining = asyncio.create_task(Daemon(options, drain=True).run())
+    try:
+        await eventually(lambda: _counted(database_url, "sending", 5), 10, "the rows claimed")
+        await asyncio.sleep(0.5)  # their rules wait for the lock
+        proxy.cut()
+        await tx.rollback()
+        await asyncio.sleep(1.0)
+        proxy.restore()
+        assert await asyncio.wait_for(draining, 60) == 0
+    finally:
+        await blocker.close()
+        await proxy.close()
+    assert [(await fetch_row(database_url, r))["status"] for r in rows] == ["sent"] * 5
+    assert [a["type"] for a in simulator.accepted] == ["template"] * 5
+
+
 # --- 8. Idle loops do not burn the database --------------------------------------------------
 
 
