@@ -20,6 +20,8 @@ from outbox.errors import GraphError, InDoubt, SendError, TransportError
 
 MAX_RETRY_DELAY = 3600.0  # a row's own retry never waits longer
 MAX_SENDER_HOLD = 60.0  # a sender-wide throughput hold never lasts longer
+# Why a row that had a send in doubt (or was taken over) is never said to be "not sent".
+MAY_HAVE_BEEN_ACCEPTED = "an earlier request with no clear answer may have been accepted"
 MAX_IN_DOUBT = 3  # sends of one row with an unknown outcome before it fails as "in doubt"
 # ... while nothing answers at all (an outage of timeouts), where the same rows are the probes:
 # they wait for the API instead of failing, but a part is still never sent more often than this.

@@ -39,7 +39,7 @@ from outbox.media.fetch import MediaRefused, MediaUnreachable
 from outbox.media.ids import MediaIds
 from outbox.metrics.daemon import DaemonMetrics
 from outbox.pool import Pool
-from outbox.retry import TEMPLATE_PAUSED, retry_delay
+from outbox.retry import MAY_HAVE_BEEN_ACCEPTED, TEMPLATE_PAUSED, retry_delay
 from outbox.settings import Settings
 from outbox.validation import normalize_media, normalize_recipient, normalize_text
 from outbox.whatsapp import parts_of
@@ -176,7 +176,7 @@ class RowSender:
             if self.abandon:
                 return  # shutting down: the row is given back as it is
             if claim.deadline is not None and loop.time() >= claim.deadline:
-                await self._outcomes.fail(claim, "expired: not sent before its deadline")
+                await self._outcomes.fail(claim, expired(claim))
                 return
             if not self._senders.open(claim.sender) and not claim.probe:
                 await self._outcomes.release(claim)
@@ -207,7 +207,7 @@ class RowSender:
                 return
             await asyncio.sleep(wait)
             if claim.deadline is not None and loop.time() >= claim.deadline:
-                await self._outcomes.fail(claim, "expired: not sent before its deadline")
+                await self._outcomes.fail(claim, expired(claim))
                 return
             claim.unsettled = True
             try:
@@ -229,7 +229,7 @@ class RowSender:
                 )
                 return
             except Expired:
-                await self._outcomes.fail(claim, "expired: not sent before its deadline")
+                await self._outcomes.fail(claim, expired(claim))
                 return
             except MediaRefused as exc:
                 await self._outcomes.fail(claim, f"media part {index + 1}: {exc}")
@@ -301,3 +301,11 @@ class RowSender:
     def stop_lookups(self) -> None:
         """At shutdown: the outage checks under way no longer matter."""
         self._outages.stop_lookups()
+
+
+def expired(claim: Claim) -> str:
+    """Why a row fails at its deadline: never "not sent" of a row whose earlier request may have
+    been accepted (in doubt, or taken over from a daemon that lost it)."""
+    if claim.in_doubt > 0 or claim.taken_over:
+        return f"expired: not sent again before its deadline ({MAY_HAVE_BEEN_ACCEPTED})"
+    return "expired: not sent before its deadline"

@@ -9,6 +9,7 @@ from outbox import store
 from outbox.connections import fetch_all
 from outbox.metrics.daemon import DaemonMetrics
 from outbox.pool import Pool
+from outbox.retry import MAY_HAVE_BEEN_ACCEPTED
 from outbox.settings import Settings
 
 logger = logging.getLogger("outbox.daemon")
@@ -38,7 +39,11 @@ class ExpirySweep:
         if released:
             logger.debug("%d queued messages released by the sweep", len(released))
         async with self._pool.connect() as conn:
-            expired = await fetch_all(conn, store.EXPIRE_PENDING, {"batch": EXPIRY_BATCH})
+            expired = await fetch_all(
+                conn,
+                store.EXPIRE_PENDING,
+                {"batch": EXPIRY_BATCH, "doubtful": MAY_HAVE_BEEN_ACCEPTED},
+            )
         if expired:
             self._metrics.failed.inc(len(expired))
             logger.info("%d messages expired before they could be sent", len(expired))

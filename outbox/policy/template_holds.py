@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from outbox.connections import AsyncConnectionLike, Row
 from outbox.errors import clean
+from outbox.retry import MAY_HAVE_BEEN_ACCEPTED
 from outbox.store import template_holds as store
 
 APPROVED = "APPROVED"
@@ -59,10 +60,7 @@ def refused_reason(name: str, language: str, status: str, *, may_have_sent: bool
     answer, so "not sent" would not be known to be true."""
     told = f"{TEMPLATE_DISABLED}: Meta says {name} ({language}) is {status}"
     if may_have_sent:
-        return clean(
-            f"{told}; not sent again (an earlier request with no clear answer may have been "
-            "accepted)"
-        )
+        return clean(f"{told}; not sent again ({MAY_HAVE_BEEN_ACCEPTED})")
     return clean(f"{told}; not sent")
 
 

@@ -286,12 +286,16 @@ EXTEND_LEASES = sa.text(
 )
 
 # Fail up to :batch pending rows whose expires_at has passed (rows past --max-age fail when
-# claimed: that needs no scan).
+# claimed: that needs no scan). A row an earlier request of which may have been accepted (in
+# doubt, taken over) is not said to be unsent: :doubtful says why.
 EXPIRE_PENDING = sa.text(
     """
     UPDATE outbox_messages
-    SET status = 'failed', last_error = 'expired: not sent by ' || to_char(
-            expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+    SET status = 'failed',
+        last_error = CASE WHEN in_doubt > 0 OR taken_over THEN 'expired: not sent again by '
+                          ELSE 'expired: not sent by ' END
+            || to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+            || CASE WHEN in_doubt > 0 OR taken_over THEN ' (' || :doubtful || ')' ELSE '' END,
         locked_until = NULL, lease_token = NULL, updated_at = now()
     WHERE id IN (SELECT id FROM outbox_messages
                  WHERE status = 'pending' AND expires_at IS NOT NULL AND expires_at <= now()

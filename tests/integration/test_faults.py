@@ -27,6 +27,7 @@ from outbox import cli, serve
 from outbox.delivery import health as gate_module
 from outbox.delivery import startup as startup_module
 from outbox.delivery.daemon import Daemon
+from outbox.retry import MAY_HAVE_BEEN_ACCEPTED
 from outbox.simulator import Simulator, Step
 from outbox.store.messages import retry_failed
 from tests.daemon_helpers import (
@@ -632,6 +633,48 @@ async def test_an_expired_row_held_behind_a_retry_is_failed_by_the_sweep(
         await conn.close()
     running(settings)
     await eventually(lambda: _status_is(database_url, held, "failed"), 15, "the sweep")
+
+
+async def test_a_row_in_doubt_that_expires_waiting_does_not_say_not_sent(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    database_url: str,
+    running: Callable[[outbox.Settings], Daemon],
+) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        row = await conn.fetchval(
+            "INSERT INTO outbox_messages (recipient, message, expires_at, available_at,"
+            " last_error, in_doubt) VALUES ($1, 'maybe sent', now(), now() + interval '1 hour',"
+            " 'in doubt: no answer', 1) RETURNING id",
+            RECIPIENTS[0],
+        )
+    finally:
+        await conn.close()
+    running(settings)
+    await eventually(lambda: _status_is(database_url, row, "failed"), 15, "the sweep")
+    reason = (await fetch_row(database_url, row))["last_error"]
+    assert reason.startswith("expired: not sent again by "), reason
+    assert reason.endswith(f"({MAY_HAVE_BEEN_ACCEPTED})")
+
+
+async def test_a_row_in_doubt_claimed_past_its_deadline_does_not_say_not_sent(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, database_url: str
+) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        row = await conn.fetchval(
+            "INSERT INTO outbox_messages (recipient, message, created_at, in_doubt)"
+            " VALUES ($1, 'maybe sent', now() - interval '3 hours', 1) RETURNING id",
+            RECIPIENTS[0],
+        )
+    finally:
+        await conn.close()
+    assert await drain(replace(settings, max_age=7200)) == 0
+    assert simulator.requests == 0
+    assert (await fetch_row(database_url, row))["last_error"] == (
+        f"expired: not sent again before its deadline ({MAY_HAVE_BEEN_ACCEPTED})"
+    )
 
 
 # --- helpers ---------------------------------------------------------------------------------
