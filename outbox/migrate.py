@@ -43,6 +43,7 @@ REVISION_TABLES = {
     "0018": "outbox_tier_count",
     "0019": "outbox_messages",
     "0020": "outbox_media",
+    "0021": "outbox_messages",
 }
 
 

@@ -15,7 +15,8 @@ import sqlalchemy as sa
 # null, claims that sender's rows alone (its probe); :fresh leaves out rows that failed before
 # (a probe tries a row with no error of its own first). A row scheduled for later does not block; a
 # row waiting for a retry (it has an error) does, unless it waits for its template Meta paused
-# (132015, for hours: migration 0008). A lease is claimable :grace seconds after it
+# (132015, for hours: migration 0008) or for Meta's per-user marketing limit (131049, a day or
+# more: migration 0021). A lease is claimable :grace seconds after it
 # expired (its owner, cut off from the database for a moment, records what it sent first), and
 # not at all while :takeover is false (just after an outage this daemon saw).
 # The work is bounded: it looks at :window ready rows (index order, queued rows left out) and
@@ -36,7 +37,7 @@ CLAIM_BATCH = sa.text(
             WHERE o.recipient = w.recipient AND coalesce(o.sender, '') = w.sender_key
               AND o.id < w.id AND o.status IN ('pending', 'sending')
               AND (o.status = 'sending' OR o.available_at <= now() OR o.last_error IS NOT NULL)
-              AND NOT (o.status = 'pending' AND coalesce(o.error_code, 0) = 132015
+              AND NOT (o.status = 'pending' AND coalesce(o.error_code, 0) IN (132015, 131049)
                        AND o.available_at > now())
         ) AS behind
         FROM ((SELECT c.id, c.recipient, coalesce(c.sender, '') AS sender_key,
@@ -119,7 +120,7 @@ RELEASE_LANES = sa.text(
             AND o.id < first.id
             AND o.status IN ('pending', 'sending')
             AND (o.status = 'sending' OR o.available_at <= now() OR o.last_error IS NOT NULL)
-            AND NOT (o.status = 'pending' AND coalesce(o.error_code, 0) = 132015
+            AND NOT (o.status = 'pending' AND coalesce(o.error_code, 0) IN (132015, 131049)
                      AND o.available_at > now()))
     RETURNING m.id
     """
