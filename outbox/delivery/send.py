@@ -265,6 +265,10 @@ class RowSender:
             await self._outcomes.fail(claim, str(exc))
         return False
 
+    async def read_facts(self, claims: list[Claim]) -> None:
+        """Read Meta's rules' facts for a claim's rows at once (rules.py)."""
+        await self._rules.read_facts(claims)
+
     async def crashed(self, claim: Claim, exc: Exception) -> None:
         """A bug while delivering: the row retries as after a transient error (the attempt
         counts), so even a row that always crashes ends failed instead of looping forever."""
