@@ -1,11 +1,13 @@
 """Profile one `outbox run --drain` of a backlog of one-part rows: CPU µs per message of the
 daemon and of PostgreSQL (as benchmarks/throughput.py counts them), the statements it ran per
 message with their time (pg_stat_statements, when the server loads it), and with `--py-spy` the
-daemon's hottest functions (a second drain under `py-spy record`, whose own CPU is not counted).
-For benchmarks/PROFILE.md: where a message's cost goes, before and after a change.
+daemon's hottest functions: `--cprofile` drains again under cProfile timed by the process's CPU
+clock (a loaded machine's waits for a core are not counted, as a wall clock would; its figures
+are inflated by the profiler itself, so compare them as shares), `--py-spy` under py-spy
+(sampled wall time). For benchmarks/PROFILE.md: where a message's cost goes, before and after.
 
     python -m benchmarks.profile_drain [--rows 20000] [--latency 0] [--recipients 0]
-        [--concurrency 64] [--daemons 1] [--py-spy] [--top 25]
+        [--concurrency 64] [--daemons 1] [--cprofile] [--py-spy] [--top 25]
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import argparse
 import asyncio
 import collections
 import os
+import pstats
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import psutil
@@ -161,6 +165,9 @@ async def main(args: argparse.Namespace) -> None:
             )
             if with_stats:
                 print("\n".join(await statements(dsn, database, drain.sent, args.top)))
+            if args.cprofile:
+                await on_connection(dsn, lambda c: fill(c, args.rows, recipients))
+                await cpu_profile(setup, args)
             if args.py_spy:
                 await on_connection(dsn, lambda c: fill(c, args.rows, recipients))
                 await profile(setup, args)
@@ -207,6 +214,63 @@ async def profile(setup: Setup, args: argparse.Namespace) -> None:
         print("\n".join(hottest(raw, args.top)))
 
 
+CPROFILE = """
+import cProfile, runpy, sys, time
+out, sys.argv = sys.argv[1], ["outbox", *sys.argv[2:]]
+profile = cProfile.Profile(time.process_time)
+profile.enable()
+try:
+    runpy.run_module("outbox", run_name="__main__")
+except SystemExit:
+    pass
+finally:
+    profile.disable()
+    profile.dump_stats(out)
+"""
+
+
+async def cpu_profile(setup: Setup, args: argparse.Namespace) -> None:
+    """The daemon's functions by their own CPU time, then outbox's by their cumulative time."""
+    with tempfile.TemporaryDirectory() as folder:
+        stats = Path(folder, "drain.prof")
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            CPROFILE,
+            str(stats),
+            *daemon_command(args.concurrency)[1:],
+            env=setup.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        await process.wait()
+        profile = pstats.Stats(str(stats))
+        entries: dict[tuple[str, int, str], tuple[int, int, float, float, dict[Any, Any]]]
+        entries = profile.stats  # type: ignore[attr-defined]
+        total = sum(own for _, _, own, _, _ in entries.values())
+        rows = args.rows
+
+        def name(key: tuple[str, int, str]) -> str:
+            path, line, function = key
+            return f"{function} ({path.rsplit('/', 1)[-1]}:{line})"
+
+        lines = [
+            f"cProfile (process CPU, profiler included): {total:.1f} s",
+            "| own % | calls/msg | function |",
+            "| --- | --- | --- |",
+        ]
+        by_own = sorted(entries.items(), key=lambda item: -item[1][2])
+        for key, (_, calls, own, _, _) in by_own[: args.top]:
+            lines.append(f"| {own * 100 / total:.1f} | {calls / rows:.2f} | `{name(key)}` |")
+        lines += ["", "| cumulative % | calls/msg | outbox function |", "| --- | --- | --- |"]
+        ours = [item for item in entries.items() if "/outbox/" in item[0][0]]
+        for key, (_, calls, _, cumulative, _) in sorted(ours, key=lambda item: -item[1][3])[
+            4 : 4 + args.top
+        ]:
+            lines.append(f"| {cumulative * 100 / total:.1f} | {calls / rows:.2f} | `{name(key)}` |")
+        print("\n".join(lines))
+
+
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=20_000)
@@ -214,10 +278,11 @@ def cli() -> None:
     parser.add_argument("--recipients", type=int, default=0, help="0: one per row")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--daemons", type=int, default=1)
+    parser.add_argument("--cprofile", action="store_true")
     parser.add_argument("--py-spy", action="store_true")
     parser.add_argument("--top", type=int, default=25)
     asyncio.run(main(parser.parse_args()))
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    cli()

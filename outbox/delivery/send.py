@@ -205,7 +205,8 @@ class RowSender:
                     claim, delay, "paced: waiting for a rate slot", give_back=1
                 )
                 return
-            await asyncio.sleep(wait)
+            if wait > 0:  # a slot free now costs no turn of the loop
+                await asyncio.sleep(wait)
             if claim.deadline is not None and loop.time() >= claim.deadline:
                 await self._outcomes.fail(claim, "expired: not sent before its deadline")
                 return
