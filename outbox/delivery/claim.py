@@ -208,7 +208,9 @@ class Claimer:
                 deadline=None if expires_in is None else now + float(expires_in),
             )
             claims.append(claim)
-        await self._rows.read_facts(claims)  # one statement for all, before any row starts
-        for claim in claims:
-            self._in_flight.start(claim, self._rows)
+        try:
+            await self._rows.read_facts(claims)  # one statement for all, before any row starts
+        finally:  # claimed: in flight even if the turn is cancelled meanwhile (a stop)
+            for claim in claims:
+                self._in_flight.start(claim, self._rows)
         return len(claims) + marked
