@@ -24,6 +24,14 @@ MAX_ERROR_LENGTH = 500
 def clean(text: str, limit: int = MAX_ERROR_LENGTH) -> str:
     """`text` safe to store, log and print: no NUL or other control characters, no lone
     surrogates, one line, at most `limit` characters."""
+    if (
+        len(text) <= limit
+        and text.isprintable()  # no control character, surrogate or whitespace but " "
+        and "  " not in text
+        and text[:1] != " "
+        and text[-1:] != " "
+    ):
+        return text  # already clean (a wamid, most answers): the same text the steps give
     text = " ".join(text[: limit * 4].encode("utf-8", "replace").decode("utf-8").split())
     text = "".join(c if c.isprintable() else "?" for c in text)
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -4,7 +4,8 @@ The daemon runs a few short statements per batch of rows. Through SQLAlchemy's a
 one paid for the greenlet adaptation and a pre-ping round trip, and every block for a BEGIN and a
 COMMIT: together about a third of the daemon's CPU at 0 ms API latency. Here a one-statement
 write runs on `connect()` in autocommit (one round trip), and only blocks of several statements
-pay for `begin()`. Statements stay unnamed, for PgBouncer's sake (see database.create_engine).
+pay for `begin()`. Statements stay unnamed, for PgBouncer's sake (see database.create_engine),
+and each runs in one round trip: its description is kept on the client (described.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from outbox.database import CONNECT_TIMEOUT, server_settings
+from outbox.described import DescribedConnection
 
 logger = logging.getLogger("outbox.database")
 ACQUIRE_TIMEOUT = 30.0  # waiting for a free connection (or a new one) longer is an outage
@@ -87,6 +89,7 @@ class Pool:
                         timeout=CONNECT_TIMEOUT,
                         command_timeout=self._command_timeout,
                         statement_cache_size=0,
+                        connection_class=DescribedConnection,
                         server_settings=self._server_settings,
                         init=_decode_json_columns,
                         reset=_keep_session,

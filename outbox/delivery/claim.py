@@ -61,6 +61,9 @@ class Claim:
     # Nothing of it sent yet and it has a fallback template: a 131047 gives it back, to go as
     # its fallback (outbox/policy/).
     fallback_on_131047: bool = False
+    # Meta's rules' facts (store.policy.ROWS_FACTS), read for the whole claim at once before its
+    # rows start; None: the row reads its own.
+    facts: dict[str, Any] | None = None
 
 
 def leases(claims: list[Claim]) -> dict[str, list[Any]]:
@@ -185,11 +188,10 @@ class Claimer:
                 },
             )
         marked = int(rows[0]["marked"]) if rows else 0
-        claimed = 0
+        claims: list[Claim] = []
         for row in rows:
             if row["id"] is None:
                 continue  # nothing claimed; `marked` says whether rows were queued meanwhile
-            claimed += 1
             expires_in = row["expires_in"]
             claim = Claim(
                 id=row["id"],
@@ -208,5 +210,10 @@ class Claimer:
                 lease_until=now + self._settings.lease_seconds,
                 deadline=None if expires_in is None else now + float(expires_in),
             )
-            self._in_flight.start(claim, self._rows)
-        return claimed + marked
+            claims.append(claim)
+        try:
+            await self._rows.read_facts(claims)  # one statement for all, before any row starts
+        finally:  # claimed: in flight even if the turn is cancelled meanwhile (a stop)
+            for claim in claims:
+                self._in_flight.start(claim, self._rows)
+        return len(claims) + marked

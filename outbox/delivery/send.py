@@ -205,7 +205,8 @@ class RowSender:
                     claim, delay, "paced: waiting for a rate slot", give_back=1
                 )
                 return
-            await asyncio.sleep(wait)
+            if wait > 0:  # a slot free now costs no turn of the loop
+                await asyncio.sleep(wait)
             if claim.deadline is not None and loop.time() >= claim.deadline:
                 await self._outcomes.fail(claim, expired(claim))
                 return
@@ -266,6 +267,10 @@ class RowSender:
         except RecordFailed as exc:
             await self._outcomes.fail(claim, str(exc))
         return False
+
+    async def read_facts(self, claims: list[Claim]) -> None:
+        """Read Meta's rules' facts for a claim's rows at once (rules.py)."""
+        await self._rules.read_facts(claims)
 
     async def crashed(self, claim: Claim, exc: Exception) -> None:
         """A bug while delivering: the row retries as after a transient error (the attempt

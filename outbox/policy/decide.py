@@ -152,6 +152,27 @@ async def rule(
 ) -> Ruling:
     """The ruling for a claimed row, read in one query."""
     facts = await store.row_facts(conn, row_id, sender, forms(recipient), canonical(recipient))
+    return ruled(
+        facts,
+        sender,
+        recipient,
+        template_row=template_row,
+        accepted=accepted,
+        may_have_sent=may_have_sent,
+    )
+
+
+def ruled(
+    facts: dict[str, Any] | None,
+    sender: str,
+    recipient: str,
+    *,
+    template_row: bool,
+    accepted: int,
+    may_have_sent: bool = False,
+) -> Ruling:
+    """The ruling for a claimed row from its facts (store.policy.ROW_FACTS, or its row of
+    ROWS_FACTS, read for the whole claim at once)."""
     if facts is None:  # the row is gone (pruned under us): nothing to rule
         return SEND
     raw = facts["fallback"]

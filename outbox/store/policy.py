@@ -14,39 +14,63 @@ import sqlalchemy as sa
 
 from outbox.connections import AsyncConnectionLike, Row, fetch_all, fetch_one
 
-# The window and consent facts of one (sender, customer), as columns of a SELECT. The last
+
+# The window and consent facts of one (sender, customer), as columns of a SELECT, from SQL
+# expressions for the sender, the forms of the number (a text[]) and its canonical key. The last
 # message is one backward probe of ix_outbox_inbound_window per form of the number.
-_FACTS = """
+def _facts(sender: str, forms: str, key: str) -> str:
+    return f"""
        now() AS now,
-       EXISTS (SELECT 1 FROM outbox_inbound i WHERE i.phone_number_id = :sender) AS known,
-       (SELECT max(last.at) FROM unnest(CAST(:forms AS text[])) AS f(customer)
+       EXISTS (SELECT 1 FROM outbox_inbound i WHERE i.phone_number_id = {sender}) AS known,
+       (SELECT max(last.at) FROM unnest({forms}) AS f(customer)
         CROSS JOIN LATERAL (SELECT i.at FROM outbox_inbound i
-                            WHERE i.phone_number_id = :sender AND i.customer = f.customer
+                            WHERE i.phone_number_id = {sender} AND i.customer = f.customer
                             ORDER BY i.at DESC LIMIT 1) AS last) AS last_inbound_at,
        (SELECT c.closed_at FROM outbox_window_closures c
-        WHERE c.phone_number_id = :sender AND c.customer = :key) AS closed_at,
+        WHERE c.phone_number_id = {sender} AND c.customer = {key}) AS closed_at,
        coalesce((SELECT o.suppressed FROM outbox_optouts o
-                 WHERE o.phone_number_id = :sender AND o.customer = :key), false) AS suppressed
+                 WHERE o.phone_number_id = {sender} AND o.customer = {key}), false) AS suppressed
 """
 
-# What the daemon decides a claimed row by, in one round trip: the row's fallback, category and
-# own quiet hours, its customer's window and consent, and the catalogue's status of the template
-# it would send (its own, else its fallback; APPROVED first when several WABAs have it).
-ROW_FACTS = sa.text(
-    f"""
-    SELECT m.fallback::text AS fallback, m.sent_fallback, m.category, m.quiet_hours,
-           m.timezone, coalesce(m.template, m.fallback) ->> 'name' AS template_name,
-           coalesce(m.template, m.fallback) -> 'language' ->> 'code' AS template_language,
-           catalogue.status AS template_status, catalogue.paused_until AS template_paused_until,
-           {_FACTS}
-    FROM outbox_messages m
+
+_FACTS = _facts(":sender", "CAST(:forms AS text[])", ":key")
+
+# A row's own facts: its fallback, category and own quiet hours, and the catalogue's status of
+# the template it would send (its own, else its fallback; APPROVED first when several WABAs have
+# it).
+_ROW = """
+    m.fallback::text AS fallback, m.sent_fallback, m.category, m.quiet_hours,
+    m.timezone, coalesce(m.template, m.fallback) ->> 'name' AS template_name,
+    coalesce(m.template, m.fallback) -> 'language' ->> 'code' AS template_language,
+    catalogue.status AS template_status, catalogue.paused_until AS template_paused_until
+"""
+_CATALOGUE = """
     LEFT JOIN LATERAL (
         SELECT t.status, t.paused_until FROM outbox_templates t
         WHERE t.name = coalesce(m.template, m.fallback) ->> 'name'
           AND t.language = coalesce(m.template, m.fallback) -> 'language' ->> 'code'
         ORDER BY t.status = 'APPROVED' DESC, t.status = 'PAUSED' DESC, t.updated_at DESC
         LIMIT 1) AS catalogue ON true
+"""
+
+# What the daemon decides a claimed row by, in one round trip: the row's own facts and its
+# customer's window and consent.
+ROW_FACTS = sa.text(
+    f"""
+    SELECT {_ROW}, {_FACTS}
+    FROM outbox_messages m {_CATALOGUE}
     WHERE m.id = :id
+    """
+)
+
+# The same for a claim's rows at once (one statement per claim, not one per row): each row with
+# its sender, its number's forms (comma-separated: numbers are digits) and canonical key.
+ROWS_FACTS = sa.text(
+    f"""
+    SELECT v.id, {_ROW}, {_facts("v.sender", "string_to_array(v.forms, ',')", "v.key")}
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:senders AS text[]), CAST(:forms AS text[]),
+                CAST(:keys AS text[])) AS v(id, sender, forms, key)
+    JOIN outbox_messages m ON m.id = v.id {_CATALOGUE}
     """
 )
 
@@ -125,6 +149,17 @@ async def row_facts(
     conn: AsyncConnectionLike, row_id: int, sender: str, forms: list[str], key: str
 ) -> Row | None:
     return await fetch_one(conn, ROW_FACTS, {"id": row_id, **_facts_params(sender, forms, key)})
+
+
+async def rows_facts(
+    conn: AsyncConnectionLike, rows: list[tuple[int, str, list[str], str]]
+) -> dict[int, Row]:
+    """ROW_FACTS of (row id, sender, forms of its number, canonical key) rows, by row id."""
+    if not rows:
+        return {}
+    ids, senders, forms, keys = (list(column) for column in zip(*rows, strict=True))
+    params = {"ids": ids, "senders": senders, "forms": [",".join(f) for f in forms], "keys": keys}
+    return {int(row["id"]): row for row in await fetch_all(conn, ROWS_FACTS, params)}
 
 
 async def customer_facts(conn: AsyncConnectionLike, sender: str, forms: list[str], key: str) -> Row:
