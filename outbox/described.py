@@ -28,29 +28,24 @@ class DescribedConnection(asyncpg.Connection):
         self,
         query: str,
         timeout: float | None,  # noqa: ASYNC109 (asyncpg's own signature)
-        *,
-        named: Any = False,
-        use_cache: bool = True,
-        ignore_custom_codec: bool = False,
-        record_class: Any = None,
+        **options: Any,
     ) -> Any:
         parent = cast(Any, super())  # its private methods, which the stubs do not show
-        remembered = use_cache and not named and not cast(Any, self)._stmt_cache_enabled
-        key = (query, record_class, ignore_custom_codec)
+        # Anything this asyncpg does not have as 0.32 has it: asyncpg's own behaviour, unchanged.
+        remembered = (
+            options.get("use_cache", True)
+            and not options.get("named", False)
+            and getattr(self, "_stmt_cache_enabled", True) is False
+        )
+        key = (query, options.get("record_class"), bool(options.get("ignore_custom_codec")))
         if remembered:
             statement = self._described.get(key)
-            if statement is not None and not statement.closed:
+            if statement is not None and not getattr(statement, "closed", True):
                 return statement
-        statement = await parent._get_statement(
-            query,
-            timeout,
-            named=named,
-            use_cache=use_cache,
-            ignore_custom_codec=ignore_custom_codec,
-            record_class=record_class,
-        )
+        statement = await parent._get_statement(query, timeout, **options)
         # Only an unnamed statement asyncpg marked to be parsed again with each run.
-        if remembered and not statement.name and not statement.prepared:
+        unprepared = getattr(statement, "prepared", True) is False
+        if remembered and getattr(statement, "name", None) == "" and unprepared:
             if len(self._described) >= MAX_DESCRIBED:
                 self._described.clear()
             self._described[key] = statement
