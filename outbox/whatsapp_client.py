@@ -40,6 +40,11 @@ async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
     return b"".join(chunks)[:MAX_BODY_BYTES]
 
 
+def upload_timeout(request_timeout: float) -> float:
+    """A file of up to 100 MB goes up: the request timeout for its answer, more to send it."""
+    return max(request_timeout * 8, 120.0)
+
+
 class CloudAPI:
     """Sends parts from one phone number over a caller-owned aiohttp ClientSession."""
 
@@ -62,8 +67,7 @@ class CloudAPI:
         # carry the token into errors, which are stored, logged and printed.
         self._token = access_token if len(access_token) >= MIN_SECRET else None
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        # A file of up to 100 MB goes up: the request timeout for its answer, more to send it.
-        self._upload_timeout = aiohttp.ClientTimeout(total=max(timeout * 8, 120.0))
+        self._upload_timeout = aiohttp.ClientTimeout(total=upload_timeout(timeout))
         self._lookups: dict[str, asyncio.Future[str | None]] = {}
 
     def __repr__(self) -> str:

@@ -20,6 +20,7 @@ from outbox.delivery.rate import SharedRate
 from outbox.delivery.senders import Senders
 from outbox.errors import GraphError, InDoubt, SendError
 from outbox.media.fetch import MediaUnreachable
+from outbox.media.upload import UploadUnanswered
 from outbox.policy import decide as policy_decide
 from outbox.policy import receiver as policy_receiver
 from outbox.policy.template_holds import DISABLED, PAUSED
@@ -79,12 +80,32 @@ class Refusals:
         self._on_pause = on_pause
 
     async def media_later(self, claim: Claim, index: int, exc: MediaUnreachable) -> None:
-        """The link's host did not answer: the row tries again later, its attempt counted (the
-        sender is fine: no outage), and fails once its attempts are spent."""
+        """The link's host, or Meta's upload, did not answer usefully: the row tries again
+        later, its attempt counted, and fails once its attempts are spent. The sender is fine,
+        unless an upload got no answer and a lookup of the phone number gets none either (an
+        outage: the attempt is given back, outage.py); in an outage it uses none. Rows sharing
+        one upload count nothing against the sender (never Gate.failed) but share its lookup."""
         reason = f"media part {index + 1}: {exc}"
+        unanswered = isinstance(exc, UploadUnanswered)
+        gate = self._senders.gate(claim.sender)
+        if unanswered:
+            if gate.state is State.OUTAGE:  # declared by other evidence: no attempt used
+                delay = gate.seconds_to_probe() + 1.0 if claim.probe else 0.0
+                reason = f"waiting out an API outage: {exc}"
+                await self._outcomes.reschedule(claim, delay, reason, give_back=1)
+                return
+            self._outages.look_up_later(claim.sender, str(exc))
         if claim.attempts >= self._settings.max_attempts:
-            await self._outcomes.fail(claim, f"{reason} (gave up after {claim.attempts} attempts)")
+            reason = f"{reason} (gave up after {claim.attempts} attempts)"
+            await self._outcomes.fail(claim, reason)
+            if unanswered:  # its last attempt may be an outage's first failure
+                if gate.state is State.OUTAGE:
+                    await self._outages.undo_failures([(claim.id, reason)])
+                else:
+                    gate.ended(claim.id, reason)
         else:
+            if unanswered:  # before any await: an outage recognised meanwhile gives it back
+                gate.spent(claim.id)
             await self._outcomes.reschedule(
                 claim, retry_delay(claim.attempts, self._settings.retry_delay), reason
             )

@@ -4,9 +4,10 @@ An upload carries one row's file, so what Meta says about it is that row's probl
 that answers 404 is: a refusal of the file (413, a Graph error that is not about the token, the
 number or the rate) fails the row; an answer without a usable media id (a 2xx without one, a 4xx
 that is not Graph's) is tried again with the row's attempt counted, and fails it once they are
-spent. Neither reaches the sender: no outage, no hold. Only what says the API itself cannot take
-requests (no connection, a timeout, a 5xx, 429 and Meta's throttling codes) or that the token or
-the number cannot send (account errors) is the sender's, as it is for a message send.
+spent. Neither reaches the sender: no outage, no hold. No answer (no connection, a timeout) or a
+5xx is the upload's too (UploadUnanswered), unless a lookup of the phone number goes unanswered
+as well: then the API is down (refusal.py). Throttling (429, Meta's codes) and what says the
+token or the number cannot send (account errors) are the sender's, as for a message send.
 
 Reasons name the status and Meta's own error, never the body of an answer that is not Graph's
 (a proxy's HTML page may echo the request, token and all).
@@ -31,9 +32,14 @@ class UploadUnusable(MediaUnreachable):
     attempt counted."""
 
 
+class UploadUnanswered(MediaUnreachable):
+    """The upload got no answer, or a 5xx: the row tries again later, its attempt counted,
+    unless a lookup of the phone number goes unanswered too (an outage: no attempt used)."""
+
+
 async def upload(api: CloudAPI, sender: str, content: bytes, mime: str, filename: str) -> str:
     """The media id of the file uploaded from `sender`. Raises UploadRefused, UploadUnusable,
-    or the SendError that is the API's (see judged)."""
+    UploadUnanswered, or the SendError that is the sender's (see judged)."""
     try:
         return await api.upload_media(sender, content, mime, filename)
     except SendError as error:
@@ -41,11 +47,17 @@ async def upload(api: CloudAPI, sender: str, content: bytes, mime: str, filename
 
 
 def judged(error: SendError) -> Exception:
-    """The error an upload's failure is for the row: `error` itself when it is the API's or the
-    sender's, else UploadRefused or UploadUnusable."""
+    """The error an upload's failure is for the row: `error` itself when it is the sender's
+    (throttled, an account error), else UploadRefused, UploadUnusable or UploadUnanswered."""
     status = error.http_status
     if isinstance(error, InDoubt) or status is None or status >= 500:
-        return error  # no answer, or the API failing: as for a message send
+        if classify(error) is not ErrorClass.TRANSIENT:
+            return error  # Meta's code says more (throttled, the account...): as for a send
+        if status is None:
+            return UploadUnanswered(str(error))
+        if isinstance(error, GraphError):
+            return UploadUnanswered(f"Meta could not take the upload: HTTP {status}, {error}")
+        return UploadUnanswered(f"Meta answered the upload with HTTP {status} and no Graph error")
     if isinstance(error, GraphError):
         error_class = classify(error)
         if error_class in (ErrorClass.THROTTLE, ErrorClass.ACCOUNT):

@@ -343,6 +343,17 @@ _ODD_UPLOADS = {
         ),
         "media part 1: Meta refused the upload: HTTP 413, the file is too large",
     ),
+    # A 5xx for one file, its lookup of the phone number answered: the upload's, not an outage.
+    "500-graph-error": (
+        (500, '{"error": {"message": "internal", "code": 1}}', "application/json"),
+        "media part 1: Meta could not take the upload: HTTP 500, (#1) internal "
+        "(gave up after 3 attempts)",
+    ),
+    "502-in-html": (
+        (502, f"<html><body>Bad Gateway {TOKEN}</body></html>", "text/html"),
+        "media part 1: Meta answered the upload with HTTP 502 and no Graph error "
+        "(gave up after 3 attempts)",
+    ),
 }
 
 

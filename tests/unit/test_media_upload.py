@@ -1,6 +1,7 @@
 """Meta's answers to an upload, judged (outbox/media/upload.py): what is about the file is the
-row's (UploadRefused fails it, UploadUnusable retries it, counted), what says the API cannot
-take requests, or the token or the number cannot send, stays a SendError for the sender."""
+row's (UploadRefused fails it, UploadUnusable retries it, counted), as is no answer or a 5xx
+(UploadUnanswered: the sender's only if a lookup goes unanswered too); throttling, or the token
+or the number refused, stays a SendError for the sender."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from aioresponses import aioresponses
 
 from outbox.errors import GraphError, TransportError
-from outbox.media.upload import UploadRefused, UploadUnusable, upload
+from outbox.media.upload import UploadRefused, UploadUnanswered, UploadUnusable, upload
 from outbox.retry import ErrorClass, classify
 from outbox.whatsapp_client import CloudAPI
 
@@ -92,15 +93,14 @@ async def test_a_transient_graph_code_in_a_4xx_is_retried_by_the_row(api: CloudA
 @pytest.mark.parametrize(
     ("status", "body", "error_class"),
     [
-        (502, "<html>Bad Gateway</html>", ErrorClass.TRANSIENT),
-        (500, _graph(131000, "Something went wrong"), ErrorClass.TRANSIENT),
         (429, "Too Many Requests", ErrorClass.THROTTLE),
         (400, _graph(80007, "Rate limit issues"), ErrorClass.THROTTLE),
+        (503, _graph(80007, "Rate limit issues"), ErrorClass.THROTTLE),
         (401, _graph(190, "Error validating access token"), ErrorClass.ACCOUNT),
     ],
-    ids=["5xx-html", "5xx-graph", "429", "throttle-code", "token"],
+    ids=["429", "throttle-code", "throttle-code-in-a-5xx", "token"],
 )
-async def test_the_api_failing_or_refusing_the_token_stays_the_senders(
+async def test_throttling_or_refusing_the_token_stays_the_senders(
     api: CloudAPI, status: int, body: str, error_class: ErrorClass
 ) -> None:
     with aioresponses() as mocked:
@@ -110,9 +110,35 @@ async def test_the_api_failing_or_refusing_the_token_stays_the_senders(
     assert classify(caught.value) is error_class
 
 
-async def test_no_connection_stays_the_senders(api: CloudAPI) -> None:
+@pytest.mark.parametrize(
+    ("status", "body", "reason"),
+    [
+        (
+            502,
+            f"<html>Bad Gateway {TOKEN}</html>",
+            "Meta answered the upload with HTTP 502 and no Graph error",
+        ),
+        (
+            500,
+            _graph(131000, "Something went wrong"),
+            "Meta could not take the upload: HTTP 500, (#131000) Something went wrong",
+        ),
+    ],
+    ids=["5xx-html", "5xx-graph"],
+)
+async def test_a_5xx_is_the_uploads_unanswered_naming_no_body(
+    api: CloudAPI, status: int, body: str, reason: str
+) -> None:
+    with aioresponses() as mocked:
+        mocked.post(URL, status=status, body=body)
+        with pytest.raises(UploadUnanswered) as caught:
+            await _upload(api)
+    assert str(caught.value) == reason
+
+
+async def test_no_connection_is_the_uploads_unanswered(api: CloudAPI) -> None:
     with aioresponses() as mocked:
         mocked.post(URL, exception=aiohttp.ClientConnectionError("refused"))
-        with pytest.raises(TransportError) as caught:
+        with pytest.raises(UploadUnanswered) as caught:
             await _upload(api)
-    assert classify(caught.value) is ErrorClass.TRANSIENT
+    assert str(caught.value).startswith("the media upload failed: ClientConnectionError")
