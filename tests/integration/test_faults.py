@@ -64,6 +64,14 @@ async def statuses(database_url: str) -> Counter[str]:
     return Counter({row[0]: row[1] for row in rows})
 
 
+async def _fetchval(database_url: str, statement: str, *args: object) -> Any:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await conn.fetchval(statement, *args)
+    finally:
+        await conn.close()
+
+
 async def fetch_row(database_url: str, row: int) -> asyncpg.Record:
     conn = await asyncpg.connect(database_url)
     try:
@@ -596,15 +604,12 @@ async def test_no_request_reaches_the_api_after_its_rows_deadline_at_a_low_rate(
 async def test_max_age_expires_rows_without_their_own_deadline(
     engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, database_url: str
 ) -> None:
-    conn = await asyncpg.connect(database_url)
-    try:
-        old = await conn.fetchval(
-            "INSERT INTO outbox_messages (recipient, message, created_at) "
-            "VALUES ($1, 'old', now() - interval '3 hours') RETURNING id",
-            RECIPIENTS[0],
-        )
-    finally:
-        await conn.close()
+    old = await _fetchval(
+        database_url,
+        "INSERT INTO outbox_messages (recipient, message, created_at) "
+        "VALUES ($1, 'old', now() - interval '3 hours') RETURNING id",
+        RECIPIENTS[0],
+    )
     young = await enqueue(engine, RECIPIENTS[1], "young")
     assert await drain(replace(settings, max_age=7200)) == 0
     assert (await status(engine, old)).status == "failed"
@@ -641,16 +646,13 @@ async def test_a_row_in_doubt_that_expires_waiting_does_not_say_not_sent(
     database_url: str,
     running: Callable[[outbox.Settings], Daemon],
 ) -> None:
-    conn = await asyncpg.connect(database_url)
-    try:
-        row = await conn.fetchval(
-            "INSERT INTO outbox_messages (recipient, message, expires_at, available_at,"
-            " last_error, in_doubt) VALUES ($1, 'maybe sent', now(), now() + interval '1 hour',"
-            " 'in doubt: no answer', 1) RETURNING id",
-            RECIPIENTS[0],
-        )
-    finally:
-        await conn.close()
+    row = await _fetchval(
+        database_url,
+        "INSERT INTO outbox_messages (recipient, message, expires_at, available_at,"
+        " last_error, in_doubt) VALUES ($1, 'maybe sent', now(), now() + interval '1 hour',"
+        " 'in doubt: no answer', 1) RETURNING id",
+        RECIPIENTS[0],
+    )
     running(settings)
     await eventually(lambda: _status_is(database_url, row, "failed"), 15, "the sweep")
     reason = (await fetch_row(database_url, row))["last_error"]
@@ -661,15 +663,12 @@ async def test_a_row_in_doubt_that_expires_waiting_does_not_say_not_sent(
 async def test_a_row_in_doubt_claimed_past_its_deadline_does_not_say_not_sent(
     engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, database_url: str
 ) -> None:
-    conn = await asyncpg.connect(database_url)
-    try:
-        row = await conn.fetchval(
-            "INSERT INTO outbox_messages (recipient, message, created_at, in_doubt)"
-            " VALUES ($1, 'maybe sent', now() - interval '3 hours', 1) RETURNING id",
-            RECIPIENTS[0],
-        )
-    finally:
-        await conn.close()
+    row = await _fetchval(
+        database_url,
+        "INSERT INTO outbox_messages (recipient, message, created_at, in_doubt)"
+        " VALUES ($1, 'maybe sent', now() - interval '3 hours', 1) RETURNING id",
+        RECIPIENTS[0],
+    )
     assert await drain(replace(settings, max_age=7200)) == 0
     assert simulator.requests == 0
     assert (await fetch_row(database_url, row))["last_error"] == (
@@ -822,16 +821,13 @@ async def test_one_row_that_always_fails_does_not_keep_the_sender_in_an_outage(
 async def test_a_raw_sql_row_python_cannot_parse_fails_alone(
     engine: AsyncEngine, settings: outbox.Settings, database_url: str, cli_env: str
 ) -> None:
-    conn = await asyncpg.connect(database_url)
-    try:
-        poisoned = await conn.fetchval(
-            "INSERT INTO outbox_messages (recipient, media) VALUES ($1, "
-            """'[{"type": "image", "url": "https://a.example/a.jpg", "caption": 1e5000}]') """
-            "RETURNING id",
-            RECIPIENTS[0],
-        )
-    finally:
-        await conn.close()
+    poisoned = await _fetchval(
+        database_url,
+        "INSERT INTO outbox_messages (recipient, media) VALUES ($1, "
+        """'[{"type": "image", "url": "https://a.example/a.jpg", "caption": 1e5000}]') """
+        "RETURNING id",
+        RECIPIENTS[0],
+    )
     fine = await enqueue(engine, RECIPIENTS[1], "fine")
     assert await drain(settings) == 0
     assert (await status(engine, fine)).status == "sent"
