@@ -53,6 +53,9 @@ class Claim:
     # A request for its next part may have been accepted and is not recorded yet: a crash now
     # must leave the row to its lease (taken over, it waits for that part's webhook).
     unsettled: bool = False
+    # Meta's rules would fail it, unless the request that may have sent its next part did: set by
+    # the rules, for the send to look for that part's status webhook first.
+    fail_unless_settled: str | None = None
     requests: int = 0  # requests made under this claim (a later one checks the row first)
     sender: str = ""  # the phone number id it goes from (the row's, else the default)
     # Seconds until its (sender, recipient) pair's pacing clock, as the last daemon to send that

@@ -97,6 +97,9 @@ class Rules:
                     accepted=claim.accepted,
                     may_have_sent=may_have_sent,
                 )
+        if ruling.fail is not None and ruling.unless_sent:
+            claim.fail_unless_settled = ruling.fail
+            return parts if ruling.fallback is None else parts_of(None, [], ruling.fallback)
         if ruling.fail is not None:
             logger.info("message %d: %s", claim.id, ruling.fail)
             await self._outcomes.fail(claim, ruling.fail)

@@ -9,11 +9,9 @@ outage.py). A write the database refuses for its data fails that row (outcome.py
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from outbox import store
 from outbox.database import is_connection_error, short_error
@@ -25,6 +23,7 @@ from outbox.delivery.lines import named, part_fields
 from outbox.delivery.outage import Outages
 from outbox.delivery.outcome import Outcomes
 from outbox.delivery.pace import InFlightTarget
+from outbox.delivery.parts import expired, row_parts
 from outbox.delivery.paused_templates import PausedTemplates
 from outbox.delivery.rate import SharedRate
 from outbox.delivery.reconcile import Reconciler
@@ -33,32 +32,19 @@ from outbox.delivery.refusal import Refusals
 from outbox.delivery.request import Expired, LeaseLost, Requests
 from outbox.delivery.rules import Rules
 from outbox.delivery.senders import Senders
-from outbox.errors import InDoubt, InvalidMessage, SendError, clean
+from outbox.errors import InDoubt, InvalidMessage, SendError
 from outbox.logs import bind_row
 from outbox.media.fetch import MediaRefused, MediaUnreachable
 from outbox.media.ids import MediaIds
 from outbox.metrics.daemon import DaemonMetrics
 from outbox.pool import Pool
-from outbox.retry import MAY_HAVE_BEEN_ACCEPTED, TEMPLATE_PAUSED, retry_delay
+from outbox.retry import TEMPLATE_PAUSED, retry_delay
 from outbox.settings import Settings
-from outbox.validation import normalize_media, normalize_recipient, normalize_text
-from outbox.whatsapp import parts_of
+from outbox.whatsapp import Part
 from outbox.whatsapp_client import CloudAPI
 
 logger = logging.getLogger("outbox.daemon")
 MAX_INLINE_PACING = 2.0  # wait this long in-process for a rate slot; longer: reschedule
-
-
-def _loaded(value: Any, field: str) -> Any:
-    """A JSON column as claimed (text), parsed; what Python cannot read is the row's fault."""
-    if not isinstance(value, str):
-        return value
-    try:
-        return json.loads(value)
-    except (ValueError, RecursionError) as exc:
-        raise InvalidMessage(
-            field, f"is JSON outbox cannot read ({clean(str(exc), 100)})", rule="json"
-        ) from None
 
 
 class RowSender:
@@ -145,16 +131,7 @@ class RowSender:
         bind_row(claim.id, claim.recipient)  # every line logged while it is sent names the row
         claim.sender = claim.sender or self._api.phone_number_id
         try:
-            recipient = normalize_recipient(claim.recipient)
-            media = normalize_media(_loaded(claim.media, "media"))
-            template = _loaded(claim.template, "template")
-            parts = parts_of(normalize_text(claim.message), media, template)
-            if not parts:
-                raise InvalidMessage(
-                    "message",
-                    "a message needs text, at least one media part, or a template",
-                    rule="empty",
-                )
+            recipient, parts, template = row_parts(claim)
         except InvalidMessage as exc:
             await self._outcomes.fail(claim, f"invalid row: {exc}")
             return
@@ -165,6 +142,9 @@ class RowSender:
         if ruled is None:
             return
         parts = ruled
+        if claim.fail_unless_settled is not None:
+            await self._settle_or_fail(claim, recipient, parts)
+            return
         if claim.accepted >= len(parts):
             await self._outcomes.write(store.FINISH_ACCEPTED, claim)
             return
@@ -253,6 +233,21 @@ class RowSender:
                 return
             claim.unsettled = False
 
+    async def _settle_or_fail(self, claim: Claim, recipient: str, parts: list[Part]) -> None:
+        """The rules fail the row, unless its last holder's request sent its next part: a status
+        webhook showing so records that part (the rest of the row is then ruled again)."""
+        reason, claim.fail_unless_settled = claim.fail_unless_settled, None
+        assert reason is not None
+        index = claim.accepted
+        settled = await self._reconciler.wamid(claim, recipient, index, len(parts))
+        if settled is None:
+            logger.info("message %d: %s", claim.id, reason)
+            await self._outcomes.fail(claim, reason)
+            return
+        if await self._record(claim, index, settled, len(parts)) and index + 1 < len(parts):
+            claim.accepted, claim.taken_over = index + 1, False
+            await self.deliver(claim)
+
     async def _record(self, claim: Claim, index: int, wamid: str, count: int) -> bool:
         """Write an accepted part; False when the row must not go on (lease lost, refused)."""
         part = AcceptedPart(claim.id, claim.token, index, wamid, index == count - 1)
@@ -306,11 +301,3 @@ class RowSender:
     def stop_lookups(self) -> None:
         """At shutdown: the outage checks under way no longer matter."""
         self._outages.stop_lookups()
-
-
-def expired(claim: Claim) -> str:
-    """Why a row fails at its deadline: never "not sent" of a row whose earlier request may have
-    been accepted (in doubt, or taken over from a daemon that lost it)."""
-    if claim.in_doubt > 0 or claim.taken_over:
-        return f"expired: not sent again before its deadline ({MAY_HAVE_BEEN_ACCEPTED})"
-    return "expired: not sent before its deadline"

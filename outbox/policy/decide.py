@@ -37,9 +37,13 @@ class Ruling:
     says that template is APPROVED. `quiet_hours` and `timezone`: the row's own (None: the
     daemon's, and the number's zones).
     `business_initiated`: it goes as a template to a customer whose window is not known to be
-    open, so the daily limit counts it (outbox.policy.tier); `category` is the row's."""
+    open, so the daily limit counts it (outbox.policy.tier); `category` is the row's.
+    `unless_sent`: `fail` stands only if the request that may have sent the row's next part
+    did not: a status webhook showing it went settles the part instead (as `fallback`'s when
+    given)."""
 
     fail: str | None = None
+    unless_sent: bool = False
     fallback: dict[str, Any] | None = None
     switch: bool = False
     fallback_on_131047: bool = False
@@ -98,7 +102,8 @@ def decide(
     if may_have_sent:
         return Ruling(
             fail=f"{WINDOW_CLOSED}: {closed}; not sent as its fallback template, since its own "
-            "first part may have gone already (a request with no clear answer)"
+            "first part may have gone already (a request with no clear answer)",
+            unless_sent=True,
         )
     return _fallback(fallback, category, suppressed, switch=True, template=template)
 
@@ -117,7 +122,10 @@ def _fallback(
             fail=f"{OPTED_OUT}: window closed, and the customer stopped marketing messages "
             "(its fallback template is marketing)"
         )
-    return _held(template, sent) or Ruling(fallback=fallback, switch=switch)
+    held = _held(template, sent)
+    if held is not None and held.unless_sent:
+        return replace(held, fallback=fallback)  # what the request that may have gone sent
+    return held or Ruling(fallback=fallback, switch=switch)
 
 
 def _held(template: TemplateRuling | None, may_have_sent: bool) -> Ruling | None:
@@ -127,7 +135,7 @@ def _held(template: TemplateRuling | None, may_have_sent: bool) -> Ruling | None
     if template.hold_until is not None:
         return Ruling(hold=template.reason, hold_until=template.hold_until)
     if may_have_sent and template.reason_if_sent is not None:
-        return Ruling(fail=template.reason_if_sent)
+        return Ruling(fail=template.reason_if_sent, unless_sent=True)
     return Ruling(fail=template.reason)
 
 

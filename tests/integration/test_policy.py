@@ -437,3 +437,32 @@ async def test_a_taken_over_row_released_and_claimed_again_never_switches_to_its
     delivery = await status(engine, row)
     assert delivery.status == "failed"
     assert "may have gone already" in (delivery.last_error or "")
+
+
+async def test_a_taken_over_row_a_status_webhook_shows_went_is_sent_though_its_window_closed(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    # Its daemon died after Meta accepted the text; the window closed before another took it
+    # over. The delivered status says the text went: the row is sent, not failed.
+    await wrote(engine, timedelta(hours=30))
+    row = await enqueue(engine, CUSTOMER, "Your table is ready", fallback=FALLBACK)
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "UPDATE outbox_messages SET status = 'sending', attempts = 1,"
+                " lease_token = gen_random_uuid(), locked_until = now() - interval '1 hour'"
+                " WHERE id = :id"
+            ),
+            {"id": row},
+        )
+        await conn.execute(
+            sa.text(
+                "INSERT INTO outbox_statuses (wamid, message_id, part, status, at, recipient)"
+                " VALUES ('wamid.lost', :id, 0, 'delivered', now(), :customer)"
+            ),
+            {"id": row, "customer": CUSTOMER},
+        )
+    assert await drain(replace(settings, reconcile_seconds=0)) == 0
+    assert simulator.accepted == []
+    delivery = await status(engine, row)
+    assert (delivery.status, delivery.message_id) == ("delivered", "wamid.lost")
