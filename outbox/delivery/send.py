@@ -145,7 +145,10 @@ class RowSender:
         bind_row(claim.id, claim.recipient)  # every line logged while it is sent names the row
         claim.sender = claim.sender or self._api.phone_number_id
         try:
-            recipient = normalize_recipient(claim.recipient)
+            # enqueue() checked it with libphonenumber already (migration 0022), else now.
+            recipient = (
+                claim.recipient if claim.recipient_checked else normalize_recipient(claim.recipient)
+            )
             media = normalize_media(_loaded(claim.media, "media"))
             template = _loaded(claim.template, "template")
             parts = parts_of(normalize_text(claim.message), media, template)
