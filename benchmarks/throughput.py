@@ -54,9 +54,11 @@ TOKEN, PHONE = "bench-token", "1234567890"
 IN_FLIGHT = {0.0: 64, 100.0: 1000}  # the in-flight at each latency
 # Row i goes to recipient i % $2: one recipient per row when $2 is the row count.
 RECIPIENT = "'92300' || lpad((i % $2)::text, 7, '0')"
+# Rows as enqueue() writes them: their recipient checked (checked_recipient, migration 0022).
 INSERT_OUTBOX = (
-    f"INSERT INTO outbox_messages (recipient, message) "
-    f"SELECT {RECIPIENT}, 'Booking ' || i || ' confirmed' FROM generate_series(1, $1) AS i"
+    f"INSERT INTO outbox_messages (recipient, checked_recipient, message) "
+    f"SELECT r, r, 'Booking ' || i || ' confirmed' "
+    f"FROM generate_series(1, $1) AS i, LATERAL (SELECT {RECIPIENT} AS r) AS x"
 )
 INSERT_BARE = (
     f"INSERT INTO bare_messages (recipient, body) "

@@ -128,6 +128,10 @@ def is_connection_error(exc: BaseException) -> bool:
     """True when retrying later can succeed (the connection or the server failed); False for
     errors about the statement or its data, which would fail the same way forever."""
     for cause in causes(exc):
+        if isinstance(cause, asyncpg.InvalidCachedStatementError):
+            # A prepared statement (OUTBOX_PREPARED_STATEMENTS) outlived a schema change inside
+            # a transaction: asyncpg has dropped it, and the next try prepares it again.
+            return True
         if isinstance(cause, ValueError):  # asyncpg's client-side DataError is one
             return False
         sqlstate = getattr(cause, "sqlstate", None)

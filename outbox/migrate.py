@@ -44,6 +44,7 @@ REVISION_TABLES = {
     "0019": "outbox_messages",
     "0020": "outbox_media",
     "0021": "outbox_messages",
+    "0022": "outbox_messages",
 }
 
 

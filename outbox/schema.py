@@ -90,6 +90,9 @@ messages = sa.Table(
     # Claimed from an expired lease: the daemon that lost it may have sent the next part. Kept
     # across releases until that part is recorded (or its status webhook settles it).
     sa.Column("taken_over", sa.Boolean, nullable=False, server_default=sa.text("false")),
+    # The recipient as enqueue() checked it with libphonenumber: the daemon checks again only a
+    # row whose recipient differs (inserted or changed with plain SQL). Migration 0022.
+    sa.Column("checked_recipient", sa.Text, nullable=True),
     # A template message, as Meta takes it: {"name", "language": {"code"}, "components": [...]}.
     sa.Column("template", JSONB, nullable=True),
     # The phone number id to send from; null: META_PHONE_NUMBER_ID.

@@ -110,6 +110,11 @@ class Settings:
     database_url: str | None = field(default=None, repr=False)
     # A direct (not pooled) connection for LISTEN when database_url goes through PgBouncer.
     listen_url: str | None = field(default=None, repr=False)
+    # The daemon keeps its statements prepared on the server (OUTBOX_PREPARED_STATEMENTS=on):
+    # only for a database_url that reaches PostgreSQL directly, or through PgBouncer 1.21+ with
+    # max_prepared_statements set. Off by default: a pooler in transaction mode cannot be
+    # detected, and there named statements fail; off costs planning time only (pool.py).
+    prepared_statements: bool = False
     home: Path = field(default_factory=default_home)
     access_token: str | None = field(default=None, repr=False)
     phone_number_id: str | None = None
@@ -238,6 +243,9 @@ class Settings:
         return cls(
             database_url=get("OUTBOX_DATABASE_URL"),
             listen_url=get("OUTBOX_LISTEN_URL"),
+            prepared_statements=_flag(
+                get("OUTBOX_PREPARED_STATEMENTS"), "OUTBOX_PREPARED_STATEMENTS"
+            ),
             home=Path(home).expanduser() if home else default_home(),
             access_token=get("META_ACCESS_TOKEN"),
             phone_number_id=get("META_PHONE_NUMBER_ID"),
@@ -252,6 +260,17 @@ class Settings:
             daily_limit=_daily_limit(get("OUTBOX_DAILY_LIMIT")),
             media_mode=(get("OUTBOX_MEDIA_MODE") or "upload").lower(),
         )
+
+
+def _flag(value: str | None, name: str) -> bool:
+    """An on/off variable: on, true, yes, 1 or off, false, no, 0; unset: off."""
+    if value is None:
+        return False
+    if value.lower() in ("on", "true", "yes", "1"):
+        return True
+    if value.lower() in ("off", "false", "no", "0"):
+        return False
+    raise ConfigurationError(f"{name}: must be on or off, not {value!r}")
 
 
 def _path(value: str | None) -> Path | None:

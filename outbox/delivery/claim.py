@@ -48,6 +48,7 @@ class Claim:
     deadline: float | None = None
     probe: bool = False  # claimed while sending is stopped, to find out whether it works again
     taken_over: bool = False  # from an expired lease: its next part may have been sent already
+    recipient_checked: bool = False  # enqueue() checked this recipient: no need to again
     lost: bool = False  # another worker holds the row now: send nothing more
     settling: bool = False  # every part sent; only the last one's recording is left
     # A request for its next part may have been accepted and is not recorded yet: a crash now
@@ -208,6 +209,7 @@ class Claimer:
                 token=token,
                 probe=probe,
                 taken_over=row["taken_over"],
+                recipient_checked=row["recipient_checked"],
                 sender=row["sender"] or self._senders.default,
                 pair_due_in=None if row["pair_due_in"] is None else float(row["pair_due_in"]),
                 lease_until=now + self._settings.lease_seconds,

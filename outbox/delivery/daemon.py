@@ -134,7 +134,13 @@ class Daemon:
             return self._exit_code  # stopped before the database came back: nothing claimed
         if self._check_api and not await checks.api():
             return self._exit_code
-        pool = Pool(dsn, size=4, command_timeout=STATEMENT_TIMEOUT, application_name="outbox-run")
+        pool = Pool(
+            dsn,
+            size=4,
+            command_timeout=STATEMENT_TIMEOUT,
+            application_name="outbox-run",
+            prepared=settings.prepared_statements,
+        )
         try:
             connector = aiohttp.TCPConnector(limit=settings.concurrency)
             async with aiohttp.ClientSession(connector=connector) as http:

@@ -16,7 +16,8 @@ from outbox.whatsapp import Part, parts_of
 def row_parts(claim: Claim) -> tuple[str, list[Part], Any]:
     """The row's recipient, its parts in order and its template (None for free-form); raises
     InvalidMessage for a row that cannot be sent."""
-    recipient = normalize_recipient(claim.recipient)
+    # enqueue() checked it with libphonenumber already (migration 0022), else now.
+    recipient = claim.recipient if claim.recipient_checked else normalize_recipient(claim.recipient)
     media = normalize_media(_loaded(claim.media, "media"))
     template = _loaded(claim.template, "template")
     parts = parts_of(normalize_text(claim.message), media, template)

@@ -28,7 +28,8 @@ import sqlalchemy as sa
 # `expires_in` is the seconds left before the row's deadline (expires_at, else created_at plus
 # :max_age when that is positive), null without one. `taken_over`: the row's lease ran out while
 # another daemon held it, so that daemon may have sent the next part; kept on the row (a release
-# does not clear it) until that part is recorded.
+# does not clear it) until that part is recorded. `recipient_checked`: enqueue() checked this
+# recipient (migration 0022), so the daemon need not check it again.
 CLAIM_BATCH = sa.text(
     """
     WITH seen AS (
@@ -87,6 +88,7 @@ CLAIM_BATCH = sa.text(
         RETURNING m.id, m.recipient, m.sender, m.message, m.media::text AS media,
                   m.template::text AS template, jsonb_array_length(m.parts) AS accepted,
                   m.attempts, m.in_doubt, m.taken_over,
+                  coalesce(m.checked_recipient = m.recipient, false) AS recipient_checked,
                   (SELECT extract(epoch FROM l.tat - now()) FROM outbox_limits l
                    WHERE l.key = 'pair:' || coalesce(m.sender, :default_sender) || ':'
                                  || m.recipient) AS pair_due_in,

@@ -46,6 +46,7 @@ INSERT_MESSAGE = (
     pg_insert(_m)
     .values(
         recipient=_text("recipient"),
+        checked_recipient=_text("checked_recipient"),  # checked by validation.py
         message=_text("message"),
         media=sa.cast(_text("media"), JSONB),
         idempotency_key=_text("idempotency_key"),
@@ -232,6 +233,7 @@ async def select_unlogged_accepts(conn: AsyncConnectionLike, message_id: int) ->
 def _insert_params(new: NewMessage) -> dict[str, Any]:
     return {
         "recipient": new.recipient,
+        "checked_recipient": new.recipient,
         "message": new.message,
         "media": json.dumps(new.media),
         "idempotency_key": new.idempotency_key,

@@ -25,6 +25,8 @@ from outbox.database import is_connection_error
         asyncpg.exceptions.TooManyConnectionsError("sorry, too many clients already"),
         asyncpg.exceptions.DeadlockDetectedError("deadlock detected"),
         asyncpg.exceptions.InternalClientError("another operation (2) is in progress"),
+        # a prepared statement (OUTBOX_PREPARED_STATEMENTS) outlived a migration: prepared again
+        asyncpg.exceptions.InvalidCachedStatementError("cached statement plan is invalid"),
     ],
     ids=lambda error: type(error).__name__,
 )
@@ -38,6 +40,7 @@ def test_errors_a_failover_or_a_busy_server_raises_are_waited_out(error: Excepti
         asyncpg.exceptions.NotNullViolationError("null value in column"),
         asyncpg.exceptions.InvalidTextRepresentationError("invalid input syntax"),
         asyncpg.exceptions.UndefinedTableError("relation does not exist"),
+        asyncpg.exceptions.FeatureNotSupportedError("not supported"),
     ],
     ids=lambda error: type(error).__name__,
 )

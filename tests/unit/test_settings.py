@@ -18,6 +18,20 @@ def test_defaults_when_only_credentials_are_set() -> None:
     assert settings.graph_api_version == "v23.0"
 
 
+@pytest.mark.parametrize(
+    ("value", "prepared"),
+    [(None, False), ("on", True), ("TRUE", True), ("1", True), ("off", False)],
+)
+def test_prepared_statements_are_off_unless_asked_for(value: str | None, prepared: bool) -> None:
+    environ = {} if value is None else {"OUTBOX_PREPARED_STATEMENTS": value}
+    assert Settings.from_env(environ).prepared_statements is prepared
+
+
+def test_a_prepared_statements_value_that_is_not_on_or_off_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="OUTBOX_PREPARED_STATEMENTS"):
+        Settings.from_env({"OUTBOX_PREPARED_STATEMENTS": "maybe"})
+
+
 def test_outbox_home_overrides_the_default() -> None:
     assert Settings.from_env({"OUTBOX_HOME": "/srv/outbox"}).home == Path("/srv/outbox")
 
