@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
-from outbox.delivery import send
+from outbox.delivery import parts
 from outbox.simulator import Simulator
 from tests.daemon_helpers import drain, enqueue, sent, status
 
@@ -39,7 +39,7 @@ async def test_a_checked_row_is_not_checked_again(
     def refuse(recipient: object, field: str = "recipient") -> str:
         raise AssertionError(f"checked again: {recipient!r}")
 
-    monkeypatch.setattr(send, "normalize_recipient", refuse)
+    monkeypatch.setattr(parts, "normalize_recipient", refuse)
     assert await drain(settings) == 0
     assert sent(simulator) == [f"outbox:{row}:0"]
     assert (await status(engine, row)).status == "sent"
