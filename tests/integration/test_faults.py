@@ -748,7 +748,7 @@ async def test_a_row_that_crashes_the_delivery_code_ends_failed_not_looping(
     simulator: Simulator,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from outbox.delivery import send as rows
+    from outbox.delivery import parts as rows
 
     original = rows.parts_of
 
