@@ -51,6 +51,19 @@ async def wrote(
         )
 
 
+async def held_by_a_dead_daemon(engine: AsyncEngine, row: int) -> None:
+    """The row as a daemon killed while sending it leaves it: `sending`, its lease long over."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "UPDATE outbox_messages SET status = 'sending', attempts = 1,"
+                " lease_token = gen_random_uuid(), locked_until = now() - interval '1 hour'"
+                " WHERE id = :id"
+            ),
+            {"id": row},
+        )
+
+
 async def events(engine: AsyncEngine, row: int) -> list[str]:
     async with engine.connect() as conn:
         result = await conn.execute(
@@ -407,15 +420,7 @@ async def test_a_taken_over_row_released_and_claimed_again_never_switches_to_its
     # quiet hours give it back; by its next claim the window has closed.
     await wrote(engine, timedelta(hours=1))
     row = await enqueue(engine, CUSTOMER, "Your table is ready", fallback=FALLBACK)
-    async with engine.begin() as conn:
-        await conn.execute(
-            sa.text(
-                "UPDATE outbox_messages SET status = 'sending', attempts = 1,"
-                " lease_token = gen_random_uuid(), locked_until = now() - interval '1 hour'"
-                " WHERE id = :id"
-            ),
-            {"id": row},
-        )
+    await held_by_a_dead_daemon(engine, row)
     local = datetime.now(ZoneInfo("Asia/Karachi"))
     hours = f"{local - timedelta(hours=1):%H:%M}-{local + timedelta(hours=1):%H:%M}"
     quiet = replace(settings, quiet_hours=parse_quiet_hours(hours, "--quiet-hours"))
@@ -446,15 +451,8 @@ async def test_a_taken_over_row_a_status_webhook_shows_went_is_sent_though_its_w
     # over. The delivered status says the text went: the row is sent, not failed.
     await wrote(engine, timedelta(hours=30))
     row = await enqueue(engine, CUSTOMER, "Your table is ready", fallback=FALLBACK)
+    await held_by_a_dead_daemon(engine, row)
     async with engine.begin() as conn:
-        await conn.execute(
-            sa.text(
-                "UPDATE outbox_messages SET status = 'sending', attempts = 1,"
-                " lease_token = gen_random_uuid(), locked_until = now() - interval '1 hour'"
-                " WHERE id = :id"
-            ),
-            {"id": row},
-        )
         await conn.execute(
             sa.text(
                 "INSERT INTO outbox_statuses (wamid, message_id, part, status, at, recipient)"
