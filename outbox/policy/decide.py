@@ -81,7 +81,8 @@ def decide(
     about the row's template, else its fallback) holds or fails the row that would send it.
     `may_have_sent`: a request for its first part may have been accepted (in doubt, or the row
     was taken over from a holder whose request's fate is unknown): then a closed window fails
-    it instead of switching, so that the customer never gets both the text and the template."""
+    it instead of switching, so that the customer never gets both the text and the template;
+    every such failure (`unless_sent`) first looks for a status webhook showing that part went."""
     if template_row:
         if withheld(category, suppressed):
             return Ruling(fail=f"{OPTED_OUT}: the customer stopped marketing messages")
@@ -95,10 +96,16 @@ def decide(
         # the fallback instead of the same free-form message again.
         return Ruling(fallback_on_131047=window.known and fallback is not None)
     closed = _closed(window)
+    # Whatever the reason, a part that may have gone is looked for before the row fails.
     if fallback is None:
-        return Ruling(fail=f"{WINDOW_CLOSED}: {closed}; no fallback template")
+        return Ruling(
+            fail=f"{WINDOW_CLOSED}: {closed}; no fallback template", unless_sent=may_have_sent
+        )
     if accepted > 0:
-        return Ruling(fail=f"{WINDOW_CLOSED}: {closed} after {accepted} part(s) were sent")
+        return Ruling(
+            fail=f"{WINDOW_CLOSED}: {closed} after {accepted} part(s) were sent",
+            unless_sent=may_have_sent,
+        )
     if may_have_sent:
         return Ruling(
             fail=f"{WINDOW_CLOSED}: {closed}; not sent as its fallback template, since its own "

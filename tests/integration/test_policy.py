@@ -64,6 +64,18 @@ async def held_by_a_dead_daemon(engine: AsyncEngine, row: int) -> None:
         )
 
 
+async def went(engine: AsyncEngine, row: int, *, part: int, wamid: str) -> None:
+    """A delivered status webhook for the row's `part`, stored before that part was recorded."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "INSERT INTO outbox_statuses (wamid, message_id, part, status, at, recipient)"
+                " VALUES (:wamid, :id, :part, 'delivered', now(), :customer)"
+            ),
+            {"wamid": wamid, "id": row, "part": part, "customer": CUSTOMER},
+        )
+
+
 async def events(engine: AsyncEngine, row: int) -> list[str]:
     async with engine.connect() as conn:
         result = await conn.execute(
@@ -452,17 +464,57 @@ async def test_a_taken_over_row_a_status_webhook_shows_went_is_sent_though_its_w
     await wrote(engine, timedelta(hours=30))
     row = await enqueue(engine, CUSTOMER, "Your table is ready", fallback=FALLBACK)
     await held_by_a_dead_daemon(engine, row)
-    async with engine.begin() as conn:
-        await conn.execute(
-            sa.text(
-                "INSERT INTO outbox_statuses (wamid, message_id, part, status, at, recipient)"
-                " VALUES ('wamid.lost', :id, 0, 'delivered', now(), :customer)"
-            ),
-            {"id": row, "customer": CUSTOMER},
-        )
+    await went(engine, row, part=0, wamid="wamid.lost")
     assert await drain(replace(settings, reconcile_seconds=0)) == 0
     assert simulator.accepted == []
     delivery = await status(engine, row)
     # Sent with the lost wamid; the waiting delivered status is applied after (or by the sweep).
+    assert delivery.status in ("sent", "delivered")
+    assert delivery.message_id == "wamid.lost"
+
+
+async def test_a_taken_over_row_without_fallback_a_status_webhook_shows_went_is_sent(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    # No fallback: a closed window would fail it window_closed, but its text went.
+    await wrote(engine, timedelta(hours=30))
+    row = await enqueue(engine, CUSTOMER, "Your table is ready")
+    await held_by_a_dead_daemon(engine, row)
+    await went(engine, row, part=0, wamid="wamid.lost")
+    assert await drain(replace(settings, reconcile_seconds=0)) == 0
+    assert simulator.accepted == []
+    delivery = await status(engine, row)
+    assert delivery.status in ("sent", "delivered")
+    assert delivery.message_id == "wamid.lost"
+
+
+async def test_a_taken_over_row_whose_next_part_a_status_webhook_shows_went_is_sent(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    # Its image was recorded, then its daemon died after Meta accepted the text.
+    await wrote(engine, timedelta(hours=30))
+    row = await enqueue(
+        engine,
+        CUSTOMER,
+        "Your room",
+        media_urls={"images": ["https://x.test/a.jpg"]},
+        fallback=FALLBACK,
+    )
+    await held_by_a_dead_daemon(engine, row)
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "WITH recorded AS (UPDATE outbox_messages SET parts = jsonb_build_array("
+                " jsonb_build_object('wamid', 'wamid.image', 'status', 'sent', 'sent_at', now()))"
+                " WHERE id = :id RETURNING id)"
+                " INSERT INTO outbox_part_wamids (wamid, message_id, part)"
+                " SELECT 'wamid.image', id, 0 FROM recorded"
+            ),
+            {"id": row},
+        )
+    await went(engine, row, part=1, wamid="wamid.lost")
+    assert await drain(replace(settings, reconcile_seconds=0)) == 0
+    assert simulator.accepted == []
+    delivery = await status(engine, row)
     assert delivery.status in ("sent", "delivered")
     assert delivery.message_id == "wamid.lost"
