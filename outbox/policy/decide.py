@@ -79,10 +79,38 @@ def decide(
     answers to the consent rule), else it fails `window_closed`. A row that switched to its
     fallback stays switched. A template the catalogue says is paused or disabled (`template`,
     about the row's template, else its fallback) holds or fails the row that would send it.
-    `may_have_sent`: a request for its first part may have been accepted (in doubt, or the row
+    `may_have_sent`: a request for its next part may have been accepted (in doubt, or the row
     was taken over from a holder whose request's fate is unknown): then a closed window fails
-    it instead of switching, so that the customer never gets both the text and the template;
-    every such failure (`unless_sent`) first looks for a status webhook showing that part went."""
+    it instead of switching, so that the customer never gets both the text and the template,
+    and every failure stands only if no status webhook shows that part went (`unless_sent`)."""
+    ruling = _ruling(
+        template_row,
+        accepted,
+        window,
+        suppressed,
+        category,
+        fallback,
+        sent_fallback,
+        template,
+        may_have_sent,
+    )
+    if ruling.fail is None or not may_have_sent:
+        return ruling
+    # What the request that may have gone sent: the fallback's part once the row switched.
+    return replace(ruling, unless_sent=True, fallback=fallback if sent_fallback else None)
+
+
+def _ruling(
+    template_row: bool,
+    accepted: int,
+    window: Window,
+    suppressed: bool,
+    category: str | None,
+    fallback: dict[str, Any] | None,
+    sent_fallback: bool,
+    template: TemplateRuling | None,
+    may_have_sent: bool,
+) -> Ruling:
     if template_row:
         if withheld(category, suppressed):
             return Ruling(fail=f"{OPTED_OUT}: the customer stopped marketing messages")
@@ -96,21 +124,14 @@ def decide(
         # the fallback instead of the same free-form message again.
         return Ruling(fallback_on_131047=window.known and fallback is not None)
     closed = _closed(window)
-    # Whatever the reason, a part that may have gone is looked for before the row fails.
     if fallback is None:
-        return Ruling(
-            fail=f"{WINDOW_CLOSED}: {closed}; no fallback template", unless_sent=may_have_sent
-        )
+        return Ruling(fail=f"{WINDOW_CLOSED}: {closed}; no fallback template")
     if accepted > 0:
-        return Ruling(
-            fail=f"{WINDOW_CLOSED}: {closed} after {accepted} part(s) were sent",
-            unless_sent=may_have_sent,
-        )
+        return Ruling(fail=f"{WINDOW_CLOSED}: {closed} after {accepted} part(s) were sent")
     if may_have_sent:
         return Ruling(
             fail=f"{WINDOW_CLOSED}: {closed}; not sent as its fallback template, since its own "
-            "first part may have gone already (a request with no clear answer)",
-            unless_sent=True,
+            "first part may have gone already (a request with no clear answer)"
         )
     return _fallback(fallback, category, suppressed, switch=True, template=template)
 
@@ -129,10 +150,7 @@ def _fallback(
             fail=f"{OPTED_OUT}: window closed, and the customer stopped marketing messages "
             "(its fallback template is marketing)"
         )
-    held = _held(template, sent)
-    if held is not None and held.unless_sent:
-        return replace(held, fallback=fallback)  # what the request that may have gone sent
-    return held or Ruling(fallback=fallback, switch=switch)
+    return _held(template, sent) or Ruling(fallback=fallback, switch=switch)
 
 
 def _held(template: TemplateRuling | None, may_have_sent: bool) -> Ruling | None:
@@ -142,7 +160,7 @@ def _held(template: TemplateRuling | None, may_have_sent: bool) -> Ruling | None
     if template.hold_until is not None:
         return Ruling(hold=template.reason, hold_until=template.hold_until)
     if may_have_sent and template.reason_if_sent is not None:
-        return Ruling(fail=template.reason_if_sent, unless_sent=True)
+        return Ruling(fail=template.reason_if_sent)
     return Ruling(fail=template.reason)
 
 

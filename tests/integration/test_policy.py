@@ -252,6 +252,22 @@ async def test_an_opted_out_customer_gets_no_marketing_template(
     assert delivery.last_error.startswith("opted_out")
 
 
+async def test_a_taken_over_marketing_row_a_status_webhook_shows_went_is_sent_after_a_stop(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    # Its daemon died after Meta accepted the template; the customer said stop before another
+    # took it over. It went: the row says so, not opted_out.
+    row = await enqueue(engine, CUSTOMER, None, template=PROMO)
+    await held_by_a_dead_daemon(engine, row)
+    await opt_out(engine)
+    await went(engine, row, part=0, wamid="wamid.lost")
+    assert await drain(replace(settings, reconcile_seconds=0)) == 0
+    assert simulator.accepted == []
+    delivery = await status(engine, row)
+    assert delivery.status in ("sent", "delivered")
+    assert delivery.message_id == "wamid.lost"
+
+
 async def test_an_opted_out_customer_still_gets_utility_templates(
     engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
 ) -> None:

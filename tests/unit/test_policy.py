@@ -103,6 +103,33 @@ def test_a_closed_window_fails_a_row_whose_first_part_may_have_gone_instead_of_s
     assert "may have gone already" in ruling.fail
 
 
+@pytest.mark.parametrize(
+    "case",
+    [
+        {"fallback": None},  # no fallback template
+        {"accepted": 1},  # a part was recorded before it
+        {"template_row": True, "suppressed": True, "category": "marketing", "fallback": None},
+        {"sent_fallback": True, "suppressed": True, "category": "marketing"},
+    ],
+    ids=["no-fallback", "after-a-part", "opted-out-template", "opted-out-fallback"],
+)
+def test_every_failure_of_a_row_that_may_have_sent_looks_for_the_part_first(
+    case: dict[str, Any],
+) -> None:
+    ruling = rule(may_have_sent=True, **case)
+    assert ruling.fail is not None
+    assert ruling.unless_sent
+
+
+def test_a_row_that_switched_and_may_have_sent_looks_for_its_fallback_part() -> None:
+    ruling = rule(may_have_sent=True, sent_fallback=True, suppressed=True, category="marketing")
+    assert ruling.fallback == FALLBACK
+
+
+def test_a_failure_of_a_row_that_sent_nothing_needs_no_look() -> None:
+    assert not rule(fallback=None).unless_sent
+
+
 def test_an_open_window_sends_a_row_in_doubt_as_it_is() -> None:
     ruling = rule(window=window(timedelta(hours=1)), may_have_sent=True)
     assert (ruling.fail, ruling.fallback) == (None, None)
