@@ -7,7 +7,7 @@ are inflated by the profiler itself, so compare them as shares), `--py-spy` unde
 (sampled wall time). For benchmarks/PROFILE.md: where a message's cost goes, before and after.
 
     python -m benchmarks.profile_drain [--rows 20000] [--latency 0] [--recipients 0]
-        [--concurrency 64] [--daemons 1] [--cprofile] [--py-spy] [--top 25]
+        [--concurrency 64] [--daemons 1] [--cprofile [--keep-profile FILE]] [--py-spy] [--top 25]
 """
 
 from __future__ import annotations
@@ -244,6 +244,8 @@ async def cpu_profile(setup: Setup, args: argparse.Namespace) -> None:
             stderr=subprocess.DEVNULL,
         )
         await process.wait()
+        if args.keep_profile:
+            shutil.copy(stats, args.keep_profile)
         profile = pstats.Stats(str(stats))
         entries: dict[tuple[str, int, str], tuple[int, int, float, float, dict[Any, Any]]]
         entries = profile.stats  # type: ignore[attr-defined]
@@ -281,6 +283,7 @@ def cli() -> None:
     parser.add_argument("--cprofile", action="store_true")
     parser.add_argument("--py-spy", action="store_true")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--keep-profile", help="also save the cProfile stats to this file")
     asyncio.run(main(parser.parse_args()))
 
 

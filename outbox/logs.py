@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
-from outbox.settings import Settings, redact_secrets
+from outbox.settings import Redactor, Settings
 
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -64,10 +64,10 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(TEXT_FORMAT)
-        self._settings = settings
+        self._redact = Redactor(settings)
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact_secrets(super().format(record), self._settings)
+        return self._redact(super().format(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -77,14 +77,14 @@ class JsonFormatter(logging.Formatter):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__()
-        self._settings = settings
+        self._redact = Redactor(settings)
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": redact_secrets(record.getMessage(), self._settings),
+            "message": self._redact(record.getMessage()),
         }
         row_id = getattr(record, "row_id", None)
         if row_id is not None:
@@ -96,17 +96,15 @@ class JsonFormatter(logging.Formatter):
             if name in _RECORD_FIELDS or name in line or name.startswith("_") or value is None:
                 continue
             if isinstance(value, str):
-                value = redact_secrets(value, self._settings)
+                value = self._redact(value)
             line[name] = value
         if record.exc_info:
-            line["exception"] = redact_secrets(
-                self.formatException(record.exc_info), self._settings
-            )
+            line["exception"] = self._redact(self.formatException(record.exc_info))
         return json.dumps(line, ensure_ascii=False, default=self._text)
 
     def _text(self, value: object) -> str:
         """A field JSON cannot encode, as text, secrets masked."""
-        return redact_secrets(str(value), self._settings)
+        return self._redact(str(value))
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]

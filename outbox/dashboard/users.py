@@ -6,6 +6,7 @@ and a login for an unknown name costs as much as one for a known name.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -41,8 +42,11 @@ class User:
     password_hash: bytes = field(repr=False)
 
 
-# Compared against when the name is unknown, so that the answer takes as long either way.
-_DUMMY_HASH = bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=12))
+@functools.cache
+def _dummy_hash() -> bytes:
+    """Compared against when the name is unknown, so that the answer takes as long either way.
+    Made once, when the users are loaded: not on import, where it cost every command 0.2 s."""
+    return bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=12))
 
 
 def hash_password(password: str, *, rounds: int = 12) -> str:
@@ -81,6 +85,7 @@ def load_users(path: Path) -> dict[str, User]:
     users = parse_users(text, source=str(path))
     if not users:
         raise ConfigurationError(f"OUTBOX_DASHBOARD_USERS: {path} names no user")
+    _dummy_hash()
     return users
 
 
@@ -89,7 +94,7 @@ def authenticate(users: dict[str, User], name: str, password: str) -> User | Non
     user = users.get(name)
     candidate = password.encode()[:72]  # bcrypt reads 72 bytes; 5.x refuses longer input
     if user is None:
-        bcrypt.checkpw(candidate, _DUMMY_HASH)
+        bcrypt.checkpw(candidate, _dummy_hash())
         return None
     try:
         return user if bcrypt.checkpw(candidate, user.password_hash) else None

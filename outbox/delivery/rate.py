@@ -12,8 +12,9 @@ in the chaos runs, against Meta's allowance of the rate over longer windows).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from outbox import store
@@ -36,11 +37,11 @@ def burst_for(rate: float) -> float:
 
 @dataclass
 class _Bucket:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     tokens: int = 0
     expires: float = 0.0
     waiting: int = 0
     retry_at: float = 0.0  # the database said: nothing before this (loop time)
+    refill: asyncio.Future[None] | None = None  # the one take in the air, for every waiter
 
 
 class SharedRate:
@@ -53,30 +54,35 @@ class SharedRate:
         self._buckets: dict[str, _Bucket] = {}
 
     async def acquire(self, sender: str) -> None:
-        """Wait for this sender's next request slot."""
+        """Wait for this sender's next request slot. A token in hand is taken at once; else
+        the caller joins the sender's one refill, which asks the database for every waiter's
+        token in one statement and wakes them all together."""
         bucket = self._buckets.setdefault(sender, _Bucket())
         loop = asyncio.get_running_loop()
-        bucket.waiting += 1
-        try:
-            while True:
-                async with bucket.lock:
-                    if bucket.tokens > 0 and loop.time() < bucket.expires:
-                        bucket.tokens -= 1
-                        return
-                    pause = bucket.retry_at - loop.time()
-                    if pause > 0:
-                        await asyncio.sleep(pause)
-                    granted, wait = await persistently(
-                        self._take, sender, bucket.waiting, what="taking rate tokens"
-                    )
-                    now = loop.time()
-                    bucket.tokens, bucket.expires = granted, now + TOKEN_TTL
-                    bucket.retry_at = now + wait if granted < bucket.waiting else now
-                    if bucket.tokens > 0:
-                        bucket.tokens -= 1
-                        return
-        finally:
-            bucket.waiting -= 1
+        while True:
+            if bucket.tokens > 0 and loop.time() < bucket.expires:
+                bucket.tokens -= 1
+                return
+            if bucket.refill is None:
+                # Started on the loop's next turn: the rows started with this one ask first.
+                refill = bucket.refill = asyncio.ensure_future(self._refill(sender, bucket))
+                refill.add_done_callback(functools.partial(_refilled, bucket))
+            bucket.waiting += 1
+            try:
+                await asyncio.shield(bucket.refill)  # a caller cancelled leaves it to the rest
+            finally:
+                bucket.waiting -= 1
+
+    async def _refill(self, sender: str, bucket: _Bucket) -> None:
+        loop = asyncio.get_running_loop()
+        pause = bucket.retry_at - loop.time()
+        if pause > 0:
+            await asyncio.sleep(pause)
+        want = max(bucket.waiting, 1)
+        granted, wait = await persistently(self._take, sender, want, what="taking rate tokens")
+        now = loop.time()
+        bucket.tokens, bucket.expires = granted, now + TOKEN_TTL
+        bucket.retry_at = now + wait if granted < want else now
 
     async def slow_down(self, sender: str) -> None:
         """Meta said 130429: every daemon sends slower to this number for a while (once the
@@ -110,6 +116,12 @@ class SharedRate:
             )
         assert row is not None
         return int(row["granted"]), float(row["wait"])
+
+
+def _refilled(bucket: _Bucket, refill: asyncio.Future[None]) -> None:
+    bucket.refill = None
+    if not refill.cancelled():
+        refill.exception()  # its waiters raise it; none may be left to (all cancelled)
 
 
 def _key(sender: str) -> str:

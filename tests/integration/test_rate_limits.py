@@ -167,3 +167,30 @@ async def test_a_130429_slows_the_sender_down_once_a_restarting_database_answers
             sa.text("SELECT factor FROM outbox_limits WHERE key = :key"), {"key": f"rate:{PHONE}"}
         )
     assert factor == 0.5
+
+
+class CountingRate(SharedRate):
+    """A SharedRate that counts its round trips to the bucket."""
+
+    takes = 0
+
+    async def _take(self, sender: str, want: int) -> tuple[int, float]:
+        self.takes += 1
+        return await super()._take(sender, want)
+
+
+async def test_requests_waiting_together_are_granted_in_one_round_trip(pool: Pool) -> None:
+    # Rows started by one claim ask at once: one statement takes all their tokens, rather than
+    # one for the first and a second for the rest, each waiter then woken one by one.
+    rate = CountingRate(pool, 1000)
+    await asyncio.wait_for(asyncio.gather(*(rate.acquire(PHONE) for _ in range(40))), 10)
+    assert rate.takes == 1
+
+
+async def test_requests_beyond_the_burst_wait_for_the_bucket_and_all_go(pool: Pool) -> None:
+    rate = CountingRate(pool, 20)  # a burst of 1.5: most of the 6 wait for the bucket
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(asyncio.gather(*(rate.acquire(PHONE) for _ in range(6))), 10)
+    assert loop.time() - started >= 4 * (1 / 20)
+    assert rate.takes > 1
