@@ -65,9 +65,11 @@ class Claim:
     # Nothing of it sent yet and it has a fallback template: a 131047 gives it back, to go as
     # its fallback (outbox/policy/).
     fallback_on_131047: bool = False
-    # Meta's rules' facts (store.policy.ROWS_FACTS), read for the whole claim at once before its
-    # rows start; None: the row reads its own.
+    # Meta's rules' facts (store.policy.ROWS_FACTS), read for the whole claim at once while its
+    # rows start (`facts_read`: that read, awaited before the row is ruled); None: the row reads
+    # its own.
     facts: dict[str, Any] | None = None
+    facts_read: asyncio.Future[None] | None = None
 
 
 def leases(claims: list[Claim]) -> dict[str, list[Any]]:
@@ -216,9 +218,12 @@ class Claimer:
                 deadline=None if expires_in is None else now + float(expires_in),
             )
             claims.append(claim)
-        try:
-            await self._rows.read_facts(claims)  # one statement for all, before any row starts
-        finally:  # claimed: in flight even if the turn is cancelled meanwhile (a stop)
+        if claims:
+            # One statement for all, read while the rows start (each waits for it before it is
+            # ruled) and the next claim is made: its round trip holds up neither.
+            facts = asyncio.ensure_future(self._rows.read_facts(claims))
             for claim in claims:
-                self._in_flight.start(claim, self._rows)
+                claim.facts_read = facts
+        for claim in claims:  # claimed: in flight whatever happens next (a stop)
+            self._in_flight.start(claim, self._rows)
         return len(claims) + marked

@@ -40,6 +40,7 @@ class _Bucket:
     tokens: int = 0
     expires: float = 0.0
     waiting: int = 0
+    expected: int = 0  # requests soon to ask (rows just claimed): taken with the waiting ones
     retry_at: float = 0.0  # the database said: nothing before this (loop time)
     refill: asyncio.Future[None] | None = None  # the one take in the air, for every waiter
 
@@ -63,22 +64,41 @@ class SharedRate:
             if bucket.tokens > 0 and loop.time() < bucket.expires:
                 bucket.tokens -= 1
                 return
-            if bucket.refill is None:
-                # Started on the loop's next turn: the rows started with this one ask first.
-                refill = bucket.refill = asyncio.ensure_future(self._refill(sender, bucket))
-                refill.add_done_callback(functools.partial(_refilled, bucket))
+            refill = bucket.refill
+            if refill is None or refill.done():  # done: it served others, and awaiting it
+                refill = self._start_refill(sender, bucket)  # would never yield to the loop
             bucket.waiting += 1
             try:
-                await asyncio.shield(bucket.refill)  # a caller cancelled leaves it to the rest
+                await asyncio.shield(refill)  # a caller cancelled leaves it to the rest
             finally:
                 bucket.waiting -= 1
+
+    def expect(self, sender: str, requests: int) -> None:
+        """`requests` are about to ask (the rows of a claim, still being read): their tokens
+        are asked for now, so that the round trip overlaps the rest of their start."""
+        bucket = self._buckets.setdefault(sender, _Bucket())
+        loop = asyncio.get_running_loop()
+        if bucket.refill is not None and not bucket.refill.done():
+            return
+        if bucket.tokens >= requests and loop.time() < bucket.expires:
+            return
+        bucket.expected = requests
+        self._start_refill(sender, bucket)
+
+    def _start_refill(self, sender: str, bucket: _Bucket) -> asyncio.Future[None]:
+        """The sender's one take, run from the loop's next turn: the rows started with the
+        caller ask first, and are counted in it."""
+        refill = bucket.refill = asyncio.ensure_future(self._refill(sender, bucket))
+        refill.add_done_callback(functools.partial(_refilled, bucket))
+        return refill
 
     async def _refill(self, sender: str, bucket: _Bucket) -> None:
         loop = asyncio.get_running_loop()
         pause = bucket.retry_at - loop.time()
         if pause > 0:
             await asyncio.sleep(pause)
-        want = max(bucket.waiting, 1)
+        want = max(bucket.waiting, bucket.expected, 1)
+        bucket.expected = 0
         granted, wait = await persistently(self._take, sender, want, what="taking rate tokens")
         now = loop.time()
         bucket.tokens, bucket.expires = granted, now + TOKEN_TTL
@@ -119,7 +139,8 @@ class SharedRate:
 
 
 def _refilled(bucket: _Bucket, refill: asyncio.Future[None]) -> None:
-    bucket.refill = None
+    if bucket.refill is refill:  # not a newer one
+        bucket.refill = None
     if not refill.cancelled():
         refill.exception()  # its waiters raise it; none may be left to (all cancelled)
 

@@ -74,6 +74,9 @@ class Rules:
     ) -> list[Part] | None:
         """The parts the row goes out as (its fallback template's, when its window is closed),
         or None when the rules held it back or failed it (its outcome is written)."""
+        read, claim.facts_read = claim.facts_read, None
+        if read is not None and not read.done():
+            await asyncio.wait({read})  # a read cancelled (a stop) leaves the row its own read
         facts, claim.facts = claim.facts, None  # read with its claim: for this ruling only
         template_row = template is not None
         may_have_sent = claim.in_doubt > 0 or claim.taken_over

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -81,7 +82,7 @@ class RowSender:
         self._senders = senders
         self._limiter = limiter
         metrics = metrics or DaemonMetrics()
-        rate = rate or SharedRate(pool, settings.rate)
+        rate = self._rate = rate or SharedRate(pool, settings.rate)
         self._templates = templates or PausedTemplates()
         self._outcomes = Outcomes(pool, events, metrics)
         self._leases = Leases(pool, settings, give_up=lambda: self.abandon)
@@ -264,7 +265,10 @@ class RowSender:
         return False
 
     async def read_facts(self, claims: list[Claim]) -> None:
-        """Read Meta's rules' facts for a claim's rows at once (rules.py)."""
+        """Read Meta's rules' facts for a claim's rows at once (rules.py), while their rate
+        tokens are asked for."""
+        for sender, rows in Counter(claim.sender for claim in claims).items():
+            self._rate.expect(sender, rows)
         await self._rules.read_facts(claims)
 
     async def crashed(self, claim: Claim, exc: Exception) -> None:

@@ -194,3 +194,18 @@ async def test_requests_beyond_the_burst_wait_for_the_bucket_and_all_go(pool: Po
     await asyncio.wait_for(asyncio.gather(*(rate.acquire(PHONE) for _ in range(6))), 10)
     assert loop.time() - started >= 4 * (1 / 20)
     assert rate.takes > 1
+
+
+@pytest.mark.timeout(20)
+async def test_a_request_that_finds_the_last_refill_done_asks_again(pool: Pool) -> None:
+    # The refill that served others has finished, and the callback forgetting it has not run
+    # yet: the request must start a new one, not spin on the finished one without yielding.
+    rate = SharedRate(pool, 1000)
+    rate.expect(PHONE, 1)
+    bucket = rate._buckets[PHONE]
+    assert bucket.refill is not None
+    await asyncio.wait({bucket.refill})
+    finished = asyncio.get_running_loop().create_future()
+    finished.set_result(None)
+    bucket.refill, bucket.tokens = finished, 0
+    await asyncio.wait_for(rate.acquire(PHONE), 5)
