@@ -157,7 +157,8 @@ class RowSender:
             if self.abandon:
                 return  # shutting down: the row is given back as it is
             if claim.deadline is not None and loop.time() >= claim.deadline:
-                await self._outcomes.fail(claim, expired(claim))
+                if await self._settled_at_deadline(claim, recipient, index, len(parts)):
+                    continue
                 return
             if not self._senders.open(claim.sender) and not claim.probe:
                 await self._outcomes.release(claim)
@@ -233,6 +234,19 @@ class RowSender:
             if not await self._record(claim, index, wamid, len(parts)):
                 return
             claim.unsettled = False
+
+    async def _settled_at_deadline(
+        self, claim: Claim, recipient: str, index: int, count: int
+    ) -> bool:
+        """At its deadline the row fails expired, unless an earlier request for this part (its
+        last holder's, or one in doubt) was accepted, as a status webhook stored by then shows:
+        the part is recorded instead. True: it was, and the row goes on."""
+        if index == claim.accepted and (claim.taken_over or claim.in_doubt > 0):
+            settled = await self._reconciler.wamid(claim, recipient, index, count)
+            if settled is not None:
+                return await self._record(claim, index, settled, count)
+        await self._outcomes.fail(claim, expired(claim))
+        return False
 
     async def _settle_or_fail(self, claim: Claim, recipient: str, parts: list[Part]) -> None:
         """The rules fail the row, unless its last holder's request sent its next part: a status

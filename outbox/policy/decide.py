@@ -20,6 +20,7 @@ from outbox.policy.numbers import canonical, forms
 from outbox.policy.template_holds import APPROVED, TemplateRuling
 from outbox.policy.template_holds import ruling as template_ruling
 from outbox.policy.window import Window, window_of
+from outbox.retry import MAY_HAVE_BEEN_ACCEPTED
 from outbox.store import policy as store
 
 WINDOW_CLOSED = "window_closed"
@@ -96,8 +97,11 @@ def decide(
     )
     if ruling.fail is None or not may_have_sent:
         return ruling
+    # Unless its own wording says so (unless_sent), the reason must not read as "not sent".
+    fail = ruling.fail if ruling.unless_sent else f"{ruling.fail} ({MAY_HAVE_BEEN_ACCEPTED})"
     # What the request that may have gone sent: the fallback's part once the row switched.
-    return replace(ruling, unless_sent=True, fallback=fallback if sent_fallback else None)
+    fallback = fallback if sent_fallback else None
+    return replace(ruling, fail=fail, unless_sent=True, fallback=fallback)
 
 
 def _ruling(
@@ -131,7 +135,8 @@ def _ruling(
     if may_have_sent:
         return Ruling(
             fail=f"{WINDOW_CLOSED}: {closed}; not sent as its fallback template, since its own "
-            "first part may have gone already (a request with no clear answer)"
+            "first part may have gone already (a request with no clear answer)",
+            unless_sent=True,
         )
     return _fallback(fallback, category, suppressed, switch=True, template=template)
 
@@ -160,7 +165,7 @@ def _held(template: TemplateRuling | None, may_have_sent: bool) -> Ruling | None
     if template.hold_until is not None:
         return Ruling(hold=template.reason, hold_until=template.hold_until)
     if may_have_sent and template.reason_if_sent is not None:
-        return Ruling(fail=template.reason_if_sent)
+        return Ruling(fail=template.reason_if_sent, unless_sent=True)
     return Ruling(fail=template.reason)
 
 

@@ -290,7 +290,8 @@ EXTEND_LEASES = sa.text(
 
 # Fail up to :batch pending rows whose expires_at has passed (rows past --max-age fail when
 # claimed: that needs no scan). A row an earlier request of which may have been accepted (in
-# doubt, taken over) is not said to be unsent: :doubtful says why.
+# doubt, taken over) is not said to be unsent: :doubtful says why; one with a status stored for
+# its next part is left to its claim, which records that part if the status is the request's.
 EXPIRE_PENDING = sa.text(
     """
     UPDATE outbox_messages
@@ -302,6 +303,9 @@ EXPIRE_PENDING = sa.text(
         locked_until = NULL, lease_token = NULL, updated_at = now()
     WHERE id IN (SELECT id FROM outbox_messages
                  WHERE status = 'pending' AND expires_at IS NOT NULL AND expires_at <= now()
+                   AND NOT ((in_doubt > 0 OR taken_over) AND EXISTS (
+                       SELECT 1 FROM outbox_statuses s WHERE s.message_id = outbox_messages.id
+                         AND s.part = jsonb_array_length(outbox_messages.parts)))
                  ORDER BY expires_at LIMIT :batch
                  FOR UPDATE SKIP LOCKED)
     RETURNING id

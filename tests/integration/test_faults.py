@@ -676,6 +676,44 @@ async def test_a_row_in_doubt_claimed_past_its_deadline_does_not_say_not_sent(
     )
 
 
+async def test_a_taken_over_row_past_its_deadline_a_status_shows_went_is_sent_not_expired(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, database_url: str
+) -> None:
+    # Its daemon was killed after Meta accepted the text; the status webhooks were stored
+    # before another daemon took the row over, after its deadline.
+    row = await _fetchval(
+        database_url,
+        "INSERT INTO outbox_messages (recipient, message, expires_at, status, attempts,"
+        " lease_token, locked_until) VALUES ($1, 'hello', now() - interval '1 second',"
+        " 'sending', 1, gen_random_uuid(), now() - interval '1 hour') RETURNING id",
+        RECIPIENTS[0],
+    )
+    await _status_stored(database_url, row, "wamid.lost")
+    assert await drain(replace(settings, reconcile_seconds=0)) == 0
+    assert simulator.requests == 0
+    record = await fetch_row(database_url, row)
+    assert record["message_id"] == "wamid.lost"
+    assert record["status"] in ("sent", "delivered")
+
+
+async def test_a_row_in_doubt_past_its_deadline_a_status_shows_went_is_sent_not_expired(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, database_url: str
+) -> None:
+    row = await _fetchval(
+        database_url,
+        "INSERT INTO outbox_messages (recipient, message, expires_at, last_error, in_doubt)"
+        " VALUES ($1, 'maybe sent', now() - interval '1 second', 'in doubt: no answer', 1)"
+        " RETURNING id",
+        RECIPIENTS[0],
+    )
+    await _status_stored(database_url, row, "wamid.lost")
+    assert await drain(replace(settings, reconcile_seconds=0)) == 0
+    assert simulator.requests == 0
+    record = await fetch_row(database_url, row)
+    assert record["message_id"] == "wamid.lost"
+    assert record["status"] in ("sent", "delivered")
+
+
 # --- helpers ---------------------------------------------------------------------------------
 
 
@@ -1081,3 +1119,17 @@ async def test_a_front_end_closing_connections_unread_fails_no_row(
     await drain(replace(settings, retry_delay=0.05))
     assert [(await status(engine, row)).status for row in rows] == ["sent"] * len(rows)
     assert sorted(sent(simulator)) == sorted(f"outbox:{row}:0" for row in rows)
+
+
+async def _status_stored(database_url: str, row: int, wamid: str) -> None:
+    """A delivered status webhook for the row's first part, stored before it was recorded."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO outbox_statuses (wamid, message_id, part, status, at, recipient)"
+            " SELECT $1, id, 0, 'delivered', now(), recipient FROM outbox_messages WHERE id = $2",
+            wamid,
+            row,
+        )
+    finally:
+        await conn.close()

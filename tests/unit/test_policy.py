@@ -119,6 +119,7 @@ def test_every_failure_of_a_row_that_may_have_sent_looks_for_the_part_first(
     ruling = rule(may_have_sent=True, **case)
     assert ruling.fail is not None
     assert ruling.unless_sent
+    assert "may have" in ruling.fail, "its reason must not read as not sent"
 
 
 def test_a_row_that_switched_and_may_have_sent_looks_for_its_fallback_part() -> None:
