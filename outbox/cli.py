@@ -19,7 +19,7 @@ import asyncpg
 import sqlalchemy.exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from outbox import demo, migrate, serve, store
+from outbox import migrate, serve, store
 from outbox.arguments import UsageError, build_parser, run_overrides
 from outbox.commands import (
     breakdown,
@@ -36,7 +36,6 @@ from outbox.commands import (
     tail,
     templates,
 )
-from outbox.dashboard import server as dashboard_server
 from outbox.database import causes, create_engine, resolve_dsn, short_error
 from outbox.enqueue import enqueue
 from outbox.errors import InvalidMessage, OutboxError
@@ -373,6 +372,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             return check.run(settings, args)
         if args.command == "demo":
+            from outbox import demo  # the demo and the dashboard load only for themselves
+
             return demo.run_demo(settings)
         if args.command == "run":
             return serve.run_daemon(
@@ -407,6 +408,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log_level=args.log_level,
             )
         if args.command == "dashboard":
+            from outbox.dashboard import server as dashboard_server
+
             if args.hash_password:
                 return dashboard_server.print_hash()
             return dashboard_server.run(settings, host=args.host, port=args.port)
