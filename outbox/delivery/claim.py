@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from outbox import store
@@ -70,6 +70,13 @@ class Claim:
     # its own.
     facts: dict[str, Any] | None = None
     facts_read: asyncio.Future[None] | None = None
+    # The part an earlier request may have sent (in doubt, or taken over): the next one when
+    # claimed; None once it is recorded, or when no request is in question.
+    doubtful_part: int | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.in_doubt > 0 or self.taken_over:
+            self.doubtful_part = self.accepted
 
 
 def leases(claims: list[Claim]) -> dict[str, list[Any]]:

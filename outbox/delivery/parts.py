@@ -31,7 +31,7 @@ def row_parts(claim: Claim) -> tuple[str, list[Part], Any]:
 def expired(claim: Claim) -> str:
     """Why a row fails at its deadline: never "not sent" of a row whose earlier request may have
     been accepted (in doubt, or taken over from a daemon that lost it)."""
-    if claim.in_doubt > 0 or claim.taken_over:
+    if claim.doubtful_part is not None:
         return f"expired: not sent again before its deadline ({MAY_HAVE_BEEN_ACCEPTED})"
     return "expired: not sent before its deadline"
 

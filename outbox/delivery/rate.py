@@ -42,6 +42,7 @@ class _Bucket:
     waiting: int = 0
     expected: int = 0  # requests soon to ask (rows just claimed): taken with the waiting ones
     retry_at: float = 0.0  # the database said: nothing before this (loop time)
+    refills: int = 0  # refills done: a waiter woken by the one it waited for spends its token
     refill: asyncio.Future[None] | None = None  # the one take in the air, for every waiter
 
 
@@ -53,6 +54,7 @@ class SharedRate:
         self._interval = 1.0 / rate
         self._burst = burst_for(rate)
         self._buckets: dict[str, _Bucket] = {}
+        self._refills: set[asyncio.Future[None]] = set()
 
     async def acquire(self, sender: str) -> None:
         """Wait for this sender's next request slot. A token in hand is taken at once; else
@@ -68,10 +70,15 @@ class SharedRate:
             if refill is None or refill.done():  # done: it served others, and awaiting it
                 refill = self._start_refill(sender, bucket)  # would never yield to the loop
             bucket.waiting += 1
+            done = bucket.refills
             try:
                 await asyncio.shield(refill)  # a caller cancelled leaves it to the rest
             finally:
                 bucket.waiting -= 1
+            if bucket.refills == done + 1 and bucket.tokens > 0:
+                # Taken for this caller: spent however long the loop took to wake it.
+                bucket.tokens -= 1
+                return
 
     def expect(self, sender: str, requests: int) -> None:
         """`requests` are about to ask (the rows of a claim, still being read): their tokens
@@ -90,7 +97,15 @@ class SharedRate:
         caller ask first, and are counted in it."""
         refill = bucket.refill = asyncio.ensure_future(self._refill(sender, bucket))
         refill.add_done_callback(functools.partial(_refilled, bucket))
+        self._refills.add(refill)
+        refill.add_done_callback(self._refills.discard)
         return refill
+
+    def stop(self) -> None:
+        """At shutdown: the takes under way serve no one any more (one retrying while the
+        database is away would otherwise outlive the daemon's pool)."""
+        for refill in list(self._refills):
+            refill.cancel()
 
     async def _refill(self, sender: str, bucket: _Bucket) -> None:
         loop = asyncio.get_running_loop()
@@ -103,6 +118,7 @@ class SharedRate:
         now = loop.time()
         bucket.tokens, bucket.expires = granted, now + TOKEN_TTL
         bucket.retry_at = now + wait if granted < want else now
+        bucket.refills += 1
 
     async def slow_down(self, sender: str) -> None:
         """Meta said 130429: every daemon sends slower to this number for a while (once the

@@ -14,6 +14,7 @@ from outbox.database import short_error
 from outbox.delivery.claim import Claim
 from outbox.delivery.events import Event, EventLog
 from outbox.delivery.outcome import Outcomes
+from outbox.delivery.parts import expired
 from outbox.delivery.paused_templates import PausedTemplates
 from outbox.errors import InvalidMessage
 from outbox.policy import decide as policy_decide
@@ -79,7 +80,7 @@ class Rules:
             await asyncio.wait({read})  # a read cancelled (a stop) leaves the row its own read
         facts, claim.facts = claim.facts, None  # read with its claim: for this ruling only
         template_row = template is not None
-        may_have_sent = claim.in_doubt > 0 or claim.taken_over
+        may_have_sent = claim.doubtful_part is not None
         if facts is not None and recipient == claim.recipient:
             ruling = policy_decide.ruled(
                 facts,
@@ -115,14 +116,19 @@ class Rules:
                 claim, delay, ruling.hold, give_back=1, code=TEMPLATE_PAUSED
             )
             return None
+        own = parts if ruling.fallback is None else parts_of(None, [], ruling.fallback)
         try:
             if await self._quiet(claim, recipient, ruling.quiet_hours, ruling.timezone):
                 return None
         except InvalidMessage as exc:  # a plain SQL insert's quiet hours or time zone
             await self._outcomes.fail(claim, f"invalid row: {exc}")
             return None
+        if claim.fail_unless_settled is not None:
+            return own
         if ruling.business_initiated and await self._over_budget(claim, recipient, ruling):
             return None
+        if claim.fail_unless_settled is not None:
+            return own
         claim.fallback_on_131047 = ruling.fallback_on_131047 and claim.accepted == 0
         if ruling.fallback is not None:
             if ruling.switch and not await self._switch_to_fallback(claim, ruling.fallback):
@@ -148,9 +154,9 @@ class Rules:
         delay = max((opens - now).total_seconds(), 0.0)
         loop = asyncio.get_running_loop()
         if claim.deadline is not None and loop.time() + delay >= claim.deadline:
-            reason = f"expired: its deadline comes before quiet hours end ({local})"
-            await self._outcomes.fail(claim, reason)
-            return True
+            return await self._expired(
+                claim, f"expired: its deadline comes before quiet hours end ({local})"
+            )
         # It keeps its error, so it holds its lane: the recipient's later rows are quiet too.
         await self._outcomes.reschedule(claim, delay, f"quiet hours until {local}", give_back=1)
         return True
@@ -174,13 +180,22 @@ class Rules:
             wait = max((verdict.frees_at - datetime.now(UTC)).total_seconds(), 1.0)
         loop = asyncio.get_running_loop()
         if claim.deadline is not None and loop.time() + wait >= claim.deadline:
-            await self._outcomes.fail(
+            return await self._expired(
                 claim, f"expired: its deadline comes before a place frees ({verdict.reason})"
             )
-            return True
         logger.info("message %d waits: %s", claim.id, verdict.reason)
         delay = min(wait, MAX_RETRY_DELAY)
         await self._outcomes.reschedule(claim, delay, verdict.reason, give_back=1)
+        return True
+
+    async def _expired(self, claim: Claim, reason: str) -> bool:
+        """The row's deadline comes before the rules would let it go: it fails with `reason`,
+        unless an earlier request may have sent its next part; then the send looks for that
+        part's status first (`fail_unless_settled`). True: it failed now."""
+        if claim.doubtful_part is not None:
+            claim.fail_unless_settled = expired(claim)
+            return False
+        await self._outcomes.fail(claim, reason)
         return True
 
     async def _switch_to_fallback(self, claim: Claim, fallback: dict[str, Any]) -> bool:

@@ -190,7 +190,8 @@ class RowSender:
             if wait > 0:  # a slot free now costs no turn of the loop
                 await asyncio.sleep(wait)
             if claim.deadline is not None and loop.time() >= claim.deadline:
-                await self._outcomes.fail(claim, expired(claim))
+                if await self._settled_at_deadline(claim, recipient, index, len(parts)):
+                    continue
                 return
             claim.unsettled = True
             try:
@@ -211,8 +212,10 @@ class RowSender:
                     claim.id,
                 )
                 return
-            except Expired:
-                await self._outcomes.fail(claim, expired(claim))
+            except Expired:  # before the request: waiting for a rate slot
+                claim.unsettled = False
+                if await self._settled_at_deadline(claim, recipient, index, len(parts)):
+                    continue
                 return
             except MediaRefused as exc:
                 await self._outcomes.fail(claim, f"media part {index + 1}: {exc}")
@@ -241,7 +244,7 @@ class RowSender:
         """At its deadline the row fails expired, unless an earlier request for this part (its
         last holder's, or one in doubt) was accepted, as a status webhook stored by then shows:
         the part is recorded instead. True: it was, and the row goes on."""
-        if index == claim.accepted and (claim.taken_over or claim.in_doubt > 0):
+        if index == claim.doubtful_part:
             settled = await self._reconciler.wamid(claim, recipient, index, count)
             if settled is not None:
                 return await self._record(claim, index, settled, count)
@@ -270,6 +273,8 @@ class RowSender:
         claim.settling = part.final  # its place in flight can go to the next row meanwhile
         try:
             if await self._recorder.record(part):
+                if index == claim.doubtful_part:
+                    claim.doubtful_part = None  # that request's fate no longer matters
                 return True
             logger.warning(
                 "message %d: stopping: its lease was lost, or a status webhook failed it", claim.id
@@ -317,5 +322,6 @@ class RowSender:
         return self._templates.names()
 
     def stop_lookups(self) -> None:
-        """At shutdown: the outage checks under way no longer matter."""
+        """At shutdown: the outage checks and rate takes under way no longer matter."""
         self._outages.stop_lookups()
+        self._rate.stop()

@@ -9,10 +9,12 @@ changes no other row. The ruling also carries the row's own quiet hours and time
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, ParamSpec
 
 from outbox.connections import AsyncConnectionLike
 from outbox.policy.consent import withheld
@@ -60,6 +62,31 @@ class Ruling:
 SEND = Ruling()
 
 
+P = ParamSpec("P")
+
+
+def _looks_for_the_part(rules: Callable[P, Ruling]) -> Callable[P, Ruling]:
+    """A failure of a row that may have sent its next part (`may_have_sent`) stands only if no
+    status webhook shows that part went (`unless_sent`: the send looks first), and its reason
+    never reads as "not sent"."""
+
+    @functools.wraps(rules)
+    def ruled(*args: P.args, **kwargs: P.kwargs) -> Ruling:
+        ruling = rules(*args, **kwargs)
+        if ruling.fail is None or not kwargs.get("may_have_sent"):
+            return ruling
+        fail = ruling.fail  # unless_sent already: its own wording says so
+        if not ruling.unless_sent:
+            fail = f"{fail} ({MAY_HAVE_BEEN_ACCEPTED})"
+        # What the request that may have gone sent: the fallback's part once the row switched.
+        fallback = kwargs["fallback"] if kwargs["sent_fallback"] else None
+        sent = fallback if isinstance(fallback, dict) else None
+        return replace(ruling, fail=fail, unless_sent=True, fallback=sent)
+
+    return ruled
+
+
+@_looks_for_the_part
 def decide(
     *,
     template_row: bool,
@@ -84,37 +111,6 @@ def decide(
     was taken over from a holder whose request's fate is unknown): then a closed window fails
     it instead of switching, so that the customer never gets both the text and the template,
     and every failure stands only if no status webhook shows that part went (`unless_sent`)."""
-    ruling = _ruling(
-        template_row,
-        accepted,
-        window,
-        suppressed,
-        category,
-        fallback,
-        sent_fallback,
-        template,
-        may_have_sent,
-    )
-    if ruling.fail is None or not may_have_sent:
-        return ruling
-    # Unless its own wording says so (unless_sent), the reason must not read as "not sent".
-    fail = ruling.fail if ruling.unless_sent else f"{ruling.fail} ({MAY_HAVE_BEEN_ACCEPTED})"
-    # What the request that may have gone sent: the fallback's part once the row switched.
-    fallback = fallback if sent_fallback else None
-    return replace(ruling, fail=fail, unless_sent=True, fallback=fallback)
-
-
-def _ruling(
-    template_row: bool,
-    accepted: int,
-    window: Window,
-    suppressed: bool,
-    category: str | None,
-    fallback: dict[str, Any] | None,
-    sent_fallback: bool,
-    template: TemplateRuling | None,
-    may_have_sent: bool,
-) -> Ruling:
     if template_row:
         if withheld(category, suppressed):
             return Ruling(fail=f"{OPTED_OUT}: the customer stopped marketing messages")

@@ -76,6 +76,18 @@ async def went(engine: AsyncEngine, row: int, *, part: int, wamid: str) -> None:
         )
 
 
+async def sent_as_its_status_said(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, row: int
+) -> None:
+    """Drained with no request made, the row is sent with the wamid its stored status named
+    (`went`); the waiting delivered status may be applied after the drain, or by the sweep."""
+    assert await drain(replace(settings, reconcile_seconds=0)) == 0
+    assert simulator.accepted == []
+    delivery = await status(engine, row)
+    assert delivery.status in ("sent", "delivered")
+    assert delivery.message_id == "wamid.lost"
+
+
 async def events(engine: AsyncEngine, row: int) -> list[str]:
     async with engine.connect() as conn:
         result = await conn.execute(
@@ -261,11 +273,7 @@ async def test_a_taken_over_marketing_row_a_status_webhook_shows_went_is_sent_af
     await held_by_a_dead_daemon(engine, row)
     await opt_out(engine)
     await went(engine, row, part=0, wamid="wamid.lost")
-    assert await drain(replace(settings, reconcile_seconds=0)) == 0
-    assert simulator.accepted == []
-    delivery = await status(engine, row)
-    assert delivery.status in ("sent", "delivered")
-    assert delivery.message_id == "wamid.lost"
+    await sent_as_its_status_said(engine, settings, simulator, row)
 
 
 async def test_an_opted_out_customer_still_gets_utility_templates(
@@ -481,12 +489,7 @@ async def test_a_taken_over_row_a_status_webhook_shows_went_is_sent_though_its_w
     row = await enqueue(engine, CUSTOMER, "Your table is ready", fallback=FALLBACK)
     await held_by_a_dead_daemon(engine, row)
     await went(engine, row, part=0, wamid="wamid.lost")
-    assert await drain(replace(settings, reconcile_seconds=0)) == 0
-    assert simulator.accepted == []
-    delivery = await status(engine, row)
-    # Sent with the lost wamid; the waiting delivered status is applied after (or by the sweep).
-    assert delivery.status in ("sent", "delivered")
-    assert delivery.message_id == "wamid.lost"
+    await sent_as_its_status_said(engine, settings, simulator, row)
 
 
 async def test_a_taken_over_row_without_fallback_a_status_webhook_shows_went_is_sent(
@@ -497,11 +500,7 @@ async def test_a_taken_over_row_without_fallback_a_status_webhook_shows_went_is_
     row = await enqueue(engine, CUSTOMER, "Your table is ready")
     await held_by_a_dead_daemon(engine, row)
     await went(engine, row, part=0, wamid="wamid.lost")
-    assert await drain(replace(settings, reconcile_seconds=0)) == 0
-    assert simulator.accepted == []
-    delivery = await status(engine, row)
-    assert delivery.status in ("sent", "delivered")
-    assert delivery.message_id == "wamid.lost"
+    await sent_as_its_status_said(engine, settings, simulator, row)
 
 
 async def test_a_taken_over_row_whose_next_part_a_status_webhook_shows_went_is_sent(
@@ -529,8 +528,47 @@ async def test_a_taken_over_row_whose_next_part_a_status_webhook_shows_went_is_s
             {"id": row},
         )
     await went(engine, row, part=1, wamid="wamid.lost")
+    await sent_as_its_status_said(engine, settings, simulator, row)
+
+
+async def in_doubt_row(engine: AsyncEngine, expires_in: str, **columns: object) -> int:
+    """A row whose last request got no clear answer (in doubt), given back to pending."""
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            sa.text(
+                "INSERT INTO outbox_messages (recipient, message, media, expires_at, in_doubt,"
+                " last_error) VALUES (:customer, 'Your room', CAST(:media AS jsonb),"
+                " now() + CAST(CAST(:expires_in AS text) AS interval), 1, 'in doubt: no answer')"
+                " RETURNING id"
+            ),
+            {"customer": CUSTOMER, "expires_in": expires_in, "media": columns.get("media", "[]")},
+        )
+        return int(result.scalar_one())
+
+
+async def test_a_row_in_doubt_expiring_in_quiet_hours_is_sent_when_its_status_shows_went(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    row = await in_doubt_row(engine, "10 minutes")
+    await went(engine, row, part=0, wamid="wamid.lost")
+    local = datetime.now(ZoneInfo("Asia/Karachi"))
+    hours = f"{local - timedelta(hours=1):%H:%M}-{local + timedelta(hours=1):%H:%M}"
+    quiet = replace(settings, quiet_hours=parse_quiet_hours(hours, "--quiet-hours"))
+    await sent_as_its_status_said(engine, quiet, simulator, row)
+
+
+async def test_a_row_whose_doubtful_part_was_settled_says_its_next_part_was_not_sent(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+) -> None:
+    # Its image's request was in doubt and went (the status says so); its text was never
+    # requested before the deadline: that is what the row says.
+    media = '[{"type": "image", "url": "https://x.test/a.jpg"}]'
+    row = await in_doubt_row(engine, "-1 second", media=media)
+    await went(engine, row, part=0, wamid="wamid.lost")
     assert await drain(replace(settings, reconcile_seconds=0)) == 0
     assert simulator.accepted == []
     delivery = await status(engine, row)
-    assert delivery.status in ("sent", "delivered")
-    assert delivery.message_id == "wamid.lost"
+    assert (delivery.status, delivery.last_error) == (
+        "failed",
+        "expired: not sent before its deadline",
+    )

@@ -209,3 +209,27 @@ async def test_a_request_that_finds_the_last_refill_done_asks_again(pool: Pool) 
     finished.set_result(None)
     bucket.refill, bucket.tokens = finished, 0
     await asyncio.wait_for(rate.acquire(PHONE), 5)
+
+
+async def test_a_request_woken_late_spends_the_token_taken_for_it(
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A loop so busy that the token's time to live passes before the waiter runs again: the
+    # token was taken for it, so it is spent, not left to expire while another take is made.
+    monkeypatch.setattr("outbox.delivery.rate.TOKEN_TTL", 0.0)
+    rate = CountingRate(pool, 1000)
+    await asyncio.wait_for(rate.acquire(PHONE), 5)
+    assert rate.takes == 1
+
+
+async def test_a_take_under_way_is_cancelled_when_the_daemon_stops() -> None:
+    # The database is away: the take retries until it answers; a stopping daemon must not
+    # leave it running (it would open a pool again after the daemon closed its own).
+    rate = SharedRate(Pool("postgresql://postgres@127.0.0.1:1/nothing"), 1000)
+    waiting = asyncio.create_task(rate.acquire(PHONE))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    rate.stop()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(waiting, 5)
+    assert rate._buckets[PHONE].refill is None
