@@ -25,7 +25,7 @@ import asyncpg
 from sqlalchemy.dialects import postgresql
 
 from benchmarks.scratch import scratch_database
-from benchmarks.throughput import PHONE, TOKEN, environ, free_port, wait_for_port
+from benchmarks.throughput import environ, free_port, start_simulator, wait_for_port
 from outbox import store
 
 BIN = Path(sys.executable).parent
@@ -119,15 +119,7 @@ def timed_command(dsn: str, *argv: str) -> float:
 async def drain_rate(dsn: str, seconds: float) -> tuple[float, int]:
     """Messages/s the daemon sends at --rate 80 over `seconds`, and how many went to the lane."""
     port = free_port()
-    simulator = await asyncio.create_subprocess_exec(
-        str(BIN / "outbox"),
-        "simulator",
-        "--port",
-        str(port),
-        env={**os.environ, "META_ACCESS_TOKEN": TOKEN, "META_PHONE_NUMBER_ID": PHONE},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    simulator = await start_simulator(port, 0, dict(os.environ))
     try:
         await wait_for_port(port)
         url = f"http://127.0.0.1:{port}"
@@ -136,7 +128,7 @@ async def drain_rate(dsn: str, seconds: float) -> tuple[float, int]:
             "run",
             "--rate",
             "80",
-            env=environ(dsn, url),
+            env=environ(dict(os.environ), dsn, url),
             stderr=subprocess.DEVNULL,
         )
         conn = await asyncpg.connect(dsn)

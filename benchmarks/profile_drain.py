@@ -31,16 +31,16 @@ import psutil
 from benchmarks.scratch import scratch_database
 from benchmarks.throughput import (
     BIN,
-    PHONE,
-    TOKEN,
     ServerCpu,
     Setup,
+    daemon_command,
     environ,
     fill_outbox,
     free_port,
     load_average,
     on_connection,
     sent_outbox,
+    start_simulator,
     timed,
     wait_for_port,
 )
@@ -51,20 +51,6 @@ SELECT calls, total_exec_time, total_plan_time, rows,
 FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
 WHERE d.datname = $1 ORDER BY total_exec_time DESC
 """
-
-
-def daemon_command(concurrency: int) -> list[str]:
-    return [
-        str(BIN / "outbox"),
-        "run",
-        "--drain",
-        "--rate",
-        "1000000",
-        "--concurrency",
-        str(concurrency),
-        "--poll-interval",
-        "1",
-    ]
 
 
 async def statements(dsn: str, database: str, sent: int, top: int) -> list[str]:
@@ -133,13 +119,7 @@ async def main(args: argparse.Namespace) -> None:
         server = await ServerCpu.connect(dsn)
         port = free_port()
         base_env = dict(os.environ)
-        simulator = await asyncio.create_subprocess_exec(
-            *[str(BIN / "outbox"), "simulator", "--port", str(port)],
-            *["--latency-ms", str(args.latency)],
-            env={**base_env, "META_ACCESS_TOKEN": TOKEN, "META_PHONE_NUMBER_ID": PHONE},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        simulator = await start_simulator(port, args.latency, base_env)
         try:
             await wait_for_port(port)
             url = f"http://127.0.0.1:{port}"

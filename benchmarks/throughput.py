@@ -274,10 +274,9 @@ async def timed(setup: Setup, commands: list[list[str]], count: Count) -> Drain:
     )
 
 
-async def measure(setup: Setup, rows: int, recipients: int, latency: float) -> list[str]:
-    in_flight = IN_FLIGHT.get(latency, 64)
-    loop = [setup.dsn, setup.url, str(in_flight)]
-    daemon = [
+def daemon_command(in_flight: int) -> list[str]:
+    """`outbox run --drain` with `in_flight` rows at most, `--rate` lifted above any drain."""
+    return [
         str(BIN / "outbox"),
         "run",
         "--drain",
@@ -288,6 +287,12 @@ async def measure(setup: Setup, rows: int, recipients: int, latency: float) -> l
         "--poll-interval",
         "1",
     ]
+
+
+async def measure(setup: Setup, rows: int, recipients: int, latency: float) -> list[str]:
+    in_flight = IN_FLIGHT.get(latency, 64)
+    loop = [setup.dsn, setup.url, str(in_flight)]
+    daemon = daemon_command(in_flight)
     drainers: list[tuple[str, Fill, Count, list[list[str]]]] = [
         (
             "pgqueuer",
@@ -344,19 +349,7 @@ async def main(args: argparse.Namespace, base_env: dict[str, str], uvloop: str) 
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for latency in args.latencies:
             port = free_port()
-            simulator = await asyncio.create_subprocess_exec(
-                *[
-                    str(BIN / "outbox"),
-                    "simulator",
-                    "--port",
-                    str(port),
-                    "--latency-ms",
-                    str(latency),
-                ],
-                env={**base_env, "META_ACCESS_TOKEN": TOKEN, "META_PHONE_NUMBER_ID": PHONE},
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            simulator = await start_simulator(port, latency, base_env)
             try:
                 await wait_for_port(port)
                 url = f"http://127.0.0.1:{port}"
@@ -417,6 +410,19 @@ def has_uvloop() -> str:
     except ImportError:
         return "no (not installed)"
     return f"yes ({importlib.metadata.version('uvloop')})"
+
+
+async def start_simulator(
+    port: int, latency: float, base_env: dict[str, str]
+) -> asyncio.subprocess.Process:
+    """`outbox simulator` on `port`, answering after `latency` ms, with the benchmarks' token."""
+    return await asyncio.create_subprocess_exec(
+        *[str(BIN / "outbox"), "simulator", "--port", str(port)],
+        *["--latency-ms", str(latency)],
+        env={**base_env, "META_ACCESS_TOKEN": TOKEN, "META_PHONE_NUMBER_ID": PHONE},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 async def wait_for_port(port: int) -> None:

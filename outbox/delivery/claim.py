@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from outbox import store
-from outbox.connections import fetch_all
+from outbox.connections import Row, fetch_all
 from outbox.delivery.health import State
 
 if TYPE_CHECKING:
@@ -65,11 +65,9 @@ class Claim:
     # Nothing of it sent yet and it has a fallback template: a 131047 gives it back, to go as
     # its fallback (outbox/policy/).
     fallback_on_131047: bool = False
-    # Meta's rules' facts (store.policy.ROWS_FACTS), read for the whole claim at once while its
-    # rows start (`facts_read`: that read, awaited before the row is ruled); None: the row reads
-    # its own.
-    facts: dict[str, Any] | None = None
-    facts_read: asyncio.Future[None] | None = None
+    # Meta's rules' facts of the whole claim by row id (store.policy.ROWS_FACTS), being read
+    # while its rows start; each row waits for them before it is ruled. None: it reads its own.
+    facts_read: asyncio.Future[dict[int, Row]] | None = None
     # The part an earlier request may have sent (in doubt, or taken over): the next one when
     # claimed; None once it is recorded, or when no request is in question.
     doubtful_part: int | None = field(init=False, default=None)
@@ -228,7 +226,7 @@ class Claimer:
         if claims:
             # One statement for all, read while the rows start (each waits for it before it is
             # ruled) and the next claim is made: its round trip holds up neither.
-            facts = asyncio.ensure_future(self._rows.read_facts(claims))
+            facts = asyncio.ensure_future(self._rows.prepare(claims))
             for claim in claims:
                 claim.facts_read = facts
         for claim in claims:  # claimed: in flight whatever happens next (a stop)

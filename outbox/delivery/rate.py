@@ -54,7 +54,6 @@ class SharedRate:
         self._interval = 1.0 / rate
         self._burst = burst_for(rate)
         self._buckets: dict[str, _Bucket] = {}
-        self._refills: set[asyncio.Future[None]] = set()
 
     async def acquire(self, sender: str) -> None:
         """Wait for this sender's next request slot. A token in hand is taken at once; else
@@ -97,15 +96,14 @@ class SharedRate:
         caller ask first, and are counted in it."""
         refill = bucket.refill = asyncio.ensure_future(self._refill(sender, bucket))
         refill.add_done_callback(functools.partial(_refilled, bucket))
-        self._refills.add(refill)
-        refill.add_done_callback(self._refills.discard)
         return refill
 
     def stop(self) -> None:
         """At shutdown: the takes under way serve no one any more (one retrying while the
         database is away would otherwise outlive the daemon's pool)."""
-        for refill in list(self._refills):
-            refill.cancel()
+        for bucket in self._buckets.values():
+            if bucket.refill is not None:  # a bucket's only one not done, if any
+                bucket.refill.cancel()
 
     async def _refill(self, sender: str, bucket: _Bucket) -> None:
         loop = asyncio.get_running_loop()

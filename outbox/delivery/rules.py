@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from outbox.connections import Row
 from outbox.database import short_error
 from outbox.delivery.claim import Claim
 from outbox.delivery.events import Event, EventLog
@@ -51,59 +52,40 @@ class Rules:
         self._clock = clock
         self._limit = policy_tier.LimitWatch(pool, settings.daily_limit)
 
-    async def read_facts(self, claims: list[Claim]) -> None:
-        """The facts of a claim's rows in one statement, each kept on its claim: a row then
-        rules without a query of its own. A failed read leaves each row to read its own."""
+    async def read_facts(self, claims: list[Claim]) -> dict[int, Row]:
+        """The facts of a claim's rows in one statement, by row id: a row then rules without a
+        query of its own. A row missing (the read failed) reads its own."""
         wanted = [
             (c.id, c.sender, forms(c.recipient), canonical(c.recipient)) for c in claims if c.sender
         ]
-        if not wanted:
-            return
         try:
             async with self._pool.connect() as conn:
-                found = await policy_store.rows_facts(conn, wanted)
+                return await policy_store.rows_facts(conn, wanted)
         except Exception as exc:  # the rows are claimed: they must start whatever happens here
             logger.debug(
                 "the rules' facts of %d rows not read at once (%s)", len(wanted), short_error(exc)
             )
-            return
-        for claim in claims:
-            claim.facts = found.get(claim.id)
+            return {}
 
     async def parts_to_send(
         self, claim: Claim, recipient: str, parts: list[Part], template: Any
     ) -> list[Part] | None:
         """The parts the row goes out as (its fallback template's, when its window is closed),
         or None when the rules held it back or failed it (its outcome is written)."""
-        read, claim.facts_read = claim.facts_read, None
-        if read is not None and not read.done():
-            await asyncio.wait({read})  # a read cancelled (a stop) leaves the row its own read
-        facts, claim.facts = claim.facts, None  # read with its claim: for this ruling only
-        template_row = template is not None
-        may_have_sent = claim.doubtful_part is not None
-        if facts is not None and recipient == claim.recipient:
-            ruling = policy_decide.ruled(
-                facts,
-                claim.sender,
-                recipient,
-                template_row=template_row,
-                accepted=claim.accepted,
-                may_have_sent=may_have_sent,
-            )
-        else:
-            async with self._pool.connect() as conn:
-                ruling = await policy_decide.rule(
-                    conn,
-                    claim.id,
-                    claim.sender,
-                    recipient,
-                    template_row=template_row,
-                    accepted=claim.accepted,
-                    may_have_sent=may_have_sent,
-                )
+        facts = await self._facts(claim, recipient)
+        ruling = policy_decide.ruled(
+            facts,
+            claim.sender,
+            recipient,
+            template_row=template is not None,
+            accepted=claim.accepted,
+            may_have_sent=claim.doubtful_part is not None,
+        )
+        # Its fallback's parts when the fallback is chosen (or was: a switched row), else its own.
+        sent_as = parts if ruling.fallback is None else parts_of(None, [], ruling.fallback)
         if ruling.fail is not None and ruling.unless_sent:
             claim.fail_unless_settled = ruling.fail
-            return parts if ruling.fallback is None else parts_of(None, [], ruling.fallback)
+            return sent_as
         if ruling.fail is not None:
             logger.info("message %d: %s", claim.id, ruling.fail)
             await self._outcomes.fail(claim, ruling.fail)
@@ -116,27 +98,40 @@ class Rules:
                 claim, delay, ruling.hold, give_back=1, code=TEMPLATE_PAUSED
             )
             return None
-        own = parts if ruling.fallback is None else parts_of(None, [], ruling.fallback)
         try:
             if await self._quiet(claim, recipient, ruling.quiet_hours, ruling.timezone):
                 return None
         except InvalidMessage as exc:  # a plain SQL insert's quiet hours or time zone
             await self._outcomes.fail(claim, f"invalid row: {exc}")
             return None
-        if claim.fail_unless_settled is not None:
-            return own
-        if ruling.business_initiated and await self._over_budget(claim, recipient, ruling):
+        waits = claim.fail_unless_settled is None and ruling.business_initiated
+        if waits and await self._over_budget(claim, recipient, ruling):
             return None
-        if claim.fail_unless_settled is not None:
-            return own
+        if claim.fail_unless_settled is not None:  # its deadline came first (_expired)
+            return sent_as
         claim.fallback_on_131047 = ruling.fallback_on_131047 and claim.accepted == 0
-        if ruling.fallback is not None:
-            if ruling.switch and not await self._switch_to_fallback(claim, ruling.fallback):
-                return None
-            parts = parts_of(None, [], ruling.fallback)
+        fallback = ruling.fallback if ruling.switch else None
+        if fallback is not None and not await self._switch_to_fallback(claim, fallback):
+            return None
         if ruling.template_approved:  # approved since Meta paused it (a webhook, or a sync)
-            self._templates.lift(parts)
-        return parts
+            self._templates.lift(sent_as)
+        return sent_as
+
+    async def _facts(self, claim: Claim, recipient: str) -> Row | None:
+        """The row's facts as its claim read them (waited for), else read now: each read
+        serves one ruling only."""
+        read, claim.facts_read = claim.facts_read, None
+        if read is not None:
+            if not read.done():
+                await asyncio.wait({read})  # a read cancelled (a stop) leaves the row its own
+            if not read.cancelled() and recipient == claim.recipient:
+                facts = read.result().get(claim.id)
+                if facts is not None:
+                    return facts
+        async with self._pool.connect() as conn:
+            return await policy_store.row_facts(
+                conn, claim.id, claim.sender, forms(recipient), canonical(recipient)
+            )
 
     async def _quiet(
         self, claim: Claim, recipient: str, own_hours: str | None, own_zone: str | None

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from outbox import store
+from outbox.connections import Row
 from outbox.database import is_connection_error, short_error
 from outbox.delivery.claim import Claim
 from outbox.delivery.events import EventLog
@@ -171,7 +172,7 @@ class RowSender:
                     claim, held, reason, give_back=1, code=TEMPLATE_PAUSED
                 )
                 return
-            if claim.taken_over and index == claim.accepted:
+            if claim.taken_over and index == claim.doubtful_part:
                 # Its last holder lost the lease, not necessarily its request: if Meta accepted
                 # that part, its status webhook says so, and the part is recorded, not resent.
                 settled = await self._reconciler.wamid(claim, recipient, index, len(parts))
@@ -263,7 +264,7 @@ class RowSender:
             await self._outcomes.fail(claim, reason)
             return
         if await self._record(claim, index, settled, len(parts)) and index + 1 < len(parts):
-            claim.accepted, claim.taken_over = index + 1, False
+            claim.accepted = index + 1
             await self.deliver(claim)
 
     async def _record(self, claim: Claim, index: int, wamid: str, count: int) -> bool:
@@ -283,12 +284,12 @@ class RowSender:
             await self._outcomes.fail(claim, str(exc))
         return False
 
-    async def read_facts(self, claims: list[Claim]) -> None:
-        """Read Meta's rules' facts for a claim's rows at once (rules.py), while their rate
-        tokens are asked for."""
+    async def prepare(self, claims: list[Claim]) -> dict[int, Row]:
+        """What a claim's rows need before their first request, for all of them at once: their
+        rate tokens are asked for, and Meta's rules' facts read (by row id; rules.py)."""
         for sender, rows in Counter(claim.sender for claim in claims).items():
             self._rate.expect(sender, rows)
-        await self._rules.read_facts(claims)
+        return await self._rules.read_facts(claims)
 
     async def crashed(self, claim: Claim, exc: Exception) -> None:
         """A bug while delivering: the row retries as after a transient error (the attempt

@@ -16,14 +16,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, ParamSpec
 
-from outbox.connections import AsyncConnectionLike
 from outbox.policy.consent import withheld
-from outbox.policy.numbers import canonical, forms
 from outbox.policy.template_holds import APPROVED, TemplateRuling
 from outbox.policy.template_holds import ruling as template_ruling
 from outbox.policy.window import Window, window_of
 from outbox.retry import MAY_HAVE_BEEN_ACCEPTED
-from outbox.store import policy as store
 
 WINDOW_CLOSED = "window_closed"
 OPTED_OUT = "opted_out"
@@ -174,28 +171,6 @@ def _closed(window: Window) -> str:
     return f"the window closed at {window.closes_at.isoformat()}"
 
 
-async def rule(
-    conn: AsyncConnectionLike,
-    row_id: int,
-    sender: str,
-    recipient: str,
-    *,
-    template_row: bool,
-    accepted: int,
-    may_have_sent: bool = False,
-) -> Ruling:
-    """The ruling for a claimed row, read in one query."""
-    facts = await store.row_facts(conn, row_id, sender, forms(recipient), canonical(recipient))
-    return ruled(
-        facts,
-        sender,
-        recipient,
-        template_row=template_row,
-        accepted=accepted,
-        may_have_sent=may_have_sent,
-    )
-
-
 def ruled(
     facts: dict[str, Any] | None,
     sender: str,
@@ -206,7 +181,7 @@ def ruled(
     may_have_sent: bool = False,
 ) -> Ruling:
     """The ruling for a claimed row from its facts (store.policy.ROW_FACTS, or its row of
-    ROWS_FACTS, read for the whole claim at once)."""
+    ROWS_FACTS, read for the whole claim at once); None: the row is gone."""
     if facts is None:  # the row is gone (pruned under us): nothing to rule
         return SEND
     raw = facts["fallback"]

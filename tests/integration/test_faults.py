@@ -676,31 +676,29 @@ async def test_a_row_in_doubt_claimed_past_its_deadline_does_not_say_not_sent(
     )
 
 
-async def test_a_taken_over_row_past_its_deadline_a_status_shows_went_is_sent_not_expired(
-    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, database_url: str
-) -> None:
-    # Its daemon was killed after Meta accepted the text; the status webhooks were stored
-    # before another daemon took the row over, after its deadline.
-    row = await _fetchval(
-        database_url,
+@pytest.mark.parametrize(
+    "row_sql",
+    [
+        # Its daemon was killed after Meta accepted the text; the status webhooks were stored
+        # before another daemon took the row over, after its deadline.
         "INSERT INTO outbox_messages (recipient, message, expires_at, status, attempts,"
         " lease_token, locked_until) VALUES ($1, 'hello', now() - interval '1 second',"
         " 'sending', 1, gen_random_uuid(), now() - interval '1 hour') RETURNING id",
-        RECIPIENTS[0],
-    )
-    await _sent_as_its_status_said(database_url, settings, simulator, row)
-
-
-async def test_a_row_in_doubt_past_its_deadline_a_status_shows_went_is_sent_not_expired(
-    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, database_url: str
-) -> None:
-    row = await _fetchval(
-        database_url,
+        # Its request got no clear answer, and the row was given back to wait for a retry.
         "INSERT INTO outbox_messages (recipient, message, expires_at, last_error, in_doubt)"
         " VALUES ($1, 'maybe sent', now() - interval '1 second', 'in doubt: no answer', 1)"
         " RETURNING id",
-        RECIPIENTS[0],
-    )
+    ],
+    ids=["taken-over", "in-doubt"],
+)
+async def test_a_row_that_may_have_sent_past_its_deadline_is_sent_when_a_status_shows_it_went(
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+    database_url: str,
+    row_sql: str,
+) -> None:
+    row = await _fetchval(database_url, row_sql, RECIPIENTS[0])
     await _sent_as_its_status_said(database_url, settings, simulator, row)
 
 
@@ -1116,16 +1114,13 @@ async def _sent_as_its_status_said(
 ) -> None:
     """With a delivered status stored for its first part before it was recorded, the drained
     row is sent with that status's wamid, and no request was made."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute(
-            "INSERT INTO outbox_statuses (wamid, message_id, part, status, at, recipient)"
-            " SELECT 'wamid.lost', id, 0, 'delivered', now(), recipient FROM outbox_messages"
-            " WHERE id = $1",
-            row,
-        )
-    finally:
-        await conn.close()
+    await _fetchval(
+        database_url,
+        "INSERT INTO outbox_statuses (wamid, message_id, part, status, at, recipient)"
+        " SELECT 'wamid.lost', id, 0, 'delivered', now(), recipient FROM outbox_messages"
+        " WHERE id = $1",
+        row,
+    )
     assert await drain(replace(settings, reconcile_seconds=0)) == 0
     assert simulator.requests == 0
     record = await fetch_row(database_url, row)

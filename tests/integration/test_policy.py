@@ -480,24 +480,18 @@ async def test_a_taken_over_row_released_and_claimed_again_never_switches_to_its
     assert "may have gone already" in (delivery.last_error or "")
 
 
+@pytest.mark.parametrize("fallback", [FALLBACK, None], ids=["with-fallback", "no-fallback"])
 async def test_a_taken_over_row_a_status_webhook_shows_went_is_sent_though_its_window_closed(
-    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
+    engine: AsyncEngine,
+    settings: outbox.Settings,
+    simulator: Simulator,
+    fallback: outbox.Template | None,
 ) -> None:
     # Its daemon died after Meta accepted the text; the window closed before another took it
-    # over. The delivered status says the text went: the row is sent, not failed.
+    # over. The delivered status says the text went: the row is sent, not failed (with a
+    # fallback, not switched to it; without one, not failed window_closed).
     await wrote(engine, timedelta(hours=30))
-    row = await enqueue(engine, CUSTOMER, "Your table is ready", fallback=FALLBACK)
-    await held_by_a_dead_daemon(engine, row)
-    await went(engine, row, part=0, wamid="wamid.lost")
-    await sent_as_its_status_said(engine, settings, simulator, row)
-
-
-async def test_a_taken_over_row_without_fallback_a_status_webhook_shows_went_is_sent(
-    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
-) -> None:
-    # No fallback: a closed window would fail it window_closed, but its text went.
-    await wrote(engine, timedelta(hours=30))
-    row = await enqueue(engine, CUSTOMER, "Your table is ready")
+    row = await enqueue(engine, CUSTOMER, "Your table is ready", fallback=fallback)
     await held_by_a_dead_daemon(engine, row)
     await went(engine, row, part=0, wamid="wamid.lost")
     await sent_as_its_status_said(engine, settings, simulator, row)
