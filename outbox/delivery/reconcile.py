@@ -32,11 +32,10 @@ class Reconciler:
         comes within the reconcile window: then the part was accepted and is not sent again.
         Only a status of this installation (the receiver keeps that apart), about this row's
         recipient and from after the row was created counts: anything else says nothing about
-        our request."""
+        our request. A row's own deadline does not cut the wait short: it bounds when a part
+        may be sent, not how long the fate of one already requested is looked for."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._window
-        if claim.deadline is not None:
-            deadline = min(deadline, claim.deadline)  # an expiring row does not wait past it
         while True:
             try:
                 async with self._pool.connect() as conn:

@@ -61,6 +61,7 @@ class PartRecorder:
         self._unwritten = 0
         self._abandon = False
         self._writing_since: float | None = None
+        self._batch: list[tuple[AcceptedPart, asyncio.Future[bool]]] = []  # being written
         self._applying: set[asyncio.Task[None]] = set()  # statuses that waited for their part
 
     @property
@@ -94,11 +95,12 @@ class PartRecorder:
             await asyncio.wait_for(self._queue.join(), within)
         except TimeoutError:
             self._abandon = True
+        writing = self._batch  # a write given up on: its parts are as unwritten as the queue's
         await cancel_and_wait(t for t in (self._task, *self._applying) if t is not None)
-        unwritten = 0
+        left = [part for part, future in writing if not future.done()]
         while not self._queue.empty():
-            part, _ = self._queue.get_nowait()
-            unwritten += 1
+            left.append(self._queue.get_nowait()[0])
+        for part in left:
             logger.error(
                 "message %d: part %d was accepted as %s but could not be recorded before "
                 "shutdown; it may be sent again",
@@ -107,11 +109,11 @@ class PartRecorder:
                 part.wamid,
                 extra={"row_id": part.row_id, "part": part.index + 1, "wamid": part.wamid},
             )
-        return unwritten
+        return len(left)
 
     async def _run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
+            batch = self._batch = [await self._queue.get()]
             while not self._queue.empty() and len(batch) < MAX_BATCH:
                 batch.append(self._queue.get_nowait())
             self._writing_since = asyncio.get_running_loop().time()
@@ -119,6 +121,7 @@ class PartRecorder:
                 await self._write_batch(batch)
             finally:
                 self._writing_since = None
+                self._batch = []
                 for _ in batch:
                     self._queue.task_done()
                 self._unwritten -= len(batch)

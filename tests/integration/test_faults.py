@@ -702,6 +702,30 @@ async def test_a_row_that_may_have_sent_past_its_deadline_is_sent_when_a_status_
     await _sent_as_its_status_said(database_url, settings, simulator, row)
 
 
+async def test_a_request_in_doubt_at_its_rows_deadline_still_waits_for_its_status(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, database_url: str
+) -> None:
+    # Its request timed out just before the row's deadline; Meta's status comes after the
+    # deadline, within the reconcile window: the row says what Meta said, not "expired".
+    script(simulator, RECIPIENTS[0], {"accept_and_hang": True})
+    deadline = datetime.now(UTC) + timedelta(seconds=1.5)
+    row = await enqueue(engine, RECIPIENTS[0], "hello", expires_at=deadline)
+    options = replace(settings, request_timeout=1.0, reconcile_seconds=10)
+    daemon = asyncio.create_task(Daemon(options, drain=True).run())
+    await simulator.wait_for_accepted(1)
+    await asyncio.sleep(max((deadline - datetime.now(UTC)).total_seconds(), 0) + 2.0)
+    await _fetchval(
+        database_url,
+        "INSERT INTO outbox_statuses (wamid, message_id, part, status, at, recipient)"
+        " VALUES ('wamid.late', $1, 0, 'sent', now(), $2)",
+        row,
+        RECIPIENTS[0],
+    )
+    assert await asyncio.wait_for(daemon, 30) == 0
+    record = await fetch_row(database_url, row)
+    assert (record["status"], record["message_id"]) == ("sent", "wamid.late")
+
+
 # --- helpers ---------------------------------------------------------------------------------
 
 
