@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-_PRUNE_AT = 10_000
+_PRUNE_AT = 10_000  # pairs remembered before those whose pacing is over are forgotten
 
 
 class _Cell:
@@ -36,6 +36,8 @@ class RateLimiter:
         self._pair_interval = pair_interval
         self._pair_burst = pair_burst
         self._pairs: dict[str, _Cell] = {}
+        self._prune_at = _PRUNE_AT
+        self.sweeps = 0  # how often the pairs were swept for those whose pacing is over
         self._strikes: dict[str, int] = {}
         self._hold_until: dict[str, float] = {}  # sender -> held until
         self._hold_reason: dict[str, str] = {}  # sender -> why, for a hold that is not a throttle
@@ -52,8 +54,12 @@ class RateLimiter:
             return None
         pair.take(now + wait)
         self._pairs[recipient] = pair
-        if len(self._pairs) > _PRUNE_AT:
+        if len(self._pairs) > self._prune_at:
             self._pairs = {r: c for r, c in self._pairs.items() if c.tat > now}
+            # Swept again only once as many more are remembered: a sweep that frees little
+            # (every pair sent to in the last interval is still paced) is not made per send.
+            self._prune_at = max(_PRUNE_AT, 2 * len(self._pairs))
+            self.sweeps += 1
         return wait
 
     def seed(self, sender: str, recipient: str, due_in: float) -> None:

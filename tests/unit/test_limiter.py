@@ -41,3 +41,27 @@ def test_spam_strikes_are_forgotten_after_a_quiet_day() -> None:
     limiter.hold_for_spam("phone", 3600.0, "spam", DAY)
     clock.now += DAY + 1
     assert limiter.spam_strikes("phone", DAY) == 0
+
+
+def test_many_recipients_paced_at_once_are_swept_rarely_not_at_every_send() -> None:
+    """More recipients than the limiter remembers before sweeping, all still paced (sent to in
+    the last interval): a sweep frees nothing, so the next waits until twice as many are
+    remembered, instead of walking every pair at each send."""
+    clock = Clock()
+    limiter = RateLimiter(45, 6.0, clock=clock)
+    for number in range(40_000):
+        assert limiter.reserve("phone", f"92300{number:07d}", 2.0) == 0.0
+    assert limiter.sweeps == 2  # past 10,000 remembered, then past 20,000
+
+
+def test_a_sweep_forgets_the_recipients_whose_pacing_is_over_and_keeps_the_rest() -> None:
+    clock = Clock()
+    limiter = RateLimiter(1, 6.0, clock=clock)
+    for number in range(10_000):
+        limiter.reserve("phone", f"old{number}", 2.0)
+    clock.now += 7  # their pacing is over
+    limiter.reserve("phone", "recent", 2.0)
+    limiter.reserve("phone", "newest", 2.0)  # the 10,002nd: the sweep
+    assert limiter.sweeps == 1
+    assert limiter.reserve("phone", "old1", 2.0) == 0.0  # forgotten: free to send at once
+    assert limiter.reserve("phone", "recent", 2.0) is None  # still paced: 6 s to wait
