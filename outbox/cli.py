@@ -13,11 +13,10 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 import sqlalchemy.exc
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outbox import migrate, serve, store
 from outbox.arguments import UsageError, build_parser, run_overrides
@@ -44,6 +43,10 @@ from outbox.policy import commands as policy_commands
 from outbox.settings import Settings, redact_secrets, redact_url
 from outbox.status import Delivery, Event, get_history, get_status
 from outbox.templates import Template
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
 
 T = TypeVar("T")
 

@@ -10,18 +10,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
-AsyncConnectionLike: TypeAlias = AsyncSession | AsyncConnection | asyncpg.Connection
-SyncConnectionLike: TypeAlias = Session | Connection
+# SQLAlchemy's ORM and asyncio layers are imported when a caller's connection may be one of
+# theirs (then they are loaded already): the daemon, on asyncpg alone, starts without them.
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+    from sqlalchemy.orm import Session
+
+    AsyncConnectionLike: TypeAlias = AsyncSession | AsyncConnection | asyncpg.Connection
+    SyncConnectionLike: TypeAlias = Session | Connection
+else:  # names for annotations only
+    AsyncConnectionLike = "AsyncSession | AsyncConnection | asyncpg.Connection"
+    SyncConnectionLike = "Session | Connection"
 Row: TypeAlias = dict[str, Any]
 
 _DIALECT = asyncpg_dialect.dialect()  # type: ignore[no-untyped-call]
@@ -40,6 +47,9 @@ def transaction_problem(conn: object) -> str | None:
     at once. (A SQLAlchemy connection or session not begun yet begins one: the caller commits.)"""
     if isinstance(conn, asyncpg.Connection):
         return None if conn.is_in_transaction() else "asyncpg connection"
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+    from sqlalchemy.orm import Session
+
     if isinstance(conn, AsyncSession | Session):
         bind = conn.get_bind()
         engine = bind if isinstance(bind, Engine) else bind.engine
@@ -73,6 +83,8 @@ async def fetch_all(
         args = [values[name] for name in compiled.positiontup or ()]
         records = await conn.fetch(compiled.string, *args)
         return [dict(record) for record in records]
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
     if isinstance(conn, AsyncSession | AsyncConnection):
         result = await conn.execute(statement, dict(params))
         return [dict(row) for row in result.mappings()]
@@ -92,6 +104,8 @@ async def fetch_one(
 def fetch_all_sync(
     conn: SyncConnectionLike, statement: Executable, params: Mapping[str, Any] | None = None
 ) -> list[Row]:
+    from sqlalchemy.orm import Session
+
     if not isinstance(conn, Session | Connection):
         raise TypeError(
             f"conn must be a SQLAlchemy Session or Connection, not {type(conn).__name__}"

@@ -10,15 +10,18 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 import backoff
 import sqlalchemy.exc
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from outbox import embedded
 from outbox.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
 
 T = TypeVar("T")
 CONNECT_TIMEOUT = 10.0
@@ -82,6 +85,8 @@ def create_engine(
         # every prepare() unless told otherwise.
         dbapi: Any = engine.sync_engine.dialect.loaded_dbapi
         return dbapi.connect(async_creator_fn=connect, prepared_statement_name_func=_unnamed)
+
+    from sqlalchemy.ext.asyncio import create_async_engine
 
     engine = create_async_engine(
         "postgresql+asyncpg://", creator=creator, pool_size=pool_size, pool_pre_ping=True

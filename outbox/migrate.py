@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection
 
-VERSION_TABLE = "outbox_alembic_version"
+from outbox.store.revision import VERSION_TABLE
+
+if TYPE_CHECKING:  # alembic is imported where it is used: `outbox run` never needs it
+    from alembic.config import Config
+    from sqlalchemy import Connection
+
 PREFIX = "outbox_"
 # A table each revision creates or changes: an `alembic_version` row naming one of our revisions
 # is ours only if that table is there too (an app could have revisions called 0001 of its own).
@@ -46,6 +46,7 @@ REVISION_TABLES = {
     "0021": "outbox_messages",
     "0022": "outbox_messages",
 }
+HEAD_REVISION = max(REVISION_TABLES)  # revisions are numbered in order, one after the other
 
 
 def include_object(
@@ -125,6 +126,8 @@ def script_location() -> Path:
 
 def alembic_config(dsn: str | None = None) -> Config:
     """A Config that needs no alembic.ini; `dsn` overrides the environment's database."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(script_location()))
     config.attributes["configure_logging"] = False
@@ -135,18 +138,27 @@ def alembic_config(dsn: str | None = None) -> Config:
 
 def upgrade(dsn: str, revision: str = "head") -> None:
     """Bring the schema at `dsn` up to `revision`; idempotent. Blocking: call outside a loop."""
+    from alembic import command
+
     command.upgrade(alembic_config(dsn), revision)
 
 
 def downgrade(dsn: str, revision: str = "base") -> None:
+    from alembic import command
+
     command.downgrade(alembic_config(dsn), revision)
 
 
 def head_revision() -> str | None:
+    """The scripts' head, as alembic reads it (HEAD_REVISION, which a test holds to it)."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def current_revision(connection: Connection) -> str | None:
     """The revision the database is at (None before the first migration)."""
+    from alembic.runtime.migration import MigrationContext
+
     context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
     return context.get_current_revision()

@@ -16,10 +16,6 @@ from outbox.delivery.daemon import EXIT_PAUSED, Daemon
 from outbox.logs import configure_logging
 from outbox.metrics.exposition import metrics_handler
 from outbox.settings import Settings
-from outbox.simulator import Simulator, load_scenario, load_sender_scenario, serve
-from outbox.status_webhooks import StatusNotifier
-from outbox.webhooks import create_app
-from outbox.webhooks import server as webhook_server
 
 
 def _run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
@@ -110,6 +106,10 @@ def run_simulator(
     log_level: str = "INFO",
 ) -> int:
     """`outbox simulator`: serve the local Graph API until SIGTERM/SIGINT."""
+    # Each command imports what only it runs: `outbox run` starts faster without these.
+    from outbox.simulator import Simulator, load_scenario, load_sender_scenario, serve
+    from outbox.status_webhooks import StatusNotifier
+
     configure_logging(settings, fmt=log_format, level=log_level)
     notifier = None
     if webhook_url:
@@ -158,6 +158,9 @@ def run_webhook(
     log_level: str = "INFO",
 ) -> int:
     """`outbox webhook`: receive Meta's webhooks at /webhook until SIGTERM/SIGINT."""
+    from outbox.webhooks import create_app
+    from outbox.webhooks import server as webhook_server
+
     app = create_app(settings)  # a missing secret or token is refused before anything starts
     configure_logging(settings, fmt=log_format, level=log_level)
 

@@ -7,14 +7,16 @@ import argparse
 import json
 import re
 from datetime import timedelta
-from typing import Any
-
-from sqlalchemy.ext.asyncio import AsyncConnection
+from typing import TYPE_CHECKING, Any
 
 from outbox.arguments import UsageError
 from outbox.commands import cost, values
 from outbox.schema import STATUSES
 from outbox.store import breakdowns
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
 
 BREAKDOWNS = ("code", "template")
 DEFAULT_PERIOD = timedelta(hours=24)

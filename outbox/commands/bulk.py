@@ -7,14 +7,16 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import datetime, timedelta
-from typing import TextIO
-
-from sqlalchemy.ext.asyncio import AsyncConnection
+from typing import TYPE_CHECKING, TextIO
 
 from outbox.arguments import UsageError
 from outbox.commands import values
 from outbox.schema import FAILED, PENDING
 from outbox.store import bulk
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
 
 # The only status each action applies to: the by-id commands refuse any other.
 ACTION_STATUS = {"retry": FAILED, "cancel": PENDING}

@@ -9,15 +9,17 @@ import argparse
 import json
 import os
 from datetime import timedelta
-from typing import Any
-
-from sqlalchemy.ext.asyncio import AsyncConnection
+from typing import TYPE_CHECKING, Any
 
 from outbox.arguments import UsageError
 from outbox.commands import values
 from outbox.cost.ledger import Charged, Total, in_cents, price
 from outbox.cost.rates import RATE_CARD_VARIABLE, configured_rate_card
 from outbox.store import cost
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
 
 BREAKDOWNS = ("day", "template", "country", "category")
 

@@ -8,14 +8,16 @@ import argparse
 import json
 import sys
 from datetime import UTC, datetime
-from typing import Any
-
-from sqlalchemy.ext.asyncio import AsyncConnection
+from typing import TYPE_CHECKING, Any
 
 from outbox.arguments import UsageError
 from outbox.enqueue import enqueue
 from outbox.errors import InvalidMessage
 from outbox.templates import Template
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
 
 FIELDS = (
     "recipient",

@@ -6,9 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import datetime
-from typing import Any
-
-from sqlalchemy.ext.asyncio import AsyncConnection
+from typing import TYPE_CHECKING, Any
 
 from outbox.arguments import UsageError, list_limit
 from outbox.commands import values
@@ -17,6 +15,9 @@ from outbox.connections import Row
 from outbox.errors import InvalidMessage
 from outbox.policy import window
 from outbox.store import inbound
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 def add_command(commands: Any) -> None:

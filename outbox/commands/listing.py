@@ -7,13 +7,15 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-
-from sqlalchemy.ext.asyncio import AsyncConnection
+from typing import TYPE_CHECKING
 
 from outbox.arguments import list_limit, positive_int
 from outbox.commands import values
 from outbox.status import MAX_LIST_LIMIT, Delivery
 from outbox.store.pages import select_page
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:

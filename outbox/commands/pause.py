@@ -4,13 +4,15 @@ database, that every running daemon honours within a second and a restart keeps.
 from __future__ import annotations
 
 import argparse
-from typing import Any
-
-from sqlalchemy.ext.asyncio import AsyncConnection
+from typing import TYPE_CHECKING, Any
 
 from outbox.arguments import UsageError
 from outbox.schema import ALL_SENDERS
 from outbox.store import pauses
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
 
 _SENDER_HELP = (
     "only this phone number id (a row without a sender of its own goes from "

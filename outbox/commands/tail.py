@@ -13,14 +13,16 @@ import contextlib
 import json
 import signal
 import sys
-from typing import Any
-
-from sqlalchemy.ext.asyncio import AsyncConnection
+from typing import TYPE_CHECKING, Any
 
 from outbox.commands import values
 from outbox.connections import Row
 from outbox.logs import mask_recipient
 from outbox.store import tail
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
 
 POLL_SECONDS = 0.5
 GAP_SECONDS = 10.0  # longer than any transaction appending events takes to commit

@@ -9,12 +9,14 @@ import contextlib
 import logging
 
 from outbox import migrate
-from outbox.database import create_engine, is_connection_error, short_error
+from outbox.database import is_connection_error, short_error
 from outbox.delivery import reach
 from outbox.delivery.report import Condition
 from outbox.errors import ConfigurationError
+from outbox.pool import Pool
 from outbox.retry import expo_delays
 from outbox.settings import DEFAULT_GRAPH_API_URL, Settings, redact_url
+from outbox.store import revision
 
 logger = logging.getLogger("outbox.daemon")
 STATEMENT_TIMEOUT = 60.0  # a statement that takes longer is on a dead connection
@@ -53,15 +55,13 @@ class StartupChecks:
         return token, phone
 
     async def _schema_at_head(self, dsn: str) -> None:
-        engine = create_engine(
-            dsn, pool_size=1, command_timeout=STATEMENT_TIMEOUT, application_name="outbox-run"
-        )
+        pool = Pool(dsn, size=1, command_timeout=STATEMENT_TIMEOUT, application_name="outbox-run")
         try:
-            async with engine.connect() as conn:
-                current = await conn.run_sync(migrate.current_revision)
+            async with pool.connect() as conn:
+                current = await revision.current_revision(conn)
         finally:
-            await engine.dispose()
-        head = migrate.head_revision()
+            await pool.close(STATEMENT_TIMEOUT)
+        head = migrate.HEAD_REVISION
         if current != head:
             raise ConfigurationError(
                 f"the outbox schema is at revision {current or 'none'}, not {head}: "

@@ -4,12 +4,16 @@ the rows created in a period."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outbox.connections import Row, fetch_all
 from outbox.store.periods import since_condition, since_params
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
 
 # Failed rows by error code (null: failed without one, e.g. expired or invalid), most first,
 # with the last error of the latest such row as its title.

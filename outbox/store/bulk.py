@@ -9,13 +9,16 @@ the count are never swept up with them.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outbox.connections import fetch_all, fetch_one
 from outbox.store.periods import since_condition, since_params
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
 
 _FILTER = f"""
     status = CAST(:status AS text)

@@ -8,12 +8,16 @@ when its wamid is one of our recorded parts'.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outbox.connections import Row, fetch_all
 from outbox.store.periods import since_condition, since_params
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
 
 # The expression each `--by` groups on.
 GROUPS = {

@@ -4,12 +4,16 @@ customer-service window (open until 24 h after their last message to that number
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outbox.connections import Row, fetch_all
 from outbox.store.periods import since_condition, since_params
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
 
 _FILTER = f"""
     (CAST(:customer AS text) IS NULL OR customer = CAST(:customer AS text))

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outbox.connections import (
     AsyncConnectionLike,
@@ -24,6 +23,10 @@ from outbox.schema import FAILED, FINISHED_STATUSES, PENDING, STATUSES, messages
 from outbox.store.pauses import select_pauses
 from outbox.store.webhooks import prune_webhooks
 from outbox.validation import NewMessage
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
 
 _m = messages
 

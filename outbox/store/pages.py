@@ -4,13 +4,17 @@ that rows inserted while an operator pages through never shift or repeat a page.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outbox.connections import Row, fetch_all
 from outbox.store.messages import DELIVERY_COLUMNS
 from outbox.store.periods import since_condition, since_params
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
 
 # Up to :limit rows below :before (null: from the newest), in any of :statuses (null: all), to
 # :recipient (null: anyone), created since the period (null: ever).

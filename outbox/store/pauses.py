@@ -3,10 +3,15 @@ on the `outbox` channel with the payload `pause`, delivered when the transaction
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outbox.connections import AsyncConnectionLike, Row, fetch_all, fetch_one
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
 
 PAUSE_PAYLOAD = "pause"
 

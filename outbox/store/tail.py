@@ -8,13 +8,16 @@ while (GAP_SECONDS in the command) before giving them up (a rolled-back insert l
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outbox.connections import Row, fetch_all, fetch_one
 from outbox.store.periods import since_condition, since_params
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
 
 # The id to follow from: the newest event's, or the one before the first event since the period.
 START_ID = sa.text(

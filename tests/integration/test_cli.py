@@ -360,6 +360,22 @@ def test_run_on_an_unmigrated_database_says_to_migrate(
     )
 
 
+def test_run_on_a_database_one_revision_behind_names_both_revisions(
+    empty_database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    behind = f"{int(migrate.HEAD_REVISION) - 1:04d}"
+    migrate.upgrade(empty_database_url, behind)
+    monkeypatch.setenv("OUTBOX_DATABASE_URL", empty_database_url)
+    monkeypatch.setenv("META_ACCESS_TOKEN", "test-access-token")
+    monkeypatch.setenv("META_PHONE_NUMBER_ID", "1234567890")
+    code, out, err = run(capsys, "run", "--drain")
+    assert (code, out) == (1, "")
+    assert err == (
+        f"outbox: the outbox schema is at revision {behind}, not {migrate.HEAD_REVISION}: "
+        "run `outbox migrate` first\n"
+    )
+
+
 def test_enqueue_expires_in_counts_from_the_database_clock(
     cli_env: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

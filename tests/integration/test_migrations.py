@@ -131,6 +131,10 @@ def test_every_revision_is_known_as_ours_to_the_version_table_move() -> None:
     assert set(migrate.REVISION_TABLES) == revisions
 
 
+def test_the_head_revision_the_daemon_checks_without_alembic_is_alembics_head() -> None:
+    assert migrate.head_revision() == migrate.HEAD_REVISION
+
+
 def _execute(database_url: str, sql: str) -> list[tuple[object, ...]]:
     connection = psycopg2.connect(database_url)
     try:
