@@ -30,6 +30,9 @@ MAX_BODY_BYTES = 64 * 1024  # more of an answer than this is never needed to jud
 
 async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
     """At most MAX_BODY_BYTES of the body: a poisoned answer can be any size."""
+    length = response.content_length
+    if length is not None and length <= MAX_BODY_BYTES:  # Meta's answers: read at once
+        return (await response.content.read())[:MAX_BODY_BYTES]
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_chunked(16384):

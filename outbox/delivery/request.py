@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
-from typing import Any
-
-import backoff
 
 from outbox.callbacks import callback_data
 from outbox.delivery.claim import Claim
@@ -29,6 +27,7 @@ from outbox.whatsapp import Part
 from outbox.whatsapp_client import CloudAPI
 
 logger = logging.getLogger("outbox.daemon")
+QUICK_RETRY_CAP = 5.0  # seconds: the longest wait before a quick retry
 
 
 class LeaseLost(Exception):
@@ -65,33 +64,40 @@ class Requests:
         self._pace = pace
         self._installation = installation  # goes into every send's callback data
         self._media = media
-        # Quick in-process retries of transient failures: they belong to one attempt. A send in
-        # doubt is never among them.
-        self._send = backoff.on_exception(
-            backoff.expo,
-            SendError,
-            max_tries=settings.quick_retries,
-            giveup=lambda e: classify(e) is not ErrorClass.TRANSIENT,  # type: ignore[arg-type]
-            factor=settings.quick_retry_delay,
-            max_value=5,
-            logger=None,
-            on_backoff=self._log_quick_retry,
-        )(self._send_once)
+        self._quick_retries = settings.quick_retries
+        self._quick_retry_delay = settings.quick_retry_delay
+
+    async def _send(self, claim: Claim, recipient: str, part: Part, index: int) -> str:
+        """The request, retried quickly (in process, a jittered exponential delay of at most
+        QUICK_RETRY_CAP) after a transient failure: those retries belong to one attempt. A send
+        in doubt is never among them."""
+        tries = 0
+        while True:
+            try:
+                return await self._send_once(claim, recipient, part, index)
+            except SendError as error:
+                tries += 1
+                if tries >= self._quick_retries or classify(error) is not ErrorClass.TRANSIENT:
+                    raise
+                ceiling = min(self._quick_retry_delay * 2 ** (tries - 1), QUICK_RETRY_CAP)
+                wait = random.uniform(0, ceiling)  # noqa: S311 (full jitter, as backoff's default)
+                self._log_quick_retry(claim, index, error, tries, wait)
+                await asyncio.sleep(wait)
 
     @staticmethod
-    def _log_quick_retry(details: Any) -> None:
-        """One line per quick retry of a request (backoff's on_backoff hook)."""
-        claim, _, _, index = details["args"]
-        error = details.get("exception")
+    def _log_quick_retry(
+        claim: Claim, index: int, error: SendError, tries: int, wait: float
+    ) -> None:
+        """One line per quick retry of a request."""
         code = error.code if isinstance(error, GraphError) else None
         logger.info(
             "%s: part %d: %s; quick retry %d in %.1fs",
             named(claim),
             index + 1,
             error,
-            details["tries"],
-            details["wait"],
-            extra={**part_fields(index, None), "code": code, "delay": round(details["wait"], 3)},
+            tries,
+            wait,
+            extra={**part_fields(index, None), "code": code, "delay": round(wait, 3)},
         )
 
     async def send(self, claim: Claim, recipient: str, part: Part, index: int) -> str:
@@ -122,14 +128,17 @@ class Requests:
         callback = callback_data(self._installation, claim.id, index)
         sender = claim.sender
         # Every request, retries too, takes a slot; a row with a deadline waits no longer.
-        deadline = asyncio.timeout_at(claim.deadline)
-        try:
-            async with deadline:
-                await self._rate.acquire(sender)
-        except TimeoutError:
-            if not deadline.expired():
-                raise
-            raise Expired from None
+        if claim.deadline is None:
+            await self._rate.acquire(sender)
+        else:
+            deadline = asyncio.timeout_at(claim.deadline)
+            try:
+                async with deadline:
+                    await self._rate.acquire(sender)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                raise Expired from None
         # Last, after every wait (a slot, pacing, a database away): the lease must outlast the
         # request, or another daemon may have taken the row over and sent this part; and the
         # deadline must not have passed meanwhile.

@@ -95,8 +95,8 @@ class DaemonMetrics:
             ["kind"],
             registry=registry,
         )
-        for kind in KINDS:
-            self._sent.labels(kind)
+        # Each part counts: its kind's child is looked up once, not per part (labels() locks).
+        self._sent_by_kind = {kind: self._sent.labels(kind) for kind in KINDS}
         self._errors = Counter(
             "outbox_send_errors",
             "Graph API requests refused, by Graph code (or transport) and class: transient, "
@@ -140,7 +140,8 @@ class DaemonMetrics:
         """One part the Graph API accepted from this daemon's own request: its answer held an
         id, or the request was in doubt and a status webhook settled it. A part settled when a
         row is taken over is not counted: its request was another worker's."""
-        self._sent.labels(kind).inc()
+        child = self._sent_by_kind.get(kind)
+        (child if child is not None else self._sent.labels(kind)).inc()
 
     def requested(self, seconds: float, error: SendError | None, error_class: str = "") -> None:
         """One Graph API request took `seconds`; `error` when it was refused, with its class."""
