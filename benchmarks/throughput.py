@@ -15,7 +15,7 @@ limit. Every process runs on uvloop when it is installed (pgqueuer, in the bench
 in); `--no-uvloop` hides it from all of them, as on the default install.
 
     python -m benchmarks.throughput [--rows 20000] [--latencies 0 100] [--recipients 0 5000]
-        [--no-uvloop]
+        [--repeat 1] [--drainers pgqueuer bare reference outbox outbox2] [--no-uvloop]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -51,6 +51,7 @@ except ImportError:
 T = TypeVar("T")
 BIN = Path(sys.executable).parent
 TOKEN, PHONE = "bench-token", "1234567890"
+DRAINERS = ("pgqueuer", "bare", "reference", "outbox", "outbox2")
 IN_FLIGHT = {0.0: 64, 100.0: 1000}  # the issue's in-flight at each latency
 # Row i goes to recipient i % $2: one recipient per row when $2 is the row count.
 RECIPIENT = "'92300' || lpad((i % $2)::text, 7, '0')"
@@ -289,48 +290,76 @@ def daemon_command(in_flight: int) -> list[str]:
     ]
 
 
-async def measure(setup: Setup, rows: int, recipients: int, latency: float) -> list[str]:
+async def measure(
+    setup: Setup,
+    rows: int,
+    recipients: int,
+    latency: float,
+    repeat: int = 1,
+    only: Sequence[str] = DRAINERS,
+) -> list[str]:
+    """One table line per drainer: with `repeat` > 1 every drainer drains `repeat` times, in
+    rounds (so that a slow spell of a shared machine falls on all of them alike), and its
+    median run by msg/s is shown, with the range of msg/s in brackets."""
     in_flight = IN_FLIGHT.get(latency, 64)
     loop = [setup.dsn, setup.url, str(in_flight)]
     daemon = daemon_command(in_flight)
-    drainers: list[tuple[str, Fill, Count, list[list[str]]]] = [
+    drainers: list[tuple[str, str, Fill, Count, list[list[str]]]] = [
         (
+            "pgqueuer",
             "pgqueuer",
             fill_pgqueuer,
             sent_pgqueuer,
             [[sys.executable, "-m", "benchmarks.pgqueuer_drain", *loop]],
         ),
         (
+            "bare",
             "bare loop, bare table",
             fill_bare,
             sent_bare,
             [[sys.executable, "-m", "benchmarks.bare", *loop]],
         ),
         (
+            "reference",
             "reference loop, outbox table",
             fill_outbox,
             sent_outbox,
             [[sys.executable, "-m", "benchmarks.reference", *loop]],
         ),
-        ("`outbox run --drain`", fill_outbox, sent_outbox, [daemon]),
-        ("`outbox run --drain` x2", fill_outbox, sent_outbox, [daemon, daemon]),
+        ("outbox", "`outbox run --drain`", fill_outbox, sent_outbox, [daemon]),
+        ("outbox2", "`outbox run --drain` x2", fill_outbox, sent_outbox, [daemon, daemon]),
     ]
-    results = {}
-    for name, fill, count, commands in drainers:
-        conn = await asyncpg.connect(setup.dsn)
-        try:
-            await fill(conn, rows, recipients)
-        finally:
-            await conn.close()
-        results[name] = await timed(setup, commands, count)
-    base = results["pgqueuer"].rate()
+    runs: dict[str, list[Drain]] = {}
+    for _ in range(repeat):
+        for key, name, fill, count, commands in drainers:
+            if key not in only:
+                continue
+            conn = await asyncpg.connect(setup.dsn)
+            try:
+                await fill(conn, rows, recipients)
+            finally:
+                await conn.close()
+            runs.setdefault(name, []).append(await timed(setup, commands, count))
+    results = {name: median_run(drains) for name, drains in runs.items()}
+    base = results["pgqueuer"].rate() if "pgqueuer" in results else None
     shown = "distinct" if recipients >= rows else f"{recipients:,}"
-    return [
-        f"| {shown} | {latency:.0f} ms | {in_flight} | {name} | {drain.sent:,} | "
-        f"{drain.rate():,.0f} | {drain.rate() / base:.2f} | {drain.micros(drain.drainer)} | "
-        f"{drain.micros(drain.server)} | {drain.micros(drain.simulator)} |"
-        for name, drain in results.items()
-    ]
+    lines = []
+    for name, drain in results.items():
+        rates = sorted(run.rate() for run in runs[name])
+        spread = f" ({rates[0]:,.0f}-{rates[-1]:,.0f})" if len(rates) > 1 else ""
+        ratio = f"{drain.rate() / base:.2f}" if base else "-"
+        lines.append(
+            f"| {shown} | {latency:.0f} ms | {in_flight} | {name} | {drain.sent:,} | "
+            f"{drain.rate():,.0f}{spread} | {ratio} | {drain.micros(drain.drainer)} | "
+            f"{drain.micros(drain.server)} | {drain.micros(drain.simulator)} |"
+        )
+    return lines
+
+
+def median_run(drains: list[Drain]) -> Drain:
+    """The run whose msg/s is the median (the lower middle one of an even count)."""
+    ordered = sorted(drains, key=lambda drain: drain.rate())
+    return ordered[(len(ordered) - 1) // 2]
 
 
 async def main(args: argparse.Namespace, base_env: dict[str, str], uvloop: str) -> None:
@@ -362,7 +391,10 @@ async def main(args: argparse.Namespace, base_env: dict[str, str], uvloop: str) 
                 )
                 for recipients in args.recipients:
                     count = recipients if 0 < recipients < args.rows else args.rows
-                    for line in await measure(setup, args.rows, count, latency):
+                    lines = await measure(
+                        setup, args.rows, count, latency, args.repeat, args.drainers
+                    )
+                    for line in lines:
                         print(line, flush=True)
             finally:
                 simulator.terminate()
@@ -382,6 +414,20 @@ def cli() -> None:
         nargs="+",
         default=[0, 5000],
         help="recipients the rows go to, round robin; 0: one per row (default: 0 5000)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="drain this many times with each drainer, in rounds, and show the median run "
+        "(default: 1)",
+    )
+    parser.add_argument(
+        "--drainers",
+        nargs="+",
+        choices=DRAINERS,
+        default=list(DRAINERS),
+        help="which drainers to run (default: all)",
     )
     parser.add_argument(
         "--no-uvloop",
