@@ -26,9 +26,9 @@ if TYPE_CHECKING:
 
     AsyncConnectionLike: TypeAlias = AsyncSession | AsyncConnection | asyncpg.Connection
     SyncConnectionLike: TypeAlias = Session | Connection
-else:  # names for annotations only
-    AsyncConnectionLike = "AsyncSession | AsyncConnection | asyncpg.Connection"
-    SyncConnectionLike = "Session | Connection"
+else:  # at run time: names that resolve (typing.get_type_hints) without loading those layers
+    AsyncConnectionLike = object
+    SyncConnectionLike = object
 Row: TypeAlias = dict[str, Any]
 
 _DIALECT = asyncpg_dialect.dialect()  # type: ignore[no-untyped-call]

@@ -31,7 +31,8 @@ MAX_BODY_BYTES = 64 * 1024  # more of an answer than this is never needed to jud
 async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
     """At most MAX_BODY_BYTES of the body: a poisoned answer can be any size."""
     length = response.content_length
-    if length is not None and length <= MAX_BODY_BYTES:  # Meta's answers: read at once
+    # Meta's answers: read at once. Not a compressed one: its length is not what it unpacks to.
+    if length is not None and length <= MAX_BODY_BYTES and not _compressed(response):
         return (await response.content.read())[:MAX_BODY_BYTES]
     chunks: list[bytes] = []
     size = 0
@@ -41,6 +42,10 @@ async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
         if size >= MAX_BODY_BYTES:
             break
     return b"".join(chunks)[:MAX_BODY_BYTES]
+
+
+def _compressed(response: aiohttp.ClientResponse) -> bool:
+    return response.headers.get("Content-Encoding", "identity").strip().lower() != "identity"
 
 
 def upload_timeout(request_timeout: float) -> float:

@@ -37,6 +37,7 @@ class RateLimiter:
         self._pair_burst = pair_burst
         self._pairs: dict[str, _Cell] = {}
         self._prune_at = _PRUNE_AT
+        self._sweep_at = 0.0
         self.sweeps = 0  # how often the pairs were swept for those whose pacing is over
         self._strikes: dict[str, int] = {}
         self._hold_until: dict[str, float] = {}  # sender -> held until
@@ -54,11 +55,14 @@ class RateLimiter:
             return None
         pair.take(now + wait)
         self._pairs[recipient] = pair
-        if len(self._pairs) > self._prune_at:
+        remembered = len(self._pairs)
+        if remembered > self._prune_at or (remembered > _PRUNE_AT and now >= self._sweep_at):
             self._pairs = {r: c for r, c in self._pairs.items() if c.tat > now}
-            # Swept again only once as many more are remembered: a sweep that frees little
-            # (every pair sent to in the last interval is still paced) is not made per send.
+            # Swept again once as many more are remembered, or an interval later (a peak's
+            # pairs are then over): a sweep that frees little (every pair sent to in the last
+            # interval is still paced) is never made per send.
             self._prune_at = max(_PRUNE_AT, 2 * len(self._pairs))
+            self._sweep_at = now + self._pair_interval
             self.sweeps += 1
         return wait
 

@@ -79,7 +79,8 @@ class Requests:
                 tries += 1
                 if tries >= self._quick_retries or classify(error) is not ErrorClass.TRANSIENT:
                     raise
-                ceiling = min(self._quick_retry_delay * 2 ** (tries - 1), QUICK_RETRY_CAP)
+                doubled = 2.0 ** min(tries - 1, 32)  # far past the cap, never an overflow
+                ceiling = min(self._quick_retry_delay * doubled, QUICK_RETRY_CAP)
                 wait = random.uniform(0, ceiling)  # noqa: S311 (full jitter, as backoff's default)
                 self._log_quick_retry(claim, index, error, tries, wait)
                 await asyncio.sleep(wait)

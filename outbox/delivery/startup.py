@@ -58,10 +58,17 @@ class StartupChecks:
         pool = Pool(dsn, size=1, command_timeout=STATEMENT_TIMEOUT, application_name="outbox-run")
         try:
             async with pool.connect() as conn:
-                current = await revision.current_revision(conn)
+                recorded = await revision.recorded_revisions(conn)
         finally:
             await pool.close(STATEMENT_TIMEOUT)
         head = migrate.HEAD_REVISION
+        if len(recorded) > 1:
+            raise ConfigurationError(
+                f"the outbox schema records several revisions at once ({', '.join(recorded)} in "
+                f"{revision.VERSION_TABLE}), not {head} alone: keep the one it is at, then run "
+                "`outbox migrate`"
+            )
+        current = recorded[0] if recorded else None
         if current != head:
             raise ConfigurationError(
                 f"the outbox schema is at revision {current or 'none'}, not {head}: "

@@ -14,11 +14,10 @@ HAS_VERSION_TABLE = sa.text(f"SELECT to_regclass('{VERSION_TABLE}') IS NOT NULL 
 VERSIONS = sa.text(f"SELECT version_num FROM {VERSION_TABLE}")
 
 
-async def current_revision(conn: AsyncConnectionLike) -> str | None:
-    """The revision the database is at; None before the first migration. Several recorded
-    revisions (branches, which outbox never makes) read as none of them."""
+async def recorded_revisions(conn: AsyncConnectionLike) -> list[str]:
+    """The revisions the version table records: none before the first migration, one after
+    (alembic's branches, which outbox never makes, would record several)."""
     row = await fetch_one(conn, HAS_VERSION_TABLE)
     if row is None or not row["present"]:
-        return None
-    versions = await fetch_all(conn, VERSIONS)
-    return str(versions[0]["version_num"]) if len(versions) == 1 else None
+        return []
+    return sorted(str(version["version_num"]) for version in await fetch_all(conn, VERSIONS))

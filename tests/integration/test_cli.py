@@ -376,6 +376,25 @@ def test_run_on_a_database_one_revision_behind_names_both_revisions(
     )
 
 
+def test_run_on_a_version_table_recording_two_revisions_names_both(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    behind = f"{int(migrate.HEAD_REVISION) - 1:04d}"
+    with psycopg2.connect(database_url) as connection, connection.cursor() as cursor:
+        cursor.execute("INSERT INTO outbox_alembic_version VALUES (%s)", (behind,))
+    connection.close()
+    monkeypatch.setenv("OUTBOX_DATABASE_URL", database_url)
+    monkeypatch.setenv("META_ACCESS_TOKEN", "test-access-token")
+    monkeypatch.setenv("META_PHONE_NUMBER_ID", "1234567890")
+    code, out, err = run(capsys, "run", "--drain")
+    assert (code, out) == (1, "")
+    assert err == (
+        "outbox: the outbox schema records several revisions at once "
+        f"({behind}, {migrate.HEAD_REVISION} in outbox_alembic_version), not "
+        f"{migrate.HEAD_REVISION} alone: keep the one it is at, then run `outbox migrate`\n"
+    )
+
+
 def test_enqueue_expires_in_counts_from_the_database_clock(
     cli_env: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -54,6 +54,17 @@ def test_many_recipients_paced_at_once_are_swept_rarely_not_at_every_send() -> N
     assert limiter.sweeps == 2  # past 10,000 remembered, then past 20,000
 
 
+def test_a_peaks_recipients_are_forgotten_an_interval_after_it() -> None:
+    clock = Clock()
+    limiter = RateLimiter(45, 6.0, clock=clock)
+    for number in range(40_000):
+        limiter.reserve("phone", f"92300{number:07d}", 2.0)
+    clock.now += 7  # the peak's pacing is over; one recipient goes on
+    limiter.reserve("phone", "923001111111", 2.0)
+    assert limiter.sweeps == 3
+    assert len(limiter._pairs) == 1
+
+
 def test_a_sweep_forgets_the_recipients_whose_pacing_is_over_and_keeps_the_rest() -> None:
     clock = Clock()
     limiter = RateLimiter(1, 6.0, clock=clock)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -334,6 +336,54 @@ async def test_a_200_whose_body_breaks_off_is_in_doubt_not_a_transport_error(bro
             await api.send("923001234567", Part("text", body="hi"))
     assert caught.value.http_status == STATUS_SEEN[broken]
     assert caught.value.answered  # something came back: the API is up, this is no outage
+
+
+UNPACKS_HUGE = """
+import asyncio, gzip, sys, tracemalloc
+import aiohttp
+from outbox.errors import TransportError
+from outbox.whatsapp import Part
+from outbox.whatsapp_client import CloudAPI
+
+PACKED = gzip.compress(b"x" * 60_000_000, compresslevel=9)
+
+async def answer(reader, writer):
+    await reader.readuntil(b"\\r\\n\\r\\n")
+    writer.write(
+        b"HTTP/1.1 500 Internal Server Error\\r\\nContent-Encoding: gzip\\r\\n"
+        b"Content-Length: %d\\r\\n\\r\\n" % len(PACKED) + PACKED
+    )
+    await writer.drain()
+    writer.close()
+
+async def main():
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with aiohttp.ClientSession() as session:
+        api = CloudAPI(session, base_url=f"http://127.0.0.1:{port}", version="v23.0",
+                       phone_number_id="1122334455", access_token="EAAG-secret-token", timeout=5)
+        tracemalloc.start()
+        try:
+            await api.send("923001234567", Part("text", body="hi"))
+        except TransportError:
+            pass
+        print(len(PACKED), tracemalloc.get_traced_memory()[1])
+    server.close()
+
+asyncio.run(main())
+"""
+
+
+def test_a_small_compressed_answer_that_unpacks_huge_is_read_only_in_part() -> None:
+    """Its Content-Length counts the compressed bytes (60 KB), not the 60 MB they unpack to:
+    the answer is read up to the cap, never whole (memory traced in a process of its own)."""
+    result = subprocess.run(
+        [sys.executable, "-c", UNPACKS_HUGE], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    packed, peak = (int(figure) for figure in result.stdout.split())
+    assert packed < 64 * 1024
+    assert peak < 8_000_000, f"{peak:,} bytes held to read a {packed:,}-byte answer"
 
 
 @pytest.mark.parametrize("ending", ["close", "reset"])
