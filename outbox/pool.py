@@ -8,8 +8,10 @@ pay for `begin()`. Statements stay unnamed, for PgBouncer's sake (see database.c
 and each runs in one round trip: its description is kept on the client (described.py).
 
 With `prepared=True` (OUTBOX_PREPARED_STATEMENTS=on, for a connection known to reach PostgreSQL
-directly or through PgBouncer 1.21+ with max_prepared_statements) asyncpg's statement cache keeps
-them prepared instead, named, per connection: the server parses each once and, once its generic
+directly or through PgBouncer 1.21+ with max_prepared_statements), or `prepared=None` (the
+daemon's default) when its first connection proves it reaches PostgreSQL itself (direct.py),
+asyncpg's statement cache keeps them prepared instead, named, per connection: the server parses
+each once and, once its generic
 plan proves as cheap as the custom ones (plan_cache_mode auto, after five runs), stops planning
 it. The claim and the record spent about a fifth of PostgreSQL's time per message planning.
 """
@@ -28,6 +30,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from outbox.database import CONNECT_TIMEOUT, server_settings
 from outbox.described import DescribedConnection
+from outbox.direct import reaches_postgres_itself
 
 logger = logging.getLogger("outbox.database")
 ACQUIRE_TIMEOUT = 30.0  # waiting for a free connection (or a new one) longer is an outage
@@ -74,10 +77,11 @@ class Pool:
         size: int = 4,
         command_timeout: float | None = None,
         application_name: str | None = None,
-        prepared: bool = False,
+        prepared: bool | None = False,
     ) -> None:
         self._dsn = dsn
-        self._cache_size = PREPARED_STATEMENTS if prepared else 0
+        # None: prepared when the first connection proves it reaches PostgreSQL itself.
+        self.prepared = prepared
         self._server_settings = server_settings(dsn, application_name)
         self._size = size
         self._command_timeout = command_timeout
@@ -91,19 +95,49 @@ class Pool:
         if self._pool is None:
             async with self._opening:
                 if self._pool is None:
+                    if self.prepared is None:
+                        self.prepared = await self._direct()
                     self._pool = await asyncpg.create_pool(
                         self._dsn,
                         min_size=0,
                         max_size=self._size,
                         timeout=CONNECT_TIMEOUT,
                         command_timeout=self._command_timeout,
-                        statement_cache_size=self._cache_size,
+                        statement_cache_size=PREPARED_STATEMENTS if self.prepared else 0,
                         connection_class=DescribedConnection,
                         server_settings=self._server_settings,
                         init=_decode_json_columns,
                         reset=_keep_session,
                     )
         return self._pool
+
+    async def _direct(self) -> bool:
+        """Whether statements may stay prepared: a first connection looks (direct.py)."""
+        conn = await asyncpg.connect(
+            self._dsn,
+            timeout=CONNECT_TIMEOUT,
+            command_timeout=self._command_timeout,
+            statement_cache_size=0,
+            server_settings=self._server_settings,
+        )
+        try:
+            direct = await reaches_postgres_itself(conn)
+        finally:
+            try:
+                await conn.close(timeout=RELEASE_TIMEOUT)
+            except Exception:  # a server slow to say goodbye (shutting down): never our error
+                conn.terminate()
+        if direct:
+            logger.info(
+                "statements stay prepared on the server: the connection reaches PostgreSQL "
+                "itself (OUTBOX_PREPARED_STATEMENTS=off turns that off)"
+            )
+        else:
+            logger.info(
+                "statements are not kept prepared: a pooler or proxy may be in between "
+                "(OUTBOX_PREPARED_STATEMENTS=on for PgBouncer 1.21+ with max_prepared_statements)"
+            )
+        return direct
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[asyncpg.Connection]:

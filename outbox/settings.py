@@ -123,10 +123,11 @@ class Settings:
     # A direct (not pooled) connection for LISTEN when database_url goes through PgBouncer.
     listen_url: str | None = field(default=None, repr=False)
     # The daemon keeps its statements prepared on the server (OUTBOX_PREPARED_STATEMENTS=on):
-    # only for a database_url that reaches PostgreSQL directly, or through PgBouncer 1.21+ with
-    # max_prepared_statements set. Off by default: a pooler in transaction mode cannot be
-    # detected, and there named statements fail; off costs planning time only (pool.py).
-    prepared_statements: bool = False
+    # for a database_url that reaches PostgreSQL directly, or through PgBouncer 1.21+ with
+    # max_prepared_statements set. None (auto, the default): when its first connection proves
+    # it reaches PostgreSQL itself (outbox/direct.py); a pooler in transaction mode, where named
+    # statements fail, is never proved direct. Off costs planning time only (pool.py).
+    prepared_statements: bool | None = None
     home: Path = field(default_factory=default_home)
     access_token: str | None = field(default=None, repr=False)
     phone_number_id: str | None = None
@@ -255,7 +256,7 @@ class Settings:
         return cls(
             database_url=get("OUTBOX_DATABASE_URL"),
             listen_url=get("OUTBOX_LISTEN_URL"),
-            prepared_statements=_flag(
+            prepared_statements=_auto_flag(
                 get("OUTBOX_PREPARED_STATEMENTS"), "OUTBOX_PREPARED_STATEMENTS"
             ),
             home=Path(home).expanduser() if home else default_home(),
@@ -283,6 +284,16 @@ def _flag(value: str | None, name: str) -> bool:
     if value.lower() in ("off", "false", "no", "0"):
         return False
     raise ConfigurationError(f"{name}: must be on or off, not {value!r}")
+
+
+def _auto_flag(value: str | None, name: str) -> bool | None:
+    """An on/off variable that may be left to outbox: auto or unset is None."""
+    if value is None or value.lower() == "auto":
+        return None
+    try:
+        return _flag(value, name)
+    except ConfigurationError:
+        raise ConfigurationError(f"{name}: must be auto, on or off, not {value!r}") from None
 
 
 def _path(value: str | None) -> Path | None:

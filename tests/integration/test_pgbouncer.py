@@ -28,6 +28,7 @@ import outbox
 from outbox import migrate
 from outbox.database import create_engine
 from outbox.delivery.listen import NotificationListener
+from outbox.direct import reaches_postgres_itself
 from outbox.simulator import Simulator
 from tests.conftest import sync_engine
 from tests.daemon_helpers import IMAGE, PHONE, TOKEN, VIDEO, sent
@@ -358,3 +359,13 @@ async def test_the_listener_on_a_direct_url_proves_listen_and_wakes_on_notify(
     finally:
         await listener.stop()
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_a_connection_through_pgbouncer_is_never_taken_for_postgresql_itself(
+    pooled_url: str,
+) -> None:
+    conn = await asyncpg.connect(pooled_url, statement_cache_size=0)
+    try:
+        assert not await reaches_postgres_itself(conn)
+    finally:
+        await conn.close()

@@ -20,15 +20,17 @@ def test_defaults_when_only_credentials_are_set() -> None:
 
 @pytest.mark.parametrize(
     ("value", "prepared"),
-    [(None, False), ("on", True), ("TRUE", True), ("1", True), ("off", False)],
+    [(None, None), ("auto", None), ("on", True), ("TRUE", True), ("1", True), ("off", False)],
 )
-def test_prepared_statements_are_off_unless_asked_for(value: str | None, prepared: bool) -> None:
+def test_prepared_statements_are_left_to_the_connection_unless_set(
+    value: str | None, prepared: bool | None
+) -> None:
     environ = {} if value is None else {"OUTBOX_PREPARED_STATEMENTS": value}
     assert Settings.from_env(environ).prepared_statements is prepared
 
 
-def test_a_prepared_statements_value_that_is_not_on_or_off_is_refused() -> None:
-    with pytest.raises(ConfigurationError, match="OUTBOX_PREPARED_STATEMENTS"):
+def test_a_prepared_statements_value_that_is_not_auto_on_or_off_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="OUTBOX_PREPARED_STATEMENTS: must be auto, on"):
         Settings.from_env({"OUTBOX_PREPARED_STATEMENTS": "maybe"})
 
 
