@@ -2,8 +2,9 @@
 daemon may keep its statements prepared on the server (pool.py), which a pooler in transaction
 mode (PgBouncer before 1.21, or without max_prepared_statements) would break.
 
-Proved, never guessed. Over TCP the server sees the client at our socket's own address and port
-only when nothing sits in between (a pooler or proxy opens its own connections to the server).
+Proved, never guessed. Over TCP the server sees the client at our socket's own address and port,
+and itself where our socket's other end is, only when nothing sits in between (a pooler or proxy
+opens its own connections to the server). Each connection proves it for itself (pool.py).
 Over a unix socket on Linux our peer is whoever listens: PostgreSQL's postmaster, the parent of
 the backend serving us, or a pooler. Anything else (another system, a container's pid
 namespace, an error) is "not proved": statements then stay unnamed, which costs planning only.
@@ -34,7 +35,9 @@ async def reaches_postgres_itself(conn: asyncpg.Connection) -> bool:
         if ends is None or ours is None:
             return False
         if ours.family in (socket.AF_INET, socket.AF_INET6):
-            return _same_tcp_end(ours.getsockname(), ends["address"], ends["port"])
+            return _same_tcp_end(
+                ours.getsockname(), ends["address"], ends["port"]
+            ) and _same_tcp_end(ours.getpeername(), ends["server_address"], ends["server_port"])
         if ours.family == socket.AF_UNIX and ends["address"] is None:
             return _listener_is_parent_of(ours, int(ends["backend"]))
     except Exception as exc:  # not proved: statements stay unnamed

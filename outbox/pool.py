@@ -80,8 +80,9 @@ class Pool:
         prepared: bool | None = False,
     ) -> None:
         self._dsn = dsn
-        # None: prepared when the first connection proves it reaches PostgreSQL itself.
-        self.prepared = prepared
+        # None: prepared on each connection that proves it reaches PostgreSQL itself.
+        self._prepared = prepared
+        self.last_direct: bool | None = None  # what the last connection left to decide proved
         self._server_settings = server_settings(dsn, application_name)
         self._size = size
         self._command_timeout = command_timeout
@@ -95,49 +96,53 @@ class Pool:
         if self._pool is None:
             async with self._opening:
                 if self._pool is None:
-                    if self.prepared is None:
-                        self.prepared = await self._direct()
                     self._pool = await asyncpg.create_pool(
                         self._dsn,
                         min_size=0,
                         max_size=self._size,
                         timeout=CONNECT_TIMEOUT,
                         command_timeout=self._command_timeout,
-                        statement_cache_size=PREPARED_STATEMENTS if self.prepared else 0,
+                        statement_cache_size=0 if self._prepared is False else PREPARED_STATEMENTS,
                         connection_class=DescribedConnection,
                         server_settings=self._server_settings,
-                        init=_decode_json_columns,
+                        init=self._init,
                         reset=_keep_session,
                     )
         return self._pool
 
-    async def _direct(self) -> bool:
-        """Whether statements may stay prepared: a first connection looks (direct.py)."""
-        conn = await asyncpg.connect(
-            self._dsn,
-            timeout=CONNECT_TIMEOUT,
-            command_timeout=self._command_timeout,
-            statement_cache_size=0,
-            server_settings=self._server_settings,
-        )
-        try:
+    async def _init(self, conn: asyncpg.Connection) -> None:
+        """A new connection, before its first statement: left to decide (`prepared=None`), it
+        keeps its statements prepared only once it proves it reaches PostgreSQL itself
+        (direct.py). Each connection proves it for itself: a reconnect may land elsewhere (a
+        failover to a pooler, another of several hosts)."""
+        if self._prepared is None:
+            inner: Any = conn
+            inner._stmt_cache_enabled = False  # unnamed, the proof's own statement too
             direct = await reaches_postgres_itself(conn)
-        finally:
-            try:
-                await conn.close(timeout=RELEASE_TIMEOUT)
-            except Exception:  # a server slow to say goodbye (shutting down): never our error
-                conn.terminate()
-        if direct:
-            logger.info(
-                "statements stay prepared on the server: the connection reaches PostgreSQL "
-                "itself (OUTBOX_PREPARED_STATEMENTS=off turns that off)"
-            )
-        else:
-            logger.info(
-                "statements are not kept prepared: a pooler or proxy may be in between "
-                "(OUTBOX_PREPARED_STATEMENTS=on for PgBouncer 1.21+ with max_prepared_statements)"
-            )
-        return direct
+            inner._stmt_cache_enabled = direct
+            self._tell(direct)
+        await _decode_json_columns(conn)
+
+    def _tell(self, direct: bool) -> None:
+        """One line when a connection decides otherwise than the one before it (the first
+        decision is in the daemon's start line: `statements`)."""
+        before, self.last_direct = self.last_direct, direct
+        if before is not None and before != direct:
+            logger.info("a new database connection: %s", self.statements())
+
+    def statements(self) -> str:
+        """Whether this pool's statements stay prepared on the server, and why, in a phrase."""
+        if self._prepared is not None:
+            kept = "kept prepared" if self._prepared else "not kept prepared"
+            return f"statements {kept} (OUTBOX_PREPARED_STATEMENTS)"
+        if self.last_direct is None:
+            return "statements kept prepared on connections that reach PostgreSQL itself"
+        if self.last_direct:
+            return "statements kept prepared (the connection reaches PostgreSQL itself)"
+        return (
+            "statements not kept prepared (a pooler or proxy may be in between; "
+            "OUTBOX_PREPARED_STATEMENTS=on for PgBouncer 1.21+ with max_prepared_statements)"
+        )
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[asyncpg.Connection]:

@@ -241,7 +241,12 @@ class Daemon:
             asyncio.create_task(backlog.run(pool), name="outbox-backlog-gauges"),
             asyncio.create_task(self.number_health.run(pool), name="outbox-number-health"),
         ]
-        logger.info("delivering to %s (concurrency %d)", api.url, self.settings.concurrency)
+        logger.info(
+            "delivering to %s (concurrency %d; %s)",
+            api.url,
+            self.settings.concurrency,
+            pool.statements(),
+        )
         self._started_at = asyncio.get_running_loop().time()
         try:
             await turns.run()

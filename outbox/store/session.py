@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-# The client's address and port as the server sees them (null over a unix socket).
+# Both ends of the connection as the server sees them (null over a unix socket), and the
+# backend serving it.
 CONNECTION_ENDS = sa.text(
     "SELECT host(inet_client_addr()) AS address, inet_client_port() AS port, "
+    "host(inet_server_addr()) AS server_address, inet_server_port() AS server_port, "
     "pg_backend_pid() AS backend"
 )

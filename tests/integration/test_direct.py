@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from outbox.described import DescribedConnection
 from outbox.direct import reaches_postgres_itself
 from outbox.pool import Pool
 from tests.proxy import PostgresProxy
@@ -71,7 +72,7 @@ async def test_a_pool_left_to_decide_keeps_statements_prepared_on_a_direct_conne
         async with pool.connect() as conn:
             await conn.fetchval("SELECT CAST($1 AS int) + 1 AS n", 1)
             assert await conn.fetchval(PREPARED) > 0
-        assert pool.prepared is True
+        assert pool.last_direct is True
     finally:
         await pool.close(5)
 
@@ -84,6 +85,27 @@ async def test_a_pool_left_to_decide_keeps_nothing_prepared_through_a_proxy(
         async with pool.connect() as conn:
             await conn.fetchval("SELECT CAST($1 AS int) + 1 AS n", 1)
             assert await conn.fetchval(PREPARED) == 0
-        assert pool.prepared is False
+        assert pool.last_direct is False
+    finally:
+        await pool.close(5)
+
+
+async def test_each_connection_proves_itself_a_later_one_through_a_proxy_keeps_nothing(
+    database_url: str, proxied_url: str
+) -> None:
+    """A reconnect may land elsewhere (a failover to a pooler, another of several hosts): a
+    connection through a proxy keeps nothing prepared after a direct one proved direct."""
+    pool = Pool(database_url, prepared=None)
+    try:
+        for url, prepared in ((database_url, True), (proxied_url, False)):
+            conn = await asyncpg.connect(
+                url, statement_cache_size=100, connection_class=DescribedConnection
+            )
+            try:
+                await pool._init(conn)
+                await conn.fetchval("SELECT CAST($1 AS int) + 2 AS n", 1)
+                assert (await conn.fetchval(PREPARED) > 0) is prepared, url
+            finally:
+                await conn.close()
     finally:
         await pool.close(5)

@@ -137,6 +137,7 @@ async def test_the_daemon_drains_rows_through_pgbouncer_with_listen_on_a_direct_
     assert code == 0, stderr
     assert LISTEN_WARNING not in stderr
     assert "prepared statement" not in stderr
+    assert "statements not kept prepared (a pooler or proxy may be in between" in stderr
     assert statuses(database_url) == dict.fromkeys(ids, "sent")
     callbacks = sent(simulator)
     for row in ids:  # every part once, in order
