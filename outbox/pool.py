@@ -9,7 +9,7 @@ and each runs in one round trip: its description is kept on the client (describe
 
 With `prepared=True` (OUTBOX_PREPARED_STATEMENTS=on, for a connection known to reach PostgreSQL
 directly or through PgBouncer 1.21+ with max_prepared_statements), or `prepared=None` (the
-daemon's default) when its first connection proves it reaches PostgreSQL itself (direct.py),
+daemon's default) on each connection that proves it reaches PostgreSQL itself (direct.py),
 asyncpg's statement cache keeps them prepared instead, named, per connection: the server parses
 each once and, once its generic
 plan proves as cheap as the custom ones (plan_cache_mode auto, after five runs), stops planning

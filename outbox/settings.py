@@ -124,7 +124,7 @@ class Settings:
     listen_url: str | None = field(default=None, repr=False)
     # The daemon keeps its statements prepared on the server (OUTBOX_PREPARED_STATEMENTS=on):
     # for a database_url that reaches PostgreSQL directly, or through PgBouncer 1.21+ with
-    # max_prepared_statements set. None (auto, the default): when its first connection proves
+    # max_prepared_statements set. None (auto, the default): on each connection that proves
     # it reaches PostgreSQL itself (outbox/direct.py); a pooler in transaction mode, where named
     # statements fail, is never proved direct. Off costs planning time only (pool.py).
     prepared_statements: bool | None = None
