@@ -102,7 +102,9 @@ class Pool:
                         max_size=self._size,
                         timeout=CONNECT_TIMEOUT,
                         command_timeout=self._command_timeout,
-                        statement_cache_size=0 if self._prepared is False else PREPARED_STATEMENTS,
+                        # Left to decide: unnamed until proved (init), asyncpg's own
+                        # statements while it connects included.
+                        statement_cache_size=PREPARED_STATEMENTS if self._prepared else 0,
                         connection_class=DescribedConnection,
                         server_settings=self._server_settings,
                         init=self._init,
@@ -116,10 +118,11 @@ class Pool:
         (direct.py). Each connection proves it for itself: a reconnect may land elsewhere (a
         failover to a pooler, another of several hosts)."""
         if self._prepared is None:
-            inner: Any = conn
-            inner._stmt_cache_enabled = False  # unnamed, the proof's own statement too
-            direct = await reaches_postgres_itself(conn)
-            inner._stmt_cache_enabled = direct
+            direct = await reaches_postgres_itself(conn)  # its statement unnamed, as all so far
+            if direct:
+                inner: Any = conn  # asyncpg's cache, as statement_cache_size would have set it
+                inner._stmt_cache.set_max_size(PREPARED_STATEMENTS)
+                inner._stmt_cache_enabled = True
             self._tell(direct)
         await _decode_json_columns(conn)
 

@@ -117,6 +117,7 @@ class NotificationListener:
         conn = await asyncpg.connect(
             self._dsn,
             timeout=CONNECT_TIMEOUT,
+            statement_cache_size=0,  # LISTEN runs as a statement: never a named one (a pooler)
             server_settings=server_settings(self._dsn, "outbox-run-listen"),
         )
         try:
@@ -147,7 +148,7 @@ class NotificationListener:
             arrived.set()
 
         await _listen_on(conn, channel, heard)
-        sender = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT)
+        sender = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT, statement_cache_size=0)
         try:
             await sender.execute(f"NOTIFY {channel}", timeout=QUERY_TIMEOUT)
             await sender.close(timeout=QUERY_TIMEOUT)

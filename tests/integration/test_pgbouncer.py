@@ -340,6 +340,29 @@ async def test_the_listener_behind_pgbouncer_warns_once_however_often_it_looks_a
     assert wakes == []
 
 
+async def test_the_listener_behind_pgbouncer_leaves_no_named_statement_on_its_server(
+    pgbouncer_path: str, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A statement left prepared on PgBouncer's one server connection would clash with (or be
+    run by) the next client's statement of the same name."""
+    caplog.set_level(logging.INFO, logger="outbox.listener")
+    bouncer = PgBouncer(pgbouncer_path, pool_size=1)
+    url = bouncer.start(database_url)
+    try:
+        listener = NotificationListener(url, lambda: None, probe_timeout=0.5)
+        listener.start()
+        try:
+            await asyncio.sleep(1.5)
+        finally:
+            await listener.stop()
+        assert sql(url, "SELECT count(*) FROM pg_prepared_statements") == [(0,)]
+    finally:
+        bouncer.stop()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings
+    assert "already exists" not in warnings[0]
+
+
 async def test_the_listener_on_a_direct_url_proves_listen_and_wakes_on_notify(
     database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
