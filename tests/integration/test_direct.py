@@ -98,8 +98,8 @@ async def test_each_connection_proves_itself_a_later_one_through_a_proxy_keeps_n
     pool = Pool(database_url, prepared=None)
     try:
         for url, prepared in ((database_url, True), (proxied_url, False)):
-            conn = await asyncpg.connect(
-                url, statement_cache_size=100, connection_class=DescribedConnection
+            conn = await asyncpg.connect(  # as the pool opens them
+                url, statement_cache_size=0, connection_class=DescribedConnection
             )
             try:
                 await pool._init(conn)
