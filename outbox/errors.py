@@ -99,7 +99,11 @@ class SendError(OutboxError):
     def __init__(
         self, message: str, *, http_status: int | None = None, retry_after: float | None = None
     ) -> None:
-        super().__init__(clean(message))
+        # A row failed by it says why: never an empty reason, whatever the answer held.
+        unsaid = (
+            "no reason given" if http_status is None else f"HTTP {http_status}, no reason given"
+        )
+        super().__init__(clean(message) or unsaid)
         self.http_status = http_status
         self.retry_after = retry_after
 

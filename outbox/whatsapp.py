@@ -141,11 +141,13 @@ def error_from_response(
         )
     error_data = error.get("error_data")
     details = error_data.get("details") if isinstance(error_data, dict) else None
+    message = str(error.get("message") or "")
     return GraphError(
         http_status=status,
         code=_as_int(error.get("code")),
         subcode=_as_int(error.get("error_subcode")),
-        message=str(error.get("message") or "unknown Graph error"),
+        # Blanks or control characters say nothing: the row's reason must say something.
+        message=message if any(c.isalnum() for c in message) else "unknown Graph error",
         details=str(details) if details else None,
         fbtrace_id=str(error["fbtrace_id"]) if error.get("fbtrace_id") else None,
         retry_after=retry_after,

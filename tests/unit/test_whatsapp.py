@@ -15,7 +15,7 @@ import pytest
 from aioresponses import aioresponses
 
 from outbox.errors import GraphError, InDoubt, SendError, TransportError
-from outbox.whatsapp import Part, parse_retry_after, parts_of, payload
+from outbox.whatsapp import Part, error_from_response, parse_retry_after, parts_of, payload
 from outbox.whatsapp_client import CloudAPI
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "whatsapp-examples"
@@ -152,6 +152,21 @@ async def test_an_error_body_is_cleaned_of_nul_bytes(api: CloudAPI) -> None:
             await api.send("923001234567", Part("text", body="hi"))
     assert "\x00" not in str(caught.value)
     assert "Bad? Gateway" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "body",
+    ['{"error": {"message": " "}}', '{"error": {"message": "\\u0000"}}', '{"error": {}}'],
+    ids=["blank", "control character", "none"],
+)
+def test_a_graph_error_without_a_message_still_says_why(body: str) -> None:
+    error = error_from_response(400, body, None)
+    assert str(error).strip("? ") != ""
+
+
+def test_a_send_error_with_nothing_to_say_names_its_http_status() -> None:
+    assert str(TransportError("  ", http_status=502)) == "HTTP 502, no reason given"
+    assert str(TransportError("")) == "no reason given"
 
 
 async def test_a_huge_answer_is_read_only_in_part(api: CloudAPI) -> None:
