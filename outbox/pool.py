@@ -8,12 +8,12 @@ pay for `begin()`. Statements stay unnamed, for PgBouncer's sake (see database.c
 and each runs in one round trip: its description is kept on the client (described.py).
 
 With `prepared=True` (OUTBOX_PREPARED_STATEMENTS=on, for a connection known to reach PostgreSQL
-directly or through PgBouncer 1.21+ with max_prepared_statements), or `prepared=None` (the
-daemon's default) on each connection that proves it reaches PostgreSQL itself (direct.py),
-asyncpg's statement cache keeps them prepared instead, named, per connection: the server parses
-each once and, once its generic
-plan proves as cheap as the custom ones (plan_cache_mode auto, after five runs), stops planning
-it. The claim and the record spent about a fifth of PostgreSQL's time per message planning.
+directly or through PgBouncer 1.21+ with max_prepared_statements), or `prepared=None`
+(OUTBOX_PREPARED_STATEMENTS=auto) on each connection that proves it reaches PostgreSQL itself
+(direct.py), asyncpg's statement cache keeps them prepared instead, named, per connection: the
+server parses each once and, once its generic plan proves as cheap as the custom ones
+(plan_cache_mode auto, after five runs), stops planning it. The claim and the record spent about
+a fifth of PostgreSQL's time per message planning at 64 rows in flight.
 """
 
 from __future__ import annotations

@@ -124,10 +124,11 @@ class Settings:
     listen_url: str | None = field(default=None, repr=False)
     # The daemon keeps its statements prepared on the server (OUTBOX_PREPARED_STATEMENTS=on):
     # for a database_url that reaches PostgreSQL directly, or through PgBouncer 1.21+ with
-    # max_prepared_statements set. None (auto, the default): on each connection that proves
-    # it reaches PostgreSQL itself (outbox/direct.py); a pooler in transaction mode, where named
-    # statements fail, is never proved direct. Off costs planning time only (pool.py).
-    prepared_statements: bool | None = None
+    # max_prepared_statements set. None (auto): on each connection that proves it reaches
+    # PostgreSQL itself (outbox/direct.py); a pooler in transaction mode, where named statements
+    # fail, is never proved direct. Off by default: at 1,000 rows in flight prepared statements
+    # cost PostgreSQL more than they save (benchmarks/PROFILE.md, round 4); off costs planning.
+    prepared_statements: bool | None = False
     home: Path = field(default_factory=default_home)
     access_token: str | None = field(default=None, repr=False)
     phone_number_id: str | None = None
@@ -287,8 +288,8 @@ def _flag(value: str | None, name: str) -> bool:
 
 
 def _auto_flag(value: str | None, name: str) -> bool | None:
-    """An on/off variable that may be left to outbox: auto or unset is None."""
-    if value is None or value.lower() == "auto":
+    """An on/off variable that may be left to outbox: auto is None; unset is off."""
+    if value is not None and value.lower() == "auto":
         return None
     try:
         return _flag(value, name)

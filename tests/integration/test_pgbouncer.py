@@ -131,7 +131,9 @@ async def test_the_daemon_drains_rows_through_pgbouncer_with_listen_on_a_direct_
     finally:
         await engine.dispose()
 
-    env = outbox_env(pooled_url, simulator, OUTBOX_LISTEN_URL=database_url)
+    env = outbox_env(
+        pooled_url, simulator, OUTBOX_LISTEN_URL=database_url, OUTBOX_PREPARED_STATEMENTS="auto"
+    )
     code, stderr = await run_drain(env, "--concurrency", "8", "--poll-interval", "0.5")
 
     assert code == 0, stderr
