@@ -346,15 +346,25 @@ def test_run_without_token_and_phone_number_id_names_both_at_once(
     )
 
 
-def test_run_on_an_unmigrated_database_says_to_migrate(
-    empty_database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setenv("OUTBOX_DATABASE_URL", empty_database_url)
+BEHIND = f"{int(migrate.HEAD_REVISION) - 1:04d}"
+
+
+def _refused_run(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> str:
+    """`outbox run --drain` on `database_url`, which must refuse to start: its one line."""
+    monkeypatch.setenv("OUTBOX_DATABASE_URL", database_url)
     monkeypatch.setenv("META_ACCESS_TOKEN", "test-access-token")
     monkeypatch.setenv("META_PHONE_NUMBER_ID", "1234567890")
     code, out, err = run(capsys, "run", "--drain")
     assert (code, out) == (1, "")
-    assert err == (
+    return err
+
+
+def test_run_on_an_unmigrated_database_says_to_migrate(
+    empty_database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _refused_run(empty_database_url, monkeypatch, capsys) == (
         f"outbox: the outbox schema is at revision none, not {migrate.head_revision()}: "
         "run `outbox migrate` first\n"
     )
@@ -363,15 +373,9 @@ def test_run_on_an_unmigrated_database_says_to_migrate(
 def test_run_on_a_database_one_revision_behind_names_both_revisions(
     empty_database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    behind = f"{int(migrate.HEAD_REVISION) - 1:04d}"
-    migrate.upgrade(empty_database_url, behind)
-    monkeypatch.setenv("OUTBOX_DATABASE_URL", empty_database_url)
-    monkeypatch.setenv("META_ACCESS_TOKEN", "test-access-token")
-    monkeypatch.setenv("META_PHONE_NUMBER_ID", "1234567890")
-    code, out, err = run(capsys, "run", "--drain")
-    assert (code, out) == (1, "")
-    assert err == (
-        f"outbox: the outbox schema is at revision {behind}, not {migrate.HEAD_REVISION}: "
+    migrate.upgrade(empty_database_url, BEHIND)
+    assert _refused_run(empty_database_url, monkeypatch, capsys) == (
+        f"outbox: the outbox schema is at revision {BEHIND}, not {migrate.HEAD_REVISION}: "
         "run `outbox migrate` first\n"
     )
 
@@ -379,18 +383,12 @@ def test_run_on_a_database_one_revision_behind_names_both_revisions(
 def test_run_on_a_version_table_recording_two_revisions_names_both(
     database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    behind = f"{int(migrate.HEAD_REVISION) - 1:04d}"
     with psycopg2.connect(database_url) as connection, connection.cursor() as cursor:
-        cursor.execute("INSERT INTO outbox_alembic_version VALUES (%s)", (behind,))
+        cursor.execute("INSERT INTO outbox_alembic_version VALUES (%s)", (BEHIND,))
     connection.close()
-    monkeypatch.setenv("OUTBOX_DATABASE_URL", database_url)
-    monkeypatch.setenv("META_ACCESS_TOKEN", "test-access-token")
-    monkeypatch.setenv("META_PHONE_NUMBER_ID", "1234567890")
-    code, out, err = run(capsys, "run", "--drain")
-    assert (code, out) == (1, "")
-    assert err == (
+    assert _refused_run(database_url, monkeypatch, capsys) == (
         "outbox: the outbox schema records several revisions at once "
-        f"({behind}, {migrate.HEAD_REVISION} in outbox_alembic_version), not "
+        f"({BEHIND}, {migrate.HEAD_REVISION} in outbox_alembic_version), not "
         f"{migrate.HEAD_REVISION} alone: keep the one it is at, then run `outbox migrate`\n"
     )
 
