@@ -126,8 +126,8 @@ class Settings:
     # for a database_url that reaches PostgreSQL directly, or through PgBouncer 1.21+ with
     # max_prepared_statements set. None (auto): on each connection that proves it reaches
     # PostgreSQL itself (outbox/direct.py); a pooler in transaction mode, where named statements
-    # fail, is never proved direct. Off by default: at 1,000 rows in flight prepared statements
-    # cost PostgreSQL more than they save (benchmarks/PROFILE.md, round 4); off costs planning.
+    # fail, is never proved direct. Off by default until side-by-side runs confirm the gain at
+    # every load (benchmarks/PROFILE.md, round 4); off costs planning time only.
     prepared_statements: bool | None = False
     home: Path = field(default_factory=default_home)
     access_token: str | None = field(default=None, repr=False)

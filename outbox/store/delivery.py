@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from outbox.described import CUSTOM_PLAN
+
 # Claim up to :limit due rows, oldest first, skipping rows locked by other daemons, rows this
 # daemon is still sending (:mine; their lease may have lapsed while the database was away), rows
 # of senders that are paused or held (:stopped; a null sender is :default_sender), and rows whose
@@ -142,7 +144,8 @@ RELEASE_LANES = sa.text(
 # applies them, and the receiver's sweep does if the daemon stops first. A waiting status is
 # matched when its part is recorded, never by rescans of every waiting status.
 RECORD_PARTS = sa.text(
-    """
+    f"""
+    {CUSTOM_PLAN}
     WITH recorded AS (
         UPDATE outbox_messages m
         SET parts = m.parts || jsonb_build_array(jsonb_build_object(
