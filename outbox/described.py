@@ -36,7 +36,7 @@ class DescribedConnection(asyncpg.Connection):
         parent = cast(Any, super())  # its private methods, which the stubs do not show
         # A statement planned for each run is unnamed and parsed again with each run, as every
         # statement is without a statement cache (its description kept here all the same).
-        custom = CUSTOM_PLAN in query and getattr(self, "_stmt_cache_enabled", False) is True
+        custom = getattr(self, "_stmt_cache_enabled", False) is True and CUSTOM_PLAN in query
         # Anything this asyncpg does not have as 0.32 has it: asyncpg's own behaviour, unchanged.
         remembered = (
             options.get("use_cache", True)

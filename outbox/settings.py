@@ -276,25 +276,17 @@ class Settings:
         )
 
 
-def _flag(value: str | None, name: str) -> bool:
-    """An on/off variable: on, true, yes, 1 or off, false, no, 0; unset: off."""
-    if value is None:
-        return False
-    if value.lower() in ("on", "true", "yes", "1"):
-        return True
-    if value.lower() in ("off", "false", "no", "0"):
-        return False
-    raise ConfigurationError(f"{name}: must be on or off, not {value!r}")
-
-
 def _auto_flag(value: str | None, name: str) -> bool | None:
-    """An on/off variable that may be left to outbox: auto is None; unset is off."""
-    if value is not None and value.lower() == "auto":
+    """An on/off variable that may be left to outbox: on, true, yes, 1 or off, false, no, 0;
+    auto is None; unset is off."""
+    word = (value or "off").lower()
+    if word == "auto":
         return None
-    try:
-        return _flag(value, name)
-    except ConfigurationError:
-        raise ConfigurationError(f"{name}: must be auto, on or off, not {value!r}") from None
+    if word in ("on", "true", "yes", "1"):
+        return True
+    if word in ("off", "false", "no", "0"):
+        return False
+    raise ConfigurationError(f"{name}: must be auto, on or off, not {value!r}")
 
 
 def _path(value: str | None) -> Path | None:

@@ -130,10 +130,6 @@ class Daemon:
         loop = type(asyncio.get_running_loop())
         logger.debug("starting with %r on %s.%s", settings, loop.__module__, loop.__name__)
         dsn = await resolve_dsn(settings)
-        if not await checks.schema(dsn):
-            return self._exit_code  # stopped before the database came back: nothing claimed
-        if self._check_api and not await checks.api():
-            return self._exit_code
         pool = Pool(
             dsn,
             size=4,
@@ -142,34 +138,43 @@ class Daemon:
             prepared=settings.prepared_statements,
         )
         try:
-            connector = aiohttp.TCPConnector(limit=settings.concurrency)
-            async with aiohttp.ClientSession(connector=connector) as http:
-                api = CloudAPI(
-                    http,
-                    base_url=settings.graph_api_url,
-                    version=settings.graph_api_version,
-                    phone_number_id=phone,
-                    access_token=token,
-                    timeout=settings.request_timeout,
-                )
-                media = (
-                    MediaIds(
-                        pool,
-                        api,
-                        SharedRate(pool, settings.upload_rate),
-                        on_upload=lambda sender: self.metrics.media_uploads.labels(sender).inc(),
-                    )
-                    if settings.media_mode == "upload"
-                    else None
-                )
-                try:
-                    await self._run_with(pool, dsn, api, media)
-                finally:
-                    if media is not None:
-                        await media.close()
+            if not await checks.schema(pool):
+                return self._exit_code  # stopped before the database came back: nothing claimed
+            if self._check_api and not await checks.api():
+                return self._exit_code
+            await self._run_on(pool, dsn, token, phone)
         finally:
             await pool.close(CLOSE_TIMEOUT)
         return self._exit_code
+
+    async def _run_on(self, pool: Pool, dsn: str, token: str, phone: str) -> None:
+        """The checks passed: deliver through `pool` until stopped."""
+        settings = self.settings
+        connector = aiohttp.TCPConnector(limit=settings.concurrency)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            api = CloudAPI(
+                http,
+                base_url=settings.graph_api_url,
+                version=settings.graph_api_version,
+                phone_number_id=phone,
+                access_token=token,
+                timeout=settings.request_timeout,
+            )
+            media = (
+                MediaIds(
+                    pool,
+                    api,
+                    SharedRate(pool, settings.upload_rate),
+                    on_upload=lambda sender: self.metrics.media_uploads.labels(sender).inc(),
+                )
+                if settings.media_mode == "upload"
+                else None
+            )
+            try:
+                await self._run_with(pool, dsn, api, media)
+            finally:
+                if media is not None:
+                    await media.close()
 
     async def _run_with(
         self, pool: Pool, dsn: str, api: CloudAPI, media: MediaIds | None = None

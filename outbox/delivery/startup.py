@@ -54,13 +54,9 @@ class StartupChecks:
         assert phone
         return token, phone
 
-    async def _schema_at_head(self, dsn: str) -> None:
-        pool = Pool(dsn, size=1, command_timeout=STATEMENT_TIMEOUT, application_name="outbox-run")
-        try:
-            async with pool.connect() as conn:
-                recorded = await revision.recorded_revisions(conn)
-        finally:
-            await pool.close(STATEMENT_TIMEOUT)
+    async def _schema_at_head(self, pool: Pool) -> None:
+        async with pool.connect() as conn:
+            recorded = await revision.recorded_revisions(conn)
         head = migrate.HEAD_REVISION
         if len(recorded) > 1:
             raise ConfigurationError(
@@ -75,16 +71,17 @@ class StartupChecks:
                 "run `outbox migrate` first"
             )
 
-    async def schema(self, dsn: str) -> bool:
-        """The schema check, waiting out a database that cannot answer yet (shutting down,
-        starting up, in recovery, refusing connections) for STARTUP_WAIT at most; False when
-        stop() came meanwhile. Any other error, or one that outlasts the wait, is raised."""
+    async def schema(self, pool: Pool) -> bool:
+        """The schema check on the daemon's own pool, waiting out a database that cannot answer
+        yet (shutting down, starting up, in recovery, refusing connections) for STARTUP_WAIT at
+        most; False when stop() came meanwhile. Any other error, or one that outlasts the wait,
+        is raised."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + STARTUP_WAIT
         delays = expo_delays(0.5, 5.0)
         while True:
             try:
-                await self._schema_at_head(dsn)
+                await self._schema_at_head(pool)
                 self._condition.database_error = None
                 return True
             except Exception as exc:
