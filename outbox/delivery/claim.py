@@ -178,8 +178,12 @@ class Claimer:
         token = uuid.uuid4()
         # Before the statement: the lease runs from the database's transaction start, so a slow
         # claim must not make this daemon believe it holds more lease than it does.
-        now = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         async with self._pool.connect() as conn:  # one statement: its own transaction
+            # Read once the connection is ours: the statement runs right after, so a lease
+            # left out here cannot run out (plus its takeover grace) before it does.
+            mine = self._in_flight.lapsing(loop.time(), self._settings.lease_seconds / 2)
             rows = await fetch_all(
                 conn,
                 store.CLAIM_BATCH,
@@ -188,14 +192,14 @@ class Claimer:
                     "window": CLAIM_WINDOW * limit,
                     "token": token,
                     "lease": self._settings.lease_seconds,
-                    "mine": list(self._in_flight.claims),
+                    "mine": mine,
                     "max_age": self._settings.max_age,
                     "default_sender": self._senders.default,
                     "stopped": stopped,
                     "only": only,
                     "fresh": fresh,
                     "grace": self.takeover_grace(),
-                    "takeover": asyncio.get_running_loop().time() >= self.takeover_after,
+                    "takeover": loop.time() >= self.takeover_after,
                 },
             )
         marked = int(rows[0]["marked"]) if rows else 0

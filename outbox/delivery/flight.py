@@ -33,6 +33,17 @@ class InFlight:
         recorded does not count against the in-flight limit)."""
         return sum(1 for claim in self.claims.values() if not claim.settling)
 
+    def lapsing(self, now: float, within: float) -> list[int]:
+        """The rows in flight another claim could find claimable: their lease runs out within
+        `within` seconds of `now` (the database may have been away while it did), or another
+        worker holds them already. Any other row of ours is leased in the database, so no claim
+        can take it: a claim leaves out only these, not a thousand ids scanned per row."""
+        return [
+            claim.id
+            for claim in self.claims.values()
+            if claim.lost or claim.lease_until - now < within
+        ]
+
     def senders(self) -> set[str]:
         """The senders a row in flight goes from."""
         return {claim.sender for claim in self.claims.values()}
