@@ -169,7 +169,11 @@ RECORD_PARTS = sa.text(
         FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS uuid[]), CAST(:indexes AS int[]),
                     CAST(:wamids AS text[]), CAST(:finals AS boolean[]))
              AS v(id, token, index, wamid, final)
-        WHERE m.id = v.id AND m.lease_token = v.token AND m.status IN ('sending', 'failed')
+        -- Rows reached by id (the ANY), whatever the statistics say: taken while a backlog
+        -- was all pending, they count no row in flight, and a plan through the status index,
+        -- or a scan, then reads every row in flight or more for each write.
+        WHERE m.id = ANY(CAST(:ids AS bigint[])) AND m.id = v.id AND m.lease_token = v.token
+          AND (m.status IN ('sending', 'failed')) IS TRUE
           AND jsonb_array_length(m.parts) = v.index
         RETURNING m.id, m.recipient, coalesce(m.sender, :default_sender) AS sender,
                   m.status <> 'failed' AS going_on, m.statuses_waiting, v.wamid, v.index
