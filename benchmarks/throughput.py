@@ -16,6 +16,10 @@ in); `--no-uvloop` hides it from all of them, as on the default install.
 
     python -m benchmarks.throughput [--rows 20000] [--latencies 0 100] [--recipients 0 5000]
         [--repeat 1] [--drainers pgqueuer bare reference outbox outbox2] [--no-uvloop]
+        [--variant NAME=VALUE ...]
+
+`--variant OUTBOX_X=y` adds one more drainer: one daemon run with that setting, in the same
+rounds as the others, for a side-by-side comparison of a setting on a noisy machine.
 """
 
 from __future__ import annotations
@@ -297,6 +301,7 @@ async def measure(
     latency: float,
     repeat: int = 1,
     only: Sequence[str] = DRAINERS,
+    variants: Sequence[str] = (),
 ) -> list[str]:
     """One table line per drainer: with `repeat` > 1 every drainer drains `repeat` times, in
     rounds (so that a slow spell of a shared machine falls on all of them alike), and its
@@ -328,11 +333,21 @@ async def measure(
         ),
         ("outbox", "`outbox run --drain`", fill_outbox, sent_outbox, [daemon]),
         ("outbox2", "`outbox run --drain` x2", fill_outbox, sent_outbox, [daemon, daemon]),
+        *[
+            (
+                variant,
+                f"`outbox run --drain`, {variant}",
+                fill_outbox,
+                sent_outbox,
+                [["env", variant, *daemon]],
+            )
+            for variant in variants
+        ],
     ]
     runs: dict[str, list[Drain]] = {}
     for _ in range(repeat):
         for key, name, fill, count, commands in drainers:
-            if key not in only:
+            if key not in only and key not in variants:
                 continue
             conn = await asyncpg.connect(setup.dsn)
             try:
@@ -354,6 +369,14 @@ async def measure(
             f"{drain.micros(drain.server)} | {drain.micros(drain.simulator)} |"
         )
     return lines
+
+
+def setting(text: str) -> str:
+    """A `--variant`: NAME=VALUE, NAME an environment variable's name."""
+    name, equals, _ = text.partition("=")
+    if not equals or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"{text!r}: a setting is NAME=VALUE")
+    return text
 
 
 def median_run(drains: list[Drain]) -> Drain:
@@ -392,7 +415,7 @@ async def main(args: argparse.Namespace, base_env: dict[str, str], uvloop: str) 
                 for recipients in args.recipients:
                     count = recipients if 0 < recipients < args.rows else args.rows
                     lines = await measure(
-                        setup, args.rows, count, latency, args.repeat, args.drainers
+                        setup, args.rows, count, latency, args.repeat, args.drainers, args.variant
                     )
                     for line in lines:
                         print(line, flush=True)
@@ -428,6 +451,15 @@ def cli() -> None:
         choices=DRAINERS,
         default=list(DRAINERS),
         help="which drainers to run (default: all)",
+    )
+    parser.add_argument(
+        "--variant",
+        nargs="+",
+        type=setting,
+        default=[],
+        metavar="NAME=VALUE",
+        help="also run one daemon with each of these settings, e.g. "
+        "OUTBOX_PREPARED_STATEMENTS=off (default: none)",
     )
     parser.add_argument(
         "--no-uvloop",
