@@ -124,11 +124,10 @@ class Settings:
     listen_url: str | None = field(default=None, repr=False)
     # The daemon keeps its statements prepared on the server (OUTBOX_PREPARED_STATEMENTS=on):
     # for a database_url that reaches PostgreSQL directly, or through PgBouncer 1.21+ with
-    # max_prepared_statements set. None (auto): on each connection that proves it reaches
-    # PostgreSQL itself (outbox/direct.py); a pooler in transaction mode, where named statements
-    # fail, is never proved direct. Off by default until side-by-side runs confirm the gain at
-    # every load (benchmarks/PROFILE.md, round 4); off costs planning time only.
-    prepared_statements: bool | None = False
+    # max_prepared_statements set. None (auto, the default): on each connection that proves it
+    # reaches PostgreSQL itself (outbox/direct.py); a pooler in transaction mode, where named
+    # statements fail, is never proved direct. False: PostgreSQL plans every statement anew.
+    prepared_statements: bool | None = None
     home: Path = field(default_factory=default_home)
     access_token: str | None = field(default=None, repr=False)
     phone_number_id: str | None = None
@@ -278,8 +277,8 @@ class Settings:
 
 def _auto_flag(value: str | None, name: str) -> bool | None:
     """An on/off variable that may be left to outbox: on, true, yes, 1 or off, false, no, 0;
-    auto is None; unset is off."""
-    word = (value or "off").lower()
+    auto, the default, is None."""
+    word = (value or "auto").lower()
     if word == "auto":
         return None
     if word in ("on", "true", "yes", "1"):

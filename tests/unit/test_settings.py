@@ -20,9 +20,9 @@ def test_defaults_when_only_credentials_are_set() -> None:
 
 @pytest.mark.parametrize(
     ("value", "prepared"),
-    [(None, False), ("auto", None), ("on", True), ("TRUE", True), ("1", True), ("off", False)],
+    [(None, None), ("auto", None), ("on", True), ("TRUE", True), ("1", True), ("off", False)],
 )
-def test_prepared_statements_are_off_unless_asked_for_or_left_to_the_connection(
+def test_prepared_statements_are_left_to_each_connection_unless_turned_on_or_off(
     value: str | None, prepared: bool | None
 ) -> None:
     environ = {} if value is None else {"OUTBOX_PREPARED_STATEMENTS": value}
