@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 from outbox.delivery.claim import Claim
 from outbox.delivery.flight import InFlight
+from tests.daemon_helpers import claim_of
 
 
 def _claim(row: int, lease_until: float, lost: bool = False) -> Claim:
-    return Claim(
-        id=row,
-        recipient="923001234567",
-        message="hi",
-        media=[],
-        accepted=0,
-        attempts=1,
-        in_doubt=0,
-        token=uuid.uuid4(),
-        lease_until=lease_until,
-        lost=lost,
-    )
+    return replace(claim_of(row, uuid.uuid4()), lease_until=lease_until, lost=lost)
 
 
 def _in_flight(*claims: Claim) -> InFlight:
@@ -30,19 +21,19 @@ def _in_flight(*claims: Claim) -> InFlight:
     return flight
 
 
-def test_a_row_leased_well_past_the_margin_is_not_listed() -> None:
+async def test_a_row_leased_well_past_the_margin_is_not_listed() -> None:
     assert _in_flight(_claim(1, lease_until=130.0)).lapsing(now=100.0, within=15.0) == []
 
 
-def test_a_row_whose_lease_runs_out_within_the_margin_is_listed() -> None:
+async def test_a_row_whose_lease_runs_out_within_the_margin_is_listed() -> None:
     flight = _in_flight(_claim(1, lease_until=114.0), _claim(2, lease_until=130.0))
     assert flight.lapsing(now=100.0, within=15.0) == [1]
 
 
-def test_a_row_whose_lease_ran_out_is_listed() -> None:
+async def test_a_row_whose_lease_ran_out_is_listed() -> None:
     assert _in_flight(_claim(1, lease_until=90.0)).lapsing(now=100.0, within=15.0) == [1]
 
 
-def test_a_row_another_worker_holds_is_listed_whatever_its_lease() -> None:
+async def test_a_row_another_worker_holds_is_listed_whatever_its_lease() -> None:
     flight = _in_flight(_claim(1, lease_until=130.0, lost=True))
     assert flight.lapsing(now=100.0, within=15.0) == [1]
