@@ -40,6 +40,7 @@ def claim_sql() -> str:
         "token": str(uuid.uuid4()),
         "lease": 30,
         "mine": "{}",
+        "tokens": "{}",
         "max_age": 0,
         "default_sender": "1234567890",
         "stopped": "{}",

@@ -181,8 +181,6 @@ class Claimer:
         loop = asyncio.get_running_loop()
         now = loop.time()
         async with self._pool.connect() as conn:  # one statement: its own transaction
-            # Read once the connection is ours: the statement runs right after, so a lease
-            # left out here cannot run out (plus its takeover grace) before it does.
             mine = self._in_flight.lapsing(loop.time(), self._settings.lease_seconds / 2)
             rows = await fetch_all(
                 conn,
@@ -193,6 +191,7 @@ class Claimer:
                     "token": token,
                     "lease": self._settings.lease_seconds,
                     "mine": mine,
+                    "tokens": self._in_flight.tokens(),
                     "max_age": self._settings.max_age,
                     "default_sender": self._senders.default,
                     "stopped": stopped,

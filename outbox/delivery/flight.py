@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -33,11 +34,16 @@ class InFlight:
         recorded does not count against the in-flight limit)."""
         return sum(1 for claim in self.claims.values() if not claim.settling)
 
+    def tokens(self) -> list[uuid.UUID]:
+        """The lease tokens of the rows in flight (one per claim statement): a claim takes no
+        expired lease under them, however late the statement reaches the database."""
+        return list({claim.token for claim in self.claims.values()})
+
     def lapsing(self, now: float, within: float) -> list[int]:
-        """The rows in flight another claim could find claimable: their lease runs out within
-        `within` seconds of `now` (the database may have been away while it did), or another
-        worker holds them already. Any other row of ours is leased in the database, so no claim
-        can take it: a claim leaves out only these, not a thousand ids scanned per row."""
+        """The rows in flight another worker may have taken over and given back (pending, no
+        token): their lease runs out within `within` seconds of `now`, or another worker holds
+        them already. The others' leases hold, so nobody can have: a claim leaves out only
+        these ids, not a thousand scanned per row."""
         return [
             claim.id
             for claim in self.claims.values()

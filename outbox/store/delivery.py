@@ -11,7 +11,10 @@ import sqlalchemy as sa
 from outbox.described import CUSTOM_PLAN
 
 # Claim up to :limit due rows, oldest first, skipping rows locked by other daemons, rows this
-# daemon is still sending (:mine; their lease may have lapsed while the database was away), rows
+# daemon is still sending (an expired lease under one of its claims' :tokens: it may have lapsed
+# while the database was away, or by the database's clock when the statement arrives late; and
+# :mine, the ids of its rows another worker may have taken and given back, see
+# InFlight.lapsing), rows
 # of senders that are paused or held (:stopped; a null sender is :default_sender), and rows whose
 # recipient has an older unfinished row from the same sender (per-lane FIFO). :only, when not
 # null, claims that sender's rows alone (its probe); :fresh leaves out rows that failed before
@@ -59,6 +62,7 @@ CLAIM_BATCH = sa.text(
                FROM outbox_messages c
                WHERE c.status = 'sending' AND CAST(:takeover AS boolean)
                  AND c.locked_until < now() - make_interval(secs => :grace)
+                 AND NOT coalesce(c.lease_token = ANY(CAST(:tokens AS uuid[])), false)
                  AND c.id <> ALL(CAST(:mine AS bigint[]))
                  AND coalesce(c.sender, :default_sender) <> ALL(CAST(:stopped AS text[]))
                  AND (CAST(:only AS text) IS NULL

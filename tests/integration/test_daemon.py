@@ -260,3 +260,41 @@ async def test_the_daemon_names_its_connections_in_pg_stat_activity(
     finally:
         daemon.stop()
         await task
+
+
+async def test_a_claim_that_runs_late_takes_none_of_the_rows_its_daemon_is_sending(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, database_url: str
+) -> None:
+    """A claim statement held up on its way (a stalled network, a frozen server) runs when the
+    database's clock says the leases of rows this daemon is still sending ran out long ago."""
+    script(simulator, "923001234567", {"delay_ms": 1500})
+    row = await enqueue(engine, "923001234567", "slow")
+    daemon = Daemon(settings)
+    running = asyncio.create_task(daemon.run())
+    conn = await asyncpg.connect(database_url)
+    try:
+        for _ in range(200):
+            if await conn.fetchval("SELECT status FROM outbox_messages WHERE id = $1", row) == (
+                "sending"
+            ):
+                break
+            await asyncio.sleep(0.02)
+        # What a late claim sees: the lease, and the takeover grace after it, long over.
+        await conn.execute(
+            "UPDATE outbox_messages SET locked_until = now() - interval '1 hour' WHERE id = $1",
+            row,
+        )
+        other = await enqueue(engine, "923007654321", "claimed meanwhile")
+        for _ in range(300):
+            if (await status(engine, row)).status == "sent" and (
+                await status(engine, other)
+            ).status == "sent":
+                break
+            await asyncio.sleep(0.02)
+        attempts = await conn.fetchval("SELECT attempts FROM outbox_messages WHERE id = $1", row)
+    finally:
+        await conn.close()
+        daemon.stop()
+        await asyncio.wait_for(running, 10)
+    assert sent(simulator, lambda a: a["to"] == "923001234567") == [f"outbox:{row}:0"]
+    assert attempts == 1

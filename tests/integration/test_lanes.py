@@ -42,6 +42,7 @@ async def claim(engine: AsyncEngine, limit: int = 10, window: int = 40) -> list[
                 "token": uuid.uuid4(),
                 "lease": 30,
                 "mine": [],
+                "tokens": [],
                 "max_age": 0,
                 "default_sender": "1234567890",
                 "stopped": [],

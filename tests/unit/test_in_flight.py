@@ -37,3 +37,9 @@ async def test_a_row_whose_lease_ran_out_is_listed() -> None:
 async def test_a_row_another_worker_holds_is_listed_whatever_its_lease() -> None:
     flight = _in_flight(_claim(1, lease_until=130.0, lost=True))
     assert flight.lapsing(now=100.0, within=15.0) == [1]
+
+
+async def test_the_tokens_of_the_rows_in_flight_are_listed_once_each() -> None:
+    first, second = _claim(1, lease_until=130.0), _claim(2, lease_until=130.0)
+    third = replace(_claim(3, lease_until=130.0), token=first.token)
+    assert sorted(_in_flight(first, second, third).tokens()) == sorted([first.token, second.token])
