@@ -181,7 +181,6 @@ class Claimer:
         loop = asyncio.get_running_loop()
         now = loop.time()
         async with self._pool.connect() as conn:  # one statement: its own transaction
-            mine = self._in_flight.lapsing(loop.time(), self._settings.lease_seconds / 2)
             rows = await fetch_all(
                 conn,
                 store.CLAIM_BATCH,
@@ -190,7 +189,7 @@ class Claimer:
                     "window": CLAIM_WINDOW * limit,
                     "token": token,
                     "lease": self._settings.lease_seconds,
-                    "mine": mine,
+                    "mine": list(self._in_flight.claims),
                     "tokens": self._in_flight.tokens(),
                     "max_age": self._settings.max_age,
                     "default_sender": self._senders.default,
@@ -233,5 +232,5 @@ class Claimer:
             for claim in claims:
                 claim.facts_read = facts
         for claim in claims:  # claimed: in flight whatever happens next (a stop)
-            self._in_flight.start(claim, self._rows)
+            self._in_flight.start_again(claim, self._rows)
         return len(claims) + marked

@@ -39,16 +39,13 @@ class InFlight:
         expired lease under them, however late the statement reaches the database."""
         return list({claim.token for claim in self.claims.values()})
 
-    def lapsing(self, now: float, within: float) -> list[int]:
-        """The rows in flight another worker may have taken over and given back (pending, no
-        token): their lease runs out within `within` seconds of `now`, or another worker holds
-        them already. The others' leases hold, so nobody can have: a claim leaves out only
-        these ids, not a thousand scanned per row."""
-        return [
-            claim.id
-            for claim in self.claims.values()
-            if claim.lost or claim.lease_until - now < within
-        ]
+    def start_again(self, claim: Claim, rows: RowSender) -> None:
+        """Send a row claimed anew; an older claim of it still in flight sends nothing more
+        (the row is no longer its own, whatever it still believes of its lease)."""
+        older = self.claims.get(claim.id)
+        if older is not None:
+            older.lost = True
+        self.start(claim, rows)
 
     def senders(self) -> set[str]:
         """The senders a row in flight goes from."""

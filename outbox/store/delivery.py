@@ -11,10 +11,11 @@ import sqlalchemy as sa
 from outbox.described import CUSTOM_PLAN
 
 # Claim up to :limit due rows, oldest first, skipping rows locked by other daemons, rows this
-# daemon is still sending (an expired lease under one of its claims' :tokens: it may have lapsed
-# while the database was away, or by the database's clock when the statement arrives late; and
-# :mine, the ids of its rows another worker may have taken and given back, see
-# InFlight.lapsing), rows
+# daemon is still sending (:tokens, its claims' lease tokens: a lease may have lapsed while the
+# database was away, or by the database's clock when a statement arrives late; and :mine, its
+# ids in flight, for a row another worker took over and gave back: it keeps taken_over until a
+# part of it is recorded, so the ids are compared with taken_over rows alone; a row claimed
+# again otherwise is one its older claim sends no more of, InFlight.start_again), rows
 # of senders that are paused or held (:stopped; a null sender is :default_sender), and rows whose
 # recipient has an older unfinished row from the same sender (per-lane FIFO). :only, when not
 # null, claims that sender's rows alone (its probe); :fresh leaves out rows that failed before
@@ -51,7 +52,7 @@ CLAIM_BATCH = sa.text(
                FROM outbox_messages c
                WHERE c.status = 'pending' AND NOT c.queued_behind AND c.available_at <= now()
                  AND (NOT CAST(:fresh AS boolean) OR c.last_error IS NULL)
-                 AND c.id <> ALL(CAST(:mine AS bigint[]))
+                 AND (NOT c.taken_over OR c.id <> ALL(CAST(:mine AS bigint[])))
                  AND coalesce(c.sender, :default_sender) <> ALL(CAST(:stopped AS text[]))
                  AND (CAST(:only AS text) IS NULL
                       OR coalesce(c.sender, :default_sender) = CAST(:only AS text))
@@ -63,7 +64,6 @@ CLAIM_BATCH = sa.text(
                WHERE c.status = 'sending' AND CAST(:takeover AS boolean)
                  AND c.locked_until < now() - make_interval(secs => :grace)
                  AND NOT coalesce(c.lease_token = ANY(CAST(:tokens AS uuid[])), false)
-                 AND c.id <> ALL(CAST(:mine AS bigint[]))
                  AND coalesce(c.sender, :default_sender) <> ALL(CAST(:stopped AS text[]))
                  AND (CAST(:only AS text) IS NULL
                       OR coalesce(c.sender, :default_sender) = CAST(:only AS text))

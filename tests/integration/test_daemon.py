@@ -298,3 +298,41 @@ async def test_a_claim_that_runs_late_takes_none_of_the_rows_its_daemon_is_sendi
         await asyncio.wait_for(running, 10)
     assert sent(simulator, lambda a: a["to"] == "923001234567") == [f"outbox:{row}:0"]
     assert attempts == 1
+
+
+async def test_a_row_taken_over_and_given_back_is_not_claimed_while_its_daemon_sends_it(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, database_url: str
+) -> None:
+    """Another daemon took the row over (its lease had lapsed) and gave it back while this one's
+    request for it was still out: this daemon claims it only once that request is over."""
+    script(simulator, "923001234567", {"delay_ms": 1500})
+    row = await enqueue(engine, "923001234567", "slow")
+    daemon = Daemon(settings)
+    running = asyncio.create_task(daemon.run())
+    conn = await asyncpg.connect(database_url)
+    try:
+        for _ in range(200):
+            if await conn.fetchval("SELECT status FROM outbox_messages WHERE id = $1", row) == (
+                "sending"
+            ):
+                break
+            await asyncio.sleep(0.02)
+        # As the other daemon left it: taken over (the mark stays until a part is recorded),
+        # its attempt refused, given back.
+        await conn.execute(
+            "UPDATE outbox_messages SET status = 'pending', taken_over = true, "
+            "lease_token = NULL, locked_until = NULL, available_at = now() WHERE id = $1",
+            row,
+        )
+        other = await enqueue(engine, "923007654321", "claimed meanwhile")
+        for _ in range(100):
+            if (await status(engine, other)).status == "sent":
+                break
+            await asyncio.sleep(0.02)
+        during = await conn.fetchval("SELECT status FROM outbox_messages WHERE id = $1", row)
+    finally:
+        await conn.close()
+        daemon.stop()
+        await asyncio.wait_for(running, 10)
+    assert (await status(engine, other)).status == "sent"
+    assert during == "pending"

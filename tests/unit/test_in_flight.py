@@ -1,7 +1,9 @@
-"""The rows in flight a claim must leave out: those another claim could find claimable."""
+"""What a claim learns from the rows in flight: their tokens, and that a row claimed anew is
+no longer its older claim's."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import replace
 
@@ -10,8 +12,8 @@ from outbox.delivery.flight import InFlight
 from tests.daemon_helpers import claim_of
 
 
-def _claim(row: int, lease_until: float, lost: bool = False) -> Claim:
-    return replace(claim_of(row, uuid.uuid4()), lease_until=lease_until, lost=lost)
+def _claim(row: int, lease_until: float = 130.0) -> Claim:
+    return replace(claim_of(row, uuid.uuid4()), lease_until=lease_until)
 
 
 def _in_flight(*claims: Claim) -> InFlight:
@@ -21,25 +23,22 @@ def _in_flight(*claims: Claim) -> InFlight:
     return flight
 
 
-async def test_a_row_leased_well_past_the_margin_is_not_listed() -> None:
-    assert _in_flight(_claim(1, lease_until=130.0)).lapsing(now=100.0, within=15.0) == []
-
-
-async def test_a_row_whose_lease_runs_out_within_the_margin_is_listed() -> None:
-    flight = _in_flight(_claim(1, lease_until=114.0), _claim(2, lease_until=130.0))
-    assert flight.lapsing(now=100.0, within=15.0) == [1]
-
-
-async def test_a_row_whose_lease_ran_out_is_listed() -> None:
-    assert _in_flight(_claim(1, lease_until=90.0)).lapsing(now=100.0, within=15.0) == [1]
-
-
-async def test_a_row_another_worker_holds_is_listed_whatever_its_lease() -> None:
-    flight = _in_flight(_claim(1, lease_until=130.0, lost=True))
-    assert flight.lapsing(now=100.0, within=15.0) == [1]
-
-
 async def test_the_tokens_of_the_rows_in_flight_are_listed_once_each() -> None:
-    first, second = _claim(1, lease_until=130.0), _claim(2, lease_until=130.0)
-    third = replace(_claim(3, lease_until=130.0), token=first.token)
+    first, second = _claim(1), _claim(2)
+    third = replace(_claim(3), token=first.token)
     assert sorted(_in_flight(first, second, third).tokens()) == sorted([first.token, second.token])
+
+
+class _Rows:
+    async def deliver(self, claim: Claim) -> None:
+        pass
+
+
+async def test_a_row_claimed_anew_is_lost_to_its_older_claim() -> None:
+    older = _claim(1)
+    flight = _in_flight(older)
+    newer = _claim(1)
+    flight.start_again(newer, _Rows())  # type: ignore[arg-type]
+    await asyncio.gather(*flight.tasks)
+    assert older.lost
+    assert not newer.lost
