@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 
 import asyncpg
@@ -262,11 +264,12 @@ async def test_the_daemon_names_its_connections_in_pg_stat_activity(
         await task
 
 
-async def test_a_claim_that_runs_late_takes_none_of_the_rows_its_daemon_is_sending(
+@asynccontextmanager
+async def sending_slowly(
     engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, database_url: str
-) -> None:
-    """A claim statement held up on its way (a stalled network, a frozen server) runs when the
-    database's clock says the leases of rows this daemon is still sending ran out long ago."""
+) -> AsyncIterator[tuple[int, asyncpg.Connection]]:
+    """A daemon running, its request for one row out for 1.5 s: the row's id and a connection
+    to change the row under it. The daemon stops when the test is done with it."""
     script(simulator, "923001234567", {"delay_ms": 1500})
     row = await enqueue(engine, "923001234567", "slow")
     daemon = Daemon(settings)
@@ -279,23 +282,37 @@ async def test_a_claim_that_runs_late_takes_none_of_the_rows_its_daemon_is_sendi
             ):
                 break
             await asyncio.sleep(0.02)
+        yield row, conn
+    finally:
+        await conn.close()
+        daemon.stop()
+        await asyncio.wait_for(running, 10)
+
+
+async def until_sent(engine: AsyncEngine, *rows: int) -> None:
+    for _ in range(300):
+        if all([(await status(engine, row)).status == "sent" for row in rows]):
+            return
+        await asyncio.sleep(0.02)
+
+
+async def test_a_claim_that_runs_late_takes_none_of_the_rows_its_daemon_is_sending(
+    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator, database_url: str
+) -> None:
+    """A claim statement held up on its way (a stalled network, a frozen server) runs when the
+    database's clock says the leases of rows this daemon is still sending ran out long ago."""
+    async with sending_slowly(engine, settings, simulator, database_url) as (
+        row,
+        conn,
+    ):
         # What a late claim sees: the lease, and the takeover grace after it, long over.
         await conn.execute(
             "UPDATE outbox_messages SET locked_until = now() - interval '1 hour' WHERE id = $1",
             row,
         )
         other = await enqueue(engine, "923007654321", "claimed meanwhile")
-        for _ in range(300):
-            if (await status(engine, row)).status == "sent" and (
-                await status(engine, other)
-            ).status == "sent":
-                break
-            await asyncio.sleep(0.02)
+        await until_sent(engine, row, other)
         attempts = await conn.fetchval("SELECT attempts FROM outbox_messages WHERE id = $1", row)
-    finally:
-        await conn.close()
-        daemon.stop()
-        await asyncio.wait_for(running, 10)
     assert sent(simulator, lambda a: a["to"] == "923001234567") == [f"outbox:{row}:0"]
     assert attempts == 1
 
@@ -305,18 +322,10 @@ async def test_a_row_taken_over_and_given_back_is_not_claimed_while_its_daemon_s
 ) -> None:
     """Another daemon took the row over (its lease had lapsed) and gave it back while this one's
     request for it was still out: this daemon claims it only once that request is over."""
-    script(simulator, "923001234567", {"delay_ms": 1500})
-    row = await enqueue(engine, "923001234567", "slow")
-    daemon = Daemon(settings)
-    running = asyncio.create_task(daemon.run())
-    conn = await asyncpg.connect(database_url)
-    try:
-        for _ in range(200):
-            if await conn.fetchval("SELECT status FROM outbox_messages WHERE id = $1", row) == (
-                "sending"
-            ):
-                break
-            await asyncio.sleep(0.02)
+    async with sending_slowly(engine, settings, simulator, database_url) as (
+        row,
+        conn,
+    ):
         # As the other daemon left it: taken over (the mark stays until a part is recorded),
         # its attempt refused, given back.
         await conn.execute(
@@ -325,14 +334,7 @@ async def test_a_row_taken_over_and_given_back_is_not_claimed_while_its_daemon_s
             row,
         )
         other = await enqueue(engine, "923007654321", "claimed meanwhile")
-        for _ in range(100):
-            if (await status(engine, other)).status == "sent":
-                break
-            await asyncio.sleep(0.02)
+        await until_sent(engine, other)
         during = await conn.fetchval("SELECT status FROM outbox_messages WHERE id = $1", row)
-    finally:
-        await conn.close()
-        daemon.stop()
-        await asyncio.wait_for(running, 10)
     assert (await status(engine, other)).status == "sent"
     assert during == "pending"
