@@ -232,5 +232,5 @@ class Claimer:
             for claim in claims:
                 claim.facts_read = facts
         for claim in claims:  # claimed: in flight whatever happens next (a stop)
-            self._in_flight.start_again(claim, self._rows)
+            self._in_flight.start(claim, self._rows)
         return len(claims) + marked

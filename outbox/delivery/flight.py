@@ -39,20 +39,16 @@ class InFlight:
         expired lease under them, however late the statement reaches the database."""
         return list({claim.token for claim in self.claims.values()})
 
-    def start_again(self, claim: Claim, rows: RowSender) -> None:
-        """Send a row claimed anew; an older claim of it still in flight sends nothing more
-        (the row is no longer its own, whatever it still believes of its lease)."""
-        older = self.claims.get(claim.id)
-        if older is not None:
-            older.lost = True
-        self.start(claim, rows)
-
     def senders(self) -> set[str]:
         """The senders a row in flight goes from."""
         return {claim.sender for claim in self.claims.values()}
 
     def start(self, claim: Claim, rows: RowSender) -> None:
-        """Send the claimed row in a task of its own."""
+        """Send the claimed row in a task of its own. An older claim of the row still in flight
+        sends nothing more: the row is no longer its own, whatever it believes of its lease."""
+        older = self.claims.get(claim.id)
+        if older is not None:
+            older.lost = True
         self.claims[claim.id] = claim
         task = asyncio.create_task(self._deliver(claim, rows), name=f"outbox-row-{claim.id}")
         self.tasks.add(task)

@@ -15,7 +15,7 @@ from outbox.described import CUSTOM_PLAN
 # database was away, or by the database's clock when a statement arrives late; and :mine, its
 # ids in flight, for a row another worker took over and gave back: it keeps taken_over until a
 # part of it is recorded, so the ids are compared with taken_over rows alone; a row claimed
-# again otherwise is one its older claim sends no more of, InFlight.start_again), rows
+# again otherwise is one its older claim sends no more of, InFlight.start), rows
 # of senders that are paused or held (:stopped; a null sender is :default_sender), and rows whose
 # recipient has an older unfinished row from the same sender (per-lane FIFO). :only, when not
 # null, claims that sender's rows alone (its probe); :fresh leaves out rows that failed before

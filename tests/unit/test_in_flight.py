@@ -38,7 +38,7 @@ async def test_a_row_claimed_anew_is_lost_to_its_older_claim() -> None:
     older = _claim(1)
     flight = _in_flight(older)
     newer = _claim(1)
-    flight.start_again(newer, _Rows())  # type: ignore[arg-type]
+    flight.start(newer, _Rows())  # type: ignore[arg-type]
     await asyncio.gather(*flight.tasks)
     assert older.lost
     assert not newer.lost
