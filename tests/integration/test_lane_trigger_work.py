@@ -1,0 +1,100 @@
+"""The lanes' trigger reads each row a statement changed a bounded number of times, however many
+rows the statement changed: a claim, a lease extension or a release of a thousand rows in flight
+must not cost the trigger a million reads (migration 0023). Read off auto_explain's plans of the
+trigger's own statements, not timed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+ROWS = 400
+
+
+@pytest.fixture
+async def explained(database_url: str) -> AsyncIterator[tuple[asyncpg.Connection, list[str]]]:
+    """A connection whose every statement, nested ones included, sends its analysed plan back
+    as a LOG message, and the list those messages land in."""
+    conn = await asyncpg.connect(database_url)
+    plans: list[str] = []
+    conn.add_log_listener(lambda _conn, message: plans.append(message.message))
+    await conn.execute("LOAD 'auto_explain'")
+    for setting in (
+        "auto_explain.log_min_duration = 0",
+        "auto_explain.log_analyze = on",
+        "auto_explain.log_timing = off",
+        "auto_explain.log_nested_statements = on",
+        "auto_explain.log_format = json",
+        "client_min_messages = log",
+    ):
+        await conn.execute(f"SET {setting}")
+    await conn.execute(
+        "INSERT INTO outbox_messages (recipient, message) "
+        "SELECT (923000000000 + i)::text, 'm' FROM generate_series(1, $1) AS i",
+        ROWS,
+    )
+    plans.clear()
+    try:
+        yield conn, plans
+    finally:
+        await conn.close()
+
+
+def transition_reads(plan: dict[str, Any]) -> int:
+    """Rows a plan read from the trigger's transition tables, each rescan counted."""
+    reads = 0
+    if plan.get("Node Type") == "Named Tuplestore Scan":
+        per_loop = plan.get("Actual Rows", 0) + plan.get("Rows Removed by Filter", 0)
+        reads += per_loop * plan.get("Actual Loops", 0)
+    for child in plan.get("Plans", []):
+        reads += transition_reads(child)
+    return reads
+
+
+def trigger_reads(plans: list[str]) -> int:
+    return sum(transition_reads(json.loads(p[p.index("{") :])["Plan"]) for p in plans if "{" in p)
+
+
+async def test_a_claim_of_many_rows_reads_each_changed_row_a_few_times(
+    explained: tuple[asyncpg.Connection, list[str]],
+) -> None:
+    conn, plans = explained
+    await conn.execute(
+        "UPDATE outbox_messages SET status = 'sending', lease_token = gen_random_uuid(), "
+        "locked_until = now() + interval '1 minute'"
+    )
+    assert 0 < trigger_reads(plans) <= 4 * ROWS
+
+
+async def test_a_lease_extension_of_many_rows_reads_each_changed_row_a_few_times(
+    explained: tuple[asyncpg.Connection, list[str]],
+) -> None:
+    conn, plans = explained
+    await conn.execute("UPDATE outbox_messages SET status = 'sending'")
+    plans.clear()
+    await conn.execute("UPDATE outbox_messages SET locked_until = now() + interval '1 minute'")
+    assert 0 < trigger_reads(plans) <= 4 * ROWS
+
+
+async def test_rows_finished_together_read_each_changed_row_a_few_times(
+    explained: tuple[asyncpg.Connection, list[str]],
+) -> None:
+    conn, plans = explained
+    await conn.execute("UPDATE outbox_messages SET status = 'sending'")
+    plans.clear()
+    await conn.execute("UPDATE outbox_messages SET status = 'sent'")
+    assert 0 < trigger_reads(plans) <= 4 * ROWS
+
+
+async def test_statuses_moving_finished_rows_on_read_each_changed_row_a_few_times(
+    explained: tuple[asyncpg.Connection, list[str]],
+) -> None:
+    conn, plans = explained
+    await conn.execute("UPDATE outbox_messages SET status = 'sent'")
+    plans.clear()
+    await conn.execute("UPDATE outbox_messages SET status = 'delivered'")
+    assert 0 < trigger_reads(plans) <= 4 * ROWS
