@@ -69,42 +69,30 @@ def trigger_reads(plans: list[str]) -> int:
     return sum(transition_reads(json.loads(p[p.index("{") :])["Plan"]) for p in plans if "{" in p)
 
 
-async def test_a_claim_of_many_rows_reads_each_changed_row_a_few_times(
-    explained: tuple[asyncpg.Connection, list[str]],
-) -> None:
-    conn, plans = explained
-    await conn.execute(
+# (what the rows were set to first, the statement measured): each one the daemon, the receiver
+# or an operator runs over many rows at once.
+STATEMENTS = {
+    "a claim": (
+        None,
         "UPDATE outbox_messages SET status = 'sending', lease_token = gen_random_uuid(), "
-        "locked_until = now() + interval '1 minute'"
-    )
-    assert 0 < trigger_reads(plans) <= 4 * ROWS
+        "locked_until = now() + interval '1 minute'",
+    ),
+    "a lease extension": (
+        "sending",
+        "UPDATE outbox_messages SET locked_until = now() + interval '1 minute'",
+    ),
+    "rows finished together": ("sending", "UPDATE outbox_messages SET status = 'sent'"),
+    "statuses moving finished rows on": ("sent", "UPDATE outbox_messages SET status = 'delivered'"),
+}
 
 
-async def test_a_lease_extension_of_many_rows_reads_each_changed_row_a_few_times(
-    explained: tuple[asyncpg.Connection, list[str]],
+@pytest.mark.parametrize(("before", "statement"), STATEMENTS.values(), ids=STATEMENTS.keys())
+async def test_a_statement_over_many_rows_reads_each_changed_row_a_few_times(
+    explained: tuple[asyncpg.Connection, list[str]], before: str | None, statement: str
 ) -> None:
     conn, plans = explained
-    await conn.execute("UPDATE outbox_messages SET status = 'sending'")
-    plans.clear()
-    await conn.execute("UPDATE outbox_messages SET locked_until = now() + interval '1 minute'")
-    assert 0 < trigger_reads(plans) <= 4 * ROWS
-
-
-async def test_rows_finished_together_read_each_changed_row_a_few_times(
-    explained: tuple[asyncpg.Connection, list[str]],
-) -> None:
-    conn, plans = explained
-    await conn.execute("UPDATE outbox_messages SET status = 'sending'")
-    plans.clear()
-    await conn.execute("UPDATE outbox_messages SET status = 'sent'")
-    assert 0 < trigger_reads(plans) <= 4 * ROWS
-
-
-async def test_statuses_moving_finished_rows_on_read_each_changed_row_a_few_times(
-    explained: tuple[asyncpg.Connection, list[str]],
-) -> None:
-    conn, plans = explained
-    await conn.execute("UPDATE outbox_messages SET status = 'sent'")
-    plans.clear()
-    await conn.execute("UPDATE outbox_messages SET status = 'delivered'")
+    if before is not None:
+        await conn.execute("UPDATE outbox_messages SET status = $1", before)
+        plans.clear()
+    await conn.execute(statement)
     assert 0 < trigger_reads(plans) <= 4 * ROWS
