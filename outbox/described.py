@@ -15,9 +15,6 @@ from typing import Any, cast
 import asyncpg
 
 MAX_DESCRIBED = 256  # distinct statements kept per connection; beyond, the memory starts over
-# In a statement's text: never kept prepared, even where statements may be, so that PostgreSQL
-# plans it for each run's values (a generic plan of the part record costs 4x at 100 parts).
-CUSTOM_PLAN = "/* planned for each run */"
 
 
 class DescribedConnection(asyncpg.Connection):
@@ -34,25 +31,18 @@ class DescribedConnection(asyncpg.Connection):
         **options: Any,
     ) -> Any:
         parent = cast(Any, super())  # its private methods, which the stubs do not show
-        # A statement planned for each run is unnamed and parsed again with each run, as every
-        # statement is without a statement cache (its description kept here all the same).
-        custom = getattr(self, "_stmt_cache_enabled", False) is True and CUSTOM_PLAN in query
         # Anything this asyncpg does not have as 0.32 has it: asyncpg's own behaviour, unchanged.
         remembered = (
             options.get("use_cache", True)
             and not options.get("named", False)
-            and (custom or getattr(self, "_stmt_cache_enabled", True) is False)
+            and getattr(self, "_stmt_cache_enabled", True) is False
         )
         key = (query, options.get("record_class"), bool(options.get("ignore_custom_codec")))
         if remembered:
             statement = self._described.get(key)
             if statement is not None and not getattr(statement, "closed", True):
                 return statement
-        if custom:
-            options = {**options, "use_cache": False}
         statement = await parent._get_statement(query, timeout, **options)
-        if custom and getattr(statement, "name", None) == "":
-            statement.mark_unprepared()  # asyncpg does so itself without a statement cache
         # Only an unnamed statement asyncpg marked to be parsed again with each run.
         unprepared = getattr(statement, "prepared", True) is False
         if remembered and getattr(statement, "name", None) == "" and unprepared:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from outbox.described import CUSTOM_PLAN
-
 # Claim up to :limit due rows, oldest first, skipping rows locked by other daemons, rows this
 # daemon is still sending (:tokens, its claims' lease tokens: a lease may have lapsed while the
 # database was away, or by the database's clock when a statement arrives late; and :mine, its
@@ -148,8 +146,7 @@ RELEASE_LANES = sa.text(
 # applies them, and the receiver's sweep does if the daemon stops first. A waiting status is
 # matched when its part is recorded, never by rescans of every waiting status.
 RECORD_PARTS = sa.text(
-    f"""
-    {CUSTOM_PLAN}
+    """
     WITH recorded AS (
         UPDATE outbox_messages m
         SET parts = m.parts || jsonb_build_array(jsonb_build_object(
@@ -174,10 +171,12 @@ RECORD_PARTS = sa.text(
                     CAST(:wamids AS text[]), CAST(:finals AS boolean[]))
              AS v(id, token, index, wamid, final)
         -- Rows reached by id (the ANY), whatever the statistics say: taken while a backlog
-        -- was all pending, they count no row in flight, and a plan through the status index,
-        -- or a scan, then reads every row in flight or more for each write.
+        -- was all pending, they count no row in flight. Through the status index, or a scan,
+        -- each write read every row in flight; and with the status test's selectivity read
+        -- from them the rows look like one, and a nested loop compared each with every part.
+        -- coalesce() hides the test from them, and is no index condition.
         WHERE m.id = ANY(CAST(:ids AS bigint[])) AND m.id = v.id AND m.lease_token = v.token
-          AND (m.status IN ('sending', 'failed')) IS TRUE
+          AND coalesce(m.status IN ('sending', 'failed'), false)
           AND jsonb_array_length(m.parts) = v.index
         RETURNING m.id, m.recipient, coalesce(m.sender, :default_sender) AS sender,
                   m.status <> 'failed' AS going_on, m.statuses_waiting, v.wamid, v.index

@@ -9,7 +9,7 @@ from dataclasses import replace
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
-from outbox.described import CUSTOM_PLAN, DescribedConnection
+from outbox.described import DescribedConnection
 from outbox.pool import Pool
 from outbox.simulator import Simulator
 from tests.daemon_helpers import IMAGE, drain, enqueue, script, sent, status
@@ -73,20 +73,3 @@ async def test_a_daemon_with_prepared_statements_keeps_lanes_parts_and_retries(
         delivery = await status(engine, row)
         assert delivery.status == "sent"
         assert None not in delivery.part_ids
-
-
-async def test_a_statement_planned_for_each_run_is_never_kept_prepared(database_url: str) -> None:
-    """Where statements stay prepared, one marked CUSTOM_PLAN (the part record, whose generic
-    plan costs four times its custom ones at 100 parts) is still planned for each run."""
-    pool = Pool(database_url, prepared=True)
-    marked = f"SELECT {CUSTOM_PLAN} CAST($1 AS int) + 1 AS n"
-    try:
-        async with pool.connect() as conn:
-            for value in (1, 2, 3):
-                assert await conn.fetchval(marked, value) == value + 1
-                assert await conn.fetchval("SELECT CAST($1 AS int) + 2 AS n", value) == value + 2
-            kept = await conn.fetch("SELECT statement FROM pg_prepared_statements")
-        assert any("+ 2" in row["statement"] for row in kept)
-        assert not any(CUSTOM_PLAN in row["statement"] for row in kept)
-    finally:
-        await pool.close(5)
