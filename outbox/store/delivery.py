@@ -282,7 +282,8 @@ RELEASE = sa.text(
     SET status = 'pending', attempts = greatest(m.attempts - 1, 0),
         locked_until = NULL, lease_token = NULL, updated_at = now()
     FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS uuid[])) AS v(id, token)
-    WHERE m.id = v.id AND m.lease_token = v.token AND m.status = 'sending'
+    WHERE m.id = ANY(CAST(:ids AS bigint[])) AND m.id = v.id AND m.lease_token = v.token
+      AND coalesce(m.status = 'sending', false)  -- as in RECORD_PARTS, whatever the statistics
     RETURNING m.id
     """
 )
@@ -293,7 +294,8 @@ EXTEND_LEASES = sa.text(
     UPDATE outbox_messages m
     SET locked_until = now() + make_interval(secs => :lease)
     FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS uuid[])) AS v(id, token)
-    WHERE m.id = v.id AND m.lease_token = v.token AND m.status = 'sending'
+    WHERE m.id = ANY(CAST(:ids AS bigint[])) AND m.id = v.id AND m.lease_token = v.token
+      AND coalesce(m.status = 'sending', false)  -- as in RECORD_PARTS, whatever the statistics
     RETURNING m.id
     """
 )
