@@ -275,27 +275,30 @@ UNDO_ONSET_FAILURES = sa.text(
     RETURNING m.id
     """
 )
+
+# The claims' rows (:ids) while still under their lease (:tokens), as the part record reaches
+# its own: by id, with a status test no statistics can make look like one row.
+_LEASED = """FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS uuid[])) AS v(id, token)
+    WHERE m.id = ANY(CAST(:ids AS bigint[])) AND m.id = v.id AND m.lease_token = v.token
+      AND coalesce(m.status = 'sending', false)"""
+
 # Give claimed rows back untouched (shutdown, pause, outage), returning their attempt.
 RELEASE = sa.text(
-    """
+    f"""
     UPDATE outbox_messages m
     SET status = 'pending', attempts = greatest(m.attempts - 1, 0),
         locked_until = NULL, lease_token = NULL, updated_at = now()
-    FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS uuid[])) AS v(id, token)
-    WHERE m.id = ANY(CAST(:ids AS bigint[])) AND m.id = v.id AND m.lease_token = v.token
-      AND coalesce(m.status = 'sending', false)  -- as in RECORD_PARTS, whatever the statistics
+    {_LEASED}
     RETURNING m.id
     """
 )
 
 # Keep the leases of rows still being sent; the rows returned are still ours.
 EXTEND_LEASES = sa.text(
-    """
+    f"""
     UPDATE outbox_messages m
     SET locked_until = now() + make_interval(secs => :lease)
-    FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS uuid[])) AS v(id, token)
-    WHERE m.id = ANY(CAST(:ids AS bigint[])) AND m.id = v.id AND m.lease_token = v.token
-      AND coalesce(m.status = 'sending', false)  -- as in RECORD_PARTS, whatever the statistics
+    {_LEASED}
     RETURNING m.id
     """
 )

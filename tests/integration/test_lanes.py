@@ -170,37 +170,43 @@ async def test_a_row_another_transaction_is_changing_is_not_marked(engine: Async
     assert await queued(engine) == [3]
 
 
-async def hold_for_its_template(engine: AsyncEngine, row_id: int) -> None:
-    """What the daemon writes for a row whose template Meta paused (132015)."""
+# What the daemon writes for a row Meta holds for hours: its template paused (132015, migration
+# 0008), or marketing to this customer deferred (131049, migration 0021).
+HELD_BY_META = {"paused template": 132015, "deferred marketing": 131049}
+
+
+async def hold_for_hours(engine: AsyncEngine, row_id: int, code: int = 132015) -> None:
     async with engine.begin() as conn:
         await conn.execute(
             sa.text(
-                "UPDATE outbox_messages SET status = 'pending', error_code = 132015, "
-                "last_error = 'waiting: template paused by Meta', lease_token = NULL, "
+                "UPDATE outbox_messages SET status = 'pending', error_code = :code, "
+                "last_error = 'waiting: held by Meta', lease_token = NULL, "
                 "available_at = now() + interval '1 hour' WHERE id = :id"
             ),
-            {"id": row_id},
+            {"id": row_id, "code": code},
         )
 
 
-async def test_a_row_held_for_its_paused_template_frees_the_rows_behind_it(
-    engine: AsyncEngine,
+@pytest.mark.parametrize("code", HELD_BY_META.values(), ids=HELD_BY_META.keys())
+async def test_a_row_meta_holds_for_hours_frees_the_rows_behind_it(
+    engine: AsyncEngine, code: int
 ) -> None:
     await insert(engine, LANE, 3)
     await claim(engine)
-    await hold_for_its_template(engine, 1)
+    await hold_for_hours(engine, 1, code)
     assert await queued(engine) == [3]
     assert claimed_ids(await claim(engine)) == [2]
 
 
-async def test_a_row_held_for_its_paused_template_stops_no_release_behind_it(
-    engine: AsyncEngine,
+@pytest.mark.parametrize("code", HELD_BY_META.values(), ids=HELD_BY_META.keys())
+async def test_a_row_meta_holds_for_hours_stops_no_release_behind_it(
+    engine: AsyncEngine, code: int
 ) -> None:
     await insert(engine, LANE, 3)
     await claim(engine)  # 1 sending; 2 and 3 queued behind it
     await finish(engine, 1)  # frees 2 (3 stays behind 2)
     assert claimed_ids(await claim(engine)) == [2]
-    await hold_for_its_template(engine, 2)
+    await hold_for_hours(engine, 2, code)
     assert claimed_ids(await claim(engine)) == [3]
 
 
