@@ -30,11 +30,18 @@ GROUPS = {
 
 _LEDGER = f"""
     FROM outbox_costs c
-    LEFT JOIN outbox_part_wamids w ON c.message_id IS NULL AND w.wamid = c.wamid
-    LEFT JOIN outbox_messages m ON m.id = w.message_id
+    -- A part priced without our callback data is ours by its wamid: an earlier part's is in
+    -- outbox_part_wamids, a row's last part's is the row's message_id.
+    LEFT JOIN LATERAL (
+        SELECT coalesce(
+            (SELECT w.message_id FROM outbox_part_wamids w WHERE w.wamid = c.wamid),
+            (SELECT r.id FROM outbox_messages r WHERE r.message_id = c.wamid
+             ORDER BY r.id DESC LIMIT 1)) AS id
+        WHERE c.message_id IS NULL) f ON true
+    LEFT JOIN outbox_messages m ON m.id = f.id
     WHERE {since_condition("c.billed_at")}
 """
-_OURS = "(c.message_id IS NOT NULL OR w.message_id IS NOT NULL)"
+_OURS = "(c.message_id IS NOT NULL OR f.id IS NOT NULL)"
 _CHARGED = "(c.billable AND c.pricing_type = 'regular')"
 
 

@@ -38,7 +38,7 @@ FIND_BY_REFERENCE = (
 )
 
 # A message by the wamid of any of its parts: the text's is the row's message_id
-# (ix_outbox_messages_message_id), every accepted part is in outbox_part_wamids (its key), and a
+# (ix_outbox_messages_message_id), every earlier part is in outbox_part_wamids (its key), and a
 # status webhook names it in outbox_statuses (the unique (wamid, status) index), which also
 # covers a row recorded before part_wamids existed. The few ids are gathered first (a plain OR
 # would have the planner walk the primary key through a filter), then each row by its key.

@@ -140,7 +140,8 @@ RELEASE_LANES = sa.text(
 # (sender, recipient) pair's pacing clock in outbox_limits (GCRA, one send per :pair_interval),
 # so that whichever daemon sends that conversation's next row paces it from there (the claim
 # returns `pair_due_in`): only one row of a lane is ever in flight, so the clock has one writer.
-# Each wamid is made findable by status webhooks (outbox_part_wamids). A row whose statuses wait
+# Each wamid is made findable by status webhooks: the last part's by the row's message_id (and its
+# index), each earlier one by an entry of its own in outbox_part_wamids. A row whose statuses wait
 # for their parts says so (`statuses_waiting`: the receiver's mark, read from the row as this
 # UPDATE finds it after any lock wait, or a status waiting for this wamid): the recorder then
 # applies them, and the receiver's sweep does if the daemon stops first. A waiting status is
@@ -179,10 +180,11 @@ RECORD_PARTS = sa.text(
           AND coalesce(m.status IN ('sending', 'failed'), false)
           AND jsonb_array_length(m.parts) = v.index
         RETURNING m.id, m.recipient, coalesce(m.sender, :default_sender) AS sender,
-                  m.status <> 'failed' AS going_on, m.statuses_waiting, v.wamid, v.index
+                  m.status <> 'failed' AS going_on, m.statuses_waiting, v.wamid, v.index,
+                  v.final
     ), findable AS (
         INSERT INTO outbox_part_wamids (wamid, message_id, part)
-        SELECT r.wamid, r.id, r.index FROM recorded r
+        SELECT r.wamid, r.id, r.index FROM recorded r WHERE NOT r.final
         ON CONFLICT (wamid) DO NOTHING
         RETURNING wamid
     ), paced AS (

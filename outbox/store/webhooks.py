@@ -126,7 +126,8 @@ STORE_CONTENTS = sa.text(
 )
 
 # The statuses of a batch (the CTE `batch`), applied. A status finds its part by our callback
-# data, else by its wamid among every recorded part's (outbox_part_wamids). Each gets an outcome:
+# data, else by its wamid: a row's last part's is the row's message_id, each earlier recorded
+# part's is in outbox_part_wamids (RECORD_PARTS). Each gets an outcome:
 #   applied     its part holds its wamid: merged into the part and the row, and an event appended
 #   other_copy  the part holds another wamid (a copy of a resent part): stored, nothing changed
 #   no_row      our callback data names a row that does not exist (pruned): nothing changed
@@ -164,7 +165,7 @@ _APPLY = """
                     ELSE 'applied' END AS outcome
         FROM located l
         LEFT JOIN locked k ON k.id = l.row_id
-        -- A row found by its text's wamid (sent before outbox_part_wamids existed): the last part.
+        -- A row found by its message_id: the wamid of its last part.
         CROSS JOIN LATERAL (SELECT coalesce(l.known_part, jsonb_array_length(k.parts) - 1)
                                 AS at_part) p),
     -- A batch holds a part's statuses in arrival (id) order: those after its first failed one
@@ -327,7 +328,9 @@ APPLY_MARKED = sa.text(
         WHERE s.applied_at IS NULL
           AND (s.message_id = ANY(CAST(:row_ids AS bigint[]))
                OR s.wamid IN (SELECT w.wamid FROM outbox_part_wamids w
-                              WHERE w.message_id = ANY(CAST(:row_ids AS bigint[]))))
+                              WHERE w.message_id = ANY(CAST(:row_ids AS bigint[])))
+               OR s.wamid IN (SELECT m.message_id FROM outbox_messages m
+                              WHERE m.id = ANY(CAST(:row_ids AS bigint[]))))
         ORDER BY s.id
         FOR UPDATE OF s SKIP LOCKED"""
     )
@@ -341,7 +344,8 @@ MARKED_ROWS = sa.text(
 )
 
 # Unmark the given rows where nothing waits any more: no unapplied status names them, or none can
-# ever apply (the row is finished and no daemon holds it, so no part will be recorded).
+# ever apply (the row is finished and no daemon holds it, so no part will be recorded). A row whose
+# message_id is set had its last part recorded: it is finished, so that wamid needs no look here.
 UNMARK_ROWS = sa.text(
     """
     UPDATE outbox_messages m SET statuses_waiting = false

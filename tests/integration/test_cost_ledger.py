@@ -184,6 +184,24 @@ async def test_part_without_callback_data_is_ours_by_its_recorded_wamid(
     assert total.messages == 1
 
 
+async def test_a_last_part_without_callback_data_is_ours_by_its_rows_message_id(
+    client: TestClient[Any, Any], engine: AsyncEngine
+) -> None:
+    """A row's last part has no outbox_part_wamids entry: the row's message_id holds its wamid."""
+    [row_id] = await rows(engine, 1)
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "UPDATE outbox_messages SET status = 'sent', message_id = 'wamid.A', "
+                'parts = \'[{"wamid": "wamid.A", "status": "sent"}]\' WHERE id = :id'
+            ),
+            {"id": row_id},
+        )
+    await post(client, engine, envelope(priced_status("wamid.A")))
+    [total] = await totals(engine)
+    assert total.messages == 1
+
+
 async def test_hundred_status_webhooks_total_to_the_cent(
     client: TestClient[Any, Any], engine: AsyncEngine, installation: str
 ) -> None:

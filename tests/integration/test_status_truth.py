@@ -435,8 +435,11 @@ async def test_a_status_for_a_row_recorded_before_part_wamids_existed_finds_its_
 # --- statuses that waited are never lost ------------------------------------------------------
 
 
-async def record_with_the_daemons_statement(engine: AsyncEngine, row: int, wamid: str) -> Any:
-    """RECORD_PARTS for part 0 (the last) of a row claimed by claimed_row, as the daemon runs it."""
+async def record_with_the_daemons_statement(
+    engine: AsyncEngine, row: int, wamid: str, *, index: int = 0, final: bool = True
+) -> Any:
+    """RECORD_PARTS for part `index` (by default 0, the last) of a row claimed by claimed_row, as
+    the daemon runs it."""
     token = await scalar(engine, "SELECT lease_token FROM outbox_messages WHERE id = :id", id=row)
     async with engine.begin() as conn:
         result = await conn.execute(
@@ -444,9 +447,9 @@ async def record_with_the_daemons_statement(engine: AsyncEngine, row: int, wamid
             {
                 "ids": [row],
                 "tokens": [token],
-                "indexes": [0],
+                "indexes": [index],
                 "wamids": [wamid],
-                "finals": [True],
+                "finals": [final],
                 "lease": 30,
                 "pair_interval": 6.0,
                 "default_sender": "",
@@ -479,6 +482,40 @@ async def test_statuses_that_waited_are_applied_by_the_sweep_when_the_daemon_sto
         engine, "SELECT statuses_waiting FROM outbox_messages WHERE id = :id", id=row
     )
     assert marked is False
+
+
+async def test_only_the_parts_before_the_last_get_an_entry_of_their_own(
+    engine: AsyncEngine,
+) -> None:
+    """The row's message_id holds its last part's wamid, and its index finds it: the record
+    writes outbox_part_wamids entries for the earlier parts only, one write fewer a row."""
+    row = await claimed_row(engine, media=1)
+    await record_with_the_daemons_statement(engine, row, "wamid.IMG", index=0, final=False)
+    await record_with_the_daemons_statement(engine, row, "wamid.TEXT", index=1, final=True)
+    entries = await scalar(
+        engine,
+        "SELECT array_agg(wamid ORDER BY part) FROM outbox_part_wamids WHERE message_id = :id",
+        id=row,
+    )
+    assert entries == ["wamid.IMG"]
+    assert await scalar(
+        engine, "SELECT message_id FROM outbox_messages WHERE id = :id", id=row
+    ) == ("wamid.TEXT")
+
+
+async def test_a_status_without_callback_data_that_waited_for_a_last_part_is_applied_after_it(
+    engine: AsyncEngine, client: TestClient[Any, Any]
+) -> None:
+    """A status naming only the wamid (no callback data) came before its part, the row's last,
+    was recorded: the record sees it waiting, and what the daemon applies next (apply_marked)
+    finds it by the row's message_id."""
+    row = await claimed_row(engine)
+    assert await post(client, engine, envelope(example_status(wamid="wamid.MINE"))) == 200
+    recorded = await record_with_the_daemons_statement(engine, row, "wamid.MINE")
+    assert recorded["statuses_waiting"]
+    async with engine.begin() as conn:
+        await store.apply_marked(conn, [row])
+    assert (await status(engine, row)).status == "delivered"
 
 
 async def test_a_part_recorded_while_its_status_is_being_stored_learns_of_it(

@@ -156,8 +156,9 @@ async def claimed_row(engine: AsyncEngine, *, media: int = 0) -> int:
 async def record_part(
     engine: AsyncEngine, row_id: int, index: int, wamid: str, *, final: bool
 ) -> int:
-    """What the daemon's RECORD_PARTS does for an accepted part (its wamid made findable too);
-    the rows it changed."""
+    """What the daemon's RECORD_PARTS does for an accepted part (its wamid made findable too:
+    the last part's by the row's message_id, an earlier one's in outbox_part_wamids); the rows
+    it changed."""
     async with engine.begin() as conn:
         result = await conn.execute(
             sa.text(
@@ -175,14 +176,16 @@ async def record_part(
                     updated_at = now()
                 WHERE m.id = :id AND m.status = 'sending' AND m.lease_token IS NOT NULL
                   AND jsonb_array_length(m.parts) = :index
-                RETURNING m.id)
+                RETURNING m.id),
+                findable AS (
                 INSERT INTO outbox_part_wamids (wamid, message_id, part)
-                SELECT CAST(:wamid AS text), id, :index FROM recorded
+                SELECT CAST(:wamid AS text), id, :index FROM recorded WHERE NOT :final)
+                SELECT count(*) FROM recorded
                 """
             ),
             {"id": row_id, "index": index, "wamid": wamid, "final": final},
         )
-        return result.rowcount
+        return int(result.scalar_one())
 
 
 async def row(engine: AsyncEngine, row_id: int) -> dict[str, Any]:
