@@ -45,6 +45,11 @@ def _held_now(text: str) -> str:
 
 
 def upgrade() -> None:
+    op.execute(lane_trigger())
+
+
+def lane_trigger(first: str = "") -> str:
+    """The trigger function's definition; `first`, statements run before anything else (0024)."""
     held_templates = _migration("0008_held_templates_leave_lanes.py")
     lane_release = _held_now(str(held_templates.LANE_RELEASE))
     gone_deleted = str(held_templates.GONE_DELETED)
@@ -68,10 +73,10 @@ def upgrade() -> None:
                          SELECT n.id, NULL, NULL FROM new_rows n
                          WHERE n.status NOT IN ('pending', 'sending') OR {held.format(t="n")}) AS t
                    GROUP BY t.id HAVING count(*) = 2)"""
-    op.execute(f"""
+    return f"""
 CREATE OR REPLACE FUNCTION outbox_messages_unblock_lanes() RETURNS trigger
 LANGUAGE plpgsql AS $$
-BEGIN
+BEGIN{first}
     IF TG_OP = 'UPDATE' THEN
         IF {cannot_have_left} THEN
             RETURN NULL;
@@ -86,7 +91,7 @@ BEGIN
     RETURN NULL;
 END
 $$
-""")
+"""
 
 
 def downgrade() -> None:
