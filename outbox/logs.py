@@ -65,9 +65,21 @@ class TextFormatter(logging.Formatter):
     def __init__(self, settings: Settings) -> None:
         super().__init__(TEXT_FORMAT)
         self._redact = Redactor(settings)
+        self._second = -1
+        self._stamp = ""
 
     def format(self, record: logging.LogRecord) -> str:
         return self._redact(super().format(record))
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """logging's own `2026-12-07 14:45:18,123`, its seconds formatted once per second (a
+        busy daemon logs hundreds of lines in each)."""
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._second, self._stamp = second, super().formatTime(record).partition(",")[0]
+        return f"{self._stamp},{int(record.msecs):03d}"
 
 
 class JsonFormatter(logging.Formatter):

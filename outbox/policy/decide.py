@@ -204,12 +204,11 @@ def ruled(
             facts["template_language"],
         ),
     )
-    ruling = replace(
-        ruling,
-        template_approved=status == APPROVED,
-        quiet_hours=facts["quiet_hours"],
-        timezone=facts["timezone"],
-    )
+    approved, quiet_hours, timezone = status == APPROVED, facts["quiet_hours"], facts["timezone"]
+    if approved or quiet_hours is not None or timezone is not None:  # else as decided: no copy
+        ruling = replace(
+            ruling, template_approved=approved, quiet_hours=quiet_hours, timezone=timezone
+        )
     # A free-form message reaches only a customer whose window is open: the limit never counts
     # it. A template counts unless the window is known to be open.
     template = template_row or ruling.fallback is not None

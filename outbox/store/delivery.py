@@ -89,7 +89,8 @@ CLAIM_BATCH = sa.text(
             locked_until = now() + make_interval(secs => :lease), updated_at = now(),
             taken_over = m.taken_over OR candidates.taken_over
         FROM candidates WHERE m.id = candidates.id
-        RETURNING m.id, m.recipient, m.sender, m.message, m.media::text AS media,
+        RETURNING m.id, m.recipient, m.sender, m.message,
+                  NULLIF(m.media, '[]')::text AS media,  -- none: nothing to parse
                   m.template::text AS template, jsonb_array_length(m.parts) AS accepted,
                   m.attempts, m.in_doubt, m.taken_over,
                   coalesce(m.checked_recipient = m.recipient, false) AS recipient_checked,

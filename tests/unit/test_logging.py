@@ -89,6 +89,18 @@ def test_a_secret_with_json_special_characters_is_masked_in_json() -> None:
     assert json_lines(stream)[0]["message"] == "token *** refused"
 
 
+@pytest.mark.parametrize(
+    "created", [1796000000.0, 1796000000.999, 1796000001.0005, 1796000001.5, 1796003601.25]
+)
+def test_a_text_lines_time_reads_as_loggings_own(created: float) -> None:
+    """The seconds are formatted once per second, and read the same as logging's."""
+    formatter = TextFormatter(SETTINGS)
+    for at in (created - 1.5, created):  # the stamp of an earlier second is not reused
+        record = logging.LogRecord("outbox", logging.INFO, "", 0, "m", None, None)
+        record.created, record.msecs = at, (at - int(at)) * 1000
+        assert formatter.formatTime(record) == logging.Formatter().formatTime(record)
+
+
 def test_a_json_line_has_time_level_logger_and_message() -> None:
     with capture("outbox.test.fields", JsonFormatter(SETTINGS)) as (logger, stream):
         logger.info("drained: %s", "nothing left to send")
