@@ -45,11 +45,6 @@ def _held_now(text: str) -> str:
 
 
 def upgrade() -> None:
-    op.execute(lane_trigger())
-
-
-def lane_trigger(first: str = "") -> str:
-    """The trigger function's definition; `first`, statements run before anything else (0024)."""
     held_templates = _migration("0008_held_templates_leave_lanes.py")
     lane_release = _held_now(str(held_templates.LANE_RELEASE))
     gone_deleted = str(held_templates.GONE_DELETED)
@@ -73,10 +68,10 @@ def lane_trigger(first: str = "") -> str:
                          SELECT n.id, NULL, NULL FROM new_rows n
                          WHERE n.status NOT IN ('pending', 'sending') OR {held.format(t="n")}) AS t
                    GROUP BY t.id HAVING count(*) = 2)"""
-    return f"""
+    op.execute(f"""
 CREATE OR REPLACE FUNCTION outbox_messages_unblock_lanes() RETURNS trigger
 LANGUAGE plpgsql AS $$
-BEGIN{first}
+BEGIN
     IF TG_OP = 'UPDATE' THEN
         IF {cannot_have_left} THEN
             RETURN NULL;
@@ -91,7 +86,7 @@ BEGIN{first}
     RETURN NULL;
 END
 $$
-"""
+""")
 
 
 def downgrade() -> None:
