@@ -7,35 +7,16 @@ sweep (RELEASE_LANES, every few seconds). Real transactions on a real PostgreSQL
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 import asyncpg
 import pytest
 
 from outbox import store
 from outbox.connections import fetch_all
+from tests.integration.test_lanes import claim_values
 
 CUSTOMER = "923001234567"
-
-
-def claim_values() -> dict[str, Any]:
-    return {
-        "limit": 10,
-        "window": 40,
-        "token": uuid.uuid4(),
-        "lease": 30,
-        "mine": [],
-        "tokens": [],
-        "max_age": 0,
-        "default_sender": "1234567890",
-        "stopped": [],
-        "only": None,
-        "fresh": False,
-        "grace": 0,
-        "takeover": True,
-    }
 
 
 @pytest.fixture

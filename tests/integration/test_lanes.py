@@ -31,27 +31,28 @@ async def insert(engine: AsyncEngine, recipient: str, count: int, **columns: str
         )
 
 
+def claim_values(limit: int = 10, window: int = 40) -> dict[str, Any]:
+    """CLAIM_BATCH's parameters for a daemon with nothing in flight."""
+    return {
+        "limit": limit,
+        "window": window,
+        "token": uuid.uuid4(),
+        "lease": 30,
+        "mine": [],
+        "tokens": [],
+        "max_age": 0,
+        "default_sender": "1234567890",
+        "stopped": [],
+        "only": None,
+        "fresh": False,
+        "grace": 0,
+        "takeover": True,
+    }
+
+
 async def claim(engine: AsyncEngine, limit: int = 10, window: int = 40) -> list[dict[str, Any]]:
     async with engine.begin() as conn:
-        return await fetch_all(
-            conn,
-            store.CLAIM_BATCH,
-            {
-                "limit": limit,
-                "window": window,
-                "token": uuid.uuid4(),
-                "lease": 30,
-                "mine": [],
-                "tokens": [],
-                "max_age": 0,
-                "default_sender": "1234567890",
-                "stopped": [],
-                "only": None,
-                "fresh": False,
-                "grace": 0,
-                "takeover": True,
-            },
-        )
+        return await fetch_all(conn, store.CLAIM_BATCH, claim_values(limit, window))
 
 
 async def finish(engine: AsyncEngine, row_id: int, status: str = "sent") -> None:
