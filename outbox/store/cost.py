@@ -2,7 +2,7 @@
 UTC billing day (the rate card prices them in outbox.cost.ledger), and what was not charged.
 
 A part is ours when our callback data named our row (outbox_costs.message_id) or, without it,
-when its wamid is one of our recorded parts'.
+when its wamid is one of our recorded parts' (as status webhooks find them, store.webhooks).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from outbox.connections import Row, fetch_all
 from outbox.store.periods import since_condition, since_params
+from outbox.store.webhooks import row_of_last_part
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -33,10 +34,8 @@ _LEDGER = f"""
     -- A part priced without our callback data is ours by its wamid: an earlier part's is in
     -- outbox_part_wamids, a row's last part's is the row's message_id.
     LEFT JOIN LATERAL (
-        SELECT coalesce(
-            (SELECT w.message_id FROM outbox_part_wamids w WHERE w.wamid = c.wamid),
-            (SELECT r.id FROM outbox_messages r WHERE r.message_id = c.wamid
-             ORDER BY r.id DESC LIMIT 1)) AS id
+        SELECT coalesce((SELECT w.message_id FROM outbox_part_wamids w WHERE w.wamid = c.wamid),
+                        {row_of_last_part("c.wamid")}) AS id
         WHERE c.message_id IS NULL) f ON true
     LEFT JOIN outbox_messages m ON m.id = f.id
     WHERE {since_condition("c.billed_at")}

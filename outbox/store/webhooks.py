@@ -125,6 +125,7 @@ STORE_CONTENTS = sa.text(
     """
 )
 
+
 # The statuses of a batch (the CTE `batch`), applied. A status finds its part by our callback
 # data, else by its wamid: a row's last part's is the row's message_id, each earlier recorded
 # part's is in outbox_part_wamids (RECORD_PARTS). Each gets an outcome:
@@ -138,15 +139,21 @@ STORE_CONTENTS = sa.text(
 # for a retry (pending) sends nothing more. A failed part stays failed, and a failed status for a
 # delivered or read part changes nothing. Statuses without a rank (played, deleted, warning) and
 # statuses after a failure go to the history only.
-_APPLY = """
-    WITH batch AS ({batch}),
+def row_of_last_part(wamid: str) -> str:
+    """The row whose last part was accepted as `wamid` (an SQL expression) or null: the daemon
+    records a last part's wamid as the row's message_id alone, each earlier part's in
+    outbox_part_wamids too (RECORD_PARTS)."""
+    return (
+        "(SELECT r.id FROM outbox_messages r "
+        f"WHERE r.message_id = {wamid} ORDER BY r.id DESC LIMIT 1)"
+    )
+
+
+_APPLY = f"""
+    WITH batch AS ({{batch}}),
     located AS (
         SELECT b.*,
-               coalesce(b.message_id, w.message_id,
-                        (SELECT m.id FROM outbox_messages m
-                         WHERE b.message_id IS NULL AND w.message_id IS NULL
-                           AND m.message_id = b.wamid
-                         ORDER BY m.id DESC LIMIT 1)) AS row_id,
+               coalesce(b.message_id, w.message_id, {row_of_last_part("b.wamid")}) AS row_id,
                CASE WHEN b.message_id IS NOT NULL THEN b.part ELSE w.part END AS known_part
         FROM batch b LEFT JOIN outbox_part_wamids w ON b.message_id IS NULL
                                                   AND w.wamid = b.wamid),

@@ -24,9 +24,11 @@ from outbox.webhooks import create_app
 from tests.integration.test_webhooks import (
     SECRET,
     VERIFY_TOKEN,
+    claimed_row,
     envelope,
     example_status,
     post,
+    record_part,
     scalar,
 )
 
@@ -171,32 +173,14 @@ async def test_pricing_of_parts_not_ours_is_stored_but_not_in_our_totals(
     assert await totals(engine) == []
 
 
+@pytest.mark.parametrize("last", [False, True], ids=["an earlier part", "the last part"])
 async def test_part_without_callback_data_is_ours_by_its_recorded_wamid(
-    client: TestClient[Any, Any], engine: AsyncEngine
+    client: TestClient[Any, Any], engine: AsyncEngine, last: bool
 ) -> None:
-    [row_id] = await rows(engine, 1)
-    async with engine.begin() as conn:
-        await conn.execute(
-            sa.text("INSERT INTO outbox_part_wamids VALUES ('wamid.A', :id, 0)"), {"id": row_id}
-        )
-    await post(client, engine, envelope(priced_status("wamid.A")))
-    [total] = await totals(engine)
-    assert total.messages == 1
-
-
-async def test_a_last_part_without_callback_data_is_ours_by_its_rows_message_id(
-    client: TestClient[Any, Any], engine: AsyncEngine
-) -> None:
-    """A row's last part has no outbox_part_wamids entry: the row's message_id holds its wamid."""
-    [row_id] = await rows(engine, 1)
-    async with engine.begin() as conn:
-        await conn.execute(
-            sa.text(
-                "UPDATE outbox_messages SET status = 'sent', message_id = 'wamid.A', "
-                'parts = \'[{"wamid": "wamid.A", "status": "sent"}]\' WHERE id = :id'
-            ),
-            {"id": row_id},
-        )
+    """Recorded as the daemon records it: an earlier part's wamid in outbox_part_wamids, the
+    last part's as the row's message_id alone."""
+    row_id = await claimed_row(engine, media=0 if last else 1)
+    await record_part(engine, row_id, 0, "wamid.A", final=last)
     await post(client, engine, envelope(priced_status("wamid.A")))
     [total] = await totals(engine)
     assert total.messages == 1

@@ -14,6 +14,7 @@ import pytest
 
 from outbox import store
 from outbox.connections import fetch_all
+from tests.integration.test_in_flight_plans import record_values
 from tests.integration.test_lanes import claim_values
 
 CUSTOMER = "923001234567"
@@ -43,20 +44,7 @@ async def head_in_flight_and_next(conn: asyncpg.Connection) -> tuple[int, int]:
 
 async def record_last_part(conn: asyncpg.Connection, row_id: int) -> None:
     token = await conn.fetchval("SELECT lease_token FROM outbox_messages WHERE id = $1", row_id)
-    await fetch_all(
-        conn,
-        store.RECORD_PARTS,
-        {
-            "ids": [row_id],
-            "tokens": [token],
-            "indexes": [0],
-            "wamids": [f"wamid.{row_id}"],
-            "finals": [True],
-            "lease": 30,
-            "pair_interval": 0.0,
-            "default_sender": "1234567890",
-        },
-    )
+    await fetch_all(conn, store.RECORD_PARTS, record_values([row_id], token))
 
 
 async def test_the_heads_last_part_writes_the_lanes_next_row_though_none_is_queued(
