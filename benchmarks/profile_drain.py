@@ -179,7 +179,10 @@ async def profile(setup: Setup, args: argparse.Namespace) -> None:
         return
     with tempfile.TemporaryDirectory() as folder:
         raw = Path(folder, "drain.txt")
-        command = [spy, "record", "-r", "250", "-f", "raw", "-o", str(raw), "--nonblocking"]
+        command = [spy, "record", "-r", "250", "-f", "raw", "-o", str(raw)]
+        # --native: C extensions' own frames too (asyncpg's protocol, uvloop, aiohttp's parser);
+        # py-spy must pause the process to read them.
+        command.append("--native" if args.native else "--nonblocking")
         started = time.perf_counter()
         process = await asyncio.create_subprocess_exec(
             *command,
@@ -262,6 +265,7 @@ def cli() -> None:
     parser.add_argument("--daemons", type=int, default=1)
     parser.add_argument("--cprofile", action="store_true")
     parser.add_argument("--py-spy", action="store_true")
+    parser.add_argument("--native", action="store_true", help="with --py-spy: C frames too")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--keep-profile", help="also save the cProfile stats to this file")
     asyncio.run(main(parser.parse_args()))

@@ -46,6 +46,7 @@ REVISION_TABLES = {
     "0021": "outbox_messages",
     "0022": "outbox_messages",
     "0023": "outbox_messages",
+    "0024": "outbox_events",
 }
 HEAD_REVISION = max(REVISION_TABLES)  # revisions are numbered in order, one after the other
 
