@@ -47,7 +47,6 @@ REVISION_TABLES = {
     "0022": "outbox_messages",
     "0023": "outbox_messages",
     "0024": "outbox_events",
-    "0025": "outbox_messages",
 }
 HEAD_REVISION = max(REVISION_TABLES)  # revisions are numbered in order, one after the other
 

@@ -93,9 +93,6 @@ messages = sa.Table(
     # The recipient as enqueue() checked it with libphonenumber: the daemon checks again only a
     # row whose recipient differs (inserted or changed with plain SQL). Migration 0022.
     sa.Column("checked_recipient", sa.Text, nullable=True),
-    # Its conversation's pacing clock (Meta's pair rate; GCRA's theoretical arrival time) after
-    # its last recorded part; the claim of the conversation's next row starts from it. 0025.
-    sa.Column("pair_tat", sa.DateTime(timezone=True), nullable=True),
     # A template message, as Meta takes it: {"name", "language": {"code"}, "components": [...]}.
     sa.Column("template", JSONB, nullable=True),
     # The phone number id to send from; null: META_PHONE_NUMBER_ID.

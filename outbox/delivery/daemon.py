@@ -184,6 +184,7 @@ class Daemon:
             self.settings.lease_seconds,
             on_idle=self.wake,
             pair_interval=self.settings.pair_interval,
+            default_sender=self.senders.default,
         )
         self._recorder.start()
         events = EventLog(pool)

@@ -49,10 +49,12 @@ class PartRecorder:
         on_idle: Callable[[], None],
         *,
         pair_interval: float = 6.0,
+        default_sender: str = "",
     ) -> None:
         self._pool = pool
         self._lease = lease_seconds
         self._pair_interval = pair_interval  # the pacing clock each recorded part advances
+        self._default_sender = default_sender
         self._on_idle = on_idle
         self._queue: asyncio.Queue[tuple[AcceptedPart, asyncio.Future[bool]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -164,6 +166,7 @@ class PartRecorder:
                     "finals": [p.final for p in parts],
                     "lease": self._lease,
                     "pair_interval": self._pair_interval,
+                    "default_sender": self._default_sender,
                 },
             )
         waiting = sorted({int(row["id"]) for row in rows if row["statuses_waiting"]})

@@ -33,10 +33,7 @@ import sqlalchemy as sa
 # :max_age when that is positive), null without one. `taken_over`: the row's lease ran out while
 # another daemon held it, so that daemon may have sent the next part; kept on the row (a release
 # does not clear it) until that part is recorded. `recipient_checked`: enqueue() checked this
-# recipient (migration 0022), so the daemon need not check it again. `pair_due_in`: seconds to
-# its (sender, recipient) pair's pacing clock, the latest its conversation's earlier rows left
-# (their last few by id: the lane sends them in that order), copied onto the row (migration
-# 0025); null for a conversation's first row.
+# recipient (migration 0022), so the daemon need not check it again.
 CLAIM_BATCH = sa.text(
     """
     WITH seen AS (
@@ -90,19 +87,16 @@ CLAIM_BATCH = sa.text(
         UPDATE outbox_messages m
         SET status = 'sending', attempts = m.attempts + 1, lease_token = :token,
             locked_until = now() + make_interval(secs => :lease), updated_at = now(),
-            taken_over = m.taken_over OR candidates.taken_over,
-            pair_tat = (SELECT max(p.pair_tat) FROM (
-                SELECT o.pair_tat FROM outbox_messages o
-                WHERE o.recipient = m.recipient AND o.id <= m.id
-                  AND coalesce(o.sender, :default_sender) = coalesce(m.sender, :default_sender)
-                ORDER BY o.id DESC LIMIT 8) AS p)
+            taken_over = m.taken_over OR candidates.taken_over
         FROM candidates WHERE m.id = candidates.id
         RETURNING m.id, m.recipient, m.sender, m.message,
                   NULLIF(m.media, '[]')::text AS media,  -- none: nothing to parse
                   m.template::text AS template, jsonb_array_length(m.parts) AS accepted,
                   m.attempts, m.in_doubt, m.taken_over,
                   coalesce(m.checked_recipient = m.recipient, false) AS recipient_checked,
-                  extract(epoch FROM m.pair_tat - now()) AS pair_due_in,
+                  (SELECT extract(epoch FROM l.tat - now()) FROM outbox_limits l
+                   WHERE l.key = 'pair:' || coalesce(m.sender, :default_sender) || ':'
+                                 || m.recipient) AS pair_due_in,
                   extract(epoch FROM coalesce(
                       m.expires_at,
                       CASE WHEN CAST(:max_age AS float8) > 0
@@ -143,11 +137,10 @@ RELEASE_LANES = sa.text(
 # clearing the errors it went through. A row a status webhook failed while it was sending (an
 # earlier part could not be delivered) stays failed, but the parts Meta accepted meanwhile are
 # still recorded: they must never be sent again. `going_on` is false for such a row only: a row
-# its last part finished (now `sent`) went on as it should. Each part also advances its row's
-# copy of its (sender, recipient) pair's pacing clock (`pair_tat`: GCRA, one send per
-# :pair_interval), so that whichever daemon sends that conversation's next row paces it from
-# there (its claim starts from it): only one row of a lane is ever in flight, so the clock has
-# one writer.
+# its last part finished (now `sent`) went on as it should. Each part also advances its
+# (sender, recipient) pair's pacing clock in outbox_limits (GCRA, one send per :pair_interval),
+# so that whichever daemon sends that conversation's next row paces it from there (the claim
+# returns `pair_due_in`): only one row of a lane is ever in flight, so the clock has one writer.
 # Each wamid is made findable by status webhooks: the last part's by the row's message_id (and its
 # index), each earlier one by an entry of its own in outbox_part_wamids. A row whose statuses wait
 # for their parts says so (`statuses_waiting`: the receiver's mark, read from the row as this
@@ -172,7 +165,6 @@ RECORD_PARTS = sa.text(
                                 ELSE now() + make_interval(secs => :lease) END,
             lease_token = CASE WHEN v.final THEN NULL ELSE m.lease_token END,
             taken_over = false,
-            pair_tat = greatest(m.pair_tat, now()) + make_interval(secs => :pair_interval),
             statuses_waiting = m.statuses_waiting OR EXISTS (
                 SELECT 1 FROM outbox_statuses s
                 WHERE s.wamid = v.wamid AND s.applied_at IS NULL),
@@ -188,21 +180,30 @@ RECORD_PARTS = sa.text(
         WHERE m.id = ANY(CAST(:ids AS bigint[])) AND m.id = v.id AND m.lease_token = v.token
           AND coalesce(m.status IN ('sending', 'failed'), false)
           AND jsonb_array_length(m.parts) = v.index
-        RETURNING m.id, m.status <> 'failed' AS going_on, m.statuses_waiting, v.wamid,
-                  v.index, v.final
+        RETURNING m.id, m.recipient, coalesce(m.sender, :default_sender) AS sender,
+                  m.status <> 'failed' AS going_on, m.statuses_waiting, v.wamid, v.index,
+                  v.final
     ), findable AS (
         INSERT INTO outbox_part_wamids (wamid, message_id, part)
         SELECT r.wamid, r.id, r.index FROM recorded r WHERE NOT r.final
         ON CONFLICT (wamid) DO NOTHING
         RETURNING wamid
+    ), paced AS (
+        INSERT INTO outbox_limits AS l (key, tat)
+        SELECT 'pair:' || r.sender || ':' || r.recipient,
+               now() + make_interval(secs => :pair_interval * count(*))
+        FROM recorded r GROUP BY r.sender, r.recipient
+        ON CONFLICT (key) DO UPDATE
+        SET tat = greatest(l.tat, now()) + (excluded.tat - now())
+        RETURNING l.key
     )
-    SELECT id, going_on, statuses_waiting, (SELECT count(*) FROM findable) AS findable
+    SELECT id, going_on, statuses_waiting, (SELECT count(*) FROM paced) AS paced,
+           (SELECT count(*) FROM findable) AS findable
     FROM recorded
     """
 )
 
-# Old pair entries, past their burst's refill: they pace nothing any more. Versions before
-# migration 0025 kept a pair's clock here; daemons of one may still write some during an upgrade.
+# Old pair entries: past their burst's refill they pace nothing any more.
 PRUNE_PAIRS = sa.text(
     """
     DELETE FROM outbox_limits

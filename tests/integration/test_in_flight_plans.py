@@ -32,6 +32,7 @@ def record_values(ids: list[int], token: uuid.UUID) -> dict[str, Any]:
         "finals": [True] * len(ids),
         "lease": 30.0,
         "pair_interval": 6.0,
+        "default_sender": "1234567890",
     }
 
 

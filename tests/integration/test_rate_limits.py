@@ -122,34 +122,21 @@ async def test_per_recipient_pacing_holds_across_daemons(
     assert all(later - earlier >= 0.9 for earlier, later in itertools.pairwise(times[1:]))
 
 
-async def test_a_pairs_pacing_clock_is_written_on_its_row_with_its_parts(
+async def test_a_pair_s_pacing_clock_is_written_with_its_parts(
     engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
 ) -> None:
-    row = await enqueue(engine, "923001112224", "hello")
+    await enqueue(engine, "923001112224", "hello")
     assert await drain(settings) == 0
     async with engine.connect() as conn:
         due_in = (
             await conn.execute(
                 sa.text(
-                    "SELECT extract(epoch FROM pair_tat - now()) FROM outbox_messages "
-                    "WHERE id = :id"
+                    "SELECT extract(epoch FROM tat - now()) FROM outbox_limits WHERE key = :key"
                 ),
-                {"id": row},
+                {"key": f"pair:{PHONE}:923001112224"},
             )
         ).scalar_one()
     assert 0 < due_in <= settings.pair_interval
-
-
-async def test_recording_parts_leaves_no_pacing_entry_of_its_own(
-    engine: AsyncEngine, settings: outbox.Settings, simulator: Simulator
-) -> None:
-    # One entry per conversation ever sent to was an insert per message, and a table to prune.
-    await enqueue(engine, "923001112224", "hello")
-    await enqueue(engine, "923001112225", "hello")
-    assert await drain(settings) == 0
-    async with engine.connect() as conn:
-        keys = (await conn.execute(sa.text("SELECT key FROM outbox_limits"))).scalars().all()
-    assert not [key for key in keys if key.startswith("pair:")]
 
 
 class RestartingPool:

@@ -452,6 +452,7 @@ async def record_with_the_daemons_statement(
                 "finals": [final],
                 "lease": 30,
                 "pair_interval": 6.0,
+                "default_sender": "",
             },
         )
         return result.mappings().one()

@@ -427,6 +427,7 @@ async def test_a_failed_status_for_a_row_still_sending_fails_it_and_keeps_its_ne
                 "finals": [True],
                 "lease": 30,
                 "pair_interval": 6,
+                "default_sender": "1234567890",
             },
         )
     assert len(recorded) == 1
