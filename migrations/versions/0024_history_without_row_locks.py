@@ -8,7 +8,8 @@ row FOR UPDATE. That was ~12 µs of PostgreSQL's CPU per message. The history ke
 gave it: the append already skips a row that is gone (EXISTS); deleting rows deletes their history
 (a statement trigger, by the ids it deleted, through the history's index); truncating the rows
 truncates it (RESTART IDENTITY would otherwise hand the old history to new rows of the same ids).
-The triggers run as the one deleting, who then needs DELETE (TRUNCATE) on outbox_events too.
+Like the key's cascade, they run as the tables' owner. One thing the key did that they cannot: an
+event appended while its row is being deleted (the append's EXISTS still sees the row) outlives it.
 
 Revision ID: 0024
 Revises: 0023
@@ -17,6 +18,7 @@ Create Date: 2026-12-07 18:00:00
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0024"
@@ -27,16 +29,28 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.drop_constraint("fk_outbox_events_message_id", "outbox_events", type_="foreignkey")
+    # As the key's cascade did, the function runs as the tables' owner (whoever deletes rows needs
+    # no rights on the history), so it names the history by its schema and searches no other.
+    history = op.get_bind().scalar(
+        sa.text(
+            "SELECT quote_ident(n.nspname) || '.outbox_events' FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = 'outbox_events'::regclass"
+        )
+    )
     # By an array of ids, not a join with old_rows: the plan is made on the trigger's first run
     # in a connection, and one made for a large delete would scan the whole history ever after.
-    op.execute("""
+    # A TRUNCATE naming both tables has emptied the history already (truncating it again here
+    # would fail: the statement still uses it).
+    op.execute(f"""
 CREATE FUNCTION outbox_messages_forget_history() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
-        TRUNCATE outbox_events;
+        IF EXISTS (SELECT 1 FROM {history}) THEN
+            TRUNCATE {history};
+        END IF;
     ELSE
-        DELETE FROM outbox_events WHERE message_id = ANY (ARRAY(SELECT o.id FROM old_rows o));
+        DELETE FROM {history} WHERE message_id = ANY (ARRAY(SELECT o.id FROM old_rows o));
     END IF;
     RETURN NULL;
 END

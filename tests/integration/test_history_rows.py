@@ -6,6 +6,7 @@ on a real PostgreSQL."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -108,3 +109,33 @@ async def test_truncating_the_rows_truncates_their_history(conn: asyncpg.Connect
     await conn.execute("TRUNCATE outbox_messages RESTART IDENTITY CASCADE")
     assert await conn.fetchval("SELECT count(*) FROM outbox_events") == 0
     assert await history(conn, await a_row(conn)) == 0
+
+
+async def test_truncating_the_rows_and_their_history_together_works(
+    conn: asyncpg.Connection,
+) -> None:
+    # What a fixture resetting every table does; the history's trigger must not truncate twice.
+    await append(conn, await a_row(conn))
+    await conn.execute("TRUNCATE outbox_messages, outbox_events RESTART IDENTITY CASCADE")
+    assert await conn.fetchval("SELECT count(*) FROM outbox_events") == 0
+
+
+async def test_a_role_that_may_delete_rows_deletes_their_history_without_rights_on_it(
+    conn: asyncpg.Connection,
+) -> None:
+    # As the foreign key's cascade did: it ran as the tables' owner.
+    row_id = await a_row(conn)
+    await append(conn, row_id)
+    role = f"outbox_app_{uuid.uuid4().hex[:12]}"
+    await conn.execute(f"CREATE ROLE {role}")
+    try:
+        await conn.execute(
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_messages TO {role}; "
+            f"GRANT USAGE ON SCHEMA public TO {role}"
+        )
+        async with conn.transaction():
+            await conn.execute(f"SET LOCAL ROLE {role}")
+            await conn.execute("DELETE FROM outbox_messages WHERE id = $1", row_id)
+        assert await history(conn, row_id) == 0
+    finally:
+        await conn.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
