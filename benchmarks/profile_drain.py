@@ -4,10 +4,12 @@ message with their time (pg_stat_statements, when the server loads it), and with
 daemon's hottest functions: `--cprofile` drains again under cProfile timed by the process's CPU
 clock (a loaded machine's waits for a core are not counted, as a wall clock would; its figures
 are inflated by the profiler itself, so compare them as shares), `--py-spy` under py-spy
-(sampled wall time). For benchmarks/PROFILE.md: where a message's cost goes, before and after.
+(sampled wall time; `--native` adds C extensions' frames, pausing the daemon to read them). For
+benchmarks/PROFILE.md: where a message's cost goes, before and after.
 
     python -m benchmarks.profile_drain [--rows 20000] [--latency 0] [--recipients 0]
-        [--concurrency 64] [--daemons 1] [--cprofile [--keep-profile FILE]] [--py-spy] [--top 25]
+        [--concurrency 64] [--daemons 1] [--cprofile [--keep-profile FILE]]
+        [--py-spy [--native]] [--top 25]
 """
 
 from __future__ import annotations
