@@ -178,3 +178,17 @@ def test_logging_follows_stderr_when_it_is_replaced_and_the_old_one_closed(
     logging.getLogger("outbox.test").warning("still heard")
     assert "still heard" in second.getvalue()
     assert "Logging error" not in second.getvalue()
+
+
+def test_a_configured_line_looks_up_no_process_or_thread_it_never_shows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # os.getpid() is a system call, and neither format shows it: a busy daemon logs a line a part.
+    for flag in ("logProcesses", "logThreads", "logMultiprocessing"):
+        monkeypatch.setattr(logging, flag, True)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    configure_logging(SETTINGS)
+    record = logging.getLogger("outbox.test").makeRecord(
+        "outbox.test", logging.INFO, __file__, 1, "sent", (), None
+    )
+    assert (record.process, record.thread, record.processName) == (None, None, None)
