@@ -80,17 +80,18 @@ class EventLog:
     async def _flush(self) -> None:
         batch = self._buffer[:MAX_BATCH]
         async with self._pool.connect() as conn:
-            await fetch_all(
-                conn,
-                store.APPEND_EVENTS,
-                {
-                    "ids": [e.message_id for e in batch],
-                    "parts": [e.part for e in batch],
-                    "kinds": [e.kind for e in batch],
-                    "statuses": [e.http_status for e in batch],
-                    "codes": [e.error_code for e in batch],
-                    "details": [None if e.detail is None else clean(e.detail) for e in batch],
-                    "latencies": [e.latency_ms for e in batch],
-                },
-            )
+            await fetch_all(conn, store.APPEND_EVENTS, append_values(batch))
         del self._buffer[: len(batch)]
+
+
+def append_values(batch: list[Event]) -> dict[str, list[object]]:
+    """APPEND_EVENTS' parameters for a batch: a column each, details cleaned."""
+    return {
+        "ids": [e.message_id for e in batch],
+        "parts": [e.part for e in batch],
+        "kinds": [e.kind for e in batch],
+        "statuses": [e.http_status for e in batch],
+        "codes": [e.error_code for e in batch],
+        "details": [None if e.detail is None else clean(e.detail) for e in batch],
+        "latencies": [e.latency_ms for e in batch],
+    }

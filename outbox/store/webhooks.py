@@ -126,6 +126,16 @@ STORE_CONTENTS = sa.text(
 )
 
 
+def row_of_last_part(wamid: str) -> str:
+    """The row whose last part was accepted as `wamid` (an SQL expression) or null: the daemon
+    records a last part's wamid as the row's message_id alone, each earlier part's in
+    outbox_part_wamids too (RECORD_PARTS)."""
+    return (
+        "(SELECT r.id FROM outbox_messages r "
+        f"WHERE r.message_id = {wamid} ORDER BY r.id DESC LIMIT 1)"
+    )
+
+
 # The statuses of a batch (the CTE `batch`), applied. A status finds its part by our callback
 # data, else by its wamid: a row's last part's is the row's message_id, each earlier recorded
 # part's is in outbox_part_wamids (RECORD_PARTS). Each gets an outcome:
@@ -139,16 +149,6 @@ STORE_CONTENTS = sa.text(
 # for a retry (pending) sends nothing more. A failed part stays failed, and a failed status for a
 # delivered or read part changes nothing. Statuses without a rank (played, deleted, warning) and
 # statuses after a failure go to the history only.
-def row_of_last_part(wamid: str) -> str:
-    """The row whose last part was accepted as `wamid` (an SQL expression) or null: the daemon
-    records a last part's wamid as the row's message_id alone, each earlier part's in
-    outbox_part_wamids too (RECORD_PARTS)."""
-    return (
-        "(SELECT r.id FROM outbox_messages r "
-        f"WHERE r.message_id = {wamid} ORDER BY r.id DESC LIMIT 1)"
-    )
-
-
 _APPLY = f"""
     WITH batch AS ({{batch}}),
     located AS (

@@ -14,6 +14,7 @@ import pytest
 
 from outbox import store
 from outbox.connections import fetch_all
+from outbox.delivery.events import Event, append_values
 
 CUSTOMER = "923001234567"
 
@@ -38,19 +39,10 @@ async def a_row(conn: asyncpg.Connection, text: str = "hello") -> int:
 
 async def append(conn: asyncpg.Connection, *row_ids: int) -> int:
     """One batch of `accepted` events, as the daemon's history writer appends them."""
-    rows = await fetch_all(
-        conn,
-        store.APPEND_EVENTS,
-        {
-            "ids": list(row_ids),
-            "parts": [0] * len(row_ids),
-            "kinds": ["accepted"] * len(row_ids),
-            "statuses": [200] * len(row_ids),
-            "codes": [None] * len(row_ids),
-            "details": ["wamid.x"] * len(row_ids),
-            "latencies": [1.5] * len(row_ids),
-        },
-    )
+    batch = [
+        Event(row_id, 0, "accepted", 200, detail="wamid.x", latency_ms=1.5) for row_id in row_ids
+    ]
+    rows = await fetch_all(conn, store.APPEND_EVENTS, append_values(batch))
     appended: int = rows[0]["appended"]
     return appended
 
