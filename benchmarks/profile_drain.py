@@ -1,6 +1,7 @@
 """Profile one `outbox run --drain` of a backlog of one-part rows: CPU µs per message of the
 daemon and of PostgreSQL (as benchmarks/throughput.py counts them), the statements it ran per
-message with their time (pg_stat_statements, when the server loads it), and with `--py-spy` the
+message with their time (pg_stat_statements, when the server loads it), the WAL written per
+message (records and full-page images too), and with `--py-spy` the
 daemon's hottest functions: `--cprofile` drains again under cProfile timed by the process's CPU
 clock (a loaded machine's waits for a core are not counted, as a wall clock would; its figures
 are inflated by the profiler itself, so compare them as shares), `--py-spy` under py-spy
@@ -9,7 +10,10 @@ benchmarks/PROFILE.md: where a message's cost goes, before and after.
 
     python -m benchmarks.profile_drain [--rows 20000] [--latency 0] [--recipients 0]
         [--concurrency 64] [--daemons 1] [--cprofile [--keep-profile FILE]]
-        [--py-spy [--native]] [--top 25]
+        [--py-spy [--native]] [--top 25] [--setup-sql FILE]
+
+`--setup-sql` runs a file's SQL on the migrated scratch database before the backlog is filled:
+a shape to try (an index, a setting) measured before it becomes a migration.
 """
 
 from __future__ import annotations
@@ -134,17 +138,23 @@ async def main(args: argparse.Namespace) -> None:
                 f"{args.latency:.0f} ms, {args.concurrency} in flight, {args.daemons} daemon(s), "
                 f"load before: {load_average()}"
             )
+            if args.setup_sql is not None:
+                sql = args.setup_sql.read_text()
+                await on_connection(dsn, lambda c: run_sql(c, sql))
             await on_connection(dsn, lambda c: fill(c, args.rows, recipients))
             with_stats = await on_connection(dsn, reset_statements)
+            wal_before = await wal_position(dsn)
             drain = await timed(
                 setup, [daemon_command(args.concurrency)] * args.daemons, sent_outbox
             )
+            wal = await wal_position(dsn)
             print(
                 f"sent {drain.sent:,} in {drain.seconds:.1f}s: {drain.rate():,.0f} msg/s; "
                 "CPU µs/msg: "
                 f"daemon {drain.micros(drain.drainer)}, PostgreSQL {drain.micros(drain.server)}, "
                 f"simulator {drain.micros(drain.simulator)}; load after: {load_average()}"
             )
+            print(wal_written(wal_before, wal, drain.sent))
             if with_stats:
                 print("\n".join(await statements(dsn, database, drain.sent, args.top)))
             if args.cprofile:
@@ -163,6 +173,38 @@ async def main(args: argparse.Namespace) -> None:
 async def fill(conn: asyncpg.Connection, rows: int, recipients: int) -> int:
     await fill_outbox(conn, rows, recipients)
     return rows
+
+
+# The server's WAL: bytes inserted so far, records and full-page images (PostgreSQL 14+).
+WAL_POSITION = """
+SELECT pg_current_wal_insert_lsn() - '0/0' AS bytes, wal_records, wal_fpi FROM pg_stat_wal
+"""
+
+
+async def wal_position(dsn: str) -> tuple[float, float, float]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow(WAL_POSITION)
+    finally:
+        await conn.close()
+    assert row is not None
+    return float(row["bytes"]), float(row["wal_records"]), float(row["wal_fpi"])
+
+
+def wal_written(before: tuple[float, ...], after: tuple[float, ...], sent: int) -> str:
+    """WAL per message over the drain: the whole server's, so run it on a server of its own."""
+    bytes_, records, images = (
+        max(a - b, 0.0) / max(sent, 1) for a, b in zip(after, before, strict=True)
+    )
+    return (
+        f"WAL: {bytes_:,.0f} bytes/msg, {records:.1f} records/msg, "
+        f"{images:.2f} full-page images/msg"
+    )
+
+
+async def run_sql(conn: asyncpg.Connection, sql: str) -> int:
+    await conn.execute(sql)
+    return 1
 
 
 async def reset_statements(conn: asyncpg.Connection) -> int:
@@ -270,6 +312,9 @@ def cli() -> None:
     parser.add_argument("--native", action="store_true", help="with --py-spy: C frames too")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--keep-profile", help="also save the cProfile stats to this file")
+    parser.add_argument(
+        "--setup-sql", type=Path, help="SQL run on the scratch database before the backlog"
+    )
     asyncio.run(main(parser.parse_args()))
 
 
