@@ -10,6 +10,8 @@ gave it: the append already skips a row that is gone (EXISTS); deleting rows del
 truncates it (RESTART IDENTITY would otherwise hand the old history to new rows of the same ids).
 Like the key's cascade, they run as the tables' owner. One thing the key did that they cannot: an
 event appended while its row is being deleted (the append's EXISTS still sees the row) outlives it.
+Neither form keeps a running daemon's unwritten events (up to 0.2 s of them, more while the
+database is away) off new rows that RESTART IDENTITY gives the truncated rows' ids.
 
 Revision ID: 0024
 Revises: 0023
