@@ -1,10 +1,10 @@
 """Profile one `outbox run --drain` of a backlog of one-part rows: CPU µs per message of the
 daemon and of PostgreSQL (as benchmarks/throughput.py counts them), the statements it ran per
-message with their time (pg_stat_statements, when the server loads it), the WAL written per
-message (records and full-page images too), and with `--py-spy` the
-daemon's hottest functions: `--cprofile` drains again under cProfile timed by the process's CPU
-clock (a loaded machine's waits for a core are not counted, as a wall clock would; its figures
-are inflated by the profiler itself, so compare them as shares), `--py-spy` under py-spy
+message with their time (pg_stat_statements, when the server loads it), the WAL it wrote per
+message (records and full-page images too), and with `--py-spy` the daemon's hottest functions:
+`--cprofile` drains again under cProfile timed by the process's CPU clock (a loaded machine's
+waits for a core are not counted, as a wall clock would; its figures are inflated by the
+profiler itself, so compare them as shares), `--py-spy` under py-spy
 (sampled wall time; `--native` adds C extensions' frames, pausing the daemon to read them). For
 benchmarks/PROFILE.md: where a message's cost goes, before and after.
 

@@ -55,7 +55,7 @@ async def history(conn: asyncpg.Connection, row_id: int) -> int:
 
 
 async def test_appending_history_leaves_the_rows_it_names_unlocked(
-    conn: asyncpg.Connection, database_url: str
+    conn: asyncpg.Connection,
 ) -> None:
     row_id = await a_row(conn)
     before = await conn.fetchval("SELECT xmax::text FROM outbox_messages WHERE id = $1", row_id)
