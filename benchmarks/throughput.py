@@ -1,7 +1,8 @@
 """Throughput: drain a backlog of one-part rows as fast as each drainer can, side by side in one
-run: pgqueuer 1.6 doing one POST per job (benchmarks/pgqueuer_drain.py), the bare loop on a bare
-table (benchmarks/bare.py), the same loop on the outbox table (benchmarks/reference.py),
-`outbox run --drain`, and two of them at once.
+run: pgqueuer 1.6 doing one POST per job (benchmarks/pgqueuer_drain.py), the same with each
+job's wamid written to the app's row (`pgqueuer-wamid`: what `outbox run` records too), the bare
+loop on a bare table (benchmarks/bare.py), the same loop on the outbox table
+(benchmarks/reference.py), `outbox run --drain`, and two of them at once.
 
 Each drain starts from the same freshly inserted backlog in a scratch database: rows to distinct
 recipients (`--recipients 0`, one per row) and to N repeated ones (`--recipients N`); both are
@@ -15,7 +16,8 @@ limit. Every process runs on uvloop when it is installed (pgqueuer, in the bench
 in); `--no-uvloop` hides it from all of them, as on the default install.
 
     python -m benchmarks.throughput [--rows 20000] [--latencies 0 100] [--recipients 0 5000]
-        [--repeat 1] [--drainers pgqueuer bare reference outbox outbox2] [--no-uvloop]
+        [--repeat 1] [--drainers pgqueuer pgqueuer-wamid bare reference outbox outbox2]
+        [--no-uvloop]
         [--variant NAME=VALUE ...]
 
 `--variant OUTBOX_X=y` adds one more drainer: one daemon run with that setting, in the same
@@ -55,7 +57,7 @@ except ImportError:
 T = TypeVar("T")
 BIN = Path(sys.executable).parent
 TOKEN, PHONE = "bench-token", "1234567890"
-DRAINERS = ("pgqueuer", "bare", "reference", "outbox", "outbox2")
+DRAINERS = ("pgqueuer", "pgqueuer-wamid", "bare", "reference", "outbox", "outbox2")
 IN_FLIGHT = {0.0: 64, 100.0: 1000}  # the issue's in-flight at each latency
 # Row i goes to recipient i % $2: one recipient per row when $2 is the row count.
 RECIPIENT = "'92300' || lpad((i % $2)::text, 7, '0')"
@@ -199,7 +201,17 @@ async def fill_bare(conn: asyncpg.Connection, rows: int, recipients: int) -> Non
 
 
 async def fill_pgqueuer(conn: asyncpg.Connection, rows: int, recipients: int) -> None:
-    """pgqueuer's schema (once, with `pgq autovac`'s settings) and queue, by its own API."""
+    """pgqueuer's schema (once, with `pgq autovac`'s settings) and queue, by its own API; and the
+    app's rows whose wamids `pgqueuer-wamid` writes, job i naming row i."""
+    await conn.execute(pgqueuer_drain.APP_TABLE)
+    await conn.execute("TRUNCATE app_messages")
+    await conn.execute(
+        f"INSERT INTO app_messages (id, recipient, body) "
+        f"SELECT i, {RECIPIENT}, 'Booking ' || i || ' confirmed' FROM generate_series(1, $1) AS i",
+        rows,
+        recipients,
+    )
+    await conn.execute("VACUUM ANALYZE app_messages")
     queries = Queries(AsyncpgDriver(conn))
     if not await queries.schema_is_installed():
         await queries.install()
@@ -208,7 +220,9 @@ async def fill_pgqueuer(conn: asyncpg.Connection, rows: int, recipients: int) ->
     await queries.clear_queue_log()
     await queries.clear_statistics_log()
     payloads: list[bytes | None] = [
-        json.dumps({"to": f"92300{i % recipients:07d}", "body": f"Booking {i} confirmed"}).encode()
+        json.dumps(
+            {"id": i, "to": f"92300{i % recipients:07d}", "body": f"Booking {i} confirmed"}
+        ).encode()
         for i in range(1, rows + 1)
     ]
     for start in range(0, rows, 5000):
@@ -228,6 +242,12 @@ async def sent_bare(conn: asyncpg.Connection) -> int:
 async def sent_pgqueuer(conn: asyncpg.Connection) -> int:
     table = Queries(AsyncpgDriver(conn)).qbe.settings.queue_table_log
     return int(await conn.fetchval(f"SELECT count(*) FROM {table} WHERE status = 'successful'"))
+
+
+async def recorded_pgqueuer(conn: asyncpg.Connection) -> int:
+    """Jobs that succeeded, and only if each wrote its wamid to its row."""
+    recorded = int(await conn.fetchval("SELECT count(wamid) FROM app_messages"))
+    return min(recorded, await sent_pgqueuer(conn))
 
 
 Fill = Callable[[asyncpg.Connection, int, int], Awaitable[None]]
@@ -316,6 +336,13 @@ async def measure(
             fill_pgqueuer,
             sent_pgqueuer,
             [[sys.executable, "-m", "benchmarks.pgqueuer_drain", *loop]],
+        ),
+        (
+            "pgqueuer-wamid",
+            "pgqueuer, wamid written",
+            fill_pgqueuer,
+            recorded_pgqueuer,
+            [[sys.executable, "-m", "benchmarks.pgqueuer_drain", *loop, "record"]],
         ),
         (
             "bare",
