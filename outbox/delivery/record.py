@@ -11,6 +11,7 @@ arrived before their part was recorded are applied right after it is, off the se
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import uuid
 from collections.abc import Callable
@@ -37,6 +38,14 @@ class AcceptedPart:
     final: bool
 
 
+class Recorded(enum.Enum):
+    """What became of an accepted part's record."""
+
+    GOING_ON = "written; the row goes on"
+    ROW_FAILED = "written; a status webhook failed the row meanwhile"
+    NOT_OURS = "not written: the row is no longer this claim's (taken over, or deleted)"
+
+
 class RecordFailed(Exception):
     """The part was accepted but its wamid could not be written (not for a lost connection)."""
 
@@ -56,12 +65,12 @@ class PartRecorder:
         self._pair_interval = pair_interval  # the pacing clock each recorded part advances
         self._default_sender = default_sender
         self._on_idle = on_idle
-        self._queue: asyncio.Queue[tuple[AcceptedPart, asyncio.Future[bool]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[AcceptedPart, asyncio.Future[Recorded]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._unwritten = 0
         self._abandon = False
         self._writing_since: float | None = None
-        self._batch: list[tuple[AcceptedPart, asyncio.Future[bool]]] = []  # being written
+        self._batch: list[tuple[AcceptedPart, asyncio.Future[Recorded]]] = []  # being written
         self._applying: set[asyncio.Task[None]] = set()  # statuses that waited for their part
 
     @property
@@ -78,11 +87,10 @@ class PartRecorder:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-recorder")
 
-    async def record(self, part: AcceptedPart) -> bool:
-        """Durably record `part`; False when the row must not go on (its lease was lost to
-        another worker, or a status webhook failed it).
-        Raises RecordFailed when the database refuses the write itself."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    async def record(self, part: AcceptedPart) -> Recorded:
+        """Durably record `part`, unless the row is no longer this claim's (its lease was lost
+        to another worker). Raises RecordFailed when the database refuses the write itself."""
+        future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
         self._unwritten += 1
         self._queue.put_nowait((part, future))
         return await asyncio.shield(future)
@@ -128,7 +136,9 @@ class PartRecorder:
                 if not self._unwritten:
                     self._on_idle()
 
-    async def _write_batch(self, batch: list[tuple[AcceptedPart, asyncio.Future[bool]]]) -> None:
+    async def _write_batch(
+        self, batch: list[tuple[AcceptedPart, asyncio.Future[Recorded]]]
+    ) -> None:
         try:
             recorded = await self._persistently([part for part, _ in batch])
         except Exception as exc:
@@ -140,9 +150,9 @@ class PartRecorder:
                 await self._write_batch([item])
             return
         for part, future in batch:
-            _settle(future, result=part.row_id in recorded)
+            _settle(future, result=recorded.get(part.row_id, Recorded.NOT_OURS))
 
-    async def _persistently(self, parts: list[AcceptedPart]) -> set[int]:
+    async def _persistently(self, parts: list[AcceptedPart]) -> dict[int, Recorded]:
         return await persistently(
             self._write,
             parts,
@@ -151,9 +161,9 @@ class PartRecorder:
             max_delay=1.0,  # soon after the database is back: before any other daemon takes over
         )
 
-    async def _write(self, parts: list[AcceptedPart]) -> set[int]:
-        """One UPDATE for the batch; the ids of the rows to go on with: still ours and still
-        sending (a status webhook may have failed the row meanwhile; the part is recorded)."""
+    async def _write(self, parts: list[AcceptedPart]) -> dict[int, Recorded]:
+        """One UPDATE for the batch; the rows written, each going on or failed meanwhile by a
+        status webhook (the part is recorded all the same). A row not among them is not ours."""
         async with self._pool.connect() as conn:
             rows = await fetch_all(
                 conn,
@@ -174,7 +184,10 @@ class PartRecorder:
             task = asyncio.create_task(self._apply_waiting(waiting), name="outbox-apply-waiting")
             self._applying.add(task)
             task.add_done_callback(self._applying.discard)
-        return {int(row["id"]) for row in rows if row["going_on"]}
+        return {
+            int(row["id"]): Recorded.GOING_ON if row["going_on"] else Recorded.ROW_FAILED
+            for row in rows
+        }
 
     async def _apply_waiting(self, row_ids: list[int]) -> None:
         """Apply the statuses that came before these rows' parts were recorded (the webhook beat
@@ -201,10 +214,10 @@ class PartRecorder:
 
 
 def _settle(
-    future: asyncio.Future[bool],
+    future: asyncio.Future[Recorded],
     *,
     part: AcceptedPart | None = None,
-    result: bool = False,
+    result: Recorded = Recorded.NOT_OURS,
     error: BaseException | None = None,
 ) -> None:
     if future.done():

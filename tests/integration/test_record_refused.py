@@ -1,0 +1,115 @@
+"""A part Meta accepted whose record the row refuses: the log says which of the two reasons it
+was, and names the wamid when the part went unrecorded (the row is no longer this daemon's, so
+whoever holds it now may send that part again)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+import asyncpg
+import pytest
+from aioresponses import CallbackResult, aioresponses
+
+import outbox
+from outbox.callbacks import installation_id
+from outbox.delivery.events import EventLog
+from outbox.delivery.limiter import RateLimiter
+from outbox.delivery.record import PartRecorder
+from outbox.delivery.send import RowSender
+from outbox.delivery.senders import Senders
+from outbox.pool import Pool
+from outbox.whatsapp_client import CloudAPI
+from tests.daemon_helpers import claim_of
+
+PHONE = "1122334455"
+URL = f"http://127.0.0.1:9/v23.0/{PHONE}/messages"
+WAMID = "wamid.HBgMOTIzMDAxMjM0NTY3FQIAERgSQUNDRVBURURXSElMRUxPU1QA"
+
+
+async def deliver_while(database_url: str, change: str) -> str:
+    """Send one claimed one-text row; while Meta accepts its part, `change` (SQL, $1 the row's
+    id) happens to the row. Its parts as recorded afterwards."""
+    conn = await asyncpg.connect(database_url)
+    pool = Pool(database_url, size=2)
+    try:
+        token = uuid.uuid4()
+        row_id = await conn.fetchval(
+            "INSERT INTO outbox_messages (recipient, message, status, attempts, lease_token, "
+            "locked_until) VALUES ('923001234567', 'hi', 'sending', 1, $1, "
+            "now() + interval '30 seconds') RETURNING id",
+            token,
+        )
+
+        async def accepted(url: object, **kwargs: object) -> CallbackResult:
+            await conn.execute(change, row_id)
+            return CallbackResult(status=200, payload={"messages": [{"id": WAMID}]})
+
+        settings = outbox.Settings(database_url=database_url, quick_retries=1)
+        async with aiohttp.ClientSession() as http:
+            api = CloudAPI(
+                http,
+                base_url="http://127.0.0.1:9",
+                version="v23.0",
+                phone_number_id=PHONE,
+                access_token="t",
+            )
+            recorder = PartRecorder(pool, 30, on_idle=lambda: None)
+            recorder.start()
+            rows = RowSender(
+                settings,
+                pool,
+                api,
+                recorder,
+                Senders(PHONE, 60),
+                RateLimiter(45, 6),
+                lambda: None,
+                EventLog(pool),
+                installation=await installation_id(pool),
+            )
+            with aioresponses() as mocked:
+                mocked.post(URL, callback=accepted)
+                await rows.deliver(claim_of(row_id, token))
+            await recorder.close(5)
+        return str(
+            await conn.fetchval("SELECT parts::text FROM outbox_messages WHERE id = $1", row_id)
+        )
+    finally:
+        await pool.close(5)
+        await conn.close()
+
+
+Deliver = Callable[[str], Awaitable[str]]
+
+TAKEN_OVER = (
+    "UPDATE outbox_messages SET lease_token = gen_random_uuid(), taken_over = true WHERE id = $1"
+)
+FAILED_BY_A_STATUS = (
+    "UPDATE outbox_messages SET status = 'failed', last_error = '131026: undeliverable' "
+    "WHERE id = $1"
+)
+
+
+async def test_a_part_accepted_after_the_row_was_taken_over_is_logged_with_its_wamid(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="outbox")
+    parts = await deliver_while(database_url, TAKEN_OVER)
+    assert parts == "[]"  # the row is the other daemon's: nothing of this one's is written
+    warning = [r.getMessage() for r in caplog.records if WAMID in r.getMessage()]
+    assert len(warning) == 1
+    assert "not recorded" in warning[0]
+    assert "may be sent again" in warning[0]
+
+
+async def test_a_part_accepted_while_a_status_failed_the_row_is_recorded_and_says_so(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="outbox")
+    parts = await deliver_while(database_url, FAILED_BY_A_STATUS)
+    assert WAMID in parts
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("a status webhook failed it" in m for m in messages)
+    assert not any("lease" in m for m in messages)
