@@ -213,6 +213,23 @@ class PartRecorder:
             await store.apply_marked(conn, row_ids)
 
 
+def log_refused(part: AcceptedPart, recorded: Recorded) -> None:
+    """Why the row stops after `part`, which Meta accepted: a part left unwritten is named with
+    its wamid, for whoever finds it sent twice."""
+    if recorded is Recorded.ROW_FAILED:
+        logger.warning("message %d: stopping: a status webhook failed it", part.row_id)
+        return
+    logger.warning(
+        "message %d: part %d was accepted as %s but not recorded: the row is no longer this "
+        "daemon's (its lease ran out and it was taken over, or it was deleted), so the part may "
+        "be sent again",
+        part.row_id,
+        part.index + 1,
+        part.wamid,
+        extra={"row_id": part.row_id, "part": part.index + 1, "wamid": part.wamid},
+    )
+
+
 def _settle(
     future: asyncio.Future[Recorded],
     *,

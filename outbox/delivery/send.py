@@ -29,7 +29,13 @@ from outbox.delivery.parts import expired, row_parts
 from outbox.delivery.paused_templates import PausedTemplates
 from outbox.delivery.rate import SharedRate
 from outbox.delivery.reconcile import Reconciler
-from outbox.delivery.record import AcceptedPart, PartRecorder, Recorded, RecordFailed
+from outbox.delivery.record import (
+    AcceptedPart,
+    PartRecorder,
+    Recorded,
+    RecordFailed,
+    log_refused,
+)
 from outbox.delivery.refusal import Refusals
 from outbox.delivery.request import Expired, LeaseLost, Requests
 from outbox.delivery.rules import Rules
@@ -278,18 +284,7 @@ class RowSender:
                 if index == claim.doubtful_part:
                     claim.doubtful_part = None  # that request's fate no longer matters
                 return True
-            if recorded is Recorded.ROW_FAILED:
-                logger.warning("message %d: stopping: a status webhook failed it", claim.id)
-            else:
-                logger.warning(
-                    "message %d: part %d was accepted as %s but not recorded: the row is no "
-                    "longer this daemon's (its lease ran out and it was taken over, or it was "
-                    "deleted), so the part may be sent again",
-                    claim.id,
-                    index + 1,
-                    wamid,
-                    extra={"row_id": claim.id, "part": index + 1, "wamid": wamid},
-                )
+            log_refused(part, recorded)
         except RecordFailed as exc:
             await self._outcomes.fail(claim, str(exc))
         return False
