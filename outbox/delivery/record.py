@@ -72,6 +72,7 @@ class PartRecorder:
         self._writing_since: float | None = None
         self._batch: list[tuple[AcceptedPart, asyncio.Future[Recorded]]] = []  # being written
         self._applying: set[asyncio.Task[None]] = set()  # statuses that waited for their part
+        self.refused = 0  # accepted parts left unwritten: their rows were no longer ours
 
     @property
     def busy(self) -> bool:
@@ -150,7 +151,10 @@ class PartRecorder:
                 await self._write_batch([item])
             return
         for part, future in batch:
-            _settle(future, result=recorded.get(part.row_id, Recorded.NOT_OURS))
+            result = recorded.get(part.row_id, Recorded.NOT_OURS)
+            if result is Recorded.NOT_OURS:
+                self.refused += 1
+            _settle(future, result=result)
 
     async def _persistently(self, parts: list[AcceptedPart]) -> dict[int, Recorded]:
         return await persistently(

@@ -33,7 +33,8 @@ async def shut_down(
     deadline: float,
 ) -> tuple[int, int]:
     """Finish or give back what is in flight; the number of rows given back to pending,
-    and of accepted parts whose wamid could not be written."""
+    and of accepted parts whose wamid was not written (left at the stop, or refused earlier by
+    rows taken over)."""
     assert rows is not None
     tasks = in_flight.tasks
     if tasks:
@@ -46,7 +47,7 @@ async def shut_down(
     rows.abandon = True  # no new part goes out; retried writes give up
     rows.stop_lookups()
     # Accepted parts are written before their rows are given back, or they would be lost.
-    unrecorded = await recorder.close(left(deadline))
+    unrecorded = await recorder.close(left(deadline)) + recorder.refused
     await cancel_and_wait(tasks)
     released = 0
     if claims:

@@ -1,12 +1,12 @@
 """A part Meta accepted whose record the row refuses: the log says which of the two reasons it
 was, and names the wamid when the part went unrecorded (the row is no longer this daemon's, so
-whoever holds it now may send that part again)."""
+whoever holds it now may send that part again); the stop counts such parts as unrecorded."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
 
 import aiohttp
 import asyncpg
@@ -16,10 +16,12 @@ from aioresponses import CallbackResult, aioresponses
 import outbox
 from outbox.callbacks import installation_id
 from outbox.delivery.events import EventLog
+from outbox.delivery.flight import InFlight
 from outbox.delivery.limiter import RateLimiter
 from outbox.delivery.record import PartRecorder
 from outbox.delivery.send import RowSender
 from outbox.delivery.senders import Senders
+from outbox.delivery.shutdown import shut_down
 from outbox.pool import Pool
 from outbox.whatsapp_client import CloudAPI
 from tests.daemon_helpers import claim_of
@@ -29,9 +31,10 @@ URL = f"http://127.0.0.1:9/v23.0/{PHONE}/messages"
 WAMID = "wamid.HBgMOTIzMDAxMjM0NTY3FQIAERgSQUNDRVBURURXSElMRUxPU1QA"
 
 
-async def deliver_while(database_url: str, change: str) -> str:
+async def deliver_while(database_url: str, change: str) -> tuple[str, int]:
     """Send one claimed one-text row; while Meta accepts its part, `change` (SQL, $1 the row's
-    id) happens to the row. Its parts as recorded afterwards."""
+    id) happens to the row; then stop. Its parts as recorded, and the accepted parts the stop
+    counts as unrecorded."""
     conn = await asyncpg.connect(database_url)
     pool = Pool(database_url, size=2)
     try:
@@ -72,16 +75,14 @@ async def deliver_while(database_url: str, change: str) -> str:
             with aioresponses() as mocked:
                 mocked.post(URL, callback=accepted)
                 await rows.deliver(claim_of(row_id, token))
-            await recorder.close(5)
-        return str(
-            await conn.fetchval("SELECT parts::text FROM outbox_messages WHERE id = $1", row_id)
-        )
+            deadline = asyncio.get_running_loop().time() + 5
+            _, unrecorded = await shut_down(pool, rows, recorder, InFlight(lambda: None), deadline)
+        parts = await conn.fetchval("SELECT parts::text FROM outbox_messages WHERE id = $1", row_id)
+        return str(parts), unrecorded
     finally:
         await pool.close(5)
         await conn.close()
 
-
-Deliver = Callable[[str], Awaitable[str]]
 
 TAKEN_OVER = (
     "UPDATE outbox_messages SET lease_token = gen_random_uuid(), taken_over = true WHERE id = $1"
@@ -96,7 +97,7 @@ async def test_a_part_accepted_after_the_row_was_taken_over_is_logged_with_its_w
     database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="outbox")
-    parts = await deliver_while(database_url, TAKEN_OVER)
+    parts, _ = await deliver_while(database_url, TAKEN_OVER)
     assert parts == "[]"  # the row is the other daemon's: nothing of this one's is written
     warning = [r.getMessage() for r in caplog.records if WAMID in r.getMessage()]
     assert len(warning) == 1
@@ -108,8 +109,22 @@ async def test_a_part_accepted_while_a_status_failed_the_row_is_recorded_and_say
     database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="outbox")
-    parts = await deliver_while(database_url, FAILED_BY_A_STATUS)
+    parts, _ = await deliver_while(database_url, FAILED_BY_A_STATUS)
     assert WAMID in parts
     messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert any("a status webhook failed it" in m for m in messages)
     assert not any("lease" in m for m in messages)
+
+
+async def test_the_stop_counts_a_part_left_unwritten_by_a_takeover_as_unrecorded(
+    database_url: str,
+) -> None:
+    _, unrecorded = await deliver_while(database_url, TAKEN_OVER)
+    assert unrecorded == 1
+
+
+async def test_the_stop_does_not_count_a_part_recorded_on_a_row_a_status_failed(
+    database_url: str,
+) -> None:
+    _, unrecorded = await deliver_while(database_url, FAILED_BY_A_STATUS)
+    assert unrecorded == 0
