@@ -11,14 +11,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import outbox
-from outbox.callbacks import parse_callback
+from outbox.callbacks import installation_id, parse_callback
 from outbox.delivery.claim import Claim
 from outbox.delivery.daemon import Daemon
+from outbox.delivery.events import EventLog
+from outbox.delivery.limiter import RateLimiter
+from outbox.delivery.record import PartRecorder
+from outbox.delivery.send import RowSender
+from outbox.delivery.senders import Senders
+from outbox.pool import Pool
 from outbox.simulator import Simulator, Step
+from outbox.whatsapp_client import CloudAPI
 
 TOKEN = "test-token"
 PHONE = "1234567890"
@@ -75,6 +84,50 @@ def short_callback(callback: object) -> str:
     parsed = parse_callback(callback)
     assert parsed is not None, f"not our callback data: {callback!r}"
     return f"outbox:{parsed.row}:{parsed.part}"
+
+
+async def row_sender(
+    settings: outbox.Settings,
+    pool: Pool,
+    http: aiohttp.ClientSession,
+    recorder: PartRecorder,
+    phone: str,
+    senders: Senders | None = None,
+) -> RowSender:
+    """A RowSender as the daemon builds one, sending from `phone` to an API at
+    http://127.0.0.1:9 (for aioresponses to answer) and recording through `recorder`."""
+    api = CloudAPI(
+        http,
+        base_url="http://127.0.0.1:9",
+        version="v23.0",
+        phone_number_id=phone,
+        access_token="t",
+    )
+    return RowSender(
+        settings,
+        pool,
+        api,
+        recorder,
+        senders or Senders(phone, 60),
+        RateLimiter(45, 6),
+        lambda: None,
+        EventLog(pool),
+        installation=await installation_id(pool),
+    )
+
+
+async def claimed_row(conn: asyncpg.Connection, in_doubt: int = 0) -> tuple[int, uuid.UUID]:
+    """A one-text row to 923001234567 set `sending` under a new lease token for 30 s, on its
+    first attempt (claim_of is its claim); its id and token."""
+    token = uuid.uuid4()
+    row_id = await conn.fetchval(
+        "INSERT INTO outbox_messages (recipient, message, status, attempts, in_doubt, "
+        "lease_token, locked_until) VALUES ('923001234567', 'hi', 'sending', 1, $1, $2, "
+        "now() + interval '30 seconds') RETURNING id",
+        in_doubt,
+        token,
+    )
+    return int(row_id), token
 
 
 def claim_of(row_id: int, token: uuid.UUID, *, in_doubt: int = 0, probe: bool = False) -> Claim:

@@ -3,24 +3,17 @@ is never sent more than MAX_IN_DOUBT_IN_OUTAGE times; an answer that came back i
 
 from __future__ import annotations
 
-import uuid
-
 import aiohttp
 import asyncpg
 import pytest
 from aioresponses import aioresponses
 
 import outbox
-from outbox.callbacks import installation_id
-from outbox.delivery.events import EventLog
-from outbox.delivery.limiter import RateLimiter
 from outbox.delivery.record import PartRecorder
-from outbox.delivery.send import RowSender
 from outbox.delivery.senders import Senders
 from outbox.pool import Pool
 from outbox.retry import MAX_IN_DOUBT, MAX_IN_DOUBT_IN_OUTAGE
-from outbox.whatsapp_client import CloudAPI
-from tests.daemon_helpers import claim_of
+from tests.daemon_helpers import claim_of, claimed_row, row_sender
 
 PHONE = "1122334455"
 URL = f"http://127.0.0.1:9/v23.0/{PHONE}/messages"
@@ -33,41 +26,16 @@ async def deliver_in_an_outage(database_url: str, in_doubt: int, **answer: objec
     conn = await asyncpg.connect(database_url)
     pool = Pool(database_url, size=2)
     try:
-        token = uuid.uuid4()
-        row_id = await conn.fetchval(
-            "INSERT INTO outbox_messages (recipient, message, status, attempts, in_doubt, "
-            "lease_token, locked_until) VALUES ('923001234567', 'hi', 'sending', 1, $1, $2, "
-            "now() + interval '30 seconds') RETURNING id",
-            in_doubt,
-            token,
-        )
+        row_id, token = await claimed_row(conn, in_doubt)
         claim = claim_of(row_id, token, in_doubt=in_doubt, probe=True)
         senders = Senders(PHONE, 60)
         for n in range(5):  # five timeouts to three recipients: the sender is in an outage
             senders.gate(PHONE).failed(1000 + n, f"92300000000{n % 3}", "timed out")
         settings = outbox.Settings(database_url=database_url, quick_retries=1, request_timeout=5)
         async with aiohttp.ClientSession() as http:
-            api = CloudAPI(
-                http,
-                base_url="http://127.0.0.1:9",
-                version="v23.0",
-                phone_number_id=PHONE,
-                access_token="t",
-            )
             recorder = PartRecorder(pool, 30, on_idle=lambda: None)
             recorder.start()
-            events = EventLog(pool)
-            rows = RowSender(
-                settings,
-                pool,
-                api,
-                recorder,
-                senders,
-                RateLimiter(45, 6),
-                lambda: None,
-                events,
-                installation=await installation_id(pool),
-            )
+            rows = await row_sender(settings, pool, http, recorder, PHONE, senders)
             with aioresponses() as mocked:
                 mocked.get(f"http://127.0.0.1:9/v23.0/{PHONE}?fields=id", payload={"id": PHONE})
                 mocked.post(URL, **answer)

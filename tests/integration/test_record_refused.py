@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 
 import aiohttp
 import asyncpg
@@ -14,17 +13,11 @@ import pytest
 from aioresponses import CallbackResult, aioresponses
 
 import outbox
-from outbox.callbacks import installation_id
-from outbox.delivery.events import EventLog
 from outbox.delivery.flight import InFlight
-from outbox.delivery.limiter import RateLimiter
 from outbox.delivery.record import PartRecorder
-from outbox.delivery.send import RowSender
-from outbox.delivery.senders import Senders
 from outbox.delivery.shutdown import shut_down
 from outbox.pool import Pool
-from outbox.whatsapp_client import CloudAPI
-from tests.daemon_helpers import claim_of
+from tests.daemon_helpers import claim_of, claimed_row, row_sender
 
 PHONE = "1122334455"
 URL = f"http://127.0.0.1:9/v23.0/{PHONE}/messages"
@@ -38,13 +31,7 @@ async def deliver_while(database_url: str, change: str) -> tuple[str, int]:
     conn = await asyncpg.connect(database_url)
     pool = Pool(database_url, size=2)
     try:
-        token = uuid.uuid4()
-        row_id = await conn.fetchval(
-            "INSERT INTO outbox_messages (recipient, message, status, attempts, lease_token, "
-            "locked_until) VALUES ('923001234567', 'hi', 'sending', 1, $1, "
-            "now() + interval '30 seconds') RETURNING id",
-            token,
-        )
+        row_id, token = await claimed_row(conn)
 
         async def accepted(url: object, **kwargs: object) -> CallbackResult:
             await conn.execute(change, row_id)
@@ -52,26 +39,9 @@ async def deliver_while(database_url: str, change: str) -> tuple[str, int]:
 
         settings = outbox.Settings(database_url=database_url, quick_retries=1)
         async with aiohttp.ClientSession() as http:
-            api = CloudAPI(
-                http,
-                base_url="http://127.0.0.1:9",
-                version="v23.0",
-                phone_number_id=PHONE,
-                access_token="t",
-            )
             recorder = PartRecorder(pool, 30, on_idle=lambda: None)
             recorder.start()
-            rows = RowSender(
-                settings,
-                pool,
-                api,
-                recorder,
-                Senders(PHONE, 60),
-                RateLimiter(45, 6),
-                lambda: None,
-                EventLog(pool),
-                installation=await installation_id(pool),
-            )
+            rows = await row_sender(settings, pool, http, recorder, PHONE)
             with aioresponses() as mocked:
                 mocked.post(URL, callback=accepted)
                 await rows.deliver(claim_of(row_id, token))

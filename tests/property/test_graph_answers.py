@@ -18,16 +18,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import outbox
-from outbox.callbacks import installation_id
 from outbox.delivery.claim import Claim
-from outbox.delivery.events import EventLog
-from outbox.delivery.limiter import RateLimiter
 from outbox.delivery.record import PartRecorder
-from outbox.delivery.send import RowSender
-from outbox.delivery.senders import Senders
 from outbox.pool import Pool
-from outbox.whatsapp_client import CloudAPI
-from tests.daemon_helpers import claim_of
+from tests.daemon_helpers import claim_of, row_sender
 
 URL = "http://127.0.0.1:9/v23.0/1122334455/messages"
 CODES = [0, 1, 2, 4, 10, 33, 100, 190, 368, 130429, 131000, 131026, 131047, 131056, 132015]
@@ -98,26 +92,9 @@ async def _deliver_once(database_url: str, status: int, header: str | None, body
         )
         headers = {"Retry-After": header} if header is not None else {}
         async with aiohttp.ClientSession() as http:
-            api = CloudAPI(
-                http,
-                base_url="http://127.0.0.1:9",
-                version="v23.0",
-                phone_number_id="1122334455",
-                access_token="t",
-            )
             recorder = PartRecorder(pool, 30, on_idle=lambda: None)
             recorder.start()
-            rows = RowSender(
-                options,
-                pool,
-                api,
-                recorder,
-                Senders("1122334455", 60),
-                RateLimiter(45, 6),
-                lambda: None,
-                EventLog(pool),
-                installation=await installation_id(pool),
-            )
+            rows = await row_sender(options, pool, http, recorder, "1122334455")
             with aioresponses() as mocked:
                 mocked.post(URL, status=status, body=body, headers=headers, repeat=True)
                 await rows.deliver(claim)
