@@ -43,6 +43,7 @@ class Recorded(enum.Enum):
 
     GOING_ON = "written; the row goes on"
     ROW_FAILED = "written; a status webhook failed the row meanwhile"
+    WRITTEN_BEFORE = "written by a try whose answer was lost; the row goes on from its lease"
     NOT_OURS = "not written: the row is no longer this claim's (taken over, or deleted)"
 
 
@@ -150,11 +151,33 @@ class PartRecorder:
             for item in batch:  # find the part the database refuses; write the others
                 await self._write_batch([item])
             return
+        missing = [part for part, _ in batch if part.row_id not in recorded]
+        if missing:
+            recorded |= dict.fromkeys(await self._written(missing), Recorded.WRITTEN_BEFORE)
         for part, future in batch:
             result = recorded.get(part.row_id, Recorded.NOT_OURS)
             if result is Recorded.NOT_OURS:
                 self.refused += 1
             _settle(future, result=result)
+
+    async def _written(self, parts: list[AcceptedPart]) -> set[int]:
+        """The rows among `parts`' that hold their part all the same; none when that cannot be
+        read (then each is said to be unwritten, as it may be)."""
+        try:
+            async with self._pool.connect() as conn:
+                rows = await fetch_all(
+                    conn,
+                    store.WRITTEN_PARTS,
+                    {
+                        "ids": [p.row_id for p in parts],
+                        "indexes": [p.index for p in parts],
+                        "wamids": [p.wamid for p in parts],
+                    },
+                )
+        except Exception as exc:
+            logger.warning("could not read back %d refused parts: %s", len(parts), short_error(exc))
+            return set()
+        return {int(row["id"]) for row in rows}
 
     async def _persistently(self, parts: list[AcceptedPart]) -> dict[int, Recorded]:
         return await persistently(
@@ -222,6 +245,14 @@ def log_refused(part: AcceptedPart, recorded: Recorded) -> None:
     its wamid, for whoever finds it sent twice."""
     if recorded is Recorded.ROW_FAILED:
         logger.warning("message %d: stopping: a status webhook failed it", part.row_id)
+        return
+    if recorded is Recorded.WRITTEN_BEFORE:
+        logger.warning(
+            "message %d: stopping: part %d's record was written, but its answer was lost with "
+            "the connection; the row goes on from it when its lease runs out",
+            part.row_id,
+            part.index + 1,
+        )
         return
     logger.warning(
         "message %d: part %d was accepted as %s but not recorded: the row is no longer this "

@@ -27,6 +27,7 @@ from outbox.store.delivery import (
     SAVE_DAEMON_STATE,
     SECONDS_TO_NEXT_DUE,
     UNDO_ONSET_FAILURES,
+    WRITTEN_PARTS,
 )
 from outbox.store.intake import (
     insert_webhooks,
@@ -86,6 +87,7 @@ __all__ = [
     "SLOW_DOWN",
     "TAKE_TOKENS",
     "UNDO_ONSET_FAILURES",
+    "WRITTEN_PARTS",
     "apply_marked",
     "apply_statuses",
     "backlog_stats",

@@ -203,6 +203,18 @@ RECORD_PARTS = sa.text(
     """
 )
 
+# Of parts the part record did not write: the rows that hold them all the same (an earlier try
+# of the same write committed, and its answer was lost with the connection).
+WRITTEN_PARTS = sa.text(
+    """
+    SELECT v.id
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:indexes AS int[]), CAST(:wamids AS text[]))
+         AS v(id, index, wamid)
+    JOIN outbox_messages m ON m.id = v.id
+    WHERE m.parts -> v.index ->> 'wamid' = v.wamid
+    """
+)
+
 # Old pair entries: past their burst's refill they pace nothing any more.
 PRUNE_PAIRS = sa.text(
     """

@@ -98,3 +98,20 @@ async def test_the_stop_does_not_count_a_part_recorded_on_a_row_a_status_failed(
 ) -> None:
     _, unrecorded = await deliver_while(database_url, FAILED_BY_A_STATUS)
     assert unrecorded == 0
+
+
+async def test_a_part_an_earlier_try_wrote_is_not_said_to_be_unrecorded(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The write committed but its answer was lost with the connection, so it was tried again
+    and found the part already there: the part is on the row, so it is neither named as
+    unwritten nor counted."""
+    caplog.set_level(logging.WARNING, logger="outbox")
+    written_before = (
+        "UPDATE outbox_messages SET parts = jsonb_build_array(jsonb_build_object("
+        f"'wamid', '{WAMID}', 'status', 'sent', 'sent_at', now())) WHERE id = $1"
+    )
+    parts, unrecorded = await deliver_while(database_url, written_before)
+    assert WAMID in parts
+    assert unrecorded == 0
+    assert not any("not recorded" in r.getMessage() for r in caplog.records)
