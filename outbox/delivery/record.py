@@ -11,40 +11,23 @@ arrived before their part was recorded are applied right after it is, off the se
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from outbox import store
 from outbox.cancel import cancel_and_wait
 from outbox.connections import fetch_all
 from outbox.database import is_connection_error, persistently, short_error
+from outbox.delivery.recorded import AcceptedPart, Recorded
 from outbox.errors import clean
 from outbox.pool import Pool
 
 logger = logging.getLogger("outbox.recorder")
+T = TypeVar("T")
+R = TypeVar("R")
 MAX_BATCH = 1000
 STRUGGLING_AFTER = 0.5  # seconds a batch may take before claiming waits for it
-
-
-@dataclass(frozen=True)
-class AcceptedPart:
-    row_id: int
-    token: uuid.UUID
-    index: int
-    wamid: str
-    final: bool
-
-
-class Recorded(enum.Enum):
-    """What became of an accepted part's record."""
-
-    GOING_ON = "written; the row goes on"
-    ROW_FAILED = "written; a status webhook failed the row meanwhile"
-    WRITTEN_BEFORE = "written by a try whose answer was lost; the row goes on from its lease"
-    NOT_OURS = "not written: the row is no longer this claim's (taken over, or deleted)"
 
 
 class RecordFailed(Exception):
@@ -73,7 +56,7 @@ class PartRecorder:
         self._writing_since: float | None = None
         self._batch: list[tuple[AcceptedPart, asyncio.Future[Recorded]]] = []  # being written
         self._applying: set[asyncio.Task[None]] = set()  # statuses that waited for their part
-        self.refused = 0  # accepted parts left unwritten: their rows were no longer ours
+        self.refused = 0  # accepted parts on no row: their rows were taken over
 
     @property
     def busy(self) -> bool:
@@ -151,41 +134,63 @@ class PartRecorder:
             for item in batch:  # find the part the database refuses; write the others
                 await self._write_batch([item])
             return
-        missing = [part for part, _ in batch if part.row_id not in recorded]
-        if missing:
-            recorded |= dict.fromkeys(await self._written(missing), Recorded.WRITTEN_BEFORE)
-        for part, future in batch:
-            result = recorded.get(part.row_id, Recorded.NOT_OURS)
+        refused = []
+        for part, future in batch:  # the written ones first: their rows go on meanwhile
+            if part.row_id in recorded:
+                _settle(future, result=recorded[part.row_id])
+            else:
+                refused.append((part, future))
+        if not refused:
+            return
+        found = await self._read_back([part for part, _ in refused])
+        for part, future in refused:
+            result = found.get(part.row_id, Recorded.NOT_OURS)
             if result is Recorded.NOT_OURS:
                 self.refused += 1
             _settle(future, result=result)
 
-    async def _written(self, parts: list[AcceptedPart]) -> set[int]:
-        """The rows among `parts`' that hold their part all the same; none when that cannot be
-        read (then each is said to be unwritten, as it may be)."""
+    async def _read_back(self, parts: list[AcceptedPart]) -> dict[int, Recorded]:
+        """What became of parts the write refused; those it cannot tell are said to be unwritten
+        (as they may be)."""
         try:
-            async with self._pool.connect() as conn:
-                rows = await fetch_all(
-                    conn,
-                    store.WRITTEN_PARTS,
-                    {
-                        "ids": [p.row_id for p in parts],
-                        "indexes": [p.index for p in parts],
-                        "wamids": [p.wamid for p in parts],
-                    },
-                )
+            return await self._until_done(
+                self._refused, parts, f"reading back {len(parts)} refused parts", 1.0
+            )
         except Exception as exc:
             logger.warning("could not read back %d refused parts: %s", len(parts), short_error(exc))
-            return set()
-        return {int(row["id"]) for row in rows}
+            return {}
+
+    async def _refused(self, parts: list[AcceptedPart]) -> dict[int, Recorded]:
+        async with self._pool.connect() as conn:
+            rows = await fetch_all(conn, store.REFUSED_PARTS, _located(parts))
+        return {
+            int(row["id"]): (
+                Recorded.ON_ROW
+                if row["on_row"]
+                else Recorded.NOT_OURS
+                if row["exists"]
+                else Recorded.ROW_GONE
+            )
+            for row in rows
+        }
 
     async def _persistently(self, parts: list[AcceptedPart]) -> dict[int, Recorded]:
+        # Retried soon after the database is back: before any other daemon takes over.
+        return await self._until_done(
+            self._write, parts, f"recording {len(parts)} accepted parts", 1.0
+        )
+
+    async def _until_done(
+        self,
+        work: Callable[[list[T]], Awaitable[R]],
+        items: list[T],
+        what: str,
+        max_delay: float,
+    ) -> R:
+        """`work(items)` retried while the database is away, until it is done or the recorder
+        is abandoned (a stop past its deadline)."""
         return await persistently(
-            self._write,
-            parts,
-            what=f"recording {len(parts)} accepted parts",
-            give_up=lambda: self._abandon,
-            max_delay=1.0,  # soon after the database is back: before any other daemon takes over
+            work, items, what=what, give_up=lambda: self._abandon, max_delay=max_delay
         )
 
     async def _write(self, parts: list[AcceptedPart]) -> dict[int, Recorded]:
@@ -196,10 +201,8 @@ class PartRecorder:
                 conn,
                 store.RECORD_PARTS,
                 {
-                    "ids": [p.row_id for p in parts],
+                    **_located(parts),
                     "tokens": [p.token for p in parts],
-                    "indexes": [p.index for p in parts],
-                    "wamids": [p.wamid for p in parts],
                     "finals": [p.final for p in parts],
                     "lease": self._lease,
                     "pair_interval": self._pair_interval,
@@ -221,12 +224,11 @@ class PartRecorder:
         the write, or a send in doubt was settled by one). The rows stay marked until applied:
         if this does not happen (a stop, the database away), the receiver's sweep does it."""
         try:
-            await persistently(
+            await self._until_done(
                 self._apply_marked,
                 row_ids,
-                what=f"applying the statuses that waited for {len(row_ids)} rows' parts",
-                give_up=lambda: self._abandon,
-                max_delay=5.0,
+                f"applying the statuses that waited for {len(row_ids)} rows' parts",
+                5.0,
             )
         except Exception as exc:
             logger.warning(
@@ -240,29 +242,13 @@ class PartRecorder:
             await store.apply_marked(conn, row_ids)
 
 
-def log_refused(part: AcceptedPart, recorded: Recorded) -> None:
-    """Why the row stops after `part`, which Meta accepted: a part left unwritten is named with
-    its wamid, for whoever finds it sent twice."""
-    if recorded is Recorded.ROW_FAILED:
-        logger.warning("message %d: stopping: a status webhook failed it", part.row_id)
-        return
-    if recorded is Recorded.WRITTEN_BEFORE:
-        logger.warning(
-            "message %d: stopping: part %d's record was written, but its answer was lost with "
-            "the connection; the row goes on from it when its lease runs out",
-            part.row_id,
-            part.index + 1,
-        )
-        return
-    logger.warning(
-        "message %d: part %d was accepted as %s but not recorded: the row is no longer this "
-        "daemon's (its lease ran out and it was taken over, or it was deleted), so the part may "
-        "be sent again",
-        part.row_id,
-        part.index + 1,
-        part.wamid,
-        extra={"row_id": part.row_id, "part": part.index + 1, "wamid": part.wamid},
-    )
+def _located(parts: list[AcceptedPart]) -> dict[str, list[int] | list[str]]:
+    """Each part's row, index and wamid, as the statements' parallel arrays."""
+    return {
+        "ids": [p.row_id for p in parts],
+        "indexes": [p.index for p in parts],
+        "wamids": [p.wamid for p in parts],
+    }
 
 
 def _settle(

@@ -29,13 +29,8 @@ from outbox.delivery.parts import expired, row_parts
 from outbox.delivery.paused_templates import PausedTemplates
 from outbox.delivery.rate import SharedRate
 from outbox.delivery.reconcile import Reconciler
-from outbox.delivery.record import (
-    AcceptedPart,
-    PartRecorder,
-    Recorded,
-    RecordFailed,
-    log_refused,
-)
+from outbox.delivery.record import PartRecorder, RecordFailed
+from outbox.delivery.recorded import AcceptedPart, Recorded, log_refused
 from outbox.delivery.refusal import Refusals
 from outbox.delivery.request import Expired, LeaseLost, Requests
 from outbox.delivery.rules import Rules

@@ -33,8 +33,8 @@ async def shut_down(
     deadline: float,
 ) -> tuple[int, int]:
     """Finish or give back what is in flight; the number of rows given back to pending,
-    and of accepted parts whose wamid was not written (left at the stop, or refused earlier by
-    rows taken over)."""
+    and of accepted parts whose wamid is on no row (left unwritten at the stop, or refused
+    earlier by rows taken over)."""
     assert rows is not None
     tasks = in_flight.tasks
     if tasks:

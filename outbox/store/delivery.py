@@ -203,15 +203,17 @@ RECORD_PARTS = sa.text(
     """
 )
 
-# Of parts the part record did not write: the rows that hold them all the same (an earlier try
-# of the same write committed, and its answer was lost with the connection).
-WRITTEN_PARTS = sa.text(
+# What became of parts the part record did not write: whether their row still exists, and
+# whether it holds the part all the same (an earlier try of the same write committed and its
+# answer was lost with the connection, or the daemon that took the row over recorded our wamid,
+# reconciled from its status webhook).
+REFUSED_PARTS = sa.text(
     """
-    SELECT v.id
+    SELECT v.id, m.id IS NOT NULL AS exists,
+           coalesce(m.parts -> v.index ->> 'wamid' = v.wamid, false) AS on_row
     FROM unnest(CAST(:ids AS bigint[]), CAST(:indexes AS int[]), CAST(:wamids AS text[]))
          AS v(id, index, wamid)
-    JOIN outbox_messages m ON m.id = v.id
-    WHERE m.parts -> v.index ->> 'wamid' = v.wamid
+    LEFT JOIN outbox_messages m ON m.id = v.id
     """
 )
 

@@ -15,6 +15,7 @@ from aioresponses import CallbackResult, aioresponses
 import outbox
 from outbox.delivery.flight import InFlight
 from outbox.delivery.record import PartRecorder
+from outbox.delivery.recorded import AcceptedPart, Recorded
 from outbox.delivery.shutdown import shut_down
 from outbox.pool import Pool
 from tests.daemon_helpers import claim_of, claimed_row, row_sender
@@ -56,6 +57,11 @@ async def deliver_while(database_url: str, change: str) -> tuple[str, int]:
 
 TAKEN_OVER = (
     "UPDATE outbox_messages SET lease_token = gen_random_uuid(), taken_over = true WHERE id = $1"
+)
+TAKEN_OVER_AND_WRITTEN = (
+    "UPDATE outbox_messages SET lease_token = gen_random_uuid(), taken_over = true, "
+    "parts = jsonb_build_array(jsonb_build_object("
+    f"'wamid', '{WAMID}', 'status', 'sent', 'sent_at', now())) WHERE id = $1"
 )
 FAILED_BY_A_STATUS = (
     "UPDATE outbox_messages SET status = 'failed', last_error = '131026: undeliverable' "
@@ -100,18 +106,95 @@ async def test_the_stop_does_not_count_a_part_recorded_on_a_row_a_status_failed(
     assert unrecorded == 0
 
 
-async def test_a_part_an_earlier_try_wrote_is_not_said_to_be_unrecorded(
+async def test_a_part_found_on_the_row_all_the_same_is_not_said_to_be_unrecorded(
     database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The write committed but its answer was lost with the connection, so it was tried again
-    and found the part already there: the part is on the row, so it is neither named as
-    unwritten nor counted."""
-    caplog.set_level(logging.WARNING, logger="outbox")
-    written_before = (
-        "UPDATE outbox_messages SET parts = jsonb_build_array(jsonb_build_object("
-        f"'wamid', '{WAMID}', 'status', 'sent', 'sent_at', now())) WHERE id = $1"
-    )
-    parts, unrecorded = await deliver_while(database_url, written_before)
+    """Another daemon took the row over and recorded this very wamid (reconciled from its status
+    webhook): the part is on the row, so it is neither named as unwritten nor counted."""
+    caplog.set_level(logging.INFO, logger="outbox")
+    parts, unrecorded = await deliver_while(database_url, TAKEN_OVER_AND_WRITTEN)
     assert WAMID in parts
     assert unrecorded == 0
     assert not any("not recorded" in r.getMessage() for r in caplog.records)
+    assert any("is on the row" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_part_of_a_deleted_row_is_neither_counted_nor_said_to_go_again(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="outbox")
+    parts, unrecorded = await deliver_while(
+        database_url, "DELETE FROM outbox_messages WHERE id = $1"
+    )
+    assert parts == "None"
+    assert unrecorded == 0
+    assert not any("may be sent again" in r.getMessage() for r in caplog.records)
+    assert any("the row was deleted" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_write_whose_answer_was_lost_finds_its_part_on_the_row(database_url: str) -> None:
+    """The write committed, then the connection dropped before its answer: it is tried again,
+    finds the part already there, and says so instead of calling it unwritten."""
+    conn = await asyncpg.connect(database_url)
+    pool = Pool(database_url, size=2)
+    try:
+        row_id, token = await claimed_row(conn)
+        recorder = PartRecorder(pool, 30, on_idle=lambda: None)
+        write = recorder._write
+        tries = []
+
+        async def answer_lost_once(parts: list[AcceptedPart]) -> dict[int, Recorded]:
+            written = await write(parts)
+            tries.append(written)
+            if len(tries) == 1:
+                raise ConnectionResetError("the connection dropped before the answer")
+            return written
+
+        recorder._write = answer_lost_once  # type: ignore[method-assign]
+        recorder.start()
+        outcome = await recorder.record(AcceptedPart(row_id, token, 0, WAMID, True))
+        await recorder.close(5)
+        assert len(tries) == 2
+        assert outcome is Recorded.ON_ROW
+        assert recorder.refused == 0
+    finally:
+        await pool.close(5)
+        await conn.close()
+
+
+async def test_written_parts_go_on_before_the_refused_ones_of_their_batch_are_read_back(
+    database_url: str,
+) -> None:
+    conn = await asyncpg.connect(database_url)
+    pool = Pool(database_url, size=2)
+    try:
+        ours, ours_token = await claimed_row(conn)
+        theirs, theirs_token = await claimed_row(conn)
+        await conn.execute(TAKEN_OVER, theirs)
+        recorder = PartRecorder(pool, 30, on_idle=lambda: None)
+        read_back = recorder._refused
+        reading = asyncio.Event()
+        release = asyncio.Event()
+
+        async def slow_read_back(parts: list[AcceptedPart]) -> dict[int, Recorded]:
+            reading.set()
+            await release.wait()
+            return await read_back(parts)
+
+        recorder._refused = slow_read_back  # type: ignore[method-assign]
+        recorder.start()
+        written = asyncio.create_task(
+            recorder.record(AcceptedPart(ours, ours_token, 0, WAMID, True))
+        )
+        refused = asyncio.create_task(
+            recorder.record(AcceptedPart(theirs, theirs_token, 0, WAMID + "2", True))
+        )
+        await asyncio.wait_for(reading.wait(), 5)
+        assert await asyncio.wait_for(written, 5) is Recorded.GOING_ON
+        assert not refused.done()
+        release.set()
+        assert await refused is Recorded.NOT_OURS
+        await recorder.close(5)
+    finally:
+        await pool.close(5)
+        await conn.close()

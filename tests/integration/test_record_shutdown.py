@@ -8,7 +8,8 @@ import uuid
 
 import pytest
 
-from outbox.delivery.record import AcceptedPart, PartRecorder
+from outbox.delivery.record import PartRecorder
+from outbox.delivery.recorded import AcceptedPart
 from outbox.pool import Pool
 
 
