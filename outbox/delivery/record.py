@@ -144,14 +144,13 @@ class PartRecorder:
             return
         found = await self._read_back([part for part, _ in refused])
         for part, future in refused:
-            result = found.get(part.row_id, Recorded.NOT_OURS)
-            if result is Recorded.NOT_OURS:
+            result = found.get(part.row_id, Recorded.UNREAD)
+            if result in (Recorded.NOT_OURS, Recorded.UNREAD):  # may be on no row
                 self.refused += 1
             _settle(future, result=result)
 
     async def _read_back(self, parts: list[AcceptedPart]) -> dict[int, Recorded]:
-        """What became of parts the write refused; those it cannot tell are said to be unwritten
-        (as they may be)."""
+        """What became of parts the write refused; none when that cannot be read (UNREAD)."""
         try:
             return await self._until_done(
                 self._refused, parts, f"reading back {len(parts)} refused parts", 1.0

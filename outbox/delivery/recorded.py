@@ -30,6 +30,7 @@ class Recorded(enum.Enum):
     ON_ROW = "on the row all the same: an earlier try's answer was lost, or a takeover wrote it"
     ROW_GONE = "not written: the row was deleted"
     NOT_OURS = "not written: the row was taken over"
+    UNREAD = "not known: the row could not be read back"
 
 
 def log_refused(part: AcceptedPart, recorded: Recorded) -> None:
@@ -54,11 +55,16 @@ def log_refused(part: AcceptedPart, recorded: Recorded) -> None:
             part.wamid,
         )
         return
+    if recorded is Recorded.UNREAD:
+        why = "its write was refused and the row could not be read back"
+    else:
+        why = "the row is no longer this daemon's (its lease ran out and it was taken over)"
     logger.warning(
-        "message %d: part %d was accepted as %s but not recorded: the row is no longer this "
-        "daemon's (its lease ran out and it was taken over), so the part may be sent again",
+        "message %d: part %d was accepted as %s but not recorded: %s, so the part may be sent "
+        "again",
         part.row_id,
         part.index + 1,
         part.wamid,
+        why,
         extra={"row_id": part.row_id, "part": part.index + 1, "wamid": part.wamid},
     )

@@ -15,7 +15,7 @@ from aioresponses import CallbackResult, aioresponses
 import outbox
 from outbox.delivery.flight import InFlight
 from outbox.delivery.record import PartRecorder
-from outbox.delivery.recorded import AcceptedPart, Recorded
+from outbox.delivery.recorded import AcceptedPart, Recorded, log_refused
 from outbox.delivery.shutdown import shut_down
 from outbox.pool import Pool
 from tests.daemon_helpers import claim_of, claimed_row, row_sender
@@ -195,6 +195,35 @@ async def test_written_parts_go_on_before_the_refused_ones_of_their_batch_are_re
         release.set()
         assert await refused is Recorded.NOT_OURS
         await recorder.close(5)
+    finally:
+        await pool.close(5)
+        await conn.close()
+
+
+async def test_a_part_whose_row_cannot_be_read_back_is_counted_without_a_guessed_cause(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="outbox")
+    conn = await asyncpg.connect(database_url)
+    pool = Pool(database_url, size=2)
+    try:
+        row_id, token = await claimed_row(conn)
+        await conn.execute("DELETE FROM outbox_messages WHERE id = $1", row_id)
+        recorder = PartRecorder(pool, 30, on_idle=lambda: None)
+
+        async def unreadable(parts: list[AcceptedPart]) -> dict[int, Recorded]:
+            raise ValueError("the read-back broke")
+
+        recorder._refused = unreadable  # type: ignore[method-assign]
+        recorder.start()
+        part = AcceptedPart(row_id, token, 0, WAMID, True)
+        log_refused(part, await recorder.record(part))
+        await recorder.close(5)
+        assert recorder.refused == 1  # it may be unwritten
+        named = [r.getMessage() for r in caplog.records if WAMID in r.getMessage()]
+        assert len(named) == 1
+        assert "may be sent again" in named[0]
+        assert "taken over" not in named[0]
     finally:
         await pool.close(5)
         await conn.close()
