@@ -56,7 +56,7 @@ class PartRecorder:
         self._writing_since: float | None = None
         self._batch: list[tuple[AcceptedPart, asyncio.Future[Recorded]]] = []  # being written
         self._applying: set[asyncio.Task[None]] = set()  # statuses that waited for their part
-        self.refused = 0  # accepted parts on no row: their rows were taken over
+        self.refused = 0  # accepted parts that may be on no row (Recorded.unwritten)
 
     @property
     def busy(self) -> bool:
@@ -73,8 +73,8 @@ class PartRecorder:
         self._task = asyncio.create_task(self._run(), name="outbox-recorder")
 
     async def record(self, part: AcceptedPart) -> Recorded:
-        """Durably record `part`, unless the row is no longer this claim's (its lease was lost
-        to another worker). Raises RecordFailed when the database refuses the write itself."""
+        """Durably record `part`, unless the row is no longer this claim's; what became of it
+        (recorded.py). Raises RecordFailed when the database refuses the write itself."""
         future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
         self._unwritten += 1
         self._queue.put_nowait((part, future))
@@ -145,7 +145,7 @@ class PartRecorder:
         found = await self._read_back([part for part, _ in refused])
         for part, future in refused:
             result = found.get(part.row_id, Recorded.UNREAD)
-            if result in (Recorded.NOT_OURS, Recorded.UNREAD):  # may be on no row
+            if result.unwritten:
                 self.refused += 1
             _settle(future, result=result)
 

@@ -32,6 +32,11 @@ class Recorded(enum.Enum):
     NOT_OURS = "not written: the row was taken over"
     UNREAD = "not known: the row could not be read back"
 
+    @property
+    def unwritten(self) -> bool:
+        """The part may be on no row: sent twice, if the row's holder sends it again."""
+        return self in (Recorded.NOT_OURS, Recorded.UNREAD)
+
 
 def log_refused(part: AcceptedPart, recorded: Recorded) -> None:
     """Why the row stops after `part`, which Meta accepted: a part left unwritten is named with
